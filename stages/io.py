@@ -1,0 +1,121 @@
+"""Atomic, byte-stable output writing and Parquet reading.
+
+Every output is written to a temporary file beside its destination, flushed to disk, then renamed
+over it: a stage killed at any point leaves the old output or the new one, never a truncated file.
+Parquet bytes carry no timestamps and no pandas metadata, so the same rows give the same DVC hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.errors import StageError
+
+# A few large row groups, not many small ones.
+ROW_GROUP_SIZE = 65_536
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f"{suffix}.tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside `dest`; swap it in for `dest` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(table: pa.Table, dest: str | Path) -> None:
+    table = table.replace_schema_metadata(None)
+    with atomic_path(dest) as tmp:
+        pq.write_table(
+            table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE, store_schema=False
+        )
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: missing input (run the upstream stage: dvc repro)")
+    return pq.read_table(path, columns=columns)
+
+
+def write_json(obj: Any, dest: str | Path) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    write_text(text, dest)
+
+
+def write_text(text: str, dest: str | Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(data: bytes, dest: str | Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def file_md5(path: str | Path) -> str:
+    """MD5 of a file's bytes: the hash DVC 3 records for a file output."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Every stage that drops rows writes them here, with the reason, so nothing is lost:
+# rows in = rows kept + rows rejected.
+REJECT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("label", pa.string()),
+        ("raw", pa.binary()),
+    ]
+)
+
+
+def rejects_table(rows: list[dict[str, Any]], stage: str) -> pa.Table:
+    columns = {name: [row.get(name) for row in rows] for name in REJECT_SCHEMA.names}
+    columns["stage"] = [stage] * len(rows)
+    return pa.table(columns, schema=REJECT_SCHEMA)

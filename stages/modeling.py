@@ -1,0 +1,143 @@
+"""Model runtime shared by train and evaluate: device, precision, batching, prediction.
+
+Batches are padded dynamically (to their longest row) and, for training, grouped by length:
+rows of similar length share a batch, so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from stages.errors import StageError
+
+
+class TokenData:
+    """Token id sequences and labels of one or more token Parquet files, in file order."""
+
+    def __init__(self, ids: list[str], sequences: list[np.ndarray], labels: np.ndarray):
+        self.ids = ids
+        self.sequences = sequences
+        self.labels = labels
+        self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+
+    @classmethod
+    def read(cls, *files: Path) -> TokenData:
+        ids: list[str] = []
+        sequences: list[np.ndarray] = []
+        labels: list[int] = []
+        for file in files:
+            table = pq.read_table(file, columns=["id", "input_ids", "label"])
+            ids += table["id"].to_pylist()
+            column = table["input_ids"].combine_chunks()
+            offsets = column.offsets.to_numpy()
+            flat = column.values.to_numpy()
+            sequences += [flat[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+            labels += table["label"].to_pylist()
+        return cls(ids, sequences, np.asarray(labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def subset(self, limit: int | None) -> TokenData:
+        if limit is None or limit >= len(self):
+            return self
+        return TokenData(self.ids[:limit], self.sequences[:limit], self.labels[:limit])
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise StageError("train.device=cuda but no CUDA device is visible (use auto or cpu)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def use_bf16(mixed_precision: str, device: torch.device) -> bool:
+    """bf16 autocast on CUDA by default; CPU stays fp32 (exact and reproducible)."""
+    if mixed_precision == "bf16" and device.type != "cuda":
+        raise StageError("train.mixed_precision=bf16 needs a CUDA device (use auto or no)")
+    return mixed_precision == "bf16" or (mixed_precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, generator: np.random.Generator, group: bool = True
+) -> list[np.ndarray]:
+    """Shuffled batches; with `group`, sorted by length inside mega-batches of 50 batches.
+
+    The mega-batch keeps the order random at a coarse scale while rows of similar length meet.
+    """
+    order = generator.permutation(len(lengths))
+    if not group:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in generator.permutation(len(batches))]
+
+
+def collate(
+    sequences: list[np.ndarray], pad_id: int, pad_to: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and attention mask, to the longest row (or to `pad_to`)."""
+    width = pad_to or max(len(s) for s in sequences)
+    input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model, data: TokenData, batch_size: int, pad_id: int, device: torch.device, bf16: bool = False
+) -> np.ndarray:
+    """Logits in data order; rows are batched longest-first to keep padding small."""
+    model.eval()
+    order = np.argsort(-data.lengths, kind="stable")
+    out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        input_ids, mask = collate([data.sequences[i] for i in index], pad_id)
+        with autocast(device, bf16):
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        out[index] = logits.float().cpu().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def load_classifier(source: str, labels: list[str]):
+    """A sequence classifier with a head sized for `labels` (fresh when the source has none)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the "newly initialized head" notice is expected here
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            use_safetensors=True,
+        )
+    except OSError as exc:
+        raise StageError(f"{source}: cannot load model weights as safetensors ({exc})") from None

@@ -1,0 +1,144 @@
+"""ingest on real corpus files and on small tables with planted problems."""
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stages.ingest import IngestError, ingest, records_from_source, report, subsample
+from stages.params import IngestParams
+from tests.conftest import CORPUS
+
+MISMATCHED = "hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt"  # bytes differ from its name
+
+
+def corpus_params(path, **overrides) -> IngestParams:
+    base = dict(format="spam_assassin", path=str(path), labels=["ham", "spam"],
+                folder_labels={"easy-ham-1": "ham", "hard-ham-1": "ham", "spam-2": "spam"})
+    return IngestParams(**{**base, **overrides})
+
+
+@pytest.fixture()
+def mini_corpus(tmp_path):
+    """Five real messages per group, plus the one whose bytes do not match its MD5 name."""
+    for group in ("easy-ham-1", "hard-ham-1", "spam-2"):
+        (tmp_path / group).mkdir()
+        for path in sorted((CORPUS / group).glob("*.txt"))[:5]:
+            shutil.copy(path, tmp_path / group / path.name)
+            shutil.copy(path.with_suffix(".json"), tmp_path / group / path.with_suffix(".json").name)
+    shutil.copy(CORPUS / MISMATCHED, tmp_path / MISMATCHED)
+    return tmp_path
+
+
+def test_reads_corpus_and_flags_checksum_mismatch(mini_corpus):
+    p = corpus_params(mini_corpus)
+    kept, rejects = ingest(records_from_source(p), p)
+    assert len(kept) == 16 and rejects == []
+    by_id = {row["id"]: row for row in kept}
+    assert by_id["hard-ham-1/00230"]["checksum_status"] == "mismatch"
+    assert sum(row["checksum_status"] == "ok" for row in kept) == 15
+    assert {row["label"] for row in kept if row["group"] == "spam-2"} == {"spam"}
+    first = sorted((CORPUS / "easy-ham-1").glob("*.txt"))[0]
+    assert by_id["easy-ham-1/" + first.name.split(".")[0]]["raw"] == first.read_bytes()
+
+
+def test_unmapped_folder_rows_are_rejected_not_lost(mini_corpus):
+    p = corpus_params(mini_corpus, folder_labels={"easy-ham-1": "ham", "spam-2": "spam"})
+    kept, rejects = ingest(records_from_source(p), p)
+    assert len(kept) + len(rejects) == 16
+    assert {r["reason"] for r in rejects} == {"missing_label"}
+    assert all("hard-ham-1" in r["detail"] for r in rejects)
+
+
+def test_missing_labelled_folder_is_a_file_level_error(mini_corpus):
+    p = corpus_params(mini_corpus, folder_labels={"spam-1": "spam"})
+    with pytest.raises(IngestError, match="spam-1"):
+        list(records_from_source(p))
+
+
+def test_binary_mail_file_rejected(mini_corpus):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"PK\x03\x04\x00\x00")
+    p = corpus_params(mini_corpus)
+    kept, rejects = ingest(records_from_source(p), p)
+    assert [(r["id"], r["reason"]) for r in rejects] == [("spam-2/00999", "binary_content")]
+    assert len(kept) == 16
+
+
+def table_params(path, fmt, **overrides) -> IngestParams:
+    return IngestParams(**{"format": fmt, "path": str(path), "labels": ["ham", "spam"], **overrides})
+
+
+def test_csv_row_problems_go_to_rejects_with_reasons(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(
+        b"id,text,label\n"
+        b"a,hello there friend,ham\n"
+        b"b,,spam\n"
+        b"c,win money,junk\n"
+        b"d,too,many,fields,ham\n"
+        b"a,duplicate id here,ham\n"
+        b"e,caf\xe9 latin-1 byte,ham\n"
+        b"f,\"quoted, with comma\",spam\n"
+    )
+    p = table_params(path, "csv", id_column="id")
+    kept, rejects = ingest(records_from_source(p), p)
+    assert [r["id"] for r in kept] == ["a", "f"]
+    assert kept[1]["raw"] == b"quoted, with comma"
+    reasons = {r["id"]: r["reason"] for r in rejects}
+    assert reasons == {"b": "missing_text", "c": "unknown_label", "data.csv:5": "malformed_row",
+                       "a": "duplicate_id", "e": "undecodable"}
+    assert any("line 5" in r["source"] or ":5" in r["source"] for r in rejects)
+
+
+def test_csv_missing_column_names_file_and_columns(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("body,label\nhi,ham\n")
+    with pytest.raises(IngestError, match=r"data.csv: missing column\(s\) \['text'\]"):
+        list(records_from_source(table_params(path, "csv")))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "file is empty"), (b"PK\x03\x04zipdata", "a zip archive, not CSV"),
+     (b'text,label\n"unclosed,ham\n', "quoting error")],
+)
+def test_csv_file_level_errors(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(IngestError, match=message):
+        list(records_from_source(table_params(path, "csv")))
+
+
+def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps({"text": "a fine message", "label": "ham"}), "{not json",
+             json.dumps({"text": 42, "label": "spam"}), json.dumps({"text": "ok", "label": 1})]
+    path.write_text("\n".join(lines) + "\n")
+    p = table_params(path, "jsonl")
+    kept, rejects = ingest(records_from_source(p), p)
+    assert len(kept) == 1
+    assert [(r["source"].split(":")[-1], r["reason"]) for r in rejects] == [
+        ("2", "malformed_json"), ("3", "wrong_type"), ("4", "wrong_type")]
+
+
+def test_parquet_source_and_size_limit(tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["short text", "x" * 500, None], "label": ["ham", "spam", "ham"]}), path)
+    p = table_params(path, "parquet", max_text_bytes=100)
+    kept, rejects = ingest(records_from_source(p), p)
+    assert [r["raw"] for r in kept] == [b"short text"]
+    assert [r["reason"] for r in rejects] == ["text_too_large", "missing_text"]
+
+
+def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
+    p = corpus_params(mini_corpus)
+    kept, _ = ingest(records_from_source(p), p)
+    first, dropped = subsample(kept, 3)
+    again, _ = subsample(list(reversed(kept)), 3)
+    assert sorted(r["id"] for r in first) == sorted(r["id"] for r in again)
+    assert len(first) == 6 and len(first) + len(dropped) == len(kept)
+    summary = report(len(kept), first, dropped)
+    assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"]
+    assert summary["rejected_by_reason"] == {"subsampled": 10}

@@ -1,0 +1,77 @@
+import copy
+
+import pytest
+import yaml
+
+from stages.params import ParamsError, flatten, load_params, parse_params
+from tests.conftest import REPO
+
+
+@pytest.fixture()
+def raw():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repo_params_are_valid(params):
+    assert params.ingest.labels == ["ham", "spam"]
+    assert params.train.learning_rate == pytest.approx(5e-5)
+
+
+def test_unknown_key_names_key_and_allowed_keys(raw):
+    raw["train"]["learning_rte"] = 0.1
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "train.learning_rte: unknown key" in str(err.value)
+    assert "learning_rate" in str(err.value)  # the allowed keys are listed
+
+
+def test_unknown_section(raw):
+    raw["trian"] = {}
+    with pytest.raises(ParamsError, match="trian: unknown key"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "learning_rate", "5e-5", "train.learning_rate"),  # YAML 1.1 reads 5e-5 as text
+        ("train", "epochs", 0, "greater than or equal to 1"),
+        ("train", "device", "tpu", "'auto', 'cpu' or 'cuda'"),
+        ("tokenize", "truncation_side", "middle", "'right' or 'left'"),
+        ("augment", "fraction", 1.5, "augment.fraction"),
+        ("clean", "min_chars", "20", "clean.min_chars"),
+    ],
+)
+def test_wrong_type_or_range_names_key(raw, section, key, value, message):
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_missing_key(raw):
+    del raw["train"]["seed"]
+    with pytest.raises(ParamsError, match="train.seed: required key is missing"):
+        parse_params(raw)
+
+
+def test_folder_label_must_be_a_label(raw):
+    raw["ingest"]["folder_labels"]["spam-1"] = "junk"
+    with pytest.raises(ParamsError, match="junk"):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_flatten_caps_values_for_mlflow(raw):
+    raw = copy.deepcopy(raw)
+    raw["ingest"]["path"] = "x" * 400
+    flat = flatten(parse_params(raw))
+    assert flat["train.learning_rate"] == "5e-05"
+    assert flat["ingest.folder_labels.spam-1"] == "spam"
+    assert all(len(v) <= 250 for v in flat.values())

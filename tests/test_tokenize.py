@@ -1,0 +1,53 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages import encoding
+from stages.tokenize import tokenize_split
+
+
+def write_clean(path, texts, labels):
+    ids = [f"id{i}" for i in range(len(texts))]
+    pq.write_table(pa.table({"id": ids, "label": labels, "text": texts}), path)
+
+
+def test_token_table_schema_and_limits(tmp_path, tokenizer):
+    texts = ["free money now", "meeting notes attached " * 50, "hello"]
+    write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
+    table = tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], batch_size=2)
+    assert table.schema == encoding.TOKEN_SCHEMA
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table["label"].to_pylist() == [1, 0, 0]
+    assert table["id"].to_pylist() == ["id0", "id1", "id2"]
+    ids = table["input_ids"].to_pylist()
+    assert max(map(len, ids)) == 16
+    assert all(seq[0] == tokenizer.cls_token_id and seq[-1] == tokenizer.sep_token_id for seq in ids)
+    assert ids[0] == tokenizer("free money now")["input_ids"]  # batching changes nothing
+
+
+def test_truncation_side_left_keeps_the_end(tmp_path):
+    from tests.conftest import MODEL
+
+    left = encoding.load_tokenizer(str(MODEL), "left")
+    text = "start " + "middle " * 40 + "finish"
+    (seq,) = encoding.encode(left, [text], 8)
+    assert left.convert_ids_to_tokens(seq)[-2] == "finish"
+
+
+def test_identity_is_stable(tokenizer):
+    from tests.conftest import MODEL
+
+    a = encoding.identity(tokenizer, "m", 128)
+    b = encoding.identity(encoding.load_tokenizer(str(MODEL)), "m", 128)
+    assert a == b and len(a["sha256"]) == 64 and a["vocab_size"] == 30522
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    import pytest
+
+    from stages.errors import StageError
+
+    with pytest.raises(StageError, match="model directory not found"):
+        encoding.resolve_model("models/nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StageError, match="no config.json"):
+        encoding.resolve_model(str(tmp_path / "empty"))

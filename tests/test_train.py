@@ -1,0 +1,114 @@
+"""A few real training steps of the shipped model on real (small) slices of the corpus."""
+
+import numpy as np
+import pytest
+import torch
+
+from stages import encoding, modeling
+from stages.clean import mail_to_text, normalise
+from stages.params import TrainParams
+from stages.train import history_csv, seed_everything, train_model
+from tests.conftest import CORPUS, MODEL
+
+MAX_LENGTH = 64
+
+
+def train_params(**overrides) -> TrainParams:
+    base = dict(seed=0, device="cpu", mixed_precision="auto", epochs=1, batch_size=8, eval_batch_size=32,
+                gradient_accumulation_steps=1, learning_rate=1e-4, weight_decay=0.01, lr_scheduler="linear",
+                warmup_ratio=0.1, max_grad_norm=1.0, early_stopping_patience=1, padding="dynamic",
+                group_by_length=True, num_threads=2, log_every_steps=1)
+    return TrainParams(**{**base, **overrides})
+
+
+def corpus_tokens(tokenizer, per_label: int, offset: int) -> modeling.TokenData:
+    """Real messages: ham from easy-ham-1, spam from spam-2, cleaned and tokenized."""
+    ids, texts, labels = [], [], []
+    for label, group in ((0, "easy-ham-1"), (1, "spam-2")):
+        for path in sorted((CORPUS / group).glob("*.txt"))[offset : offset + per_label]:
+            ids.append(path.name)
+            texts.append(normalise(mail_to_text(path.read_bytes())))
+            labels.append(label)
+    encoded = encoding.encode(tokenizer, texts, MAX_LENGTH)
+    return modeling.TokenData(ids, [np.asarray(s, dtype=np.int32) for s in encoded], np.asarray(labels))
+
+
+@pytest.fixture(scope="module")
+def data(tokenizer):
+    return corpus_tokens(tokenizer, 60, 0), corpus_tokens(tokenizer, 40, 500)
+
+
+def fresh_model(seed=0):
+    torch.manual_seed(seed)
+    return modeling.load_classifier(str(MODEL), ["ham", "spam"])
+
+
+def batch_loss(model, data: modeling.TokenData) -> float:
+    input_ids, mask = modeling.collate(data.sequences, 0)
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=mask, labels=torch.from_numpy(data.labels)).loss.item()
+
+
+def test_training_lowers_loss_and_clears_accuracy_floor(data):
+    train, val = data
+    device = torch.device("cpu")
+    seed_everything(0, device, 2)
+    model = fresh_model()
+    before = batch_loss(model, val)
+    steps = []
+    result = train_model(model, train, val, train_params(epochs=2), 0, MAX_LENGTH, device,
+                         on_step=lambda step, values: steps.append(values["train_loss"]))
+    assert batch_loss(model, val) < before
+    assert len(steps) == 30 and np.mean(steps[-5:]) < np.mean(steps[:5])
+    best = result.history[result.best_epoch - 1]
+    assert best["val_accuracy"] >= 0.85, result.history  # smoke floor: spam vs ham is easy
+    assert history_csv(result.history).splitlines()[0].startswith("epoch,train_loss")
+
+
+def test_cpu_training_is_bit_identical(data):
+    train, val = data
+    device = torch.device("cpu")
+    states = []
+    for _ in range(2):
+        seed_everything(0, device, 2)
+        model = fresh_model()
+        train_model(model, train.subset(24), val.subset(8), train_params(), 0, MAX_LENGTH, device)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_length_grouped_batches_cover_all_rows_once():
+    lengths = np.random.default_rng(0).integers(5, 100, size=1000)
+    batches = modeling.length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    random_batches = modeling.length_grouped_batches(lengths, 16, np.random.default_rng(1), group=False)
+    assert spread < np.mean([lengths[b].max() - lengths[b].min() for b in random_batches]) / 4
+
+
+def test_collate_pads_and_masks():
+    ids, mask = modeling.collate([np.array([5, 6, 7]), np.array([8])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, _ = modeling.collate([np.array([5])], pad_id=0, pad_to=4)
+    assert ids.shape == (1, 4)
+
+
+def test_padding_does_not_change_predictions(data):
+    """Dynamic padding is an optimisation only: logits match a batch of one."""
+    _, val = data
+    model = fresh_model()
+    batched = modeling.predict_logits(model, val.subset(6), 6, 0, torch.device("cpu"))
+    single = modeling.predict_logits(model, val.subset(6), 1, 0, torch.device("cpu"))
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_training_step(data):
+    train, val = data
+    device = torch.device("cuda")
+    model = fresh_model().to(device)
+    result = train_model(model, train.subset(32), val.subset(16), train_params(device="cuda"), 0, MAX_LENGTH, device)
+    assert result.history and np.isfinite(result.history[0]["train_loss"])
