@@ -18,11 +18,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup repro test lint lock ui clean-env
+.PHONY: help setup repro test bench lock ui clean-env
 
 help:
 	@echo "make repro  - set up and run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test   - set up and run the tests"
+	@echo "make bench  - benchmarks -> reports/benchmarks.md"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
 
 setup: $(VENV)/.installed $(DATA_DIR)/file_list.json $(MODEL_DIR)/config.json
@@ -47,7 +48,17 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
+	$(BIN)/ruff check stages tests
 	$(BIN)/python -m pytest
+
+# Benchmarks (reports/benchmarks.md): each prints its ratios against a baseline run side by side.
+bench: setup
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/dvc repro
+	$(BIN)/python bench/tokenize_bench.py
+	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/dvc_noop_bench.py
+	$(BIN)/python bench/report.py
 
 ui: setup
 	$(BIN)/reprolab ui

@@ -18,7 +18,6 @@ import re
 import unicodedata
 from collections import Counter
 from email.message import Message
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     ui_parser = verbs.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui_parser.add_argument("--port", type=int, default=5000)
     verbs.add_parser("env", help="print the package versions and tracking store this run would record")
+    audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
+    audit_parser.add_argument("target", help="git revision or MLflow run id")
+    audit_parser.add_argument("--out", type=Path, help="where to write audit.md and audit.json")
+    audit_parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
+    trace_parser = verbs.add_parser("trace", help="print the lineage of an MLflow run")
+    trace_parser.add_argument("run_id")
+    trace_parser.add_argument("--json", action="store_true")
+    verbs.add_parser("replay", help="send tracking records kept during an MLflow outage to the store")
+    compare_parser = verbs.add_parser("compare", help="offline Markdown/HTML report of revisions side by side")
+    compare_parser.add_argument("revs", nargs="+", help="git revisions; `workspace` for the working tree")
+    compare_parser.add_argument("--out", type=Path, default=Path("compare"))
     args = parser.parse_args(argv)
     run_stage(lambda: _dispatch(args), timed=False)
 
@@ -63,6 +75,29 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"vendored {args.source} -> {vendor_model(args.source, args.dest)}")
     elif args.verb == "ui":
         ui(args.port)
+    elif args.verb == "audit":
+        from stages.audit import audit
+
+        report = audit(Path.cwd(), args.target, args.out, args.keep)
+        for check in report["checks"]:
+            if not check["ok"]:
+                print(f"DIFFERS {check['kind']} {check['name']}: recorded {check['recorded']}, "
+                      f"reproduced {check['reproduced']} {check['detail']}".rstrip())
+        print(f"audit {report['verdict'].upper()}: {report['commit'][:12]} in {report['wall_seconds']} s; "
+              f"report: {' '.join(report['report_files'])}")
+        if report["verdict"] != "pass":
+            sys.exit(1)
+    elif args.verb == "trace":
+        info = tracking.trace(args.run_id)
+        print(json.dumps(info, indent=2) if args.json else tracking.format_trace(info))
+    elif args.verb == "compare":
+        from stages.compare import compare
+
+        for kind, path in compare(Path.cwd(), args.revs, args.out).items():
+            print(f"{kind}: {path}")
+    elif args.verb == "replay":
+        sent = tracking.replay()
+        print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
     elif args.verb == "env":
         print(f"tracking: {tracking.tracking_uri()}")
         for name, version in provenance.package_versions().items():

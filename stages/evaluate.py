@@ -80,21 +80,20 @@ def baseline_probs(train_texts: list[str], train_labels: list[int], test_texts: 
 
 
 def curve_csv(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray) -> str:
-    rows = [f"{x_name},{y_name}"] + [f"{a:.6g},{b:.6g}" for a, b in zip(x, y)]
-    return "\n".join(rows) + "\n"
+    return io.csv_text([x_name, y_name], [[float(a), float(b)] for a, b in zip(x, y, strict=True)])
 
 
 def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> str:
-    rows = ["id,actual,predicted,score"]
-    for row_id, label, prob in zip(ids, labels, probs):
-        rows.append(f"\"{row_id}\",{names[label]},{names[int(prob.argmax())]},{prob.max():.6g}")
-    return "\n".join(rows) + "\n"
+    """One row per test example; ids and labels come from user data, so cells are guarded."""
+    rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max())]
+            for row_id, label, prob in zip(ids, labels, probs, strict=True)]
+    return io.csv_text(["id", "actual", "predicted", "score"], rows)
 
 
 def draw_figures(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
     files = []
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
-    for ax, (model, probs) in zip(np.atleast_1d(axes), results.items()):
+    for ax, (model, probs) in zip(np.atleast_1d(axes), results.items(), strict=True):
         matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(names))))
         ax.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
@@ -171,16 +170,17 @@ def main() -> None:
         print(f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
               f"accuracy {metrics[model_name]['accuracy']:.4f}")
 
-    run_id = tracking.find_run_for_model(io.file_md5(paths.MODEL_DIR / "model.safetensors"))
-    with tracking.stage_run("evaluate", params, {"test": paths.token_split("test")}, run_id=run_id):
-        import mlflow
-
-        mlflow.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
-        mlflow.log_artifact(str(METRICS_PATH), artifact_path="reports")
+    model_md5 = io.file_md5(paths.MODEL_DIR / "model.safetensors")
+    train_run = tracking.find_run_for_model(model_md5)
+    with tracking.StageRun.start("evaluate", params, {"test": paths.token_split("test")},
+                                 resume_run_id=train_run) as run:
+        if train_run is None:  # lets `reprolab replay` attach this record to its train run later
+            run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5})
+        run.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
+        run.log_artifact(METRICS_PATH, "reports")
         for file in [*plot_files, *figures]:
-            mlflow.log_artifact(str(file), artifact_path="reports/plots")
-        tracking.log_outputs(mlflow, [METRICS_PATH], prefix="evaluate")
-
+            run.log_artifact(file, "reports/plots")
+        run.log_outputs([METRICS_PATH], prefix="evaluate")
 
 if __name__ == "__main__":
     run_stage(main)

@@ -98,6 +98,8 @@ def _decode_table_bytes(path: Path) -> str:
     data = path.read_bytes()
     if not data.strip():
         raise IngestError(f"{path}: file is empty")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise IngestError(f"{path}: file is UTF-16; save it as UTF-8")
     what = _sniff_binary(data)
     if what:
         raise IngestError(f"{path}: file holds {what}, not {path.suffix.lstrip('.').upper()} text")
@@ -119,13 +121,14 @@ def _table_record(path: Path, row_number: int, values: dict[str, Any], p: Ingest
 
 
 def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
+    columns = list(columns)
     wanted = [p.text_column, p.label_column] + ([p.id_column] if p.id_column else [])
     missing = [c for c in wanted if c not in set(columns)]
     if missing:
-        raise IngestError(
-            f"{path}: missing column(s) {missing}; found {sorted(columns)} "
-            "(set ingest.text_column / label_column / id_column)"
-        )
+        hint = "set ingest.text_column / label_column / id_column"
+        if len(columns) == 1 and any(sep in columns[0] for sep in ";\t|"):
+            hint = "is the delimiter ','? the header reads as one column"
+        raise IngestError(f"{path}: missing column(s) {missing}; found {sorted(columns)} ({hint})")
 
 
 def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
@@ -141,6 +144,8 @@ def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
         try:
             fields = next(reader)
         except StopIteration:
+            if row_number == 1:
+                raise IngestError(f"{path}: file has no rows (only a header)") from None
             return
         except csv.Error as exc:
             # A quoting error leaves the reader's position unreliable: stop with the line named.
@@ -154,7 +159,7 @@ def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
                 "raw": ",".join(fields).encode("utf-8", "surrogateescape"),
             }
             continue
-        yield _table_record(path, row_number, dict(zip(header, fields)), p)
+        yield _table_record(path, row_number, dict(zip(header, fields, strict=True)), p)
 
 
 def read_jsonl(path: Path, p: IngestParams) -> Iterator[dict]:
@@ -168,6 +173,8 @@ def read_jsonl(path: Path, p: IngestParams) -> Iterator[dict]:
             if not isinstance(values, dict):
                 raise ValueError(f"expected a JSON object, found {type(values).__name__}")
         except ValueError as exc:
+            if not checked:  # not one object yet: this is not JSON Lines at all
+                raise IngestError(f"{path}: line {line_number}: not JSON Lines ({exc})") from None
             yield {
                 "id": f"{path.name}:{line_number}",
                 "source": f"{path}:{line_number}",

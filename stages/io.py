@@ -8,7 +8,10 @@ Parquet bytes carry no timestamps and no pandas metadata, so the same rows give 
 from __future__ import annotations
 
 import contextlib
+import csv
+import errno
 import hashlib
+import io as _io
 import json
 import os
 import shutil
@@ -27,6 +30,21 @@ ROW_GROUP_SIZE = 65_536
 
 
 @contextlib.contextmanager
+def _resource_errors(dest: Path) -> Iterator[None]:
+    """A full disk or exhausted memory while writing becomes one clear message."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StageError(f"{dest}: no space left on device while writing it; nothing was "
+                             "written and any previous version is untouched") from None
+        raise
+    except MemoryError:
+        raise StageError(f"{dest}: out of memory while writing it; nothing was written and any "
+                         "previous version is untouched") from None
+
+
+@contextlib.contextmanager
 def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
     dest = Path(dest)
@@ -35,10 +53,11 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, dest)
+        with _resource_errors(dest):
+            yield tmp_path
+            with open(tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -50,13 +69,14 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        yield tmp
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        with _resource_errors(dest):
+            yield tmp
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if dest.exists():
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -119,3 +139,34 @@ def rejects_table(rows: list[dict[str, Any]], stage: str) -> pa.Table:
     columns = {name: [row.get(name) for row in rows] for name in REJECT_SCHEMA.names}
     columns["stage"] = [stage] * len(rows)
     return pa.table(columns, schema=REJECT_SCHEMA)
+
+
+# A cell starting with one of these runs as a formula when a spreadsheet opens the CSV.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """Text for a CSV cell, with a leading apostrophe where it would read as a formula."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    """CSV with quoting by the csv module and formula-injection guards on every cell."""
+    buffer = _io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    return buffer.getvalue()

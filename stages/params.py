@@ -116,6 +116,8 @@ class TrainParams(Section):
     max_train_samples: int | None = Field(None, gt=0)
     num_threads: int | None = Field(None, ge=1)
     log_every_steps: int = Field(ge=1)
+    # Checkpoint every N optimizer steps (0: only at epoch ends); SIGINT/SIGTERM always save one.
+    checkpoint_every_steps: int = Field(ge=0)
 
 
 class BaselineParams(Section):
@@ -129,6 +131,12 @@ class EvaluateParams(Section):
     baseline: BaselineParams
 
 
+class AuditParams(Section):
+    # bf16 autocast and atomics are not bit-stable on GPUs: a CUDA result is reproduced when its
+    # metrics match within this; CPU results must match exactly.
+    cuda_metric_tolerance: float = Field(ge=0, le=1)
+
+
 class Params(Section):
     ingest: IngestParams
     clean: CleanParams
@@ -137,6 +145,7 @@ class Params(Section):
     augment: AugmentParams
     train: TrainParams
     evaluate: EvaluateParams
+    audit: AuditParams
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -168,7 +177,8 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
         raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
+def load_params(path: str | Path = PARAMS_FILE, check_paths: bool = True) -> Params:
+    """params.yaml, validated; with `check_paths`, the paths it names must exist (a stage's view)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -176,7 +186,21 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+    params = parse_params(raw, str(path))
+    if check_paths:
+        _check_paths(params, str(path))
+    return params
+
+
+def _check_paths(params: Params, source: str) -> None:
+    model = Path(params.model.name_or_path).expanduser()
+    looks_local = model.is_absolute() or params.model.name_or_path.startswith((".", "~", "models/"))
+    if looks_local and not model.is_dir():
+        raise ParamsError(f"{source}: model.name_or_path: directory {model} does not exist "
+                          "(a local Hugging Face model directory; `make setup` vendors the default)")
+    if not Path(params.ingest.path).exists():
+        raise ParamsError(f"{source}: ingest.path: {params.ingest.path} does not exist "
+                          "(for the default corpus run `make setup`)")
 
 
 def flatten(params: Params) -> dict[str, str]:

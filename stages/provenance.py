@@ -31,11 +31,12 @@ def _git(*args: str) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip()
+    return done.stdout
 
 
 def git_commit() -> str | None:
-    return _git("rev-parse", "HEAD")
+    head = _git("rev-parse", "HEAD")
+    return head.strip() if head else None
 
 
 def git_dirty_paths() -> list[str]:
@@ -43,7 +44,7 @@ def git_dirty_paths() -> list[str]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     if not status:
         return []
-    paths = [line[3:] for line in status.splitlines()]
+    paths = [line[3:] for line in status.splitlines() if line.strip()]  # "XY path"
     return [p for p in paths if not p.startswith(_RUN_OUTPUT_PREFIXES)]
 
 

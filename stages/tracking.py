@@ -6,18 +6,27 @@ Each stage run carries the git commit and dirty state, the DVC experiment, packa
 param, and the DVC md5 of each input as its MLflow dataset digest (MLflow's own digest hashes only
 the first rows). Evaluate logs into the train run that produced the model it scores, found by the
 model's weights hash, so one run holds params, training curves, test metrics and the model.
+
+A tracking outage never costs a run: `StageRun` writes through to MLflow while it answers and
+otherwise keeps the whole record in a local spool (`.reprolab/spool/`), which `reprolab replay`
+sends to the store later.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
+import shutil
+import sys
+import time
+import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from stages import io, provenance
+from stages.errors import StageError
 from stages.params import Params, flatten
 
 EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
@@ -26,6 +35,10 @@ MODEL_DIGEST_TAG = "reprolab.model_md5"
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{provenance.repo_root() / 'mlflow.db'}"
+
+
+def spool_dir() -> Path:
+    return provenance.repo_root() / ".reprolab" / "spool"
 
 
 def _mlflow():
@@ -68,68 +81,17 @@ def run_tags(stage: str) -> dict[str, str]:
     return tags
 
 
-def _log_inputs(mlflow, inputs: Mapping[str, Path]) -> None:
+def _dataset(path: str, digest: str):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    for context, path in inputs.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            source = resolve_dataset_source(Path(path).resolve().as_uri())
-        dataset = MetaDataset(source=source, name=str(path), digest=io.file_md5(path))
-        mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(Path(path).resolve().as_uri())
+    return MetaDataset(source=source, name=path, digest=digest)
 
 
-@contextlib.contextmanager
-def stage_run(
-    stage: str, params: Params, inputs: Mapping[str, Path] | None = None, run_id: str | None = None
-) -> Iterator[Any]:
-    """An MLflow run for one stage execution (or the existing run `run_id`, resumed)."""
-    mlflow = _mlflow()
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage) as run:
-        if run_id is None:
-            mlflow.set_tags(run_tags(stage))
-            mlflow.log_params(flatten(params))
-        if inputs:
-            _log_inputs(mlflow, inputs)
-        yield run
-
-
-def log_outputs(mlflow, outputs: list[Path], prefix: str = "output") -> None:
-    mlflow.set_tags({f"{prefix}.{path}": io.file_md5(path) for path in outputs if path.is_file()})
-
-
-def log_stage(
-    stage: str,
-    params: Params,
-    outputs: list[Path],
-    metrics: Mapping[str, Any],
-    inputs: Mapping[str, Path] | None = None,
-) -> None:
-    """Record a data stage: its params, inputs, output hashes and report."""
-    with stage_run(stage, params, inputs):
-        import mlflow
-
-        mlflow.log_metrics(flat_metrics(metrics))
-        log_outputs(mlflow, outputs)
-        for path in outputs:
-            if path.suffix == ".json":
-                mlflow.log_artifact(str(path), artifact_path="reports")
-
-
-def find_run_for_model(model_md5: str) -> str | None:
-    """The latest train run whose saved weights have this md5."""
-    mlflow = _mlflow()
-    runs = mlflow.search_runs(
-        filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def log_model(mlflow, model_dir: Path) -> None:
+def _log_model(mlflow, model_dir: Path) -> None:
     """The fine-tuned model as an MLflow transformers pipeline, reloadable offline.
 
     Requirements are given explicitly: MLflow's inference imports packages this project lacks.
@@ -143,3 +105,227 @@ def log_model(mlflow, model_dir: Path) -> None:
         name="model",
         pip_requirements=[f"{pkg}=={versions[pkg]}" for pkg in ("torch", "transformers", "tokenizers")],
     )
+
+
+class StageRun:
+    """One stage's MLflow run that survives a tracking outage.
+
+    Every call is recorded locally and written through to MLflow. The first MLflow failure (server
+    down, sqlite locked) switches the run to offline: the user is told, and at `close()` the whole
+    record, artifacts included, goes to the spool for `reprolab replay`.
+    """
+
+    def __init__(self, stage: str, record: dict[str, Any] | None = None):
+        self.stage = stage
+        self.record = record or {"stage": stage, "resume_run_id": None, "tags": {}, "params": {},
+                                 "metrics": [], "inputs": [], "artifacts": [], "model_dir": None}
+        self.spool = spool_dir() / f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:8]}"
+        self.mlflow = None
+        self.run_id: str | None = None
+        self.offline_reason: str | None = None
+
+    @classmethod
+    def start(cls, stage: str, params: Params | None = None, inputs: Mapping[str, Path] | None = None,
+              resume_run_id: str | None = None) -> StageRun:
+        run = cls(stage)
+        run.record["resume_run_id"] = resume_run_id
+        run._call(run._open)
+        if resume_run_id is None:
+            run.set_tags(run_tags(stage))
+            if params is not None:
+                run.log_params(flatten(params))
+        for context, path in (inputs or {}).items():
+            run.log_input(str(path), io.file_md5(path), context)
+        return run
+
+    def _open(self) -> None:
+        self.mlflow = _mlflow()
+        active = self.mlflow.start_run(run_id=self.record["resume_run_id"],
+                                       run_name=None if self.record["resume_run_id"] else self.stage)
+        self.run_id = active.info.run_id
+
+    def _call(self, action, *args) -> None:
+        if self.offline_reason is not None:
+            return
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - any store failure means: keep the record locally
+            self.offline_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            print(f"tracking: WARNING the MLflow store {tracking_uri()} failed ({self.offline_reason}). "
+                  f"The stage goes on; its record is kept in {self.spool} - send it later with "
+                  "`reprolab replay`.", file=sys.stderr)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.record["tags"].update(tags)
+        self._call(lambda: self.mlflow.set_tags(dict(tags)))
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        self.record["params"].update(params)
+        self._call(lambda: self.mlflow.log_params(dict(params)))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.record["metrics"] += [[k, float(v), step, now] for k, v in metrics.items()]
+        self._call(lambda: self.mlflow.log_metrics(dict(metrics), step=step))
+
+    def log_input(self, path: str, digest: str, context: str) -> None:
+        self.record["inputs"].append({"path": path, "digest": digest, "context": context})
+        self._call(lambda: self.mlflow.log_input(_dataset(path, digest), context=context))
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.record["artifacts"].append([str(path), artifact_path])
+        self._call(lambda: self.mlflow.log_artifact(str(path), artifact_path=artifact_path))
+
+    def log_outputs(self, outputs: list[Path], prefix: str = "output") -> None:
+        self.set_tags({f"{prefix}.{path}": io.file_md5(path) for path in outputs if path.is_file()})
+
+    def log_model(self, model_dir: Path) -> None:
+        self.record["model_dir"] = str(model_dir)
+        self._call(lambda: _log_model(self.mlflow, model_dir))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.offline_reason is None:
+            self._call(lambda: self.mlflow.end_run(status=status))
+        if self.offline_reason is not None:
+            self._write_spool()
+
+    def _write_spool(self) -> None:
+        """The record plus copies of its artifacts and model, so later edits cannot change them."""
+        files = self.spool / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        for i, (path, artifact_path) in enumerate(self.record["artifacts"]):
+            copy = files / f"{i}-{Path(path).name}"
+            shutil.copy2(path, copy)
+            self.record["artifacts"][i] = [str(copy), artifact_path]
+        if self.record["model_dir"]:
+            copy = files / "model"
+            shutil.copytree(self.record["model_dir"], copy)
+            self.record["model_dir"] = str(copy)
+        self.record["offline_reason"] = self.offline_reason
+        io.write_json(self.record, self.spool / "record.json")
+
+    def __enter__(self) -> StageRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("FINISHED" if exc_type is None else "FAILED")
+
+
+def log_stage(stage: str, params: Params, outputs: list[Path], metrics: Mapping[str, Any],
+              inputs: Mapping[str, Path] | None = None) -> None:
+    """Record a data stage: its params, inputs, output hashes and report."""
+    with StageRun.start(stage, params, inputs) as run:
+        run.log_metrics(flat_metrics(metrics))
+        run.log_outputs(outputs)
+        for path in outputs:
+            if path.suffix == ".json":
+                run.log_artifact(path, "reports")
+
+
+def find_run_for_model(model_md5: str) -> str | None:
+    """The latest train run whose saved weights have this md5 (None when the store is unreachable)."""
+    try:
+        mlflow = _mlflow()
+        runs = mlflow.search_runs(
+            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}'",
+            order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+        )
+    except Exception:  # noqa: BLE001 - the evaluate record then goes to the spool on its own
+        return None
+    return runs[0].info.run_id if runs else None
+
+
+def replay(spool: Path | None = None) -> list[str]:
+    """Send every spooled record to the tracking store; each one sent is removed from the spool."""
+    spool = spool or spool_dir()
+    sent = []
+    for record_file in sorted(spool.glob("*/record.json")):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        resume = record["resume_run_id"]
+        if resume is None and record["tags"].get(MODEL_DIGEST_TAG) and record["stage"] == "evaluate":
+            resume = find_run_for_model(record["tags"][MODEL_DIGEST_TAG])
+        mlflow = _mlflow()
+        # Joining an existing run adds to it; its own tags and params stay as they are.
+        existing = mlflow.get_run(resume).data if resume else None
+        with mlflow.start_run(run_id=resume, run_name=None if resume else record["stage"]) as active:
+            tags = {**record["tags"], f"reprolab.replayed.{record['stage']}": record_file.parent.name}
+            mlflow.set_tags({k: v for k, v in tags.items() if existing is None or k not in existing.tags})
+            params = {k: v for k, v in record["params"].items() if existing is None or k not in existing.params}
+            if params:
+                mlflow.log_params(params)
+            from mlflow.entities import Metric
+
+            metrics = [Metric(key, value, timestamp, step or 0) for key, value, step, timestamp in record["metrics"]]
+            for start in range(0, len(metrics), 1000):
+                mlflow.MlflowClient().log_batch(active.info.run_id, metrics=metrics[start : start + 1000])
+            for item in record["inputs"]:
+                mlflow.log_input(_dataset(item["path"], item["digest"]), context=item["context"])
+            for path, artifact_path in record["artifacts"]:
+                mlflow.log_artifact(path, artifact_path=artifact_path)
+            if record["model_dir"]:
+                _log_model(mlflow, Path(record["model_dir"]))
+            sent.append(active.info.run_id)
+        shutil.rmtree(record_file.parent)
+    return sent
+
+
+def trace(run_id: str) -> dict[str, Any]:
+    """What a tracked result came from, following each input back to the stage run that wrote it."""
+    mlflow = _mlflow()
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for unknown ids
+        raise StageError(f"no MLflow run {run_id!r} in {tracking_uri()}") from exc
+    tags = run.data.tags
+    inputs = []
+    for item in run.inputs.dataset_inputs:
+        name, digest = item.dataset.name, item.dataset.digest
+        producer = mlflow.search_runs(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"tags.`output.{name}` = '{digest}'",
+            order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+        )
+        inputs.append({
+            "context": next((t.value for t in item.tags if t.key == "mlflow.data.context"), ""),
+            "path": name, "md5": digest,
+            "produced_by": (f"{producer[0].data.tags.get('reprolab.stage')} run {producer[0].info.run_id}"
+                            if producer else "not found in this store"),
+        })
+    return {
+        "run_id": run.info.run_id,
+        "stage": tags.get("reprolab.stage"),
+        "status": run.info.status,
+        "commit": tags.get("git.commit"),
+        "dirty": tags.get("git.dirty"),
+        "dirty_paths": tags.get("git.dirty_paths", ""),
+        "dvc_experiment": tags.get("dvc.exp_name", ""),
+        "dvc_baseline": tags.get("dvc.exp_baseline_rev", ""),
+        "model_md5": tags.get(MODEL_DIGEST_TAG, ""),
+        "inputs": inputs,
+        "outputs": {k[len("output."):]: v for k, v in tags.items() if k.startswith("output.")},
+        "params": dict(sorted(run.data.params.items())),
+        "metrics": dict(sorted(run.data.metrics.items())),
+        "versions": {k[len("version."):]: v for k, v in sorted(tags.items()) if k.startswith("version.")},
+    }
+
+
+def format_trace(info: dict[str, Any]) -> str:
+    lines = [
+        f"run {info['run_id']} ({info['stage']}, {info['status']})",
+        f"commit:  {info['commit']}  dirty: {info['dirty']} {info['dirty_paths']}".rstrip(),
+    ]
+    if info["dvc_experiment"]:
+        lines.append(f"dvc experiment: {info['dvc_experiment']} (baseline {info['dvc_baseline']})")
+    if info["model_md5"]:
+        lines.append(f"model:   models/model/model.safetensors md5 {info['model_md5']}")
+    lines.append("inputs (DVC md5):")
+    lines += [f"  {i['context']:<16} {i['path']}  {i['md5']}  <- {i['produced_by']}" for i in info["inputs"]]
+    if info["outputs"]:
+        lines.append("outputs (DVC md5):")
+        lines += [f"  {path}  {md5}" for path, md5 in sorted(info["outputs"].items())]
+    lines.append("params:")
+    lines += [f"  {k} = {v}" for k, v in info["params"].items()]
+    lines.append("metrics:")
+    lines += [f"  {k} = {v:.6g}" for k, v in info["metrics"].items()]
+    lines.append("versions: " + ", ".join(f"{k}=={v}" for k, v in info["versions"].items()))
+    return "\n".join(lines)

@@ -3,37 +3,123 @@
 AdamW with linear (or cosine) warmup and decay, gradient accumulation and clipping, dynamic padding
 with length-grouped batches, early stopping on validation macro-F1, bf16 autocast on CUDA. On the
 CPU the run is deterministic: fixed seeds, thread count and deterministic algorithms.
+
+Checkpoints (weights and best weights as safetensors, optimizer, scheduler, RNG states, position in
+the epoch) are written every `train.checkpoint_every_steps` optimizer steps and on SIGINT/SIGTERM,
+outside DVC's outputs (DVC deletes those before a stage re-runs). The next run with the same inputs
+and params resumes from the last one and, on the CPU, ends with the same weights as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
+import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
 from stages import encoding, io, modeling, paths, tracking
 from stages.errors import run_stage
-from stages.params import TrainParams, load_params
+from stages.params import Params, TrainParams, load_params
 
 REPORT_PATH = paths.REPORTS / "train.json"
 HISTORY_PATH = paths.PLOTS / "train_history.csv"
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
+CHECKPOINT_ROOT = Path("checkpoints/train")
+# Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
+_OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved first."""
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
+
+    epoch: int = 1  # current epoch, from 1
+    batch: int = 0  # next batch of the epoch
+    step: int = 0  # optimizer steps taken
+    samples_seen: int = 0
+    epoch_loss: float = 0.0
+    window_loss: float = 0.0
+    window_batches: int = 0
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_rng: dict[str, Any] | None = None  # batch-order RNG state at the start of the epoch
+    rng: dict[str, Any] | None = None  # batch-order RNG state when the checkpoint was taken
+    run_id: str | None = None
 
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    samples_seen: int = 0
-    seconds: float = 0.0
+    history: list[dict[str, float]]
+    best_epoch: int
+    samples_seen: int  # by this process (a resumed run counts from its checkpoint)
+    seconds: float  # training only, validation excluded
+    resumed_from_step: int = 0
+
+
+class Checkpointer:
+    """Saves and restores training state in `directory`, each save atomic (a new dir swapped in)."""
+
+    def __init__(self, directory: Path, every_steps: int):
+        self.directory = directory
+        self.every_steps = every_steps
+        self.stop_requested = 0  # the signal number once SIGINT/SIGTERM arrived
+
+    def due(self, step: int) -> bool:
+        return bool(self.stop_requested) or (self.every_steps > 0 and step % self.every_steps == 0)
+
+    def save(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
+             best: dict | None) -> None:
+        state.rng = generator.bit_generator.state
+        with io.atomic_dir(self.directory) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+            if best is not None:
+                save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state().tolist()}
+            (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
+
+    def peek(self) -> LoopState | None:
+        file = self.directory / "state.json"
+        return LoopState(**json.loads(file.read_text())["loop"]) if file.exists() else None
+
+    def load(self, generator: np.random.Generator, model, optimizer, scheduler) -> tuple[LoopState, dict | None] | None:
+        state = self.peek()
+        if state is None:
+            return None
+        saved = json.loads((self.directory / "state.json").read_text())
+        generator.bit_generator.state = state.rng
+        model.load_state_dict(load_file(self.directory / "model.safetensors"))
+        # weights_only: a checkpoint file is never unpickled into arbitrary objects.
+        optimizer.load_state_dict(torch.load(self.directory / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(torch.tensor(saved["torch_rng"], dtype=torch.uint8))
+        best_file = self.directory / "best.safetensors"
+        return state, (load_file(best_file) if best_file.exists() else None)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def seed_everything(seed: int, device: torch.device, num_threads: int | None) -> None:
@@ -78,6 +164,8 @@ def train_model(
     max_length: int,
     device: torch.device,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
     """Train in place; on return the model holds the weights of its best validation epoch."""
     bf16 = modeling.use_bf16(p.mixed_precision, device)
@@ -91,57 +179,78 @@ def train_model(
         p.lr_scheduler, optimizer,
         num_warmup_steps=round(p.warmup_ratio * total_steps), num_training_steps=total_steps,
     )
+    state, best_state = LoopState(run_id=run_id), None
+    resumed = checkpointer.load(generator, model, optimizer, scheduler) if checkpointer else None
+    if resumed:
+        state, best_state = resumed
+        print(f"train: resuming from the checkpoint at epoch {state.epoch}, step {state.step}")
+    resumed_from, samples_before = state.step, state.samples_seen
     pad_to = max_length if p.padding == "max_length" else None
-    result = TrainResult()
-    best_f1, best_state, stale, step = -1.0, None, 0, 0
-    started = time.perf_counter()
-    for epoch in range(1, p.epochs + 1):
-        model.train()
+    started, validation_seconds = time.perf_counter(), 0.0
+    while state.epoch <= p.epochs:
+        if state.batch == 0:
+            state.epoch_rng = generator.bit_generator.state
+        else:  # resuming mid-epoch: draw this epoch's batch order again
+            generator.bit_generator.state = state.epoch_rng
         batches = modeling.length_grouped_batches(train.lengths, p.batch_size, generator, p.group_by_length)
-        epoch_loss, window_loss, window_batches = 0.0, 0.0, 0
-        for i, index in enumerate(tqdm(batches, desc=f"epoch {epoch}", unit="batch", mininterval=10)):
+        model.train()
+        progress = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch}",
+                        unit="batch", mininterval=10)
+        for i in range(state.batch, len(batches)):
+            index = batches[i]
             input_ids, mask = modeling.collate([train.sequences[j] for j in index], pad_id, pad_to)
             labels = torch.from_numpy(train.labels[index]).to(device)
             with modeling.autocast(device, bf16):
                 loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels).loss
             (loss / p.gradient_accumulation_steps).backward()
-            epoch_loss += loss.item()
-            window_loss += loss.item()
-            window_batches += 1
-            result.samples_seen += len(index)
+            state.epoch_loss += loss.item()
+            state.window_loss += loss.item()
+            state.window_batches += 1
+            state.samples_seen += len(index)
+            progress.update()
             if (i + 1) % p.gradient_accumulation_steps and i + 1 < len(batches):
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if on_step and step % p.log_every_steps == 0:
-                on_step(step, {"train_loss": window_loss / window_batches, "learning_rate": scheduler.get_last_lr()[0]})
-                window_loss, window_batches = 0.0, 0
+            state.step += 1
+            state.batch = i + 1
+            if on_step and state.step % p.log_every_steps == 0:
+                on_step(state.step, {"train_loss": state.window_loss / state.window_batches,
+                                     "learning_rate": scheduler.get_last_lr()[0]})
+                state.window_loss, state.window_batches = 0.0, 0
+            if checkpointer and checkpointer.due(state.step) and state.batch < len(batches):
+                checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
+                if checkpointer.stop_requested:
+                    raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
+        progress.close()
+        validation_started = time.perf_counter()
         scores = validate(model, val, p, pad_id, device, bf16)
-        result.history.append(
-            {"epoch": epoch, "train_loss": epoch_loss / len(batches), **scores,
-             "learning_rate": scheduler.get_last_lr()[0]}
-        )
-        print(f"train: epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.history[-1].items()))
-        if scores["val_macro_f1"] > best_f1:
-            best_f1, result.best_epoch, stale = scores["val_macro_f1"], epoch, 0
+        validation_seconds += time.perf_counter() - validation_started
+        state.history.append({"epoch": state.epoch, "train_loss": state.epoch_loss / len(batches), **scores,
+                              "learning_rate": scheduler.get_last_lr()[0]})
+        print(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
+        if scores["val_macro_f1"] > state.best_f1:
+            state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
-            stale += 1
-            if stale >= p.early_stopping_patience:
-                print(f"train: early stop after epoch {epoch} (best epoch {result.best_epoch})")
-                break
-    result.seconds = time.perf_counter() - started
+            state.stale += 1
+        state.epoch, state.batch, state.epoch_loss = state.epoch + 1, 0, 0.0
+        if state.stale >= p.early_stopping_patience:
+            print(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
+            break
+        if checkpointer and state.epoch <= p.epochs:
+            checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
+            if checkpointer.stop_requested:
+                raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
     model.load_state_dict(best_state)
-    return result
+    return TrainResult(state.history, state.best_epoch, state.samples_seen - samples_before,
+                       time.perf_counter() - started - validation_seconds, resumed_from)
 
 
 def history_csv(history: list[dict[str, float]]) -> str:
-    lines = [",".join(HISTORY_FIELDS)]
-    lines += [",".join(f"{row[f]:.6g}" if f != "epoch" else str(row[f]) for f in HISTORY_FIELDS) for row in history]
-    return "\n".join(lines) + "\n"
+    return io.csv_text(list(HISTORY_FIELDS), [[row[f] for f in HISTORY_FIELDS] for row in history])
 
 
 def save_model(model, model_source: str, truncation_side: str) -> None:
@@ -152,42 +261,63 @@ def save_model(model, model_source: str, truncation_side: str) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
+    """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
+    computing = {k: v for k, v in params.train.model_dump().items() if k not in _OBSERVATION_ONLY}
+    key = json.dumps({"train": computing, "max_length": params.tokenize.max_length,
+                      "model": params.model.name_or_path, "labels": params.ingest.labels,
+                      "inputs": {name: io.file_md5(path) for name, path in inputs.items()}}, sort_keys=True)
+    return CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def main() -> None:
     params = load_params()
     p = params.train
     device = modeling.select_device(p.device)
     seed_everything(p.seed, device, p.num_threads)
-    train = modeling.TokenData.read(paths.token_split("train"), paths.AUGMENTED).subset(p.max_train_samples)
-    val = modeling.TokenData.read(paths.token_split("val"))
+    inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
+              "val": paths.token_split("val")}
+    train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).subset(p.max_train_samples)
+    val = modeling.TokenData.read(inputs["val"])
     source = encoding.resolve_model(params.model.name_or_path)
     model = modeling.load_classifier(source, params.ingest.labels).to(device)
     pad_id = model.config.pad_token_id or 0
-    inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
-              "val": paths.token_split("val")}
-    with tracking.stage_run("train", params, inputs) as run:
-        import mlflow
+    checkpointer = Checkpointer(checkpoint_dir(params, inputs), p.checkpoint_every_steps)
+    previous = checkpointer.peek()
 
-        mlflow.set_tag("train.device", str(device))
-        result = train_model(
-            model, train, val, p, pad_id, params.tokenize.max_length, device,
-            on_step=lambda step, values: mlflow.log_metrics(values, step=step),
-        )
+    def request_stop(signum, _frame):
+        checkpointer.stop_requested = signum
+        print(f"train: {signal.Signals(signum).name}: saving a checkpoint at the next step", file=sys.stderr)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    with tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) as run:
+        run.set_tags({"train.device": str(device)})
+        try:
+            result = train_model(model, train, val, p, pad_id, params.tokenize.max_length, device,
+                                 on_step=lambda step, values: run.log_metrics(values, step), checkpointer=checkpointer,
+                                 run_id=run.run_id)
+        except TrainingInterrupted as stop:
+            print(f"train: stopped by {signal.Signals(checkpointer.stop_requested).name}; {stop} in "
+                  f"{checkpointer.directory}. Run `dvc repro` to resume.", file=sys.stderr)
+            run.close("KILLED")
+            sys.exit(128 + checkpointer.stop_requested)
         for row in result.history:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         save_model(model, source, params.tokenize.truncation_side)
         best = result.history[result.best_epoch - 1]
-        summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
                    "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
         io.write_json(summary, REPORT_PATH)
         io.write_text(history_csv(result.history), HISTORY_PATH)
         throughput = result.samples_seen / result.seconds
-        mlflow.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds})
-        mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("best_")})
-        model_md5 = io.file_md5(paths.MODEL_DIR / "model.safetensors")
-        mlflow.set_tag(tracking.MODEL_DIGEST_TAG, model_md5)
-        tracking.log_model(mlflow, paths.MODEL_DIR)
+        run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
+                         **{k: v for k, v in summary.items() if k.startswith("best_")}})
+        run.set_tags({tracking.MODEL_DIGEST_TAG: io.file_md5(paths.MODEL_DIR / "model.safetensors")})
+        run.log_model(paths.MODEL_DIR)
+        checkpointer.clear()
         print(f"train: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.4f}, "
-              f"{throughput:.1f} samples/s on {device}, MLflow run {run.info.run_id}")
+              f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
 
 
 if __name__ == "__main__":

@@ -5,30 +5,16 @@ and data checks on what the stages wrote (schema, labels, leaks, nulls, rows con
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from stages import encoding, paths
-from tests.conftest import CORPUS, MODEL, REPO
+from stages import encoding, io, paths
+from tests.conftest import REDUCED, commit, make_project, run
 
 pytestmark = pytest.mark.slow
-COPIED = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(cwd)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
 
 
 def ran_stages(output: str) -> list[str]:
@@ -37,31 +23,19 @@ def ran_stages(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for item in COPIED:
-        source, dest = REPO / item, root / item
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, dest)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ingest"]["path"] = str(CORPUS)
-    params["ingest"]["max_rows_per_label"] = 40
-    params["model"]["name_or_path"] = str(MODEL)
-    params["tokenize"]["max_length"] = 32
-    params["augment"]["fraction"] = 0.5
-    params["train"].update(batch_size=8, log_every_steps=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"), REDUCED)
 
 
 @pytest.fixture(scope="module")
 def first_run(project) -> str:
-    return run(["dvc", "repro"], project)
+    output = run(["dvc", "repro"], project)
+    commit(project, "first run")
+    return output
+
+
+def lock_outs(project: Path) -> dict[str, str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
 def test_all_stages_run_and_write_metrics(project, first_run):
@@ -114,6 +88,46 @@ def test_second_repro_is_a_noop(project, first_run):
     assert "Data and pipelines are up to date" in output
 
 
+def test_forced_rerun_is_byte_identical(project, first_run):
+    """Two cold runs give the same bytes for every output, model weights and metrics included."""
+    before, metrics = lock_outs(project), (project / "reports/metrics.json").read_bytes()
+    output = run(["dvc", "repro", "--force"], project)
+    assert len(ran_stages(output)) == 6
+    assert lock_outs(project) == before
+    assert (project / "reports/metrics.json").read_bytes() == metrics
+    assert "dvc.lock" not in run(["git", "status", "--porcelain"], project)
+
+
+def test_dvc_remote_push_pull_round_trip(project, first_run):
+    import shutil
+
+    run(["dvc", "push"], project)
+    assert any((project / ".dvc-remote").rglob("*"))  # the default local remote, inside the repo
+    md5 = lock_outs(project)["data/clean/train.parquet"]
+    shutil.rmtree(project / ".dvc/cache")
+    (project / "data/clean/train.parquet").unlink()
+    shutil.rmtree(project / "models/model")
+    run(["dvc", "pull"], project)
+    assert io.file_md5(project / "data/clean/train.parquet") == md5
+    assert (project / "models/model/model.safetensors").is_file()
+    assert "up to date" in run(["dvc", "status"], project)
+
+
+def test_trace_prints_lineage_of_the_train_run(project, first_run):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (train,) = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id],
+                                  filter_string="tags.`reprolab.stage` = 'train'", max_results=1)
+    output = run(["python", "-m", "stages.cli", "trace", train.info.run_id], project)
+    recorded = train.data.tags["git.commit"]
+    assert run(["git", "cat-file", "-t", recorded], project).strip() == "commit"
+    assert f"commit:  {recorded}  dirty: false" in output
+    assert "data/tokens/train.parquet" in output and "<- tokenize run" in output
+    assert "train.learning_rate = 5e-05" in output and "test.transformer.macro_f1" in output
+    assert "torch==2.13.0" in output
+
+
 def test_learning_rate_change_reruns_only_train_and_evaluate(project, first_run):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["learning_rate"] = 1.0e-4
@@ -134,7 +148,8 @@ def test_runs_are_tracked_in_mlflow(project, first_run):
     assert stages[:5] == ["ingest", "clean", "tokenize", "augment", "train"]
     train = runs[4]
     assert train.data.params["train.learning_rate"] == "5e-05"
-    assert train.data.tags["git.commit"] == run(["git", "rev-parse", "HEAD"], project).strip()
+    init = run(["git", "rev-list", "--max-parents=0", "HEAD"], project).strip()
+    assert train.data.tags["git.commit"] == init and train.data.tags["git.dirty"] == "false"
     assert "test.transformer.macro_f1" in train.data.metrics  # evaluate logged into the train run
     assert "val_macro_f1" in train.data.metrics
     inputs = {d.dataset.name: d.dataset.digest for d in train.inputs.dataset_inputs}
@@ -147,3 +162,39 @@ def test_runs_are_tracked_in_mlflow(project, first_run):
         filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
     classifier = mlflow.transformers.load_model(logged.model_uri)  # reloads offline
     assert classifier("win a free prize now")[0]["label"] in {"ham", "spam"}
+
+
+def test_compare_and_metrics_diff_across_commits(project, first_run):
+    """After the learning-rate change: two commits, compared offline and with `dvc metrics diff`."""
+    run(["dvc", "repro"], project)
+    commit(project, "higher learning rate")
+    diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
+    assert "transformer.macro_f1" in diff
+    params_diff = run(["dvc", "params", "diff", "HEAD~1"], project)
+    assert "train.learning_rate" in params_diff
+    output = run(["python", "-m", "stages.cli", "compare", "HEAD~1", "HEAD", "--out", "cmp"], project)
+    assert "html: cmp/compare.html" in output
+    markdown = (project / "cmp/compare.md").read_text()
+    assert "| train.learning_rate | 5e-05 | 0.0001 |" in markdown
+    assert "metrics.transformer.macro_f1" in markdown
+    for name in ("roc", "pr", "train_history"):
+        assert (project / f"cmp/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (project / "cmp/compare.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "http" not in page  # nothing to fetch
+
+
+def test_temp_experiment_lands_in_the_same_store_with_its_name(project, first_run):
+    """`dvc exp run --temp` runs in a scratch workspace; DVC_ROOT points tracking at this repo."""
+    import mlflow
+
+    baseline = run(["git", "rev-parse", "HEAD"], project).strip()
+    run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reprolab")
+    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'lr-3e-4'"
+                                  " and tags.`reprolab.stage` = 'train'")
+    assert train.data.tags["dvc.exp_baseline_rev"] == baseline
+    assert train.data.params["train.learning_rate"] == "0.0003"
+    assert "test.transformer.macro_f1" in train.data.metrics
+    assert train.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
+    assert "lr-3e-4" in run(["dvc", "exp", "show", "--no-pager"], project)

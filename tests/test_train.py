@@ -17,7 +17,7 @@ def train_params(**overrides) -> TrainParams:
     base = dict(seed=0, device="cpu", mixed_precision="auto", epochs=1, batch_size=8, eval_batch_size=32,
                 gradient_accumulation_steps=1, learning_rate=1e-4, weight_decay=0.01, lr_scheduler="linear",
                 warmup_ratio=0.1, max_grad_norm=1.0, early_stopping_patience=1, padding="dynamic",
-                group_by_length=True, num_threads=2, log_every_steps=1)
+                group_by_length=True, num_threads=2, log_every_steps=1, checkpoint_every_steps=0)
     return TrainParams(**{**base, **overrides})
 
 
@@ -50,7 +50,9 @@ def batch_loss(model, data: modeling.TokenData) -> float:
         return model(input_ids=input_ids, attention_mask=mask, labels=torch.from_numpy(data.labels)).loss.item()
 
 
-def test_training_lowers_loss_and_clears_accuracy_floor(data):
+@pytest.fixture(scope="module")
+def trained(data):
+    """The smoke model: two epochs on 120 real messages."""
     train, val = data
     device = torch.device("cpu")
     seed_everything(0, device, 2)
@@ -59,6 +61,12 @@ def test_training_lowers_loss_and_clears_accuracy_floor(data):
     steps = []
     result = train_model(model, train, val, train_params(epochs=2), 0, MAX_LENGTH, device,
                          on_step=lambda step, values: steps.append(values["train_loss"]))
+    return model, result, steps, before
+
+
+def test_training_lowers_loss_and_clears_accuracy_floor(data, trained):
+    _, val = data
+    model, result, steps, before = trained
     assert batch_loss(model, val) < before
     assert len(steps) == 30 and np.mean(steps[-5:]) < np.mean(steps[:5])
     best = result.history[result.best_epoch - 1]
@@ -112,3 +120,65 @@ def test_cuda_bf16_training_step(data):
     model = fresh_model().to(device)
     result = train_model(model, train.subset(32), val.subset(16), train_params(device="cuda"), 0, MAX_LENGTH, device)
     assert result.history and np.isfinite(result.history[0]["train_loss"])
+
+
+def spam_probability(model, tokenizer, texts: list[str]) -> np.ndarray:
+    encoded = encoding.encode(tokenizer, [normalise(t) for t in texts], MAX_LENGTH)
+    data = modeling.TokenData([str(i) for i in range(len(texts))], [np.asarray(s) for s in encoded],
+                              np.zeros(len(texts), dtype=np.int64))
+    return modeling.softmax(modeling.predict_logits(model, data, 8, 0, torch.device("cpu")))[:, 1]
+
+
+HAM = "Re: meeting notes. Hi Tom, I attached the notes from yesterday's call about the DNS migration."
+SPAM = "FREE money!!! Click here to claim your prize now, limited offer, act today and win $1000 cash"
+
+
+def test_behaviour_invariant_to_whitespace_and_invisible_characters(trained, tokenizer):
+    """Harmless formatting edits go through the same cleaning, so predictions do not move at all."""
+    model = trained[0]
+    edited = [HAM.replace(" ", "  \n "), "\u200b" + SPAM.replace("!", "!\u00ad")]
+    np.testing.assert_array_equal(spam_probability(model, tokenizer, [HAM, SPAM]),
+                                  spam_probability(model, tokenizer, edited))
+
+
+def test_behaviour_names_do_not_decide_the_class(trained, tokenizer):
+    model = trained[0]
+    base = spam_probability(model, tokenizer, [HAM, SPAM])
+    renamed = spam_probability(model, tokenizer, [HAM.replace("Tom", "Maria"), SPAM + " Regards, Maria"])
+    assert base[0] < 0.5 < base[1]  # the smoke model separates an obvious pair
+    assert (renamed[0] < 0.5) and (renamed[1] > 0.5)
+    np.testing.assert_allclose(base, renamed, atol=0.15)
+
+
+@pytest.mark.parametrize("stop_at_step", [2, 3], ids=["mid-epoch", "epoch-boundary"])
+def test_interrupted_training_resumes_to_identical_weights(data, tmp_path, stop_at_step):
+    """Stopped at a step (as SIGTERM would), then resumed from the checkpoint: the same weights as
+    an uninterrupted run. With 24 rows in batches of 8, step 3 ends epoch 1."""
+    import signal
+
+    from stages.train import Checkpointer, TrainingInterrupted
+
+    train, val = data[0].subset(24), data[1].subset(8)
+    device = torch.device("cpu")
+    p = train_params(epochs=2, early_stopping_patience=2, checkpoint_every_steps=0)
+
+    def trained(checkpointer=None, stop=None):
+        seed_everything(0, device, 2)
+        model = fresh_model()
+
+        def on_step(step, _values):
+            if step == stop:
+                checkpointer.stop_requested = signal.SIGTERM
+
+        train_model(model, train, val, p, 0, MAX_LENGTH, device, on_step=on_step, checkpointer=checkpointer)
+        return model.state_dict()
+
+    reference = trained()
+    checkpointer = Checkpointer(tmp_path / "ckpt", every_steps=0)
+    with pytest.raises(TrainingInterrupted):
+        trained(checkpointer, stop_at_step)
+    saved = checkpointer.peek()
+    assert saved.step == stop_at_step and (saved.epoch, saved.batch) == ((1, 2) if stop_at_step == 2 else (2, 0))
+    checkpointer.stop_requested = 0
+    resumed = trained(checkpointer)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)

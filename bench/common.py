@@ -1,0 +1,63 @@
+"""Shared by the benchmark scripts: real texts from the pipeline, timing, and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+
+from stages import io, paths, provenance  # noqa: E402
+from stages.params import load_params  # noqa: E402
+
+RESULTS = ROOT / "reports" / "benchmarks"
+
+
+def clean_texts() -> tuple[list[str], list[str]]:
+    """The clean splits' texts and labels (run `dvc repro -s clean` first)."""
+    texts, labels = [], []
+    for split in paths.SPLITS:
+        table = io.read_parquet(paths.clean_split(split), ["text", "label"]).to_pydict()
+        texts += table["text"]
+        labels += table["label"]
+    return texts, labels
+
+
+def best_of(repeats: int, work: Callable[[], object]) -> float:
+    """Seconds of the fastest of `repeats` runs (the least disturbed by the rest of the machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "versions": provenance.package_versions()}
+
+
+def save(name: str, results: dict[str, object]) -> None:
+    results = {**results, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    io.write_json(results, RESULTS / f"{name}.json")
+    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+params = load_params()

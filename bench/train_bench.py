@@ -1,0 +1,94 @@
+"""Training throughput on the CPU, each comparison run side by side in this one process.
+
+1. Dynamic padding with length-grouped batches against padding every batch to max_length: samples/s
+   and validation macro-F1 after one epoch on the same rows (at --max-length, 256 by default:
+   at the pipeline's 64 nearly every mail fills the window and padding costs little).
+2. reprolab's training loop against `transformers.Trainer`: same model, rows, batch size,
+   learning rate and dynamic padding; samples/s over one epoch.
+Run: `python bench/train_bench.py` (after `dvc repro -s clean`).
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from common import clean_texts, params, save
+
+from stages import encoding, modeling
+from stages.train import seed_everything, train_model
+
+
+def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
+    encoded = encoding.encode(tokenizer, texts, max_length)
+    return modeling.TokenData([str(i) for i in range(len(texts))], [np.asarray(s, np.int32) for s in encoded],
+                              np.asarray(encoding.label_ids(labels, params.ingest.labels)))
+
+
+def run_ours(train, val, max_length, **overrides):
+    device = torch.device("cpu")
+    p = params.train.model_copy(update={"epochs": 1, "log_every_steps": 10_000, "checkpoint_every_steps": 0,
+                                        "early_stopping_patience": 1, **overrides})
+    seed_everything(p.seed, device, p.num_threads)
+    model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
+    result = train_model(model, train, val, p, 0, max_length, device)  # its seconds exclude validation
+    return result.samples_seen / result.seconds, result.history[-1]["val_macro_f1"]
+
+
+def run_trainer(texts, labels, max_length):
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    p = params.train
+    seed_everything(p.seed, torch.device("cpu"), p.num_threads)
+    model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
+    data = Dataset.from_dict({"text": texts, "label": encoding.label_ids(labels, params.ingest.labels)}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
+        remove_columns=["text"])
+    args = TrainingArguments(output_dir="/tmp/reprolab-trainer-bench", per_device_train_batch_size=p.batch_size,
+                             learning_rate=p.learning_rate, num_train_epochs=1, warmup_ratio=p.warmup_ratio,
+                             weight_decay=p.weight_decay, lr_scheduler_type=p.lr_scheduler, seed=p.seed,
+                             group_by_length=True, report_to=[], save_strategy="no", logging_strategy="no",
+                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
+    start = time.perf_counter()
+    trainer.train()
+    return len(texts) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=480)
+    parser.add_argument("--val-rows", type=int, default=400)
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+    texts, labels = clean_texts()
+    order = np.random.default_rng(0).permutation(len(texts))
+    train_idx, val_idx = order[: args.rows], order[args.rows : args.rows + args.val_rows]
+    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    pick = lambda idx: ([texts[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+
+    results = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
+    train = token_data(tokenizer, *pick(train_idx), args.max_length)
+    val = token_data(tokenizer, *pick(val_idx), args.max_length)
+    dyn_speed, dyn_f1 = run_ours(train, val, args.max_length, padding="dynamic", group_by_length=True)
+    pad_speed, pad_f1 = run_ours(train, val, args.max_length, padding="max_length", group_by_length=False)
+    results["padding"] = {"max_length": args.max_length,
+                          "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2),
+                                                 "max_length": round(pad_speed, 2)},
+                          "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
+                          "ratio": round(dyn_speed / pad_speed, 2), "target": 2.0}
+
+    length = params.tokenize.max_length
+    train, val = token_data(tokenizer, *pick(train_idx), length), token_data(tokenizer, *pick(val_idx[:32]), length)
+    ours, _ = run_ours(train, val, length)
+    theirs = run_trainer(*pick(train_idx), length)
+    results["trainer"] = {"max_length": length,
+                          "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
+                          "ratio": round(ours / theirs, 2), "target": 1.0}
+    save("train", results)
+
+
+if __name__ == "__main__":
+    main()

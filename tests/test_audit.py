@@ -1,0 +1,148 @@
+"""`reprolab audit` on a scratch project whose raw data is committed: a clean revision passes;
+a tampered metric, a changed raw file and a changed param are each caught and reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.audit import AuditError, audit
+from stages.errors import StageError
+from tests.conftest import CORPUS, REDUCED, commit, make_project, run
+
+pytestmark = pytest.mark.slow
+GROUPS = {"easy-ham-1": "ham", "spam-2": "spam"}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Path, str]:
+    """A project with 24 real mails per class in git, run once and committed with its results."""
+    root = tmp_path_factory.mktemp("audited")
+    for group in GROUPS:
+        (root / "data/source" / group).mkdir(parents=True)
+        for path in sorted((CORPUS / group).glob("*.txt"))[100:124]:
+            shutil.copy(path, root / "data/source" / group / path.name)
+    update = {**REDUCED, "ingest": {"path": "data/source", "folder_labels": GROUPS, "max_rows_per_label": None}}
+    make_project(root, update)
+    run(["dvc", "repro"], root)
+    return root, commit(root, "published result")
+
+
+def failed(report: dict) -> dict[tuple[str, str], dict]:
+    return {(c["kind"], c["name"]): c for c in report["checks"] if not c["ok"]}
+
+
+def test_clean_revision_passes(recorded, tmp_path, monkeypatch):
+    root, published = recorded
+    monkeypatch.chdir(root)
+    report = audit(root, published, tmp_path)
+    assert report["verdict"] == "pass", failed(report)
+    kinds = {c["kind"] for c in report["checks"]}
+    assert {"output", "dependency", "metric"} <= kinds
+    assert any(c["name"] == "train:models/model" for c in report["checks"])
+    assert "PASS" in (tmp_path / "audit.md").read_text()
+    assert json.loads((tmp_path / "audit.json").read_text())["commit"] == published
+    assert report["environment"]["recorded"]["torch"] == "2.13.0+cpu"
+    # The user's working copy and worktree list are untouched.
+    assert run(["git", "status", "--porcelain"], root) == ""
+    assert len(run(["git", "worktree", "list"], root).splitlines()) == 1
+
+
+def test_audit_by_mlflow_run_id_checks_logged_metrics(recorded, tmp_path, monkeypatch):
+    import mlflow
+
+    root, published = recorded
+    monkeypatch.chdir(root)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    (train,) = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id],
+                                  filter_string="tags.`reprolab.stage` = 'train'", max_results=1)
+    runs_before = len(client.search_runs([train.info.experiment_id]))
+    report = audit(root, train.info.run_id, tmp_path)
+    assert report["verdict"] == "pass", failed(report)
+    # The run was recorded before its results were committed: its commit has no dvc.lock, so the
+    # audit compares against MLflow's own record.
+    assert report["commit"] == train.data.tags["git.commit"] != published
+    kinds = {(c["kind"], c["name"]) for c in report["checks"]}
+    assert ("mlflow_metric", "transformer.macro_f1") in kinds
+    assert ("mlflow_model", "models/model/model.safetensors") in kinds
+    assert ("mlflow_input", "data/tokens/train.parquet") in kinds
+    assert len(client.search_runs([train.info.experiment_id])) == runs_before  # MLflow history untouched
+
+
+def test_tampered_metric_is_reported(recorded, tmp_path, monkeypatch):
+    root, published = recorded
+    monkeypatch.chdir(root)
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    true_value = metrics["transformer"]["macro_f1"]
+    metrics["transformer"]["macro_f1"] = 0.999
+    (root / "reports/metrics.json").write_text(json.dumps(metrics))
+    tampered = commit(root, "better numbers")
+    run(["git", "reset", "-q", "--hard", published], root)
+    report = audit(root, tampered, tmp_path)
+    assert report["verdict"] == "fail"
+    assert set(failed(report)) == {("metric", "transformer.macro_f1")}
+    check = failed(report)[("metric", "transformer.macro_f1")]
+    assert check["recorded"] == 0.999 and check["reproduced"] == true_value
+    assert "transformer.macro_f1" in (tmp_path / "audit.md").read_text().split("## What matched")[0]
+
+
+def test_changed_raw_file_is_reported(recorded, tmp_path, monkeypatch):
+    root, published = recorded
+    monkeypatch.chdir(root)
+    mail = sorted((root / "data/source/spam-2").glob("*.txt"))[0]
+    mail.write_bytes(mail.read_bytes() + b"\nA line added after the result was published.\n")
+    changed = commit(root, "edit a raw mail")
+    run(["git", "reset", "-q", "--hard", published], root)
+    report = audit(root, changed, tmp_path)
+    differences = failed(report)
+    assert report["verdict"] == "fail"
+    assert ("dependency", "ingest:data/source") in differences
+    assert ("output", "ingest:data/raw/raw.parquet") in differences
+
+
+def test_changed_param_is_reported(recorded, tmp_path, monkeypatch):
+    root, published = recorded
+    monkeypatch.chdir(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 2.0e-4
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = commit(root, "retune without re-running")
+    run(["git", "reset", "-q", "--hard", published], root)
+    report = audit(root, changed, tmp_path)
+    differences = failed(report)
+    assert differences[("param", "train.learning_rate")]["recorded"] == 5e-05  # '5e-05' in dvc.lock
+    assert differences[("param", "train.learning_rate")]["reproduced"] == 2e-04
+    assert ("output", "train:models/model") in differences
+    assert ("output", "ingest:data/raw/raw.parquet") not in differences  # upstream is unaffected
+
+
+def test_clear_errors(recorded, monkeypatch):
+    root, _ = recorded
+    monkeypatch.chdir(root)
+    with pytest.raises(AuditError, match="neither a git revision nor a run id"):
+        audit(root, "0123456789abcdef0123456789abcdef")
+    first = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).strip()
+    with pytest.raises(AuditError, match="no dvc.lock"):
+        audit(root, first)
+    empty_tree = run(["git", "hash-object", "-t", "tree", "/dev/null"], root).strip()
+    before_pipeline = run(["git", "commit-tree", empty_tree, "-m", "empty"], root).strip()
+    with pytest.raises(AuditError, match="predates the pipeline"):
+        audit(root, before_pipeline)
+    assert issubclass(AuditError, StageError)
+
+
+def test_dirty_recorded_run_is_refused(recorded, monkeypatch):
+    import mlflow
+
+    root, published = recorded
+    monkeypatch.chdir(root)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reprolab").experiment_id
+    dirty = client.create_run(experiment, tags={"git.commit": published, "git.dirty": "true",
+                                                "git.dirty_paths": "stages/train.py"})
+    with pytest.raises(AuditError, match="dirty tree .stages/train.py."):
+        audit(root, dirty.info.run_id)
