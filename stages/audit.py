@@ -236,8 +236,9 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         on_cuda = "cuda" in recorded_device or "cuda" in reproduced_device
         tolerance = params.audit.cuda_metric_tolerance if on_cuda else 0.0
         checks = compare_hashes(recorded_lock, reproduced_lock) if recorded_lock else []
-        recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE])) if files[METRICS_FILE] else {}
-        checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
+        if files[METRICS_FILE]:
+            recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
+            checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
         if run is not None:
             logged = {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
             checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")
