@@ -43,7 +43,7 @@ def mail(group: str, number: str) -> bytes:
 COPIED = ["dvc.yaml", "params.yaml", "requirements.lock", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> str:
+def run(cmd: list[str], cwd: Path, check: bool = True, with_stderr: bool = True) -> str:
     """A command in a scratch project, with this venv's tools first on PATH."""
     import subprocess
     import sys
@@ -54,7 +54,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> str:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     if check:
         assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
+    return done.stdout + done.stderr if with_stderr else done.stdout
 
 
 def make_project(root: Path, update: dict) -> Path:

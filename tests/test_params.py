@@ -75,3 +75,16 @@ def test_flatten_caps_values_for_mlflow(raw):
     assert flat["train.learning_rate"] == "5e-05"
     assert flat["ingest.folder_labels.spam-1"] == "spam"
     assert all(len(v) <= 250 for v in flat.values())
+
+
+def test_stage_view_checks_that_named_paths_exist(raw, tmp_path):
+    raw["model"]["name_or_path"] = "models/no-such-model"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="model.name_or_path: directory models/no-such-model does not exist"):
+        load_params(tmp_path / "params.yaml")
+    raw["model"]["name_or_path"] = str(tmp_path)
+    raw["ingest"]["path"] = str(tmp_path / "missing.csv")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="ingest.path: .*missing.csv does not exist"):
+        load_params(tmp_path / "params.yaml")
+    assert load_params(tmp_path / "params.yaml", check_paths=False).ingest.format == "spam_assassin"

@@ -172,6 +172,8 @@ def test_compare_and_metrics_diff_across_commits(project, first_run):
     assert "transformer.macro_f1" in diff
     params_diff = run(["dvc", "params", "diff", "HEAD~1"], project)
     assert "train.learning_rate" in params_diff
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], project, with_stderr=False))
+    assert {"ROC", "Precision-recall", "Confusion (transformer)"} <= set(plots["data"])
     output = run(["python", "-m", "stages.cli", "compare", "HEAD~1", "HEAD", "--out", "cmp"], project)
     assert "html: cmp/compare.html" in output
     markdown = (project / "cmp/compare.md").read_text()
