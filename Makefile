@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/dvc repro
 	$(BIN)/python bench/tokenize_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py
 	$(BIN)/python bench/report.py
 

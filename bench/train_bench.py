@@ -67,7 +67,9 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(texts))
     train_idx, val_idx = order[: args.rows], order[args.rows : args.rows + args.val_rows]
     tokenizer = encoding.load_tokenizer(params.model.name_or_path)
-    pick = lambda idx: ([texts[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+
+    def pick(idx):
+        return [texts[i] for i in idx], [labels[i] for i in idx]
 
     results = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
     train = token_data(tokenizer, *pick(train_idx), args.max_length)

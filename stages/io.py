@@ -81,12 +81,55 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_PARQUET_OPTIONS = {"compression": "zstd", "store_schema": False}
+
+
 def write_parquet(table: pa.Table, dest: str | Path) -> None:
     table = table.replace_schema_metadata(None)
     with atomic_path(dest) as tmp:
-        pq.write_table(
-            table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE, store_schema=False
-        )
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **_PARQUET_OPTIONS)
+
+
+class ParquetSink:
+    """Appends tables to an open Parquet writer in row groups of ROW_GROUP_SIZE rows.
+
+    Memory holds at most one row group, whatever the size of the whole output; the row groups are
+    the ones `write_parquet` would write for the concatenated table.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema):
+        self.writer = writer
+        self.schema = schema
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table.replace_schema_metadata(None))
+        self.pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self.pending_rows >= ROW_GROUP_SIZE:
+            buffered = pa.concat_tables(self.pending)
+            full = buffered.num_rows - buffered.num_rows % ROW_GROUP_SIZE
+            self.writer.write_table(buffered.slice(0, full), row_group_size=ROW_GROUP_SIZE)
+            self.pending = [buffered.slice(full)]
+            self.pending_rows = buffered.num_rows - full
+
+    def close(self) -> None:
+        if self.pending_rows or not self.rows:  # an empty output still gets its schema
+            self.writer.write_table(pa.concat_tables(self.pending) if self.pending else self.schema.empty_table(),
+                                    row_group_size=ROW_GROUP_SIZE)
+        self.pending, self.pending_rows = [], 0
+
+
+@contextlib.contextmanager
+def parquet_sink(dest: str | Path, schema: pa.Schema) -> Iterator[ParquetSink]:
+    """A Parquet file written incrementally and renamed into place only when the block succeeds."""
+    schema = schema.remove_metadata()
+    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, schema, **_PARQUET_OPTIONS) as writer:
+        sink = ParquetSink(writer, schema)
+        yield sink
+        sink.close()
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:

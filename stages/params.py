@@ -114,7 +114,9 @@ class TrainParams(Section):
     padding: Literal["dynamic", "max_length"]
     group_by_length: bool
     max_train_samples: int | None = Field(None, gt=0)
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1)  # per process
+    # More than 1: the stage relaunches itself under torchrun, data-parallel (DDP; gloo on CPU, NCCL on GPUs).
+    num_processes: int = Field(ge=1)
     log_every_steps: int = Field(ge=1)
     # Checkpoint every N optimizer steps (0: only at epoch ends); SIGINT/SIGTERM always save one.
     checkpoint_every_steps: int = Field(ge=0)

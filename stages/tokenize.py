@@ -1,10 +1,13 @@
 """tokenize: clean splits -> token ids (int32 lists) per split, with the model's fast tokenizer.
 
-Reads each split in record batches and encodes each batch in one call to the Rust tokenizer, which
-spreads the batch over all cores.
+Streams each split: reads it in record batches, encodes each batch in one call to the Rust tokenizer
+(which spreads the batch over all cores) and appends it to the output, so memory is bounded by the
+batch and one row group, not by the size of the split.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,19 +19,15 @@ from stages.params import load_params
 IDENTITY_PATH = paths.TOKENS_DIR / "tokenizer_identity.json"
 
 
-def tokenize_split(source, tokenizer, max_length: int, labels: list[str], batch_size: int) -> pa.Table:
-    """Encode a clean split (a Parquet file) batch by batch."""
-    parts = []
+def tokenize_split(source, tokenizer, max_length: int, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
+    """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded."""
     for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=["id", "label", "text"]):
         columns = batch.to_pydict()
-        parts.append(
-            encoding.token_table(
-                columns["id"],
-                encoding.encode(tokenizer, columns["text"], max_length),
-                encoding.label_ids(columns["label"], labels),
-            )
+        yield encoding.token_table(
+            columns["id"],
+            encoding.encode(tokenizer, columns["text"], max_length),
+            encoding.label_ids(columns["label"], labels),
         )
-    return pa.concat_tables(parts) if parts else encoding.TOKEN_SCHEMA.empty_table()
 
 
 def main() -> None:
@@ -37,11 +36,12 @@ def main() -> None:
     tokenizer = encoding.load_tokenizer(params.model.name_or_path, p.truncation_side)
     counts = {}
     for split in paths.SPLITS:
-        table = tokenize_split(
-            paths.clean_split(split), tokenizer, p.max_length, params.ingest.labels, p.batch_size
-        )
-        io.write_parquet(table, paths.token_split(split))
-        counts[split] = table.num_rows
+        with io.parquet_sink(paths.token_split(split), encoding.TOKEN_SCHEMA) as sink:
+            for table in tokenize_split(
+                paths.clean_split(split), tokenizer, p.max_length, params.ingest.labels, p.batch_size
+            ):
+                sink.write(table)
+        counts[split] = sink.rows
     ident = encoding.identity(tokenizer, params.model.name_or_path, p.max_length)
     io.write_json(ident, IDENTITY_PATH)
     print(f"tokenize: {counts} rows with {ident['class']} (sha256 {ident['sha256'][:12]})")

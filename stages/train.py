@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
-from stages import encoding, io, modeling, paths, tracking
+from stages import encoding, io, modeling, parallel, paths, tracking
 from stages.errors import run_stage
 from stages.params import Params, TrainParams, load_params
 
@@ -81,9 +82,10 @@ class TrainResult:
 class Checkpointer:
     """Saves and restores training state in `directory`, each save atomic (a new dir swapped in)."""
 
-    def __init__(self, directory: Path, every_steps: int):
+    def __init__(self, directory: Path, every_steps: int, context: parallel.Context = parallel.SINGLE_PROCESS):
         self.directory = directory
         self.every_steps = every_steps
+        self.context = context  # under DDP rank 0 writes; every rank keeps its own dropout RNG
         self.stop_requested = 0  # the signal number once SIGINT/SIGTERM arrived
 
     def due(self, step: int) -> bool:
@@ -92,13 +94,16 @@ class Checkpointer:
     def save(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
              best: dict | None) -> None:
         state.rng = generator.bit_generator.state
-        with io.atomic_dir(self.directory) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-            if best is not None:
-                save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state().tolist()}
-            (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
+        torch_rngs = parallel.gather(torch.get_rng_state().tolist(), self.context)
+        if self.context.is_main:
+            with io.atomic_dir(self.directory) as tmp:
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+                if best is not None:
+                    save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+                extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch_rngs}
+                (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
+        parallel.barrier(self.context)
 
     def peek(self) -> LoopState | None:
         file = self.directory / "state.json"
@@ -114,12 +119,13 @@ class Checkpointer:
         # weights_only: a checkpoint file is never unpickled into arbitrary objects.
         optimizer.load_state_dict(torch.load(self.directory / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(torch.tensor(saved["torch_rng"], dtype=torch.uint8))
+        torch.set_rng_state(torch.tensor(saved["torch_rng"][self.context.rank], dtype=torch.uint8))
         best_file = self.directory / "best.safetensors"
         return state, (load_file(best_file) if best_file.exists() else None)
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.context.is_main:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def seed_everything(seed: int, device: torch.device, num_threads: int | None) -> None:
@@ -166,9 +172,22 @@ def train_model(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     checkpointer: Checkpointer | None = None,
     run_id: str | None = None,
+    context: parallel.Context = parallel.SINGLE_PROCESS,
 ) -> TrainResult:
-    """Train in place; on return the model holds the weights of its best validation epoch."""
+    """Train in place; on return the model holds the weights of its best validation epoch.
+
+    Under DDP (`context.distributed`) every process runs this with the same data and params; each
+    takes its slice of every batch, and rank 0 validates for all.
+    """
     bf16 = modeling.use_bf16(p.mixed_precision, device)
+    say = print if context.is_main else (lambda *_: None)  # one voice under DDP
+    forward = model
+    if context.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Broadcasts rank 0's weights, so every process starts from the same classifier head.
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(p.seed + context.rank)  # independent dropout masks per process
     generator = np.random.default_rng(p.seed)
     batches_per_epoch = math.ceil(len(train) / p.batch_size)
     total_steps = math.ceil(batches_per_epoch / p.gradient_accumulation_steps) * p.epochs
@@ -183,7 +202,7 @@ def train_model(
     resumed = checkpointer.load(generator, model, optimizer, scheduler) if checkpointer else None
     if resumed:
         state, best_state = resumed
-        print(f"train: resuming from the checkpoint at epoch {state.epoch}, step {state.step}")
+        say(f"train: resuming from the checkpoint at epoch {state.epoch}, step {state.step}")
     resumed_from, samples_before = state.step, state.samples_seen
     pad_to = max_length if p.padding == "max_length" else None
     started, validation_seconds = time.perf_counter(), 0.0
@@ -193,22 +212,28 @@ def train_model(
         else:  # resuming mid-epoch: draw this epoch's batch order again
             generator.bit_generator.state = state.epoch_rng
         batches = modeling.length_grouped_batches(train.lengths, p.batch_size, generator, p.group_by_length)
-        model.train()
+        forward.train()
         progress = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch}",
-                        unit="batch", mininterval=10)
+                        unit="batch", mininterval=10, disable=not context.is_main)
         for i in range(state.batch, len(batches)):
             index = batches[i]
-            input_ids, mask = modeling.collate([train.sequences[j] for j in index], pad_id, pad_to)
-            labels = torch.from_numpy(train.labels[index]).to(device)
-            with modeling.autocast(device, bf16):
-                loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels).loss
-            (loss / p.gradient_accumulation_steps).backward()
-            state.epoch_loss += loss.item()
-            state.window_loss += loss.item()
+            rows, weight = parallel.shard(index, context)
+            input_ids, mask = modeling.collate([train.sequences[j] for j in rows], pad_id, pad_to)
+            labels = torch.from_numpy(train.labels[rows]).to(device)
+            steps_now = not (i + 1) % p.gradient_accumulation_steps or i + 1 == len(batches)
+            # DDP all-reduces gradients only on the micro-batch that ends an accumulation.
+            with forward.no_sync() if context.distributed and not steps_now else nullcontext():
+                with modeling.autocast(device, bf16):
+                    loss = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                   labels=labels).loss
+                (loss * weight / p.gradient_accumulation_steps).backward()
+            batch_loss = parallel.sum_over_processes(loss.item() * weight, context) / context.world_size
+            state.epoch_loss += batch_loss
+            state.window_loss += batch_loss
             state.window_batches += 1
             state.samples_seen += len(index)
             progress.update()
-            if (i + 1) % p.gradient_accumulation_steps and i + 1 < len(batches):
+            if not steps_now:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
             optimizer.step()
@@ -220,17 +245,20 @@ def train_model(
                 on_step(state.step, {"train_loss": state.window_loss / state.window_batches,
                                      "learning_rate": scheduler.get_last_lr()[0]})
                 state.window_loss, state.window_batches = 0.0, 0
+            if checkpointer:
+                checkpointer.stop_requested = parallel.any_process(checkpointer.stop_requested, context)
             if checkpointer and checkpointer.due(state.step) and state.batch < len(batches):
                 checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
                 if checkpointer.stop_requested:
                     raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
         progress.close()
         validation_started = time.perf_counter()
-        scores = validate(model, val, p, pad_id, device, bf16)
+        scores = parallel.from_main(validate(model, val, p, pad_id, device, bf16) if context.is_main else None,
+                                    context)
         validation_seconds += time.perf_counter() - validation_started
         state.history.append({"epoch": state.epoch, "train_loss": state.epoch_loss / len(batches), **scores,
                               "learning_rate": scheduler.get_last_lr()[0]})
-        print(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
+        say(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
         if scores["val_macro_f1"] > state.best_f1:
             state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -238,9 +266,10 @@ def train_model(
             state.stale += 1
         state.epoch, state.batch, state.epoch_loss = state.epoch + 1, 0, 0.0
         if state.stale >= p.early_stopping_patience:
-            print(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
+            say(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
             break
         if checkpointer and state.epoch <= p.epochs:
+            checkpointer.stop_requested = parallel.any_process(checkpointer.stop_requested, context)
             checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
             if checkpointer.stop_requested:
                 raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
@@ -273,7 +302,21 @@ def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
 def main() -> None:
     params = load_params()
     p = params.train
+    if p.num_processes > 1 and not parallel.launched_by_torchrun():
+        print(f"train: launching {p.num_processes} data-parallel processes with torchrun", flush=True)
+        parallel.relaunch_with_torchrun("stages.train", p.num_processes)
     device = modeling.select_device(p.device)
+    context = parallel.init(device.type)
+    if device.type == "cuda" and context.distributed:
+        device = torch.device("cuda", context.local_rank)
+    try:
+        train_stage(params, device, context)
+    finally:
+        parallel.shutdown(context)
+
+
+def train_stage(params: Params, device: torch.device, context: parallel.Context) -> None:
+    p = params.train
     seed_everything(p.seed, device, p.num_threads)
     inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
               "val": paths.token_split("val")}
@@ -282,7 +325,7 @@ def main() -> None:
     source = encoding.resolve_model(params.model.name_or_path)
     model = modeling.load_classifier(source, params.ingest.labels).to(device)
     pad_id = model.config.pad_token_id or 0
-    checkpointer = Checkpointer(checkpoint_dir(params, inputs), p.checkpoint_every_steps)
+    checkpointer = Checkpointer(checkpoint_dir(params, inputs), p.checkpoint_every_steps, context)
     previous = checkpointer.peek()
 
     def request_stop(signum, _frame):
@@ -291,33 +334,45 @@ def main() -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    with tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) as run:
-        run.set_tags({"train.device": str(device)})
+    # Under DDP only rank 0 tracks and writes outputs; the other processes train and leave.
+    tracked = tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) \
+        if context.is_main else nullcontext()
+    with tracked as run:
+        if run is not None:
+            run.set_tags({"train.device": str(device)})
         try:
             result = train_model(model, train, val, p, pad_id, params.tokenize.max_length, device,
-                                 on_step=lambda step, values: run.log_metrics(values, step), checkpointer=checkpointer,
-                                 run_id=run.run_id)
+                                 on_step=None if run is None else (lambda step, values: run.log_metrics(values, step)),
+                                 checkpointer=checkpointer, run_id=None if run is None else run.run_id,
+                                 context=context)
         except TrainingInterrupted as stop:
             print(f"train: stopped by {signal.Signals(checkpointer.stop_requested).name}; {stop} in "
                   f"{checkpointer.directory}. Run `dvc repro` to resume.", file=sys.stderr)
-            run.close("KILLED")
+            if run is not None:
+                run.close("KILLED")
             sys.exit(128 + checkpointer.stop_requested)
-        for row in result.history:
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        save_model(model, source, params.tokenize.truncation_side)
-        best = result.history[result.best_epoch - 1]
-        summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
-                   "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
-        io.write_json(summary, REPORT_PATH)
-        io.write_text(history_csv(result.history), HISTORY_PATH)
-        throughput = result.samples_seen / result.seconds
-        run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
-                         **{k: v for k, v in summary.items() if k.startswith("best_")}})
-        run.set_tags({tracking.MODEL_DIGEST_TAG: io.file_md5(paths.MODEL_DIR / "model.safetensors")})
-        run.log_model(paths.MODEL_DIR)
-        checkpointer.clear()
-        print(f"train: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.4f}, "
-              f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
+        if run is not None:
+            write_outputs(run, model, source, params, train, device, result)
+            checkpointer.clear()
+
+
+def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train: modeling.TokenData,
+                  device: torch.device, result: TrainResult) -> None:
+    for row in result.history:
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    save_model(model, source, params.tokenize.truncation_side)
+    best = result.history[result.best_epoch - 1]
+    summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
+               "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
+    io.write_json(summary, REPORT_PATH)
+    io.write_text(history_csv(result.history), HISTORY_PATH)
+    throughput = result.samples_seen / result.seconds
+    run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
+                     **{k: v for k, v in summary.items() if k.startswith("best_")}})
+    run.set_tags({tracking.MODEL_DIGEST_TAG: io.file_md5(paths.MODEL_DIR / "model.safetensors")})
+    run.log_model(paths.MODEL_DIR)
+    print(f"train: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.4f}, "
+          f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
 
 
 if __name__ == "__main__":

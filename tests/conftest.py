@@ -34,6 +34,37 @@ def tokenizer():
     return encoding.load_tokenizer(str(MODEL))
 
 
+MAX_LENGTH = 64
+
+
+def train_params(**overrides):
+    """Train params for a few quick CPU steps, any field overridden."""
+    from stages.params import TrainParams
+
+    base = dict(seed=0, device="cpu", mixed_precision="auto", epochs=1, batch_size=8, eval_batch_size=32,
+                gradient_accumulation_steps=1, learning_rate=1e-4, weight_decay=0.01, lr_scheduler="linear",
+                warmup_ratio=0.1, max_grad_norm=1.0, early_stopping_patience=1, padding="dynamic",
+                group_by_length=True, num_threads=2, num_processes=1, log_every_steps=1, checkpoint_every_steps=0)
+    return TrainParams(**{**base, **overrides})
+
+
+def corpus_tokens(tokenizer, per_label: int, offset: int):
+    """Real messages: ham from easy-ham-1, spam from spam-2, cleaned and tokenized (modeling.TokenData)."""
+    import numpy as np
+
+    from stages import encoding, modeling
+    from stages.clean import mail_to_text, normalise
+
+    ids, texts, labels = [], [], []
+    for label, group in ((0, "easy-ham-1"), (1, "spam-2")):
+        for path in sorted((CORPUS / group).glob("*.txt"))[offset : offset + per_label]:
+            ids.append(path.name)
+            texts.append(normalise(mail_to_text(path.read_bytes())))
+            labels.append(label)
+    encoded = encoding.encode(tokenizer, texts, MAX_LENGTH)
+    return modeling.TokenData(ids, [np.asarray(s, dtype=np.int32) for s in encoded], np.asarray(labels))
+
+
 def mail(group: str, number: str) -> bytes:
     """The raw bytes of one real message of the corpus, by group and file number."""
     (path,) = (CORPUS / group).glob(f"{number}.*.txt")
@@ -77,6 +108,14 @@ def make_project(root: Path, update: dict) -> Path:
     run(["git", "init", "-q"], root)
     commit(root, "init")
     return root
+
+
+def lock_outs(project: Path) -> dict[str, str]:
+    """path -> md5 of every stage output in a project's dvc.lock."""
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
 def commit(root: Path, message: str) -> str:

@@ -13,26 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages import io, tracking
 from stages.params import load_params
-from tests.conftest import REDUCED, REPO, make_project, run
+from tests.conftest import REDUCED, REPO, lock_outs, make_project, run
 
 pytestmark = pytest.mark.slow
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
-def lock_outs(project: Path) -> dict[str, str]:
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
-
-
 def env_for(project: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(project), **extra}
-    env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in extra else None
-    return env
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(project)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, **extra}
 
 
 def wait_for_checkpoint(project: Path, min_step: int, process: subprocess.Popen, timeout: float = 300) -> int:

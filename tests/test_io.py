@@ -74,3 +74,36 @@ def test_csv_cells_are_guarded_against_formula_injection():
                                           ["a,b", 2.0]])
     assert text.splitlines() == ["id,score", "\"'=HYPERLINK(\"\"http://x\"\")\",0.5", "-2,-0.25",
                                  "'@SUM(A1),1", "\"a,b\",2"]
+
+
+def test_streamed_parquet_has_the_rows_and_row_groups_of_one_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "ROW_GROUP_SIZE", 4)
+    parts = [table(3, "a"), table(2, "b"), table(6, "c"), table(1, "d").slice(0, 0), table(1, "e")]
+    with io.parquet_sink(tmp_path / "streamed.parquet", parts[0].schema) as sink:
+        for part in parts:
+            sink.write(part)
+    io.write_parquet(pa.concat_tables(parts), tmp_path / "whole.parquet")
+    streamed, whole = pq.ParquetFile(tmp_path / "streamed.parquet"), pq.ParquetFile(tmp_path / "whole.parquet")
+    assert sink.rows == 12
+    assert [streamed.metadata.row_group(i).num_rows for i in range(streamed.num_row_groups)] == [4, 4, 4]
+    assert streamed.num_row_groups == whole.num_row_groups
+    assert streamed.read().equals(whole.read())
+
+
+def test_failed_stream_keeps_old_file(tmp_path):
+    dest = tmp_path / "out.parquet"
+    io.write_parquet(table(5, "old"), dest)
+    before = dest.read_bytes()
+    with pytest.raises(RuntimeError):
+        with io.parquet_sink(dest, table(1, "x").schema) as sink:
+            sink.write(table(3, "new"))
+            raise RuntimeError("killed mid-stream")
+    assert dest.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_empty_stream_writes_the_schema(tmp_path):
+    schema = table(1, "x").schema
+    with io.parquet_sink(tmp_path / "empty.parquet", schema):
+        pass
+    assert pq.read_table(tmp_path / "empty.parquet").schema.equals(schema)

@@ -13,7 +13,9 @@ def write_clean(path, texts, labels):
 def test_token_table_schema_and_limits(tmp_path, tokenizer):
     texts = ["free money now", "meeting notes attached " * 50, "hello"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    table = tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], batch_size=2)
+    batches = list(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], batch_size=2))
+    assert [b.num_rows for b in batches] == [2, 1]  # streamed batch by batch
+    table = pa.concat_tables(batches)
     assert table.schema == encoding.TOKEN_SCHEMA
     assert table.schema.field("input_ids").type == pa.list_(pa.int32())
     assert table["label"].to_pylist() == [1, 0, 0]

@@ -5,32 +5,9 @@ import pytest
 import torch
 
 from stages import encoding, modeling
-from stages.clean import mail_to_text, normalise
-from stages.params import TrainParams
+from stages.clean import normalise
 from stages.train import history_csv, seed_everything, train_model
-from tests.conftest import CORPUS, MODEL
-
-MAX_LENGTH = 64
-
-
-def train_params(**overrides) -> TrainParams:
-    base = dict(seed=0, device="cpu", mixed_precision="auto", epochs=1, batch_size=8, eval_batch_size=32,
-                gradient_accumulation_steps=1, learning_rate=1e-4, weight_decay=0.01, lr_scheduler="linear",
-                warmup_ratio=0.1, max_grad_norm=1.0, early_stopping_patience=1, padding="dynamic",
-                group_by_length=True, num_threads=2, log_every_steps=1, checkpoint_every_steps=0)
-    return TrainParams(**{**base, **overrides})
-
-
-def corpus_tokens(tokenizer, per_label: int, offset: int) -> modeling.TokenData:
-    """Real messages: ham from easy-ham-1, spam from spam-2, cleaned and tokenized."""
-    ids, texts, labels = [], [], []
-    for label, group in ((0, "easy-ham-1"), (1, "spam-2")):
-        for path in sorted((CORPUS / group).glob("*.txt"))[offset : offset + per_label]:
-            ids.append(path.name)
-            texts.append(normalise(mail_to_text(path.read_bytes())))
-            labels.append(label)
-    encoded = encoding.encode(tokenizer, texts, MAX_LENGTH)
-    return modeling.TokenData(ids, [np.asarray(s, dtype=np.int32) for s in encoded], np.asarray(labels))
+from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
 
 
 @pytest.fixture(scope="module")
