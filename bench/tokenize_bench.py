@@ -1,8 +1,9 @@
 """tokenize throughput: the stage's batched fast path against the two usual recipes.
 
 Same fast tokenizer, same max_length and truncation, same real texts (the clean splits, repeated
-to --rows): (1) reprolab's `encoding.encode` in batches, building the Arrow token table the stage
-writes; (2) `datasets.Dataset.map(batched=True)`; (3) a torch `Dataset.__getitem__` tokenizing one
+to --rows): (1) the stage's `encode_windowed` in batches, building the Arrow token table the stage
+writes (it reads only the window of each text that truncation can keep: the ids are checked equal
+to whole-text encoding); (2) `datasets.Dataset.map(batched=True)`; (3) a torch `Dataset.__getitem__` tokenizing one
 row at a time, padded to max_length. Run: `python bench/tokenize_bench.py`.
 """
 
@@ -12,6 +13,7 @@ import tempfile
 from common import best_of, clean_texts, params, save
 
 from stages import encoding
+from stages.tokenize import encode_windowed
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     def reprolab():
         for start in range(0, len(texts), batch):
             encoding.token_table(ids[start : start + batch],
-                                 encoding.encode(tokenizer, texts[start : start + batch], max_length),
+                                 encode_windowed(tokenizer, texts[start : start + batch], max_length),
                                  label_ids[start : start + batch])
 
     from datasets import Dataset, disable_caching, disable_progress_bars
@@ -55,6 +57,9 @@ def main() -> None:
         for i in range(naive_rows):
             rows[i]
 
+    sample = texts[:batch]
+    if encode_windowed(tokenizer, sample, max_length) != encoding.encode(tokenizer, sample, max_length):
+        raise SystemExit("windowed ids differ from whole-text ids: the comparison would be unfair")
     ours = len(texts) / best_of(args.repeats, reprolab)
     mapped = len(texts) / best_of(args.repeats, datasets_map)
     naive = naive_rows / best_of(1, per_row)

@@ -47,10 +47,11 @@ def run_trainer(texts, labels, max_length):
         lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
         remove_columns=["text"])
     args = TrainingArguments(output_dir="/tmp/reprolab-trainer-bench", per_device_train_batch_size=p.batch_size,
-                             learning_rate=p.learning_rate, num_train_epochs=1, warmup_ratio=p.warmup_ratio,
+                             learning_rate=p.learning_rate, num_train_epochs=1,
+                             warmup_steps=p.warmup_ratio,  # transformers 5: a float below 1 is a ratio
                              weight_decay=p.weight_decay, lr_scheduler_type=p.lr_scheduler, seed=p.seed,
-                             group_by_length=True, report_to=[], save_strategy="no", logging_strategy="no",
-                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+                             train_sampling_strategy="group_by_length", report_to=[], save_strategy="no",
+                             logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()

@@ -1,5 +1,6 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from stages import encoding
 from stages.tokenize import tokenize_split
@@ -53,3 +54,40 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StageError, match="no config.json"):
         encoding.resolve_model(str(tmp_path / "empty"))
+
+
+def test_text_window_cuts_at_a_space_on_the_kept_side():
+    from stages.tokenize import text_window
+
+    text = "alpha beta gamma delta"
+    assert text_window(text, 100, "right") == text
+    assert text_window(text, 12, "right") == "alpha beta"
+    assert text_window(text, 12, "left") == "gamma delta"
+    assert text_window("x" * 50, 10, "right") == "x" * 50  # no space: the whole text
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_windowed_ids_equal_whole_text_ids_on_real_mail(side):
+    from stages.clean import mail_to_text, normalise
+    from stages.tokenize import encode_windowed
+    from tests.conftest import CORPUS, MODEL
+
+    tokenizer = encoding.load_tokenizer(str(MODEL), side)
+    paths = sorted((CORPUS / "spam-2").glob("*.txt"))[:150] + sorted((CORPUS / "easy-ham-1").glob("*.txt"))[:150]
+    texts = [normalise(mail_to_text(p.read_bytes())) for p in paths]
+    # Long words ([UNK] each) leave the window short of max_length: those rows are encoded whole.
+    texts.append(" ".join(["q" * 150] * 80))
+    assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really windowed
+    for max_length in (16, 64, 256):
+        assert encode_windowed(tokenizer, texts, max_length) == encoding.encode(tokenizer, texts, max_length)
+
+
+def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokenizer, monkeypatch, capsys):
+    from stages import tokenize
+
+    texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
+    write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
+    monkeypatch.setattr(tokenize, "encode_windowed", lambda tok, batch, n: [[0]] * len(batch))
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], 2))
+    assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
+    assert "encoding whole texts" in capsys.readouterr().out
