@@ -1,7 +1,7 @@
 """tokenize throughput: the stage's batched fast path against the two usual recipes.
 
 Same fast tokenizer, same max_length and truncation, same real texts (the clean splits, repeated
-to --rows): (1) the stage's `encode_windowed` in batches, building the Arrow token table the stage
+to --rows): (1) the stage's `WindowedEncoder` in batches, building the Arrow token table the stage
 writes (it reads only the window of each text that truncation can keep: the ids are checked equal
 to whole-text encoding); (2) `datasets.Dataset.map(batched=True)`; (3) a torch `Dataset.__getitem__` tokenizing one
 row at a time, padded to max_length. Run: `python bench/tokenize_bench.py`.
@@ -13,7 +13,7 @@ import tempfile
 from common import best_of, clean_texts, params, save
 
 from stages import encoding
-from stages.tokenize import encode_windowed
+from stages.tokenize import WindowedEncoder
 
 
 def main() -> None:
@@ -28,10 +28,12 @@ def main() -> None:
     max_length, batch = params.tokenize.max_length, params.tokenize.batch_size
     tokenizer = encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
 
+    encode = WindowedEncoder(tokenizer, max_length)
+
     def reprolab():
         for start in range(0, len(texts), batch):
             encoding.token_table(ids[start : start + batch],
-                                 encode_windowed(tokenizer, texts[start : start + batch], max_length),
+                                 encode(texts[start : start + batch]),
                                  label_ids[start : start + batch])
 
     from datasets import Dataset, disable_caching, disable_progress_bars
@@ -58,7 +60,7 @@ def main() -> None:
             rows[i]
 
     sample = texts[:batch]
-    if encode_windowed(tokenizer, sample, max_length) != encoding.encode(tokenizer, sample, max_length):
+    if encode(sample) != encoding.encode(tokenizer, sample, max_length):
         raise SystemExit("windowed ids differ from whole-text ids: the comparison would be unfair")
     ours = len(texts) / best_of(args.repeats, reprolab)
     mapped = len(texts) / best_of(args.repeats, datasets_map)

@@ -4,7 +4,8 @@
    and validation macro-F1 after one epoch on the same rows (at --max-length, 256 by default:
    at the pipeline's 64 nearly every mail fills the window and padding costs little).
 2. reprolab's training loop against `transformers.Trainer`: same model, rows, batch size,
-   learning rate and dynamic padding; samples/s over one epoch.
+   learning rate and dynamic padding; samples/s over one epoch, best of --repeats runs of each,
+   alternated so that a noisy neighbour on the machine hits both sides alike.
 Run: `python bench/train_bench.py` (after `dvc repro -s clean`).
 """
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=480)
     parser.add_argument("--val-rows", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts, labels = clean_texts()
     order = np.random.default_rng(0).permutation(len(texts))
@@ -77,7 +79,9 @@ def main() -> None:
     val = token_data(tokenizer, *pick(val_idx), args.max_length)
     dyn_speed, dyn_f1 = run_ours(train, val, args.max_length, padding="dynamic", group_by_length=True)
     pad_speed, pad_f1 = run_ours(train, val, args.max_length, padding="max_length", group_by_length=False)
-    results["padding"] = {"max_length": args.max_length,
+    # The most any padding scheme can save: the share of max_length positions that are padding.
+    padding_share = 1 - np.minimum(train.lengths, args.max_length).sum() / (len(train) * args.max_length)
+    results["padding"] = {"max_length": args.max_length, "padding_share_at_max_length": round(float(padding_share), 3),
                           "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2),
                                                  "max_length": round(pad_speed, 2)},
                           "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
@@ -85,8 +89,10 @@ def main() -> None:
 
     length = params.tokenize.max_length
     train, val = token_data(tokenizer, *pick(train_idx), length), token_data(tokenizer, *pick(val_idx[:32]), length)
-    ours, _ = run_ours(train, val, length)
-    theirs = run_trainer(*pick(train_idx), length)
+    ours = theirs = 0.0
+    for _ in range(args.repeats):
+        ours = max(ours, run_ours(train, val, length)[0])
+        theirs = max(theirs, run_trainer(*pick(train_idx), length))
     results["trainer"] = {"max_length": length,
                           "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
                           "ratio": round(ours / theirs, 2), "target": 1.0}

@@ -69,7 +69,7 @@ def test_text_window_cuts_at_a_space_on_the_kept_side():
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_windowed_ids_equal_whole_text_ids_on_real_mail(side):
     from stages.clean import mail_to_text, normalise
-    from stages.tokenize import encode_windowed
+    from stages.tokenize import WindowedEncoder
     from tests.conftest import CORPUS, MODEL
 
     tokenizer = encoding.load_tokenizer(str(MODEL), side)
@@ -79,7 +79,7 @@ def test_windowed_ids_equal_whole_text_ids_on_real_mail(side):
     texts.append(" ".join(["q" * 150] * 80))
     assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really windowed
     for max_length in (16, 64, 256):
-        assert encode_windowed(tokenizer, texts, max_length) == encoding.encode(tokenizer, texts, max_length)
+        assert WindowedEncoder(tokenizer, max_length)(texts) == encoding.encode(tokenizer, texts, max_length)
 
 
 def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokenizer, monkeypatch, capsys):
@@ -87,7 +87,7 @@ def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokeniz
 
     texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    monkeypatch.setattr(tokenize, "encode_windowed", lambda tok, batch, n: [[0]] * len(batch))
+    monkeypatch.setattr(tokenize.WindowedEncoder, "__call__", lambda self, batch: [[0]] * len(batch))
     table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], 2))
     assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
     assert "encoding whole texts" in capsys.readouterr().out
