@@ -51,7 +51,8 @@ def machine() -> dict[str, object]:
 
 
 def save(name: str, results: dict[str, object]) -> None:
-    results = {**results, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    results = {**results, "commit": provenance.git_commit(), "dirty_paths": provenance.git_dirty_paths(),
+               "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     io.write_json(results, RESULTS / f"{name}.json")
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
 

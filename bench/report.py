@@ -43,7 +43,10 @@ def main() -> None:
     for name, data in results.items():
         machine = data.pop("machine", {})
         torch_version = machine.get("versions", {}).get("torch")
-        lines += [f"### {name} ({data.pop('date', '')})", "", "```json", json.dumps(data, indent=2), "```",
+        commit = (data.pop("commit", None) or "unknown")[:12]
+        dirty = data.pop("dirty_paths", [])
+        lines += [f"### {name} ({data.pop('date', '')}, commit {commit}{' + changes' if dirty else ''})", "",
+                  "```json", json.dumps(data, indent=2), "```",
                   f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch {torch_version}", ""]
     lines += ["## Not measured here", "",
               "- clean at 1,000,000 rows: ingest and clean still hold every row in memory (tokenize streams).",
