@@ -41,12 +41,15 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of a child process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd} failed: {child.stderr.read().decode()[-2000:]}")
+    # stderr to a file, not a pipe: nothing drains a pipe while wait4 blocks, and a full one would hang.
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{cmd} failed: {stderr.read().decode(errors='replace')[-2000:]}")
     return seconds, usage.ru_maxrss / 1024
 
 

@@ -79,12 +79,13 @@ def tokenize_split(source, tokenizer, max_length: int, labels: list[str], batch_
     ):
         columns = batch.to_pydict()
         ids = encode(columns["text"])
-        if number == 0 and ids != encoding.encode(tokenizer, columns["text"], max_length):
-            # A tokenizer whose tokens can span spaces: windows would change the ids.
-            print(f"tokenize: {type(tokenizer).__name__}: windowed ids differ from whole-text ids; "
-                  "encoding whole texts")
-            encode = partial(encoding.encode, tokenizer, max_length=max_length)
-            ids = encode(columns["text"])
+        if number == 0:
+            whole = encoding.encode(tokenizer, columns["text"], max_length)
+            if ids != whole:
+                # A tokenizer whose tokens can span spaces: windows would change the ids.
+                print(f"tokenize: {type(tokenizer).__name__}: windowed ids differ from whole-text ids; "
+                      "encoding whole texts")
+                encode, ids = partial(encoding.encode, tokenizer, max_length=max_length), whole
         yield encoding.token_table(columns["id"], ids, encoding.label_ids(columns["label"], labels))
 
 
