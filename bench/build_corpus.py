@@ -2,8 +2,9 @@
 
 Each row is a real clean message (from the pipeline's clean splits) varied so that no two rows are
 the same text: a few words dropped, a neighbouring pair swapped, and a random number spliced in,
-all from a seeded generator. Written in the clean-split schema (id, label, text) in one streamed
-Parquet file, so building 1,000,000 rows holds one row group in memory, not the corpus.
+all from a seeded generator. Written in the clean-split schema (id, label, text), or with `--raw` in
+ingest's schema (the input of clean), in one streamed Parquet file, so building 1,000,000 rows holds
+one row group in memory, not the corpus.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from common import clean_texts
 
 from stages import io
 from stages.clean import SPLIT_SCHEMA
+from stages.ingest import RAW_SCHEMA
 
 CHUNK = 10_000
 
@@ -42,19 +45,29 @@ def synthetic_rows(rows: int, seed: int = 0) -> Iterator[pa.Table]:
                         "text": [varied(list(split_words[p]), rng) for p in picks]}, schema=SPLIT_SCHEMA)
 
 
-def build(rows: int, out: Path, seed: int = 0) -> None:
-    with io.parquet_sink(out, SPLIT_SCHEMA) as sink:
+def as_raw(table: pa.Table) -> pa.Table:
+    """Clean-split rows as ingest would write them from a table source."""
+    rows = table.num_rows
+    return pa.table({"id": table["id"], "source": table["id"], "group": pa.repeat("synthetic", rows),
+                     "label": table["label"], "kind": pa.repeat("text", rows),
+                     "raw": pc.cast(table["text"], pa.binary()), "checksum_status": pa.repeat("absent", rows)},
+                    schema=RAW_SCHEMA)
+
+
+def build(rows: int, out: Path, seed: int = 0, raw: bool = False) -> None:
+    with io.parquet_sink(out, RAW_SCHEMA if raw else SPLIT_SCHEMA) as sink:
         for table in synthetic_rows(rows, seed):
-            sink.write(table)
+            sink.write(as_raw(table) if raw else table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw", action="store_true", help="ingest's schema (clean's input)")
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    build(args.rows, args.out.resolve(), args.seed)
+    build(args.rows, args.out.resolve(), args.seed, args.raw)
     print(f"{args.rows} rows -> {args.out}")
 
 

@@ -1,11 +1,15 @@
-"""tokenize at scale: time and peak memory of the streaming stage at 100k, 300k and 1M rows.
+"""clean and tokenize at scale: time and peak memory of the streaming stages at 100k, 300k and 1M rows.
 
-For each size, bench/build_corpus.py writes a synthetic train split (real messages, varied) into a
-scratch project, and the real stage (`python -m stages.tokenize`) runs there in a child process; its
-peak RSS comes from the kernel (wait4). Side by side, in the same invocation and on the same files,
-the baseline is the whole-table recipe the stage replaced: read the split, encode it all, write one
-table. Target: the stage's peak RSS <= 1.5 GB at 1M rows, and time linear in rows.
-Run: `python bench/scale_bench.py` (after `dvc repro -s clean`; --sizes to change the row counts).
+For each size, bench/build_corpus.py writes a synthetic input (real messages, varied) into a scratch
+project, and the real stage (`python -m stages.clean` / `stages.tokenize`) runs there in a child
+process. Memory is the peak, sampled every 0.1 s, of the summed PSS of the stage's whole process
+tree (clean's worker processes included; PSS splits shared pages between the processes that share
+them), and the kernel's peak RSS of the largest single process (wait4).
+Side by side, in the same invocation and on the same files:
+- tokenize: the whole-table recipe the stage replaced (read the split, encode it all, write one table);
+- clean: one worker process against one per core, at the smallest size (what the cores buy).
+Targets: peak memory <= 1.5 GB at 1M rows, and time linear in rows.
+Run: `python bench/scale_bench.py [--stage clean tokenize] [--sizes ...]` (after `dvc repro -s clean`).
 """
 
 from __future__ import annotations
@@ -24,37 +28,76 @@ from common import ROOT, params, save
 
 from stages import paths
 
-TARGET_RSS_MB = 1536
+TARGET_MB = 1536
 
 
-def scratch_project(root: Path, rows: int) -> Path:
+def scratch_project(root: Path, stage: str, rows: int, clean_workers: int = 0) -> Path:
     config = yaml.safe_load((ROOT / "params.yaml").read_text())
     config["ingest"]["path"] = str(ROOT / params.ingest.path)
     config["model"]["name_or_path"] = str(ROOT / params.model.name_or_path)
+    config["clean"]["workers"] = clean_workers
     (root / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    for split, count, seed in (("train", rows, 0), ("val", 1000, 1), ("test", 1000, 2)):
-        build(count, root / paths.clean_split(split), seed)
+    if stage == "clean":
+        build(rows, root / paths.RAW, seed=0, raw=True)
+    else:
+        for split, count, seed in (("train", rows, 0), ("val", 1000, 1), ("test", 1000, 2)):
+            build(count, root / paths.clean_split(split), seed)
     return root
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a child process."""
+def _tree(root: int) -> list[int]:
+    """`root` and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited while we looked
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def _pss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(cmd: list[str], cwd: Path) -> dict[str, float]:
+    """Wall seconds, peak summed PSS of the process tree and peak RSS of its largest process (MB)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    # stderr to a file, not a pipe: nothing drains a pipe while wait4 blocks, and a full one would hang.
-    with tempfile.TemporaryFile() as stderr:
+    peak_tree = 0.0
+    # stderr to a file, not a pipe: nothing drains a pipe while we poll, and a full one would hang.
+    with tempfile.TemporaryFile() as stderr, open(os.devnull, "wb") as devnull:
         start = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=devnull, stderr=stderr)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_tree = max(peak_tree, sum(_pss_mb(p) for p in _tree(child.pid)))
+            time.sleep(0.1)
         seconds = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
             stderr.seek(0)
             raise SystemExit(f"{cmd} failed: {stderr.read().decode(errors='replace')[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return {"seconds": round(seconds, 1), "peak_tree_pss_mb": round(peak_tree),
+            "peak_process_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def whole_table(project: Path) -> None:
-    """The baseline: every split read, encoded and written in one piece."""
+    """tokenize's baseline: every split read, encoded and written in one piece."""
     from stages import encoding, io
 
     p = params.tokenize
@@ -70,31 +113,52 @@ def whole_table(project: Path) -> None:
         io.write_parquet(tokens, project / paths.token_split(split))
 
 
+def measure(stage: str, rows: int, baseline: bool) -> dict[str, object]:
+    row: dict[str, object] = {"rows": rows}
+    with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
+        project = scratch_project(Path(tmp), stage, rows)
+        row["stage"] = run_measured([sys.executable, "-m", f"stages.{stage}"], project)
+        if stage == "clean":
+            row["rows_kept"] = clean_rows_kept(project)
+        if baseline and stage == "tokenize":
+            row["whole_table"] = run_measured([sys.executable, str(Path(__file__).resolve()), "--whole-table",
+                                               str(project)], project)
+    if baseline and stage == "clean":
+        with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
+            project = scratch_project(Path(tmp), stage, rows, clean_workers=1)
+            row["one_worker"] = run_measured([sys.executable, "-m", "stages.clean"], project)
+        row["speedup_all_cores"] = round(row["one_worker"]["seconds"] / row["stage"]["seconds"], 2)
+    row["rows_per_second"] = round(rows / row["stage"]["seconds"])
+    print(row, flush=True)
+    return row
+
+
+def clean_rows_kept(project: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(project / paths.clean_split(split)).metadata.num_rows for split in paths.SPLITS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--stage", nargs="+", choices=["clean", "tokenize"], default=["clean", "tokenize"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--whole-table", type=Path, help=argparse.SUPPRESS)  # the baseline's child process
     args = parser.parse_args()
     if args.whole_table:
         return whole_table(args.whole_table)
-    results = {"target_peak_rss_mb": TARGET_RSS_MB, "sizes": []}
-    for rows in args.sizes:
-        with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
-            project = scratch_project(Path(tmp), rows)
-            stage_s, stage_mb = run_measured([sys.executable, "-m", "stages.tokenize"], project)
-            base_s, base_mb = run_measured([sys.executable, str(Path(__file__).resolve()), "--whole-table",
-                                            str(project)], project)
-        row = {"rows": rows, "stage_seconds": round(stage_s, 1), "stage_peak_rss_mb": round(stage_mb),
-               "stage_rows_per_second": round(rows / stage_s), "whole_table_seconds": round(base_s, 1),
-               "whole_table_peak_rss_mb": round(base_mb), "rss_ratio": round(base_mb / stage_mb, 2)}
-        print(row, flush=True)
-        results["sizes"].append(row)
-    first, last = results["sizes"][0], results["sizes"][-1]
-    # Linear time: seconds per row stays flat from the smallest size to the largest.
-    results["time_per_row_growth"] = round(
-        (last["stage_seconds"] / last["rows"]) / (first["stage_seconds"] / first["rows"]), 2)
-    results["rss_met"] = all(r["stage_peak_rss_mb"] <= TARGET_RSS_MB for r in results["sizes"])
-    save("scale", results)
+    for stage in args.stage:
+        # The baseline runs beside every size for tokenize, beside the smallest for clean (it is slow).
+        sizes = [measure(stage, rows, baseline=stage == "tokenize" or i == 0) for i, rows in enumerate(args.sizes)]
+        first, last = sizes[0], sizes[-1]
+        save(f"scale_{stage}", {
+            "target_peak_mb": TARGET_MB,
+            "sizes": sizes,
+            # Linear time: seconds per row stays flat from the smallest size to the largest.
+            "time_per_row_growth": round((last["stage"]["seconds"] / last["rows"])
+                                         / (first["stage"]["seconds"] / first["rows"]), 2),
+            "memory_met": all(s["stage"]["peak_tree_pss_mb"] <= TARGET_MB for s in sizes),
+        })
 
 
 if __name__ == "__main__":

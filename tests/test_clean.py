@@ -1,8 +1,26 @@
 """clean on real MIME messages of the corpus, dedup and split integrity."""
 
-import pytest
+from pathlib import Path
 
-from stages.clean import Deduplicator, assign_splits, clean_rows, html_to_text, mail_to_text, normalise
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from stages import io
+from stages.clean import (
+    Fingerprinter,
+    assign_splits,
+    clean_file,
+    clean_text,
+    find_duplicates,
+    html_to_text,
+    mail_to_text,
+    normalise,
+    shingles,
+)
+from stages.ingest import RAW_SCHEMA
 from stages.params import CleanParams, SplitParams
 from tests.conftest import mail
 
@@ -59,11 +77,21 @@ def clean_params(**overrides) -> CleanParams:
 
 
 def raw_row(row_id, text, label="ham", kind="text", status="absent"):
-    return {"id": row_id, "source": row_id, "label": label, "kind": kind,
+    return {"id": row_id, "source": row_id, "group": "g", "label": label, "kind": kind,
             "raw": text if isinstance(text, bytes) else text.encode(), "checksum_status": status}
 
 
-def test_rows_conserved_with_reasons():
+def run_clean(directory: Path, rows: list[dict], p: CleanParams, workers: int = 1):
+    """The stage's own streaming function on `rows`: (kept rows by split, rejects, report)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    io.write_parquet(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), directory / "raw.parquet")
+    outputs = {name: directory / f"{name}.parquet" for name in ("train", "val", "test")}
+    summary = clean_file(directory / "raw.parquet", outputs, directory / "rejects.parquet", p, workers)
+    splits = {name: pq.read_table(path).to_pylist() for name, path in outputs.items()}
+    return splits, pq.read_table(directory / "rejects.parquet").to_pylist(), summary
+
+
+def test_rows_conserved_with_reasons_and_first_by_id_kept(tmp_path):
     long_text = " ".join(f"word{i}" for i in range(60))
     rows = [
         raw_row("a", long_text),
@@ -74,44 +102,116 @@ def test_rows_conserved_with_reasons():
         raw_row("f", "a different and long enough message", status="mismatch"),
         raw_row("g", "Subject: fine\n\nreal mail body here", kind="mail"),
     ]
-    kept, rejects = clean_rows(rows, clean_params())
-    assert [r["id"] for r in kept] == ["a", "g"]
+    # Given in reverse: twins are still judged in id order, and the outputs keep the input's order.
+    splits, rejects, summary = run_clean(tmp_path, rows[::-1], clean_params())
+    kept = [r["id"] for split in splits.values() for r in split]
+    assert sorted(kept) == ["a", "g"]
     assert {r["id"]: r["reason"] for r in rejects} == {
         "b": "exact_duplicate", "c": "near_duplicate", "d": "too_short",
         "e": "empty_text", "f": "checksum_mismatch"}
-    assert len(kept) + len(rejects) == len(rows)
-    assert all(r["raw"] is not None for r in rejects)  # the original bytes are kept
+    assert [r["id"] for r in rejects] == ["f", "e", "d", "c", "b"]
+    details = {r["id"]: r["detail"] for r in rejects}
+    assert details["b"] == "same text as a" and details["c"].endswith("with a")
+    assert all(r["raw"] is not None and r["stage"] == "clean" for r in rejects)  # the original bytes are kept
+    assert summary["rows_in"] == 7 and summary["rows_kept"] + summary["rows_rejected"] == 7
+    assert summary["rejected_by_reason"] == {"checksum_mismatch": 1, "empty_text": 1, "exact_duplicate": 1,
+                                             "near_duplicate": 1, "too_short": 1}
 
 
-def test_deduplicator_keeps_distinct_texts():
-    dedup = Deduplicator(threshold=0.8, shingle_words=3, permutations=128)
-    assert dedup.check("1", "the quick brown fox jumps over the lazy dog today") is None
-    assert dedup.check("2", "an entirely unrelated sentence about mail servers and DNS") is None
+def corpus_with_twins() -> list[dict]:
+    """Real mails (ham and spam), plus exact copies and near copies (one word dropped) of some."""
+    from tests.conftest import CORPUS
+
+    rows = []
+    for group, label in (("easy-ham-1", "ham"), ("spam-1", "spam"), ("spam-2", "spam")):
+        for path in sorted((CORPUS / group).glob("*.txt"))[:50]:
+            rows.append(raw_row(f"{group}/{path.name[:5]}", path.read_bytes(), label, kind="mail", status="ok"))
+    for row in rows[::9]:
+        text = normalise(mail_to_text(row["raw"]))
+        words = text.split(" ")
+        rows.append(raw_row(f"copy/{row['id']}", text.upper(), row["label"]))
+        rows.append(raw_row(f"near/{row['id']}", " ".join(words[:-1] if len(words) > 40 else words + ["x"]),
+                            row["label"]))
+    return rows
+
+
+def lsh_reference(rows: list[dict], p: CleanParams) -> dict[str, tuple[str, str]]:
+    """Near and exact twins as a plain sequential MinHashLSH (the library's own index) finds them."""
+    fingerprint = Fingerprinter(p)
+    lsh = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_permutations)
+    seen, signatures, verdicts = {}, {}, {}
+    for row in sorted(rows, key=lambda r: r["id"]):
+        text, problem = clean_text(row, p)
+        if problem:
+            continue
+        key = text.casefold()
+        if key in seen:
+            verdicts[row["id"]] = ("exact_duplicate", seen[key])
+            continue
+        seen[key] = row["id"]
+        signature = MinHash(**fingerprint.minhash_args)
+        signature.update_batch(list(shingles(text, p.shingle_words)))
+        candidates = lsh.query(signature)
+        if candidates:
+            twin = min(candidates, key=lambda other: (-signature.jaccard(signatures[other]), other))
+            if signature.jaccard(signatures[twin]) >= p.near_duplicate_threshold:
+                verdicts[row["id"]] = ("near_duplicate", twin)
+                continue
+        lsh.insert(row["id"], signature)
+        signatures[row["id"]] = signature
+    return verdicts
+
+
+def test_duplicates_match_the_sequential_lsh_and_workers_change_no_byte(tmp_path):
+    rows = corpus_with_twins()
+    p = clean_params(min_chars=20, max_chars=20000, near_duplicate_threshold=0.9, shingle_words=5)
+    splits, rejects, summary = run_clean(tmp_path / "one", rows, p, workers=1)
+    found = {r["id"]: (r["reason"], r["detail"].rsplit(" ", 1)[-1]) for r in rejects if "duplicate" in r["reason"]}
+    expected = lsh_reference(rows, p)
+    assert found == expected
+    assert {reason for reason, _ in found.values()} == {"exact_duplicate", "near_duplicate"}
+    assert len(found) >= 20  # the copies made above, and the corpus's own twins
+    _, _, parallel_summary = run_clean(tmp_path / "two", rows, p, workers=2)
+    assert parallel_summary == summary
+    for name in ("train.parquet", "val.parquet", "test.parquet", "rejects.parquet"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_find_duplicates_keeps_distinct_texts():
+    p = clean_params()
+    fingerprint = Fingerprinter(p)
+    texts = ["the quick brown fox jumps over the lazy dog today", "an entirely unrelated sentence about mail servers"]
+    batch = pa.RecordBatch.from_pylist([raw_row(str(i), t) for i, t in enumerate(texts)], schema=RAW_SCHEMA)
+    result = fingerprint(batch)
+    verdict, twin, _ = find_duplicates(np.arange(2), np.ones(2, bool), result.exact, result.bands,
+                                       lambda row: result.signatures[row], p.near_duplicate_threshold)
+    assert verdict.tolist() == [0, 0] and twin.tolist() == [-1, -1]
 
 
 def test_split_is_stratified_deterministic_and_leak_free():
-    rows = [{"id": f"r{i:03d}", "label": "spam" if i % 4 == 0 else "ham", "text": f"text {i}"} for i in range(200)]
+    ids = [f"r{i:03d}" for i in range(200)]
+    labels = ["spam" if i % 4 == 0 else "ham" for i in range(200)]
     p = SplitParams(val_fraction=0.15, test_fraction=0.15, seed=7)
-    splits = assign_splits(rows, p)
-    ids = {name: {r["id"] for r in split} for name, split in splits.items()}
-    assert sum(map(len, ids.values())) == 200
-    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    splits = dict(zip(ids, assign_splits(ids, labels, p), strict=True))
+    assert set(splits.values()) == {"train", "val", "test"}
     for name, fraction in (("test", 0.15), ("val", 0.15)):
-        spam = sum(r["label"] == "spam" for r in splits[name])
+        spam = sum(split == name and label == "spam" for split, label in zip(splits.values(), labels, strict=True))
         assert spam == round(50 * fraction)
-    assert assign_splits(list(reversed(rows)), p) == splits
-    other_seed = assign_splits(rows, SplitParams(val_fraction=0.15, test_fraction=0.15, seed=8))
-    assert other_seed["test"] != splits["test"]
+    reversed_splits = dict(zip(ids[::-1], assign_splits(ids[::-1], labels[::-1], p), strict=True))
+    assert reversed_splits == splits  # a row's split depends on its id, not on its position
+    other_seed = assign_splits(ids, labels, SplitParams(val_fraction=0.15, test_fraction=0.15, seed=8))
+    assert other_seed != list(splits.values())
 
 
 @pytest.mark.parametrize("group", ["easy-ham-1", "spam-2"])
-def test_real_messages_clean_to_nonempty_text(group):
+def test_real_messages_clean_to_nonempty_text(group, tmp_path):
     from tests.conftest import CORPUS
 
     rows = []
     for path in sorted((CORPUS / group).glob("*.txt"))[:40]:
         rows.append(raw_row(f"{group}/{path.name[:5]}", path.read_bytes(), kind="mail", status="ok"))
-    kept, rejects = clean_rows(rows, clean_params(min_chars=20, max_chars=20000))
+    splits, rejects, _ = run_clean(tmp_path, rows, clean_params(min_chars=20, max_chars=20000))
+    kept = [r for split in splits.values() for r in split]
     assert len(kept) + len(rejects) == 40
     assert len(kept) >= 30
     assert all(len(r["text"]) >= 20 and "\n" not in r["text"] for r in kept)
