@@ -6,7 +6,8 @@
 2. reprolab's training loop against `transformers.Trainer`: same model, rows, batch size,
    learning rate and dynamic padding; samples/s over one epoch, best of --repeats runs of each,
    alternated so that a noisy neighbour on the machine hits both sides alike.
-Run: `python bench/train_bench.py` (after `dvc repro -s clean`).
+Run: `python bench/train_bench.py [--part padding trainer]` (after `dvc repro -s clean`); each part
+writes its own result file.
 """
 
 import argparse
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--part", nargs="+", choices=["padding", "trainer"], default=["padding", "trainer"])
     args = parser.parse_args()
     texts, labels = clean_texts()
     order = np.random.default_rng(0).permutation(len(texts))
@@ -74,29 +76,37 @@ def main() -> None:
     def pick(idx):
         return [texts[i] for i in idx], [labels[i] for i in idx]
 
-    results = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
-    train = token_data(tokenizer, *pick(train_idx), args.max_length)
-    val = token_data(tokenizer, *pick(val_idx), args.max_length)
-    dyn_speed, dyn_f1 = run_ours(train, val, args.max_length, padding="dynamic", group_by_length=True)
-    pad_speed, pad_f1 = run_ours(train, val, args.max_length, padding="max_length", group_by_length=False)
-    # The most any padding scheme can save: the share of max_length positions that are padding.
-    padding_share = 1 - np.minimum(train.lengths, args.max_length).sum() / (len(train) * args.max_length)
-    results["padding"] = {"max_length": args.max_length, "padding_share_at_max_length": round(float(padding_share), 3),
-                          "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2),
-                                                 "max_length": round(pad_speed, 2)},
-                          "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
-                          "ratio": round(dyn_speed / pad_speed, 2), "target": 2.0}
+    setup = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
+    if "padding" in args.part:
+        save("train_padding", {**setup, **padding(tokenizer, pick(train_idx), pick(val_idx), args.max_length)})
+    if "trainer" in args.part:
+        save("train_trainer", {**setup, **versus_trainer(tokenizer, pick, train_idx, val_idx, args.repeats)})
 
+
+def padding(tokenizer, train_rows, val_rows, max_length) -> dict:
+    train = token_data(tokenizer, *train_rows, max_length)
+    val = token_data(tokenizer, *val_rows, max_length)
+    dyn_speed, dyn_f1 = run_ours(train, val, max_length, padding="dynamic", group_by_length=True)
+    pad_speed, pad_f1 = run_ours(train, val, max_length, padding="max_length", group_by_length=False)
+    # The most any padding scheme can save: the share of max_length positions that are padding.
+    padding_share = 1 - np.minimum(train.lengths, max_length).sum() / (len(train) * max_length)
+    return {"padding": {"max_length": max_length, "padding_share_at_max_length": round(float(padding_share), 3),
+                        "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2),
+                                               "max_length": round(pad_speed, 2)},
+                        "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
+                        "ratio": round(dyn_speed / pad_speed, 2), "target": 2.0}}
+
+
+def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
     length = params.tokenize.max_length
     train, val = token_data(tokenizer, *pick(train_idx), length), token_data(tokenizer, *pick(val_idx[:32]), length)
     ours = theirs = 0.0
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         ours = max(ours, run_ours(train, val, length)[0])
         theirs = max(theirs, run_trainer(*pick(train_idx), length))
-    results["trainer"] = {"max_length": length,
-                          "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
-                          "ratio": round(ours / theirs, 2), "target": 1.0}
-    save("train", results)
+    return {"trainer": {"max_length": length,
+                        "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
+                        "ratio": round(ours / theirs, 2), "target": 1.0}}
 
 
 if __name__ == "__main__":

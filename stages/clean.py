@@ -31,6 +31,8 @@ import multiprocessing
 import os
 import re
 import tempfile
+import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -233,18 +235,22 @@ def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, b
     return verdict, twin, similarity
 
 
-def assign_splits(ids: list[str], labels: list[str], p: SplitParams) -> list[str]:
-    """The split of each row: stratified by label, ranked within a label by a seeded hash of the id."""
-    splits = [""] * len(ids)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    for rows in by_label.values():
-        ranked = sorted(rows, key=lambda i: hashlib.sha256(f"{p.seed}:{ids[i]}".encode()).digest())
+def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray:
+    """The split of each row (an index into paths.SPLITS): stratified by label, ranked within a label
+    by a seeded hash of the id. Holds 32 bytes of key per row, never the ids as Python objects."""
+    keys = np.empty(len(ids), "S32")
+    for start in range(0, len(ids), io.ROW_GROUP_SIZE):
+        chunk = ids.slice(start, io.ROW_GROUP_SIZE).to_pylist()
+        keys[start : start + len(chunk)] = [hashlib.sha256(f"{p.seed}:{row_id}".encode()).digest() for row_id in chunk]
+    label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
+    splits = np.full(len(ids), paths.SPLITS.index("train"), np.int8)
+    for code in np.unique(label_codes):
+        rows = np.flatnonzero(label_codes == code)
+        ranked = rows[np.argsort(keys[rows])]
         n_test = round(len(ranked) * p.test_fraction)
         n_val = round(len(ranked) * p.val_fraction)
-        for position, i in enumerate(ranked):
-            splits[i] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+        splits[ranked[:n_test]] = paths.SPLITS.index("test")
+        splits[ranked[n_test : n_test + n_val]] = paths.SPLITS.index("val")
     return splits
 
 
@@ -252,10 +258,10 @@ def fingerprint_all(raw: Path, fingerprint: Fingerprinter, workers: int, spill: 
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
     i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
-    source = pq.ParquetFile(raw)
-    batches = source.iter_batches(batch_size=BATCH_ROWS, columns=["source", "kind", "raw", "checksum_status"])
+    batches = map(io.detached, io.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
     eligible, exact, bands = [], [], []
-    progress = tqdm(total=source.metadata.num_rows, unit="rows", desc="clean: fingerprint", disable=None)
+    progress = tqdm(total=pq.ParquetFile(raw).metadata.num_rows, unit="rows", desc="clean: fingerprint",
+                    disable=None)
     with io.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
             _executor(workers) as pool:
         for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
@@ -274,7 +280,30 @@ def _executor(workers: int):
     if workers == 1:
         return contextlib.nullcontext(None)
     # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_exit_with_stage, initargs=(os.getpid(),))
+
+
+def _exit_with_stage(stage: int) -> None:
+    """A worker of a stage that was killed (SIGKILL, OOM) exits instead of lingering with its memory.
+
+    Its parent is the forkserver, which outlives the stage while any worker does, so the worker
+    watches the stage process itself.
+    """
+
+    def stage_running() -> bool:
+        try:  # a zombie has exited; only its parent has not collected it yet
+            return Path(f"/proc/{stage}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def watch() -> None:
+        while stage_running():
+            time.sleep(1)
+        os._exit(1)
+
+    if Path("/proc/self/stat").exists():  # Linux; elsewhere workers end with the pool as usual
+        threading.Thread(target=watch, daemon=True).start()
 
 
 def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator, in_flight: int) -> Iterator:
@@ -312,18 +341,16 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
                                                         p.near_duplicate_threshold)
         del exact, bands
         kept = np.flatnonzero(eligible & (verdict == 0))
-        names = list(split_paths)
         split_of = np.full(len(ids), -1, np.int8)
-        split_of[kept] = [names.index(name) for name in assign_splits(
-            ids.take(kept).to_pylist(), ids_and_labels.column("label").take(kept).to_pylist(), p.split)]
+        split_of[kept] = assign_splits(ids.take(kept), ids_and_labels.column("label").combine_chunks().take(kept),
+                                       p.split)
         return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
 
 
 def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
                  verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array) -> dict[str, Any]:
-    """Pass 2: every row to its split (`split_of`: index into `split_paths`, -1 for none) or, with its
+    """Pass 2: every row to its split (`split_of`: index into paths.SPLITS, -1 for none) or, with its
     reason, to the rejects; returns the report."""
-    names = list(split_paths)
     reasons: Counter[str] = Counter()
     split_labels: dict[str, Counter[str]] = {name: Counter() for name in split_paths}
     with contextlib.ExitStack() as stack:
@@ -332,29 +359,34 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
         start = 0
         for raw_rows, spilled in zip(io.iter_tables(raw, ["id", "source", "label", "raw"], BATCH_ROWS),
                                      io.iter_tables(spill, None, BATCH_ROWS), strict=True):
-            rows = raw_rows.to_pylist()
-            texts, spill_reasons, spill_details = (spilled.column(name).to_pylist() for name in SPILL_SCHEMA.names)
-            kept: dict[str, list[dict]] = {name: [] for name in split_paths}
-            rejected = []
-            for offset, row in enumerate(rows):
+            # Columns move by Arrow filters; Python objects are made for rejected rows only.
+            codes = split_of[start : start + raw_rows.num_rows]
+            for code, name in enumerate(paths.SPLITS):
+                rows = raw_rows.filter(codes == code)
+                sinks[name].write(pa.table({"id": rows["id"], "label": rows["label"],
+                                            "text": spilled["text"].filter(codes == code)}, schema=SPLIT_SCHEMA))
+                split_labels[name].update(rows["label"].to_pylist())
+            rejected = np.flatnonzero(codes < 0)
+            spill_reasons = spilled["reason"].take(rejected).to_pylist()
+            spill_details = spilled["detail"].take(rejected).to_pylist()
+            details = []
+            for n, offset in enumerate(rejected.tolist()):
                 i = start + offset
-                if split_of[i] >= 0:
-                    name = names[split_of[i]]
-                    kept[name].append({"id": row["id"], "label": row["label"], "text": texts[offset]})
-                    split_labels[name][row["label"]] += 1
-                    continue
-                if spill_reasons[offset]:
-                    reason, detail = spill_reasons[offset], spill_details[offset]
+                if spill_reasons[n]:
+                    details.append(spill_details[n])
                 elif verdict[i] == EXACT_DUPLICATE:
-                    reason, detail = "exact_duplicate", f"same text as {ids[twin[i]]}"
+                    spill_reasons[n] = "exact_duplicate"
+                    details.append(f"same text as {ids[twin[i]]}")
                 else:
-                    reason, detail = "near_duplicate", f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}"
-                rejected.append({**row, "reason": reason, "detail": detail})
-                reasons[reason] += 1
-            for name, split_rows in kept.items():
-                sinks[name].write(pa.Table.from_pylist(split_rows, schema=SPLIT_SCHEMA))
-            rejects.write(io.rejects_table(rejected, "clean"))
-            start += len(rows)
+                    spill_reasons[n] = "near_duplicate"
+                    details.append(f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}")
+            reasons.update(spill_reasons)
+            rows = raw_rows.take(rejected)
+            rejects.write(pa.table({"id": rows["id"], "source": rows["source"],
+                                    "stage": pa.repeat("clean", len(rejected)), "reason": spill_reasons,
+                                    "detail": details, "label": rows["label"], "raw": rows["raw"]},
+                                   schema=io.REJECT_SCHEMA))
+            start += raw_rows.num_rows
     return {
         "rows_in": start,
         "rows_kept": int((split_of >= 0).sum()),

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from functools import partial
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stages import encoding, io, paths, tracking
 from stages.errors import run_stage
@@ -74,9 +73,7 @@ class WindowedEncoder:
 def tokenize_split(source, tokenizer, max_length: int, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
     """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded."""
     encode = WindowedEncoder(tokenizer, max_length)
-    for number, batch in enumerate(
-        pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=["id", "label", "text"])
-    ):
+    for number, batch in enumerate(io.iter_batches(source, ["id", "label", "text"], batch_size)):
         columns = batch.to_pydict()
         ids = encode(columns["text"])
         if number == 0:

@@ -105,15 +105,30 @@ class Checkpointer:
                 (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
         parallel.barrier(self.context)
 
-    def peek(self) -> LoopState | None:
+    def after_step(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
+                   best: dict | None, epoch_end: bool) -> None:
+        """After an optimizer step (mid-epoch) or an epoch's validation, on every process: agree on
+        whether a signal arrived anywhere, save if one did, if a save is due or at an epoch's end,
+        then stop the run if a signal arrived."""
+        self.stop_requested = parallel.any_process(self.stop_requested, self.context)
+        if epoch_end or self.due(state.step):
+            self.save(state, generator, model, optimizer, scheduler, best)
+            if self.stop_requested:
+                raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
+
+    def _saved(self) -> dict | None:
         file = self.directory / "state.json"
-        return LoopState(**json.loads(file.read_text())["loop"]) if file.exists() else None
+        return json.loads(file.read_text()) if file.exists() else None
+
+    def peek(self) -> LoopState | None:
+        saved = self._saved()
+        return LoopState(**saved["loop"]) if saved else None
 
     def load(self, generator: np.random.Generator, model, optimizer, scheduler) -> tuple[LoopState, dict | None] | None:
-        state = self.peek()
-        if state is None:
+        saved = self._saved()
+        if saved is None:
             return None
-        saved = json.loads((self.directory / "state.json").read_text())
+        state = LoopState(**saved["loop"])
         generator.bit_generator.state = state.rng
         model.load_state_dict(load_file(self.directory / "model.safetensors"))
         # weights_only: a checkpoint file is never unpickled into arbitrary objects.
@@ -246,12 +261,8 @@ def train_model(
                 on_step(state.step, {"train_loss": state.window_loss / state.window_batches,
                                      "learning_rate": scheduler.get_last_lr()[0]})
                 state.window_loss, state.window_batches = 0.0, 0
-            if checkpointer:
-                checkpointer.stop_requested = parallel.any_process(checkpointer.stop_requested, context)
-            if checkpointer and checkpointer.due(state.step) and state.batch < len(batches):
-                checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
-                if checkpointer.stop_requested:
-                    raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
+            if checkpointer and state.batch < len(batches):  # an epoch's last step saves after validation
+                checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=False)
         progress.close()
         validation_started = time.perf_counter()
         scores = parallel.from_main(validate(model, val, p, pad_id, device, bf16) if context.is_main else None,
@@ -270,10 +281,7 @@ def train_model(
             say(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
             break
         if checkpointer and state.epoch <= p.epochs:
-            checkpointer.stop_requested = parallel.any_process(checkpointer.stop_requested, context)
-            checkpointer.save(state, generator, model, optimizer, scheduler, best_state)
-            if checkpointer.stop_requested:
-                raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
+            checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=True)
     model.load_state_dict(best_state)
     return TrainResult(state.history, state.best_epoch, state.samples_seen - samples_before,
                        time.perf_counter() - started - validation_seconds, resumed_from)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from stages import io
+from stages import io, paths
 from stages.clean import (
     Fingerprinter,
     assign_splits,
@@ -192,15 +192,18 @@ def test_split_is_stratified_deterministic_and_leak_free():
     ids = [f"r{i:03d}" for i in range(200)]
     labels = ["spam" if i % 4 == 0 else "ham" for i in range(200)]
     p = SplitParams(val_fraction=0.15, test_fraction=0.15, seed=7)
-    splits = dict(zip(ids, assign_splits(ids, labels, p), strict=True))
+
+    def split_by_id(ids, labels, p):
+        codes = assign_splits(pa.array(ids), pa.array(labels), p)
+        return {row_id: paths.SPLITS[code] for row_id, code in zip(ids, codes, strict=True)}
+
+    splits = split_by_id(ids, labels, p)
     assert set(splits.values()) == {"train", "val", "test"}
     for name, fraction in (("test", 0.15), ("val", 0.15)):
-        spam = sum(split == name and label == "spam" for split, label in zip(splits.values(), labels, strict=True))
+        spam = sum(splits[row_id] == name and label == "spam" for row_id, label in zip(ids, labels, strict=True))
         assert spam == round(50 * fraction)
-    reversed_splits = dict(zip(ids[::-1], assign_splits(ids[::-1], labels[::-1], p), strict=True))
-    assert reversed_splits == splits  # a row's split depends on its id, not on its position
-    other_seed = assign_splits(ids, labels, SplitParams(val_fraction=0.15, test_fraction=0.15, seed=8))
-    assert other_seed != list(splits.values())
+    assert split_by_id(ids[::-1], labels[::-1], p) == splits  # a row's split depends on its id, not its position
+    assert split_by_id(ids, labels, SplitParams(val_fraction=0.15, test_fraction=0.15, seed=8)) != splits
 
 
 @pytest.mark.parametrize("group", ["easy-ham-1", "spam-2"])
@@ -215,3 +218,62 @@ def test_real_messages_clean_to_nonempty_text(group, tmp_path):
     assert len(kept) + len(rejects) == 40
     assert len(kept) >= 30
     assert all(len(r["text"]) >= 20 and "\n" not in r["text"] for r in kept)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:  # a zombie has exited; only its parent has not collected it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_worker_processes_exit_when_the_stage_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    words = [f"w{i}" for i in range(5000)]
+    rows = [raw_row(f"r{i:06d}", " ".join(words[(i * 7 + k * 13) % 5000] for k in range(300))) for i in range(20000)]
+    io.write_parquet(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), tmp_path / "raw.parquet")
+    script = (
+        "import sys\nfrom pathlib import Path\n"
+        "from stages.clean import clean_file\nfrom stages.params import load_params\n"
+        "if __name__ == '__main__':\n"
+        "    d = Path(sys.argv[1])\n"
+        "    clean_file(d / 'raw.parquet', {n: d / f'{n}.parquet' for n in ('train', 'val', 'test')},\n"
+        "               d / 'rejects.parquet', load_params(sys.argv[2]).clean, workers=2)\n"
+    )
+    (tmp_path / "run.py").write_text(script)
+    from tests.conftest import REPO
+
+    stage = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path), str(REPO / "params.yaml")],
+                             cwd=REPO)
+    deadline = time.monotonic() + 60
+    while len(workers := _descendants(stage.pid)) < 3 and time.monotonic() < deadline:  # forkserver + 2 workers
+        time.sleep(0.2)
+    assert len(workers) >= 3 and stage.poll() is None
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.wait()
+    deadline = time.monotonic() + 15
+    while (alive := {pid for pid in workers if _running(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"worker processes {alive} outlived the killed stage"

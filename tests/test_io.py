@@ -118,3 +118,29 @@ def test_empty_stream_writes_the_schema(tmp_path):
     with io.parquet_sink(tmp_path / "empty.parquet", schema):
         pass
     assert pq.read_table(tmp_path / "empty.parquet").schema.equals(schema)
+
+
+def test_wide_rows_get_smaller_row_groups_in_both_writers(tmp_path, monkeypatch):
+    # A reader holds a whole row group: groups of wide rows are cut near ROW_GROUP_BYTES.
+    whole = table(40, "w")  # about 200 bytes a row
+    monkeypatch.setattr(io, "ROW_GROUP_BYTES", whole.nbytes // 4)
+    io.write_parquet(whole, tmp_path / "whole.parquet")
+    written = pq.ParquetFile(tmp_path / "whole.parquet")
+    assert 4 <= written.num_row_groups <= 5 and written.read().equals(whole)
+    with io.parquet_sink(tmp_path / "streamed.parquet", whole.schema) as sink:
+        for start in range(0, 40, 5):
+            sink.write(whole.slice(start, 5))
+    streamed = pq.ParquetFile(tmp_path / "streamed.parquet")
+    # A group closes once the buffered writes reach the cap: at most one write (5 rows) past it.
+    assert [streamed.metadata.row_group(i).num_rows for i in range(streamed.num_row_groups)] == [15, 10, 10, 5]
+    assert streamed.read().equals(whole)
+
+
+def test_detached_batch_pickles_only_its_rows():
+    import pickle
+
+    batch = pa.RecordBatch.from_pylist(table(2000, "x").to_pylist())
+    part = batch.slice(10, 5)
+    assert len(pickle.dumps(part)) > 50_000  # a slice carries its parent's buffers
+    detached = io.detached(part)
+    assert len(pickle.dumps(detached)) < 5_000 and detached.equals(part)
