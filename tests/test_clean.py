@@ -221,19 +221,12 @@ def test_real_messages_clean_to_nonempty_text(group, tmp_path):
 
 
 def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
     found, todo = set(), [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            new = {int(child) for child in children.read_text().split()}
+            found |= new
+            todo += new
     return found
 
 
