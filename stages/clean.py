@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 from selectolax.lexbor import LexborHTMLParser
 from tqdm import tqdm
@@ -254,14 +253,13 @@ def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray
     return splits
 
 
-def fingerprint_all(raw: Path, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
+def fingerprint_all(raw: Path, rows: int, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
     i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
     batches = map(io.detached, io.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
     eligible, exact, bands = [], [], []
-    progress = tqdm(total=pq.ParquetFile(raw).metadata.num_rows, unit="rows", desc="clean: fingerprint",
-                    disable=None)
+    progress = tqdm(total=rows, unit="rows", desc="clean: fingerprint", disable=None)
     with io.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
             _executor(workers) as pool:
         for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
@@ -330,7 +328,7 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
     fingerprint = Fingerprinter(p)
     with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
         spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
-        eligible, exact, bands = fingerprint_all(raw, fingerprint, workers, spill, signature_path)
+        eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, workers, spill, signature_path)
         size = p.minhash_permutations * 4
         with open(signature_path, "rb") as signatures:
             @functools.lru_cache(maxsize=65_536)
@@ -362,9 +360,10 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
             # Columns move by Arrow filters; Python objects are made for rejected rows only.
             codes = split_of[start : start + raw_rows.num_rows]
             for code, name in enumerate(paths.SPLITS):
-                rows = raw_rows.filter(codes == code)
+                in_split = codes == code
+                rows = raw_rows.filter(in_split)
                 sinks[name].write(pa.table({"id": rows["id"], "label": rows["label"],
-                                            "text": spilled["text"].filter(codes == code)}, schema=SPLIT_SCHEMA))
+                                            "text": spilled["text"].filter(in_split)}, schema=SPLIT_SCHEMA))
                 split_labels[name].update(rows["label"].to_pylist())
             rejected = np.flatnonzero(codes < 0)
             spill_reasons = spilled["reason"].take(rejected).to_pylist()
