@@ -1,9 +1,9 @@
 """tokenize throughput: the stage's batched fast path against the two usual recipes.
 
 Same fast tokenizer, same max_length and truncation, same real texts (the clean splits, repeated
-to --rows): (1) the stage's `WindowedEncoder` in batches, building the Arrow token table the stage
-writes (it reads only the window of each text that truncation can keep: the ids are checked equal
-to whole-text encoding); (2) `datasets.Dataset.map(batched=True)`; (3) a torch `Dataset.__getitem__` tokenizing one
+to --rows): (1) the stage's `ChunkedEncoder` in batches, building the Arrow token table the stage
+writes (it reads only as much of each text as truncation can keep: the ids are checked equal to
+whole-text encoding); (2) `datasets.Dataset.map(batched=True)`; (3) a torch `Dataset.__getitem__` tokenizing one
 row at a time, padded to max_length. Run: `python bench/tokenize_bench.py`.
 """
 
@@ -13,7 +13,7 @@ import tempfile
 from common import best_of, clean_texts, params, save
 
 from stages import encoding
-from stages.tokenize import WindowedEncoder
+from stages.tokenize import ChunkedEncoder
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     max_length, batch = params.tokenize.max_length, params.tokenize.batch_size
     tokenizer = encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
 
-    encode = WindowedEncoder(tokenizer, max_length)
+    encode = ChunkedEncoder(tokenizer, max_length)
 
     def reprolab():
         for start in range(0, len(texts), batch):
@@ -60,11 +60,11 @@ def main() -> None:
             rows[i]
 
     sample = texts[:batch]
-    if encode(sample) != encoding.encode(tokenizer, sample, max_length):
-        raise SystemExit("windowed ids differ from whole-text ids: the comparison would be unfair")
+    if encode(sample).to_pylist() != encoding.encode(tokenizer, sample, max_length):
+        raise SystemExit("chunked ids differ from whole-text ids: the comparison would be unfair")
     ours = len(texts) / best_of(args.repeats, reprolab)
     mapped = len(texts) / best_of(args.repeats, datasets_map)
-    naive = naive_rows / best_of(1, per_row)
+    naive = naive_rows / best_of(args.repeats, per_row)
     save("tokenize", {
         "rows": len(texts), "max_length": max_length,
         "rows_per_second": {"reprolab": round(ours), "datasets_map_batched": round(mapped),

@@ -61,11 +61,10 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     )["input_ids"]
 
 
-def token_table(ids: list[str], input_ids: list[list[int]], labels: list[int]) -> pa.Table:
-    return pa.table(
-        {"id": ids, "input_ids": pa.array(input_ids, type=pa.list_(pa.int32())), "label": labels},
-        schema=TOKEN_SCHEMA,
-    )
+def token_table(ids: list[str], input_ids: list[list[int]] | pa.ListArray, labels: list[int]) -> pa.Table:
+    if not isinstance(input_ids, pa.Array):
+        input_ids = pa.array(input_ids, type=pa.list_(pa.int32()))
+    return pa.table({"id": ids, "input_ids": input_ids, "label": labels}, schema=TOKEN_SCHEMA)
 
 
 def label_ids(labels: list[str], names: list[str]) -> list[int]:

@@ -102,6 +102,9 @@ class TrainParams(Section):
     seed: int
     device: Literal["auto", "cpu", "cuda"]
     mixed_precision: Literal["auto", "no", "bf16"]
+    # Compile the training forward and backward with torch.compile (inductor). Pays on GPUs over long
+    # runs; the first steps, and every new batch shape's, wait for compilation.
+    torch_compile: bool
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     eval_batch_size: int = Field(ge=1)

@@ -204,6 +204,9 @@ def train_model(
         # Broadcasts rank 0's weights, so every process starts from the same classifier head.
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(p.seed + context.rank)  # independent dropout masks per process
+    if p.torch_compile:
+        # Dynamic padding changes the sequence length from batch to batch: one graph for all of them.
+        forward = torch.compile(forward, dynamic=p.padding == "dynamic")
     generator = np.random.default_rng(p.seed)
     batches_per_epoch = math.ceil(len(train) / p.batch_size)
     total_steps = math.ceil(batches_per_epoch / p.gradient_accumulation_steps) * p.epochs
@@ -235,13 +238,13 @@ def train_model(
             index = batches[i]
             rows, weight = parallel.shard(index, context)
             input_ids, mask = modeling.collate([train.sequences[j] for j in rows], pad_id, pad_to)
-            labels = torch.from_numpy(train.labels[rows]).to(device)
+            labels = modeling.to_device(torch.from_numpy(train.labels[rows]), device)
             steps_now = not (i + 1) % p.gradient_accumulation_steps or i + 1 == len(batches)
             # DDP all-reduces gradients only on the micro-batch that ends an accumulation.
             with forward.no_sync() if context.distributed and not steps_now else nullcontext():
                 with modeling.autocast(device, bf16):
-                    loss = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                   labels=labels).loss
+                    loss = forward(input_ids=modeling.to_device(input_ids, device),
+                                   attention_mask=modeling.to_device(mask, device), labels=labels).loss
                 (loss * weight / p.gradient_accumulation_steps).backward()
             batch_loss = parallel.sum_over_processes(loss.item() * weight, context) / context.world_size
             state.epoch_loss += batch_loss

@@ -56,30 +56,77 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
         encoding.resolve_model(str(tmp_path / "empty"))
 
 
-def test_text_window_cuts_at_a_space_on_the_kept_side():
-    from stages.tokenize import text_window
+def test_next_span_cuts_at_a_space_on_the_kept_side():
+    from stages.tokenize import next_span
 
-    text = "alpha beta gamma delta"
-    assert text_window(text, 100, "right") == text
-    assert text_window(text, 12, "right") == "alpha beta"
-    assert text_window(text, 12, "left") == "gamma delta"
-    assert text_window("x" * 50, 10, "right") == "x" * 50  # no space: the whole text
+    text = "alpha beta gamma delta"  # spaces at 5, 10 and 16
+    assert next_span(text, 0, 100, "right") == (0, len(text))
+    assert next_span(text, 0, 12, "right") == (0, 10)  # "alpha beta"
+    assert next_span(text, 10, 8, "right") == (10, 16)  # " gamma": the next chunk starts at the space
+    assert next_span(text, 0, 3, "right") == (0, 5)  # no space in reach: out to the next one
+    assert next_span(text, 0, 12, "left") == (10, 22)  # " gamma delta"
+    assert next_span(text, 12, 8, "left") == (5, 10)  # " beta"
+    assert next_span(text, 17, 3, "left") == (0, 5)  # "alpha": out to the text's start
+    assert next_span("x" * 50, 0, 10, "right") == (0, 50)  # no space at all: the whole text
+
+
+def test_special_tokens_are_those_around_a_text(tokenizer):
+    from tokenizers import Tokenizer
+
+    from stages.tokenize import special_tokens
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    assert special_tokens(backend) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_windowed_ids_equal_whole_text_ids_on_real_mail(side):
+def test_chunked_ids_equal_whole_text_ids_on_real_mail(side):
     from stages.clean import mail_to_text, normalise
-    from stages.tokenize import WindowedEncoder
+    from stages.tokenize import ChunkedEncoder
     from tests.conftest import CORPUS, MODEL
 
     tokenizer = encoding.load_tokenizer(str(MODEL), side)
     paths = sorted((CORPUS / "spam-2").glob("*.txt"))[:150] + sorted((CORPUS / "easy-ham-1").glob("*.txt"))[:150]
     texts = [normalise(mail_to_text(p.read_bytes())) for p in paths]
-    # Long words ([UNK] each) leave the window short of max_length: those rows are encoded whole.
-    texts.append(" ".join(["q" * 150] * 80))
-    assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really windowed
-    for max_length in (16, 64, 256):
-        assert WindowedEncoder(tokenizer, max_length)(texts) == encoding.encode(tokenizer, texts, max_length)
+    # Long words ([UNK] each) give few tokens per character; dense punctuation gives many.
+    texts += [" ".join(["q" * 150] * 80), "!?" * 2000, "", "word"]
+    # ASCII with control characters and added tokens' text, and non-ASCII, which the tokenizer
+    # normalises itself.
+    texts += ["Tab\there\x0bvertical\x0cfeed\x01bell\x7fdel\rCR " * 20, "see [CLS] and [MASK] or [cls] " * 20,
+              "Café naïve ÅNGSTRÖM 中文字 emoji 🙂 " * 20]
+    assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really cut short
+    for max_length in (8, 16, 64, 256):
+        encoder = ChunkedEncoder(tokenizer, max_length)
+        assert encoder.encode_batch.ascii is not None  # BERT's normaliser: ASCII texts take the fast path
+        assert encoder(texts).to_pylist() == encoding.encode(tokenizer, texts, max_length)
+
+
+def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
+    import json
+    import random
+
+    from tokenizers import Tokenizer
+
+    from stages.tokenize import ascii_translation
+
+    backend = tokenizer.backend_tokenizer
+    table, deleted = ascii_translation(backend)
+    generator = random.Random(0)
+    for _ in range(200):
+        text = "".join(chr(generator.randrange(128)) for _ in range(200))
+        assert text.encode().translate(table, deleted).decode() == backend.normalizer.normalize_str(text)
+
+    def with_normalizer(normalizer):
+        spec = json.loads(backend.to_str())
+        spec["normalizer"] = normalizer
+        return Tokenizer.from_str(json.dumps(spec))
+
+    assert ascii_translation(with_normalizer(None)) is None  # nothing to do
+    # Not character by character: Strip looks at a text's ends, Replace at a pattern.
+    assert ascii_translation(with_normalizer({"type": "Strip", "strip_left": True, "strip_right": True})) is None
+    replace = {"type": "Replace", "pattern": {"String": "ab"}, "content": "c"}
+    assert ascii_translation(with_normalizer({"type": "Sequence", "normalizers": [replace]})) is None
+    assert ascii_translation(with_normalizer({"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}))
 
 
 def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokenizer, monkeypatch, capsys):
@@ -87,7 +134,7 @@ def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokeniz
 
     texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    monkeypatch.setattr(tokenize.WindowedEncoder, "__call__", lambda self, batch: [[0]] * len(batch))
+    monkeypatch.setattr(tokenize.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
     table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], 2))
     assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
     assert "encoding whole texts" in capsys.readouterr().out

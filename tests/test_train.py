@@ -1,5 +1,7 @@
 """A few real training steps of the shipped model on real (small) slices of the corpus."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -76,8 +78,10 @@ def test_length_grouped_batches_cover_all_rows_once():
 def test_collate_pads_and_masks():
     ids, mask = modeling.collate([np.array([5, 6, 7]), np.array([8])], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    ids, _ = modeling.collate([np.array([5])], pad_id=0, pad_to=4)
-    assert ids.shape == (1, 4)
+    ids, mask = modeling.collate([np.array([5])], pad_id=0, pad_to=4)
+    assert ids.shape == (1, 4) and mask.tolist() == [[1, 0, 0, 0]]
+    ids, mask = modeling.collate([np.array([5, 6]), np.array([7, 8])], pad_id=0)
+    assert ids.tolist() == [[5, 6], [7, 8]] and mask is None  # nothing to mask
 
 
 def test_padding_does_not_change_predictions(data):
@@ -87,6 +91,27 @@ def test_padding_does_not_change_predictions(data):
     batched = modeling.predict_logits(model, val.subset(6), 6, 0, torch.device("cpu"))
     single = modeling.predict_logits(model, val.subset(6), 1, 0, torch.device("cpu"))
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_torch_compile_trains_like_eager(data):
+    """One compiled graph serves every batch length, and learns like the eager model. Inductor draws
+    its own dropout masks, so the losses agree closely, not exactly."""
+    import torch._dynamo
+
+    train, val = data[0].subset(32), data[1].subset(8)
+    # Rows cut to 5 lengths, so batches come in several lengths.
+    train = modeling.TokenData(train.ids, [s[: 24 + 8 * (i % 5)] for i, s in enumerate(train.sequences)], train.labels)
+    device = torch.device("cpu")
+    losses = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        seed_everything(0, device, 2)
+        result = train_model(fresh_model(), train, val, train_params(torch_compile=compiled), 0, MAX_LENGTH, device)
+        losses[compiled] = result.history[0]["train_loss"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # compiled, once for every length
+    assert losses[True] == pytest.approx(losses[False], abs=0.01)
 
 
 @pytest.mark.gpu
