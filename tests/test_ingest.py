@@ -1,12 +1,16 @@
 """ingest on real corpus files and on small tables with planted problems."""
 
 import json
+import os
 import shutil
+import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stages.cli import pack_corpus
+from stages.errors import StageError
 from stages.ingest import IngestError, ingest, records_from_source, report, subsample
 from stages.params import IngestParams
 from tests.conftest import CORPUS
@@ -64,6 +68,42 @@ def test_binary_mail_file_rejected(mini_corpus):
     kept, rejects = ingest(records_from_source(p), p)
     assert [(r["id"], r["reason"]) for r in rejects] == [("spam-2/00999", "binary_content")]
     assert len(kept) == 16
+
+
+def test_archive_gives_the_same_records_as_its_folder(mini_corpus, tmp_path_factory):
+    folder_records = list(records_from_source(corpus_params(mini_corpus)))
+    packed = pack_corpus(mini_corpus, tmp_path_factory.mktemp("packed") / "corpus.tar")
+    assert list(records_from_source(corpus_params(packed))) == folder_records
+    # A hand-made archive: compressed, members in reverse order under "./", directory entries, a
+    # top-level file and a file two folders deep (neither is mail of a labelled folder).
+    handmade = tmp_path_factory.mktemp("handmade") / "corpus.tar.bz2"
+    with tarfile.open(handmade, "w:bz2") as archive:
+        archive.add(CORPUS / "file_list.json", arcname="./file_list.json")
+        for path in sorted(mini_corpus.rglob("*"), reverse=True):
+            archive.add(path, arcname=f"./{path.relative_to(mini_corpus)}", recursive=False)
+        archive.add(CORPUS / MISMATCHED, arcname="./spam-2/nested/00001.0123456789abcdef0123456789abcdef.txt")
+    assert list(records_from_source(corpus_params(handmade))) == folder_records
+
+
+def test_packed_archive_depends_only_on_names_and_bytes(mini_corpus, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("packed")
+    with pytest.raises(StageError, match="would pack itself"):
+        pack_corpus(mini_corpus, mini_corpus / "corpus.tar")
+    first = pack_corpus(mini_corpus, tmp_path / "first.tar").read_bytes()
+    for path in mini_corpus.rglob("*.txt"):
+        os.utime(path, (1_000_000, 1_000_000))
+        path.chmod(0o600)
+    assert pack_corpus(mini_corpus, tmp_path / "second.tar").read_bytes() == first
+    changed = mini_corpus / MISMATCHED
+    changed.write_bytes(changed.read_bytes() + b"\n")
+    assert pack_corpus(mini_corpus, tmp_path / "third.tar").read_bytes() != first
+
+
+def test_mail_source_that_is_neither_folder_nor_archive_is_named(tmp_path):
+    path = tmp_path / "corpus.zip"
+    path.write_bytes(b"PK\x03\x04 not a tar")
+    with pytest.raises(IngestError, match=r"corpus.zip: neither a directory nor a tar archive"):
+        list(records_from_source(corpus_params(path)))
 
 
 def table_params(path, fmt, **overrides) -> IngestParams:
