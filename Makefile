@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/dvc repro
 	$(BIN)/python bench/tokenize_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/allocator_bench.py
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py
 	$(BIN)/python bench/report.py

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--part", nargs="+", choices=["padding", "trainer"], default=["padding", "trainer"])
     args = parser.parse_args()
+    modeling.reuse_freed_host_memory()  # as the train stage does on the CPU; every side runs under it
     texts, labels = clean_texts()
     order = np.random.default_rng(0).permutation(len(texts))
     train_idx, val_idx = order[: args.rows], order[args.rows : args.rows + args.val_rows]

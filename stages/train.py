@@ -330,6 +330,8 @@ def main() -> None:
 def train_stage(params: Params, device: torch.device, context: parallel.Context) -> None:
     p = params.train
     seed_everything(p.seed, device, p.num_threads)
+    if device.type == "cpu":
+        modeling.reuse_freed_host_memory()
     inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
               "val": paths.token_split("val")}
     train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).subset(p.max_train_samples)

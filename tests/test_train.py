@@ -1,6 +1,9 @@
 """A few real training steps of the shipped model on real (small) slices of the corpus."""
 
+import platform
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,3 +187,10 @@ def test_interrupted_training_resumes_to_identical_weights(data, tmp_path, stop_
     checkpointer.stop_requested = 0
     resumed = trained(checkpointer)
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_freed_host_memory_is_kept_for_reuse_on_glibc():
+    # Its own process: the allocator setting is process-wide and cannot be undone.
+    code = "from stages.modeling import reuse_freed_host_memory; print(reuse_freed_host_memory())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
