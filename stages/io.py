@@ -29,6 +29,9 @@ from stages.errors import StageError
 # wide rows (raw mail, long texts) get fewer rows per group, about ROW_GROUP_BYTES of Arrow data.
 ROW_GROUP_SIZE = 65_536
 ROW_GROUP_BYTES = 48 << 20
+# mkstemp/mkdtemp create 0600/0700; outputs get the modes a plain open() or mkdir() would give.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _rows_per_group(table: pa.Table) -> int:
@@ -58,6 +61,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f"{suffix}.tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -76,6 +80,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp.chmod(0o777 & ~_UMASK)
     try:
         with _resource_errors(dest):
             yield tmp

@@ -1,6 +1,7 @@
 """Atomic outputs: a failed or killed write leaves the previous file whole, never a truncated one."""
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -144,3 +145,13 @@ def test_detached_batch_pickles_only_its_rows():
     assert len(pickle.dumps(part)) > 50_000  # a slice carries its parent's buffers
     detached = io.detached(part)
     assert len(pickle.dumps(detached)) < 5_000 and detached.equals(part)
+
+
+def test_outputs_get_the_modes_of_a_plain_write(tmp_path):
+    io.write_text("x", tmp_path / "plain.txt")
+    with io.atomic_dir(tmp_path / "folder") as folder:
+        (folder / "inner.txt").write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
