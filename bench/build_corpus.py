@@ -2,14 +2,16 @@
 
 Each row is a real clean message (from the pipeline's clean splits) varied so that no two rows are
 the same text: a few words dropped, a neighbouring pair swapped, and a random number spliced in,
-all from a seeded generator. Written in the clean-split schema (id, label, text), or with `--raw` in
-ingest's schema (the input of clean), in one streamed Parquet file, so building 1,000,000 rows holds
-one row group in memory, not the corpus.
+all from a seeded generator. Written as `--form split` (the clean-split schema: id, label, text),
+`raw` (ingest's schema, the input of clean), both one streamed Parquet file, or `jsonl` (id, label,
+text per line, a source for ingest), so building 1,000,000 rows holds one chunk in memory, not the
+corpus.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,20 +56,25 @@ def as_raw(table: pa.Table) -> pa.Table:
                     schema=RAW_SCHEMA)
 
 
-def build(rows: int, out: Path, seed: int = 0, raw: bool = False) -> None:
-    with io.parquet_sink(out, RAW_SCHEMA if raw else SPLIT_SCHEMA) as sink:
+def build(rows: int, out: Path, seed: int = 0, form: str = "split") -> None:
+    if form == "jsonl":
+        with io.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            for table in synthetic_rows(rows, seed):
+                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist())
+        return
+    with io.parquet_sink(out, RAW_SCHEMA if form == "raw" else SPLIT_SCHEMA) as sink:
         for table in synthetic_rows(rows, seed):
-            sink.write(as_raw(table) if raw else table)
+            sink.write(as_raw(table) if form == "raw" else table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--raw", action="store_true", help="ingest's schema (clean's input)")
+    parser.add_argument("--form", choices=["split", "raw", "jsonl"], default="split")
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    build(args.rows, args.out.resolve(), args.seed, args.raw)
+    build(args.rows, args.out.resolve(), args.seed, args.form)
     print(f"{args.rows} rows -> {args.out}")
 
 

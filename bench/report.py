@@ -33,7 +33,7 @@ def main() -> None:
     if "train_trainer" in results:
         lines.append(row("training loop vs `transformers.Trainer`", results["train_trainer"]["trainer"]["ratio"],
                          1.0, "×"))
-    for stage in ("clean", "tokenize"):
+    for stage in ("ingest", "clean", "tokenize"):
         if f"scale_{stage}" not in results:
             continue
         s = results[f"scale_{stage}"]
@@ -61,7 +61,6 @@ def main() -> None:
                   "```json", json.dumps(data, indent=2), "```",
                   f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch {torch_version}", ""]
     lines += ["## Not measured here", "",
-              "- ingest at 1,000,000 rows: it still holds every row in memory (clean and tokenize stream).",
               "- GPU throughput, MFU and the ratio to `Trainer` on a GPU: no GPU was lent to this machine.",
               "- DDP is checked for correctness (2 gloo processes against 1, `tests/test_distributed.py`),",
               "  not for speed: on a 2-core machine two processes only share the same cores."]

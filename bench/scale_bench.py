@@ -1,4 +1,4 @@
-"""clean and tokenize at scale: time and peak memory of the streaming stages at 100k, 300k and 1M rows.
+"""ingest, clean and tokenize at scale: time and peak memory of the streaming stages at 100k, 300k, 1M rows.
 
 For each size, bench/build_corpus.py writes a synthetic input (real messages, varied) into a scratch
 project, and the real stage (`python -m stages.clean` / `stages.tokenize`) runs there in a child
@@ -10,7 +10,8 @@ Side by side, in the same invocation and on the same files:
 - clean: one worker process against one per core (what the cores buy);
 each at the smallest size only.
 Targets: peak memory <= 1.5 GB at 1M rows, and time linear in rows.
-Run: `python bench/scale_bench.py [--stage clean tokenize] [--sizes ...]` (after `dvc repro -s clean`).
+ingest reads a JSON Lines source (one row per line, with ids), clean a raw table, tokenize clean splits.
+Run: `python bench/scale_bench.py [--stage ingest clean tokenize] [--sizes ...]` (after `dvc repro -s clean`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ def scratch_project(root: Path, stage: str, rows: int, clean_workers: int = 0) -
     config["ingest"]["path"] = str(ROOT / params.ingest.path)
     config["model"]["name_or_path"] = str(ROOT / params.model.name_or_path)
     config["clean"]["workers"] = clean_workers
+    if stage == "ingest":
+        config["ingest"] |= {"format": "jsonl", "path": "source.jsonl", "id_column": "id", "max_rows_per_label": None}
+        build(rows, root / "source.jsonl", seed=0, form="jsonl")
     (root / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if stage == "clean":
-        build(rows, root / paths.RAW, seed=0, raw=True)
+        build(rows, root / paths.RAW, seed=0, form="raw")
     else:
         for split, count, seed in (("train", rows, 0), ("val", 1000, 1), ("test", 1000, 2)):
             build(count, root / paths.clean_split(split), seed)
@@ -144,7 +148,8 @@ def clean_rows_kept(project: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--stage", nargs="+", choices=["clean", "tokenize"], default=["clean", "tokenize"])
+    parser.add_argument("--stage", nargs="+", choices=["ingest", "clean", "tokenize"],
+                        default=["ingest", "clean", "tokenize"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--whole-table", type=Path, help=argparse.SUPPRESS)  # the baseline's child process
     args = parser.parse_args()

@@ -13,7 +13,7 @@ never the corpus's text:
    signatures to a scratch file read back only for rows that share an LSH band;
 2. duplicates are decided from the fingerprints in id order, whatever the input's order;
 3. splits are assigned from the kept rows' ids and labels, and pass 2 writes every row to its split
-   or to the rejects, in the raw file's order (ingest writes it in id order).
+   or to the rejects, in the raw file's order (ingest writes the source's order).
 """
 
 from __future__ import annotations

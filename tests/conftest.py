@@ -16,6 +16,12 @@ MODEL = REPO / "models/pretrained/all-MiniLM-L6-v2"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def kept_and_rejected(rows) -> tuple[list[dict], list[dict]]:
+    """ingest's (kept, row) stream as two lists."""
+    rows = list(rows)
+    return [row for kept, row in rows if kept], [row for kept, row in rows if not kept]
+
+
 def pytest_configure(config):
     missing = [str(p) for p in (CORPUS, MODEL) if not p.is_dir()]
     if missing:

@@ -11,9 +11,9 @@ import pytest
 
 from stages.cli import pack_corpus
 from stages.errors import StageError
-from stages.ingest import IngestError, ingest, records_from_source, report, subsample
+from stages.ingest import IngestError, Tally, ingest, records_from_source, subsample_ids, write_outputs
 from stages.params import IngestParams
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, kept_and_rejected
 
 MISMATCHED = "hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt"  # bytes differ from its name
 
@@ -38,7 +38,7 @@ def mini_corpus(tmp_path):
 
 def test_reads_corpus_and_flags_checksum_mismatch(mini_corpus):
     p = corpus_params(mini_corpus)
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert len(kept) == 16 and rejects == []
     by_id = {row["id"]: row for row in kept}
     assert by_id["hard-ham-1/00230"]["checksum_status"] == "mismatch"
@@ -50,7 +50,7 @@ def test_reads_corpus_and_flags_checksum_mismatch(mini_corpus):
 
 def test_unmapped_folder_rows_are_rejected_not_lost(mini_corpus):
     p = corpus_params(mini_corpus, folder_labels={"easy-ham-1": "ham", "spam-2": "spam"})
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert len(kept) + len(rejects) == 16
     assert {r["reason"] for r in rejects} == {"missing_label"}
     assert all("hard-ham-1" in r["detail"] for r in rejects)
@@ -65,7 +65,7 @@ def test_missing_labelled_folder_is_a_file_level_error(mini_corpus):
 def test_binary_mail_file_rejected(mini_corpus):
     (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"PK\x03\x04\x00\x00")
     p = corpus_params(mini_corpus)
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [(r["id"], r["reason"]) for r in rejects] == [("spam-2/00999", "binary_content")]
     assert len(kept) == 16
 
@@ -83,6 +83,26 @@ def test_archive_gives_the_same_records_as_its_folder(mini_corpus, tmp_path_fact
             archive.add(path, arcname=f"./{path.relative_to(mini_corpus)}", recursive=False)
         archive.add(CORPUS / MISMATCHED, arcname="./spam-2/nested/00001.0123456789abcdef0123456789abcdef.txt")
     assert list(records_from_source(corpus_params(handmade))) == folder_records
+
+
+def test_archive_in_name_order_is_read_one_mail_at_a_time(mini_corpus, tmp_path_factory, monkeypatch):
+    tmp_path = tmp_path_factory.mktemp("archives")
+    reads = []
+    extractfile = tarfile.TarFile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, m: reads.append(m.name) or extractfile(self, m))
+    packed = pack_corpus(mini_corpus, tmp_path / "sorted.tar")
+    records = records_from_source(corpus_params(packed))
+    next(records)
+    assert len(reads) == 1  # streamed: the first mail, not the archive
+    reverse = tmp_path / "reverse.tar"
+    with tarfile.open(reverse, "w") as archive:
+        for path in sorted(mini_corpus.rglob("*.txt"), reverse=True):
+            archive.add(path, arcname=str(path.relative_to(mini_corpus)))
+    reads.clear()
+    records = records_from_source(corpus_params(reverse))
+    assert next(records)["source"].startswith("easy-ham-1/")
+    assert len(reads) == 16  # its first mail in name order is the archive's last: all wait in memory
+    assert sum(1 for _ in records) == 15 and len(reads) == 16  # and none is read twice
 
 
 def test_packed_archive_depends_only_on_names_and_bytes(mini_corpus, tmp_path_factory):
@@ -123,7 +143,7 @@ def test_csv_row_problems_go_to_rejects_with_reasons(tmp_path):
         b"f,\"quoted, with comma\",spam\n"
     )
     p = table_params(path, "csv", id_column="id")
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["id"] for r in kept] == ["a", "f"]
     assert kept[1]["raw"] == b"quoted, with comma"
     reasons = {r["id"]: r["reason"] for r in rejects}
@@ -157,7 +177,7 @@ def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
              json.dumps({"text": 42, "label": "spam"}), json.dumps({"text": "ok", "label": 1})]
     path.write_text("\n".join(lines) + "\n")
     p = table_params(path, "jsonl")
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert len(kept) == 1
     assert [(r["source"].split(":")[-1], r["reason"]) for r in rejects] == [
         ("2", "malformed_json"), ("3", "wrong_type"), ("4", "wrong_type")]
@@ -167,18 +187,45 @@ def test_parquet_source_and_size_limit(tmp_path):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"text": ["short text", "x" * 500, None], "label": ["ham", "spam", "ham"]}), path)
     p = table_params(path, "parquet", max_text_bytes=100)
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["raw"] for r in kept] == [b"short text"]
     assert [r["reason"] for r in rejects] == ["text_too_large", "missing_text"]
 
 
 def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
-    p = corpus_params(mini_corpus)
-    kept, _ = ingest(records_from_source(p), p)
-    first, dropped = subsample(kept, 3)
-    again, _ = subsample(list(reversed(kept)), 3)
-    assert sorted(r["id"] for r in first) == sorted(r["id"] for r in again)
-    assert len(first) == 6 and len(first) + len(dropped) == len(kept)
-    summary = report(len(kept), first, dropped)
-    assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"]
+    p = corpus_params(mini_corpus, max_rows_per_label=3)
+    records = list(records_from_source(p))
+    keep_ids = subsample_ids(ingest(records, p), 3)
+    assert subsample_ids(ingest(reversed(records), p), 3) == keep_ids  # whatever the source's order
+    tally = Tally()
+    for kept, row in ingest(records, p, keep_ids):
+        tally.add(kept, row)
+    summary = tally.report()
+    assert summary["kept_by_label"] == {"ham": 3, "spam": 3}
+    assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"] == 16
     assert summary["rejected_by_reason"] == {"subsampled": 10}
+
+
+def test_outputs_hold_every_row_whatever_the_chunk_size(mini_corpus, tmp_path, monkeypatch):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
+    p = corpus_params(mini_corpus)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    write_outputs(ingest(records_from_source(p), p), tmp_path / "one.parquet", tmp_path / "one-rejects.parquet")
+    monkeypatch.setattr("stages.ingest._CHUNK_ROWS", 3)  # many chunks: the same bytes
+    tally = write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert pq.read_table(tmp_path / "raw.parquet").to_pylist() == kept
+    assert [(r["id"], r["reason"], r["stage"]) for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()] == [
+        ("spam-2/00999", "empty_text", "ingest")] == [(r["id"], r["reason"], "ingest") for r in rejects]
+    assert (tmp_path / "raw.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    assert tally.mismatched == [MISMATCHED] and tally.report()["rows_in"] == 17
+
+
+def test_jsonl_lines_end_only_at_line_breaks(tmp_path):
+    # U+2028 and U+0085 may stand unescaped in JSON text; str.splitlines would cut the row there.
+    path = tmp_path / "data.jsonl"
+    rows = [{"text": "first\u2028still first\x85too", "label": "ham"}, {"text": "second", "label": "spam"}]
+    path.write_bytes("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode())
+    p = table_params(path, "jsonl")
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert rejects == [] and [r["raw"].decode() for r in kept] == [r["text"] for r in rows]
+    assert [r["source"] for r in kept] == [f"{path}:1", f"{path}:2"]

@@ -10,6 +10,7 @@ import pytest
 
 from stages.ingest import IngestError, ingest, records_from_source
 from stages.params import IngestParams
+from tests.conftest import kept_and_rejected
 
 FIXTURES = Path(__file__).parent / "fixtures" / "malformed"
 
@@ -64,9 +65,9 @@ def test_malformed_input(name):
     p = params_for(name)
     if expected[0] == "error":
         with pytest.raises(IngestError, match=expected[1]):
-            ingest(records_from_source(p), p)
+            list(ingest(records_from_source(p), p))
         return
-    kept, rejects = ingest(records_from_source(p), p)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     reasons: dict[str, int] = {}
     for reject in rejects:
         reasons[reject["reason"]] = reasons.get(reject["reason"], 0) + 1
