@@ -3,10 +3,11 @@
 The revision is checked out as a detached git worktree outside the working copy, with its own DVC
 cache and its own MLflow store, so the user's working copy, cache and tracking history are never
 touched. Inputs that git does not hold (the npm corpus, the vendored model) are linked in from the
-repository; `.dvc`-tracked inputs are pulled from the DVC remote. Then every stage is re-run
-(`dvc repro --force`) and the result is compared with what the revision recorded: each output and
-dependency hash in its dvc.lock, the params dvc.lock was produced with, each metric in its
-reports/metrics.json, and, given a run id, each test metric MLflow recorded.
+repository; `.dvc`-tracked inputs come from the user's DVC cache (read only), else from the DVC
+remote. Then every stage is re-run (`dvc repro --force`) and the result is compared with what the
+revision recorded: each output and dependency hash in its dvc.lock, the params dvc.lock was
+produced with, each metric in its reports/metrics.json, and, given a run id, each test metric
+MLflow recorded.
 """
 
 from __future__ import annotations
@@ -156,15 +157,35 @@ def link_external_inputs(repo: Path, worktree: Path, lock: dict) -> list[str]:
     return linked
 
 
-def pull_tracked_inputs(worktree: Path, env: dict[str, str]) -> None:
-    """`.dvc`-tracked inputs come from the DVC remote; outputs are re-derived, never pulled."""
+def _dvc(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None:
+    """`.dvc`-tracked inputs, restored into the worktree's own cache: from the user's DVC cache where
+    it holds them (read only, no network), else from the revision's DVC remote. Outputs are
+    re-derived, never pulled."""
     targets = [str(p.relative_to(worktree)) for p in worktree.rglob("*.dvc")
                if p.is_file() and ".dvc" not in p.relative_to(worktree).parts[:-1]]
     if not targets:
         return
-    done = subprocess.run(["dvc", "pull", *targets], cwd=worktree, env=env, capture_output=True, text=True)
+    # DVC resolves a relative remote URL against the worktree, which holds no data: it means the
+    # same place in the repository.
+    remotes = _dvc(worktree, env, "remote", "list").stdout
+    for name, url in re.findall(r"^(\S+)\s+(.+?)(?:\s+\(default\))?\s*$", remotes, re.MULTILINE):
+        if Path(url).resolve().is_relative_to(worktree.resolve()):
+            moved = repo / Path(url).resolve().relative_to(worktree.resolve())
+            _dvc(worktree, env, "remote", "modify", "--local", name, "url", str(moved))
+    # The user's cache has a remote's layout (files/md5/...), so it can serve as one.
+    cache = _dvc(repo, env, "cache", "dir").stdout.strip()
+    if cache and Path(cache).is_dir():
+        _dvc(worktree, env, "remote", "add", "--local", "--force", "reprolab-user-cache", cache)
+        if _dvc(worktree, env, "pull", "--remote", "reprolab-user-cache", *targets).returncode == 0:
+            return
+    done = _dvc(worktree, env, "pull", *targets)
     if done.returncode:
-        raise AuditError(f"cannot restore DVC-tracked inputs {targets} from the remote: {done.stderr.strip()[-500:]}")
+        raise AuditError(f"cannot restore DVC-tracked inputs {targets}: not in the DVC cache {cache or '(none)'} "
+                         f"nor in the remote: {done.stderr.strip()[-500:]}")
 
 
 def compare_hashes(recorded: dict, reproduced: dict) -> list[Check]:
@@ -220,7 +241,7 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         current = repo / "dvc.lock"
         fallback = yaml.safe_load(current.read_text()) if current.exists() else {}
         linked = link_external_inputs(repo, worktree, recorded_lock or fallback)
-        pull_tracked_inputs(worktree, env)
+        pull_tracked_inputs(repo, worktree, env)
         run_started = time.perf_counter()
         done = subprocess.run(["dvc", "repro", "--force"], cwd=worktree, env=env, capture_output=True, text=True)
         (scratch / "repro.log").write_text(done.stdout + done.stderr)

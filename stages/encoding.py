@@ -62,8 +62,7 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 
 
 def token_table(ids: list[str], input_ids: list[list[int]] | pa.ListArray, labels: list[int]) -> pa.Table:
-    if not isinstance(input_ids, pa.Array):
-        input_ids = pa.array(input_ids, type=pa.list_(pa.int32()))
+    """Python lists are converted to the schema's types; an int32 ListArray is taken as it is."""
     return pa.table({"id": ids, "input_ids": input_ids, "label": labels}, schema=TOKEN_SCHEMA)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import hashlib
 import io as _io
 import json
@@ -26,18 +27,12 @@ import pyarrow.parquet as pq
 from stages.errors import StageError
 
 # A few large row groups, not many small ones; but a reader holds a whole row group in memory, so
-# wide rows (raw mail, long texts) get fewer rows per group, about ROW_GROUP_BYTES of Arrow data.
+# wide rows (raw mail, long texts) get fewer rows per group, at most ROW_GROUP_BYTES of Arrow data.
 ROW_GROUP_SIZE = 65_536
 ROW_GROUP_BYTES = 48 << 20
 # mkstemp/mkdtemp create 0600/0700; outputs get the modes a plain open() or mkdir() would give.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-def _rows_per_group(table: pa.Table) -> int:
-    if table.num_rows == 0:
-        return ROW_GROUP_SIZE
-    return max(1, min(ROW_GROUP_SIZE, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
 
 
 @contextlib.contextmanager
@@ -55,11 +50,22 @@ def _resource_errors(dest: Path) -> Iterator[None]:
                          "previous version is untouched") from None
 
 
+def _remove_leftovers(dest: Path) -> None:
+    """Temporaries of earlier writes of `dest` that were killed (SIGKILL, power loss) before their
+    cleanup ran: one output has one writer at a time, so any that exist are dead."""
+    for leftover in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f"{suffix}.tmp", dir=dest.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
@@ -79,6 +85,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `dest`; swap it in for `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     tmp.chmod(0o777 & ~_UMASK)
     try:
@@ -98,17 +105,33 @@ _PARQUET_OPTIONS = {"compression": "zstd", "store_schema": False}
 
 
 def write_parquet(table: pa.Table, dest: str | Path) -> None:
-    table = table.replace_schema_metadata(None)
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp, row_group_size=_rows_per_group(table), **_PARQUET_OPTIONS)
+    with parquet_sink(dest, table.schema) as sink:
+        sink.write(table)
+
+
+def _group_rows(table: pa.Table) -> int:
+    """Rows in the row group that starts `table`: ROW_GROUP_SIZE, or the most (at least one) whose
+    Arrow data stays within ROW_GROUP_BYTES."""
+    rows = min(table.num_rows, ROW_GROUP_SIZE)
+    if table.slice(0, rows).nbytes <= ROW_GROUP_BYTES:
+        return rows
+    fits, too_many = 1, rows  # slice nbytes counts only the slice's rows, and grows with them
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if table.slice(0, middle).nbytes <= ROW_GROUP_BYTES:
+            fits = middle
+        else:
+            too_many = middle
+    return fits
 
 
 class ParquetSink:
-    """Appends tables to an open Parquet writer in row groups of ROW_GROUP_SIZE rows, or fewer when
-    the buffered rows reach ROW_GROUP_BYTES.
+    """Appends tables to an open Parquet writer in row groups of ROW_GROUP_SIZE rows, or fewer where
+    that many rows would exceed ROW_GROUP_BYTES.
 
-    Memory holds at most one row group, whatever the size of the whole output. An output within
-    one row group has the bytes `write_parquet` would write for the concatenated table.
+    Where the groups are cut depends only on the rows, never on how they were split into writes, so
+    the bytes (and DVC's hash) are the same whether a table is written whole or streamed. Memory holds
+    at most one row group and one write.
     """
 
     def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema):
@@ -124,24 +147,29 @@ class ParquetSink:
         self.pending_rows += table.num_rows
         self.pending_bytes += table.nbytes
         self.rows += table.num_rows
-        if self.pending_rows < ROW_GROUP_SIZE and self.pending_bytes < ROW_GROUP_BYTES:
-            return
+        if self.pending_rows >= ROW_GROUP_SIZE or self.pending_bytes > ROW_GROUP_BYTES:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
         # One chunk per column: a chunked column is written in pages cut at chunk edges, and
-        # the bytes (so DVC's hash) would depend on how the rows arrived.
+        # the bytes would depend on how the rows arrived.
         buffered = pa.concat_tables(self.pending).combine_chunks()
-        full = buffered.num_rows - buffered.num_rows % ROW_GROUP_SIZE
-        if self.pending_bytes >= ROW_GROUP_BYTES:
-            full = buffered.num_rows
-        self.writer.write_table(buffered.slice(0, full), row_group_size=ROW_GROUP_SIZE)
-        self.pending = [buffered.slice(full)] if full < buffered.num_rows else []
-        self.pending_rows = buffered.num_rows - full
-        self.pending_bytes = sum(t.nbytes for t in self.pending)
+        while buffered.num_rows:
+            rows = _group_rows(buffered)
+            if rows == buffered.num_rows and rows < ROW_GROUP_SIZE and not final:
+                break  # the next rows may still belong to this group
+            self.writer.write_table(buffered.slice(0, rows), row_group_size=rows)
+            buffered = buffered.slice(rows)
+        # A copy of the few rows left over, so the written group's buffers are freed now.
+        self.pending = [detached(buffered)] if buffered.num_rows else []
+        self.pending_rows = buffered.num_rows
+        self.pending_bytes = buffered.nbytes
 
     def close(self) -> None:
-        if self.pending_rows or not self.rows:  # an empty output still gets its schema
-            rest = pa.concat_tables(self.pending).combine_chunks() if self.pending else self.schema.empty_table()
-            self.writer.write_table(rest, row_group_size=ROW_GROUP_SIZE)
-        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+        if self.pending_rows:
+            self._flush(final=True)
+        elif not self.rows:  # an empty output still gets its schema
+            self.writer.write_table(self.schema.empty_table())
 
 
 @contextlib.contextmanager
@@ -173,11 +201,11 @@ def iter_batches(path: str | Path, columns: list[str] | None, rows: int) -> Iter
         pa.default_memory_pool().release_unused()  # hand the group's pages back, not keep them cached
 
 
-def detached(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A copy of `batch` that owns just its rows: a slice pickles its parent's whole buffers (a batch
-    of 1,024 mails sliced from a row group pickled to 105 MB), so slices are detached before they are
-    sent to another process."""
-    return pa.RecordBatch.from_arrays([pa.concat_arrays([column]) for column in batch.columns], schema=batch.schema)
+def detached(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """A copy of `data` that owns just its rows. A slice keeps its parent's whole buffers: alive in
+    memory, and pickled along (a batch of 1,024 mails sliced from a row group pickled to 105 MB)."""
+    chunks = [column.chunks if isinstance(column, pa.ChunkedArray) else [column] for column in data.columns]
+    return type(data).from_arrays([pa.concat_arrays(arrays) for arrays in chunks], schema=data.schema)
 
 
 def iter_tables(path: str | Path, columns: list[str] | None, rows: int) -> Iterator[pa.Table]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from functools import lru_cache, partial
+from functools import partial
 from itertools import chain
 
 import numpy as np
@@ -195,36 +195,37 @@ class ChunkedEncoder:
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-@lru_cache(maxsize=1)
-def _chunked_encoder(tokenizer, max_length: int) -> ChunkedEncoder:
-    """Built once for all three splits: its tokenizer copies take 0.3 s to make."""
-    return ChunkedEncoder(tokenizer, max_length)
+class VerifiedEncoder:
+    """Encodes with `ChunkedEncoder` where it gives the tokenizer's own ids, else whole texts; built
+    once for all splits (its tokenizer copies take 0.3 s), checked on the first batch of each."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.name = type(tokenizer).__name__
+        self.whole = partial(encoding.encode, tokenizer, max_length=max_length)
+        try:
+            self.chunked, self.reason = ChunkedEncoder(tokenizer, max_length), ""
+        except ValueError as exc:
+            self.chunked, self.reason = None, str(exc)
+
+    def verified(self, sample: list[str]) -> tuple[Callable, list[list[int]]]:
+        """The encoder to use from here on, with the ids of `sample`."""
+        expected = self.whole(sample)
+        reason = self.reason
+        if self.chunked is not None:
+            if self.chunked(sample).to_pylist() == expected:
+                return self.chunked, expected
+            reason = "chunked ids differ from whole-text ids"  # tokens that can span a space
+        print(f"tokenize: {self.name}: {reason}; encoding whole texts")
+        return self.whole, expected
 
 
-def verified_encoder(tokenizer, max_length: int, sample: list[str]) -> tuple[Callable, list[list[int]]]:
-    """The chunked encoder if it gives the tokenizer's own ids on `sample`, else whole-text
-    encoding; with the ids of `sample`."""
-    whole = partial(encoding.encode, tokenizer, max_length=max_length)
-    expected = whole(sample)
-    try:
-        chunked = _chunked_encoder(tokenizer, max_length)
-    except ValueError as exc:
-        reason = str(exc)
-    else:
-        if chunked(sample).to_pylist() == expected:
-            return chunked, expected
-        reason = "chunked ids differ from whole-text ids"  # tokens that can span a space
-    print(f"tokenize: {type(tokenizer).__name__}: {reason}; encoding whole texts")
-    return whole, expected
-
-
-def tokenize_split(source, tokenizer, max_length: int, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
+def tokenize_split(source, encoder: VerifiedEncoder, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
     """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded."""
     encode = None
     for batch in io.iter_batches(source, ["id", "label", "text"], batch_size):
         columns = batch.to_pydict()
         if encode is None:
-            encode, ids = verified_encoder(tokenizer, max_length, columns["text"])
+            encode, ids = encoder.verified(columns["text"])
         else:
             ids = encode(columns["text"])
         yield encoding.token_table(columns["id"], ids, encoding.label_ids(columns["label"], labels))
@@ -234,12 +235,11 @@ def main() -> None:
     params = load_params()
     p = params.tokenize
     tokenizer = encoding.load_tokenizer(params.model.name_or_path, p.truncation_side)
+    encoder = VerifiedEncoder(tokenizer, p.max_length)
     counts = {}
     for split in paths.SPLITS:
         with io.parquet_sink(paths.token_split(split), encoding.TOKEN_SCHEMA) as sink:
-            for table in tokenize_split(
-                paths.clean_split(split), tokenizer, p.max_length, params.ingest.labels, p.batch_size
-            ):
+            for table in tokenize_split(paths.clean_split(split), encoder, params.ingest.labels, p.batch_size):
                 sink.write(table)
         counts[split] = sink.rows
     ident = encoding.identity(tokenizer, params.model.name_or_path, p.max_length)

@@ -78,7 +78,8 @@ def mail(group: str, number: str) -> bytes:
     return path.read_bytes()
 
 
-COPIED = ["dvc.yaml", "params.yaml", "requirements.lock", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = ["dvc.yaml", "params.yaml", "requirements.lock", "stages", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
+          ".gitignore"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, with_stderr: bool = True) -> str:

@@ -38,7 +38,7 @@ def test_disk_full_is_a_clear_error_and_nothing_partial(tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pq, "write_table", full_disk)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
     with pytest.raises(StageError, match="out.parquet: no space left on device.*previous version is untouched"):
         io.write_parquet(table(10, "b"), dest)
     assert dest.read_bytes() == before
@@ -68,6 +68,19 @@ def test_sigkill_during_writes_never_leaves_a_truncated_file(tmp_path):
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         assert pq.read_metadata(dest).num_rows == 2_000_000
+    io.write_parquet(pa.table({"x": [1]}), dest)  # the next write removes what the killed ones left
+    assert [p.name for p in tmp_path.iterdir()] == ["big.parquet"]
+
+
+def test_leftovers_of_killed_writes_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".out.parquet.k1l3d.tmp").write_bytes(b"PAR1 half a file")
+    (tmp_path / ".model.x7.tmp").mkdir()
+    (tmp_path / ".model.x7.tmp" / "weights.bin").write_bytes(b"half")
+    (tmp_path / ".other.parquet.k1l3d.tmp").write_bytes(b"another output's")
+    io.write_parquet(table(2, "a"), tmp_path / "out.parquet")
+    with io.atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.k1l3d.tmp", "model", "out.parquet"]
 
 
 def test_csv_cells_are_guarded_against_formula_injection():
@@ -121,20 +134,26 @@ def test_empty_stream_writes_the_schema(tmp_path):
     assert pq.read_table(tmp_path / "empty.parquet").schema.equals(schema)
 
 
-def test_wide_rows_get_smaller_row_groups_in_both_writers(tmp_path, monkeypatch):
-    # A reader holds a whole row group: groups of wide rows are cut near ROW_GROUP_BYTES.
-    whole = table(40, "w")  # about 200 bytes a row
+@pytest.mark.parametrize("write_rows", [1, 3, 5, 7, 40])
+def test_wide_rows_get_smaller_row_groups_cut_where_the_rows_say(tmp_path, monkeypatch, write_rows):
+    # A reader holds a whole row group: groups of wide rows are cut at ROW_GROUP_BYTES, by the rows
+    # alone, so streaming in writes of any size gives the bytes of one whole write.
+    whole = pa.table({"id": [f"w{i}" for i in range(40)], "text": ["w" * (50 + 7 * i) for i in range(40)]})
     monkeypatch.setattr(io, "ROW_GROUP_BYTES", whole.nbytes // 4)
     io.write_parquet(whole, tmp_path / "whole.parquet")
-    written = pq.ParquetFile(tmp_path / "whole.parquet")
-    assert 4 <= written.num_row_groups <= 5 and written.read().equals(whole)
     with io.parquet_sink(tmp_path / "streamed.parquet", whole.schema) as sink:
-        for start in range(0, 40, 5):
-            sink.write(whole.slice(start, 5))
-    streamed = pq.ParquetFile(tmp_path / "streamed.parquet")
-    # A group closes once the buffered writes reach the cap: at most one write (5 rows) past it.
-    assert [streamed.metadata.row_group(i).num_rows for i in range(streamed.num_row_groups)] == [15, 10, 10, 5]
-    assert streamed.read().equals(whole)
+        for start in range(0, 40, write_rows):
+            sink.write(whole.slice(start, write_rows))
+    written = pq.ParquetFile(tmp_path / "whole.parquet")
+    sizes = [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    assert sum(sizes) == 40 and len(sizes) >= 5
+    for start, rows in zip(starts, sizes, strict=True):
+        assert whole.slice(start, rows).nbytes <= io.ROW_GROUP_BYTES  # within the cap...
+        if start + rows < 40:  # ...and one more row would have passed it
+            assert whole.slice(start, rows + 1).nbytes > io.ROW_GROUP_BYTES
+    assert written.read().equals(whole)
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
 
 
 def test_detached_batch_pickles_only_its_rows():
@@ -155,3 +174,12 @@ def test_outputs_get_the_modes_of_a_plain_write(tmp_path):
     os.umask(umask)
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_row_wider_than_the_cap_gets_a_group_of_its_own(tmp_path, monkeypatch):
+    rows = pa.table({"text": ["a" * 10, "b" * 500, "c" * 10, "d" * 10]})
+    monkeypatch.setattr(io, "ROW_GROUP_BYTES", 100)
+    io.write_parquet(rows, tmp_path / "t.parquet")
+    written = pq.ParquetFile(tmp_path / "t.parquet")
+    assert [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)] == [1, 1, 2]
+    assert written.read().equals(rows)

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages import encoding
-from stages.tokenize import tokenize_split
+from stages.tokenize import VerifiedEncoder, tokenize_split
 
 
 def write_clean(path, texts, labels):
@@ -14,7 +14,8 @@ def write_clean(path, texts, labels):
 def test_token_table_schema_and_limits(tmp_path, tokenizer):
     texts = ["free money now", "meeting notes attached " * 50, "hello"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    batches = list(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], batch_size=2))
+    encoder = VerifiedEncoder(tokenizer, 16)
+    batches = list(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], batch_size=2))
     assert [b.num_rows for b in batches] == [2, 1]  # streamed batch by batch
     table = pa.concat_tables(batches)
     assert table.schema == encoding.TOKEN_SCHEMA
@@ -135,6 +136,15 @@ def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokeniz
     texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
     monkeypatch.setattr(tokenize.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
-    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", tokenizer, 16, ["ham", "spam"], 2))
+    encoder = VerifiedEncoder(tokenizer, 16)
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 2))
     assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
     assert "encoding whole texts" in capsys.readouterr().out
+
+
+def test_stage_encodes_whole_texts_when_max_length_leaves_no_room_for_chunks(tmp_path, tokenizer, capsys):
+    write_clean(tmp_path / "split.parquet", ["free money now", "hello there"], ["spam", "ham"])
+    encoder = VerifiedEncoder(tokenizer, 2)
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 1))
+    assert table["input_ids"].to_pylist() == [[tokenizer.cls_token_id, tokenizer.sep_token_id]] * 2
+    assert "leaves no room besides the special tokens; encoding whole texts" in capsys.readouterr().out
