@@ -1,7 +1,7 @@
 """ingest, clean and tokenize at scale: time and peak memory of the streaming stages at 100k, 300k, 1M rows.
 
 For each size, bench/build_corpus.py writes a synthetic input (real messages, varied) into a scratch
-project, and the real stage (`python -m stages.clean` / `stages.tokenize`) runs there in a child
+project, and the real stage (`python -m stages.ingest` / `.clean` / `.tokenize`) runs there in a child
 process. Memory is the peak, sampled every 0.1 s, of the summed PSS of the stage's whole process
 tree (clean's worker processes included; PSS splits shared pages between the processes that share
 them), and the kernel's peak RSS of the largest single process (wait4).

@@ -243,7 +243,7 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         linked = link_external_inputs(repo, worktree, recorded_lock or fallback)
         pull_tracked_inputs(repo, worktree, env)
         run_started = time.perf_counter()
-        done = subprocess.run(["dvc", "repro", "--force"], cwd=worktree, env=env, capture_output=True, text=True)
+        done = _dvc(worktree, env, "repro", "--force")
         (scratch / "repro.log").write_text(done.stdout + done.stderr)
         if done.returncode:
             raise AuditError(f"the pipeline failed at {commit[:12]}; log: {scratch / 'repro.log'}\n"

@@ -417,6 +417,11 @@ def write_outputs(rows: Iterable[tuple[bool, dict]], raw_dest: Path, rejects_des
         for kept in (True, False):
             if chunks[kept]:
                 flush(kept)
+        # Checked before the outputs replace the previous ones: rows in = rows kept + rows rejected.
+        written = (raw_sink.rows, reject_sink.rows)
+        if written != (tally.kept_by_label.total(), tally.rejected_by_reason.total()):
+            raise AssertionError(f"ingest lost rows: wrote {written[0]} kept and {written[1]} rejected; "
+                                 f"counted {tally.report()}")
     return tally
 
 

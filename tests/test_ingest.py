@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stages import io
 from stages.cli import pack_corpus
 from stages.errors import StageError
 from stages.ingest import IngestError, Tally, ingest, records_from_source, subsample_ids, write_outputs
@@ -229,3 +230,15 @@ def test_jsonl_lines_end_only_at_line_breaks(tmp_path):
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert rejects == [] and [r["raw"].decode() for r in kept] == [r["text"] for r in rows]
     assert [r["source"] for r in kept] == [f"{path}:1", f"{path}:2"]
+
+
+def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(mini_corpus, tmp_path,
+                                                                                   monkeypatch):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
+    p = corpus_params(mini_corpus)
+    (tmp_path / "rejects.parquet").write_bytes(b"previous")
+    monkeypatch.setattr("stages.io.rejects_table", lambda rows, stage: io.REJECT_SCHEMA.empty_table())
+    with pytest.raises(AssertionError, match="ingest lost rows: wrote 16 kept and 0 rejected"):
+        write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
+    assert not (tmp_path / "raw.parquet").exists()
