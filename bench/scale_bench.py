@@ -1,17 +1,21 @@
-"""ingest, clean and tokenize at scale: time and peak memory of the streaming stages at 100k, 300k, 1M rows.
+"""ingest, clean, tokenize and augment at scale: time and peak memory of the streaming stages at 100k, 300k,
+1M rows.
 
 For each size, bench/build_corpus.py writes a synthetic input (real messages, varied) into a scratch
-project, and the real stage (`python -m stages.ingest` / `.clean` / `.tokenize`) runs there in a child
+project, and the real stage (`python -m stages.ingest` / `.clean` / ...) runs there in a child
 process. Memory is the peak, sampled every 0.1 s, of the summed PSS of the stage's whole process
 tree (clean's worker processes included; PSS splits shared pages between the processes that share
 them), and the kernel's peak RSS of the largest single process (wait4).
 Side by side, in the same invocation and on the same files:
-- tokenize: the whole-table recipe the stage replaced (read the split, encode it all, write one table);
+- tokenize and augment: the whole-table recipes the stages replaced (read the split, encode or
+  augment it all, write one table);
 - clean: one worker process against one per core (what the cores buy);
 each at the smallest size only.
 Targets: peak memory <= 1.5 GB at 1M rows, and time linear in rows.
-ingest reads a JSON Lines source (one row per line, with ids), clean a raw table, tokenize clean splits.
-Run: `python bench/scale_bench.py [--stage ingest clean tokenize] [--sizes ...]` (after `dvc repro -s clean`).
+ingest reads a JSON Lines source (one row per line, with ids), clean a raw table, tokenize and augment
+clean splits (augment copies a quarter of the training rows, as params.yaml sets).
+Run: `python bench/scale_bench.py [--stage ingest clean tokenize augment] [--sizes ...]`
+(after `dvc repro -s clean`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import yaml
 from build_corpus import build
 from common import ROOT, params, save
 
-from stages import paths
+from stages import io, paths
 
 TARGET_MB = 1536
 
@@ -101,9 +106,9 @@ def run_measured(cmd: list[str], cwd: Path) -> dict[str, float]:
             "peak_process_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
-def whole_table(project: Path) -> None:
+def whole_table_tokenize(project: Path) -> None:
     """tokenize's baseline: every split read, encoded and written in one piece."""
-    from stages import encoding, io
+    from stages import encoding
 
     p = params.tokenize
     tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), p.truncation_side)
@@ -118,6 +123,24 @@ def whole_table(project: Path) -> None:
         io.write_parquet(tokens, project / paths.token_split(split))
 
 
+def whole_table_augment(project: Path) -> None:
+    """augment's baseline: the training split read whole, every copy made, encoded and written at once."""
+    from stages import augment, encoding
+
+    train = io.read_parquet(project / paths.clean_split("train")).to_pylist()
+    copies = augment.augment_rows(train, params.augment)
+    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), params.tokenize.truncation_side)
+    tokens = encoding.token_table([r["id"] for r in copies],
+                                  encoding.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length),
+                                  encoding.label_ids([r["label"] for r in copies], params.ingest.labels))
+    table = tokens.append_column("origin_id", pa.array([r["origin_id"] for r in copies]))
+    io.write_parquet(table, project / paths.AUGMENTED)
+
+
+WHOLE_TABLE = {"tokenize": whole_table_tokenize, "augment": whole_table_augment}
+OUTPUTS = {"tokenize": [paths.token_split(split) for split in paths.SPLITS], "augment": [paths.AUGMENTED]}
+
+
 def measure(stage: str, rows: int, baseline: bool) -> dict[str, object]:
     row: dict[str, object] = {"rows": rows}
     with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
@@ -125,9 +148,12 @@ def measure(stage: str, rows: int, baseline: bool) -> dict[str, object]:
         row["stage"] = run_measured([sys.executable, "-m", f"stages.{stage}"], project)
         if stage == "clean":
             row["rows_kept"] = clean_rows_kept(project)
-        if baseline and stage == "tokenize":
+        if baseline and stage in WHOLE_TABLE:
+            streamed = [io.file_md5(project / output) for output in OUTPUTS[stage]]
             row["whole_table"] = run_measured([sys.executable, str(Path(__file__).resolve()), "--whole-table",
-                                               str(project)], project)
+                                               stage, str(project)], project)
+            # The baseline overwrote the stage's outputs: same bytes, same work.
+            row["same_output_as_whole_table"] = streamed == [io.file_md5(project / o) for o in OUTPUTS[stage]]
             row["memory_ratio_whole_table"] = round(row["whole_table"]["peak_tree_pss_mb"]
                                                     / row["stage"]["peak_tree_pss_mb"], 2)
     if baseline and stage == "clean":
@@ -148,15 +174,17 @@ def clean_rows_kept(project: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--stage", nargs="+", choices=["ingest", "clean", "tokenize"],
-                        default=["ingest", "clean", "tokenize"])
+    stages = ["ingest", "clean", "tokenize", "augment"]
+    parser.add_argument("--stage", nargs="+", choices=stages, default=stages)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
-    parser.add_argument("--whole-table", type=Path, help=argparse.SUPPRESS)  # the baseline's child process
+    # A baseline's child process: --whole-table STAGE PROJECT.
+    parser.add_argument("--whole-table", nargs=2, metavar=("STAGE", "PROJECT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.whole_table:
-        return whole_table(args.whole_table)
+        stage, project = args.whole_table
+        return WHOLE_TABLE[stage](Path(project))
     for stage in args.stage:
-        # The baseline runs beside the smallest size (at 1M rows tokenize's takes 8 GB and 8 minutes).
+        # Baselines run beside the smallest size (at 1M rows tokenize's takes 8 GB and 8 minutes).
         sizes = [measure(stage, rows, baseline=i == 0) for i, rows in enumerate(args.sizes)]
         first, last = sizes[0], sizes[-1]
         save(f"scale_{stage}", {

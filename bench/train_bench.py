@@ -7,11 +7,18 @@
 2. reprolab's training loop against `transformers.Trainer`: same model, rows, batch size,
    learning rate and dynamic padding; samples/s over one epoch, best of --repeats runs of each,
    alternated so that a noisy neighbour on the machine hits both sides alike.
-Run: `python bench/train_bench.py [--part padding trainer]` (after `dvc repro -s clean`); each part
-writes its own result file.
+3. What the portable CPU kernels (AVX2, the default: see stages/__init__.py) cost against the
+   machine's native ones: the same one-epoch run in a fresh process per side (the kernels are fixed
+   when torch loads), alternated, best of --repeats.
+Run: `python bench/train_bench.py [--part padding trainer kernels]` (after `dvc repro -s clean`); each
+part writes its own result file.
 """
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -67,7 +74,9 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--part", nargs="+", choices=["padding", "trainer"], default=["padding", "trainer"])
+    parser.add_argument("--part", nargs="+", choices=["padding", "trainer", "kernels"],
+                        default=["padding", "trainer", "kernels"])
+    parser.add_argument("--one-kernel-run", action="store_true", help=argparse.SUPPRESS)  # a child of `kernels`
     args = parser.parse_args()
     modeling.reuse_freed_host_memory()  # as the train stage does on the CPU; every side runs under it
     texts, labels = clean_texts()
@@ -78,11 +87,20 @@ def main() -> None:
     def pick(idx):
         return [texts[i] for i in idx], [labels[i] for i in idx]
 
+    if args.one_kernel_run:
+        length = params.tokenize.max_length
+        speed, f1 = run_ours(token_data(tokenizer, *pick(train_idx), length),
+                             token_data(tokenizer, *pick(val_idx), length), length)
+        print(json.dumps({"samples_per_second": speed, "val_macro_f1": f1,
+                          "torch_capability": torch.backends.cpu.get_cpu_capability()}))
+        return
     setup = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
     if "padding" in args.part:
         save("train_padding", {**setup, **padding(tokenizer, pick(train_idx), pick(val_idx), args.max_length)})
     if "trainer" in args.part:
         save("train_trainer", {**setup, **versus_trainer(tokenizer, pick, train_idx, val_idx, args.repeats)})
+    if "kernels" in args.part:
+        save("train_kernels", {**setup, **versus_native_kernels(args)})
 
 
 def padding(tokenizer, train_rows, val_rows, max_length) -> dict:
@@ -109,6 +127,30 @@ def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
     return {"trainer": {"max_length": length,
                         "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
                         "ratio": round(ours / theirs, 2), "target": 1.0}}
+
+
+def versus_native_kernels(args) -> dict:
+    import stages
+
+    inherited = {k: v for k, v in os.environ.items() if k not in stages.PORTABLE_CPU_KERNELS}
+    command = [sys.executable, __file__, "--one-kernel-run", "--rows", str(args.rows),
+               "--val-rows", str(args.val_rows)]
+    best = {}
+    for _ in range(args.repeats):
+        for mode in ("portable", "native"):
+            done = subprocess.run(command, env={**inherited, "REPROLAB_CPU_KERNELS": mode},
+                                  capture_output=True, text=True, check=True)
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            if run["samples_per_second"] > best.get(mode, {}).get("samples_per_second", 0):
+                best[mode] = run
+    portable, native = best["portable"], best["native"]
+    return {"kernels": {
+        "max_length": params.tokenize.max_length,
+        "torch_capability": {"portable": portable["torch_capability"], "native": native["torch_capability"]},
+        "samples_per_second": {"portable": round(portable["samples_per_second"], 2),
+                               "native": round(native["samples_per_second"], 2)},
+        "val_macro_f1": {"portable": round(portable["val_macro_f1"], 4), "native": round(native["val_macro_f1"], 4)},
+        "ratio": round(portable["samples_per_second"] / native["samples_per_second"], 2)}}
 
 
 if __name__ == "__main__":

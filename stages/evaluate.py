@@ -12,7 +12,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
@@ -66,11 +66,25 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
     return metrics
 
 
+def top_terms(texts: list[str], ngram_max: int, max_features: int) -> list[str]:
+    """The `max_features` most frequent word n-grams, equal counts broken by the term itself.
+
+    sklearn's own `max_features` cut breaks ties with an unstable argsort whose order depends on the
+    SIMD sort numpy dispatches to (AVX-512 or not), so the same data gave a different vocabulary, and
+    so different baseline metrics, on different CPUs. A stable sort over the alphabetical vocabulary
+    picks the same terms everywhere."""
+    counter = CountVectorizer(ngram_range=(1, ngram_max))
+    counts = np.asarray(counter.fit_transform(texts).sum(axis=0)).ravel()
+    alphabetical = counter.get_feature_names_out()
+    return sorted(alphabetical[np.argsort(-counts, kind="stable")[:max_features]].tolist())
+
+
 def baseline_probs(train_texts: list[str], train_labels: list[int], test_texts: list[str],
                    p: BaselineParams, num_labels: int) -> np.ndarray:
     """TF-IDF (word n-grams, sublinear tf) + logistic regression: the classical peer."""
+    vocabulary = top_terms(train_texts, p.ngram_max, p.max_features)
     model = make_pipeline(
-        TfidfVectorizer(max_features=p.max_features, ngram_range=(1, p.ngram_max), sublinear_tf=True),
+        TfidfVectorizer(vocabulary=vocabulary, ngram_range=(1, p.ngram_max), sublinear_tf=True),
         LogisticRegression(C=p.C, max_iter=2000),
     )
     model.fit(train_texts, train_labels)
@@ -88,6 +102,22 @@ def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, names
     rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max())]
             for row_id, label, prob in zip(ids, labels, probs, strict=True)]
     return io.csv_text(["id", "actual", "predicted", "score"], rows)
+
+
+def plot_data(ids: list[str], labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, str]:
+    """DVC plot files (name -> CSV) per model: ROC and PR curve points and per-row predictions. The
+    curves are undefined, like the AUCs, where the test split holds one class: header only then."""
+    files = {}
+    for model, probs in results.items():
+        truth, score = _scores(labels, probs)
+        fpr = tpr = precision = recall = np.zeros(0)
+        if truth.any() and not truth.all():
+            fpr, tpr, _ = roc_curve(truth, score)
+            precision, recall, _ = precision_recall_curve(truth, score)
+        files[f"roc_{model}.csv"] = curve_csv("fpr", "tpr", fpr, tpr)
+        files[f"pr_{model}.csv"] = curve_csv("recall", "precision", recall, precision)
+        files[f"test_predictions_{model}.csv"] = predictions_csv(ids, labels, probs, names)
+    return files
 
 
 def draw_figures(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
@@ -154,17 +184,9 @@ def main() -> None:
     metrics["test_rows"] = len(test)
     io.write_json(metrics, METRICS_PATH)
     plot_files = []
-    for model_name, probs in results.items():
-        truth, score = _scores(test.labels, probs)
-        fpr, tpr, _ = roc_curve(truth, score)
-        precision, recall, _ = precision_recall_curve(truth, score)
-        for name, text in (
-            (f"roc_{model_name}.csv", curve_csv("fpr", "tpr", fpr, tpr)),
-            (f"pr_{model_name}.csv", curve_csv("recall", "precision", recall, precision)),
-            (f"test_predictions_{model_name}.csv", predictions_csv(test.ids, test.labels, probs, names)),
-        ):
-            io.write_text(text, paths.PLOTS / name)
-            plot_files.append(paths.PLOTS / name)
+    for name, text in plot_data(test.ids, test.labels, results, names).items():
+        io.write_text(text, paths.PLOTS / name)
+        plot_files.append(paths.PLOTS / name)
     figures = draw_figures(test.labels, results, names, paths.FIGURES)
     for model_name in MODELS:
         print(f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
@@ -181,6 +203,7 @@ def main() -> None:
         for file in [*plot_files, *figures]:
             run.log_artifact(file, "reports/plots")
         run.log_outputs([METRICS_PATH], prefix="evaluate")
+
 
 if __name__ == "__main__":
     run_stage(main)

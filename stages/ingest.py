@@ -350,11 +350,19 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
 def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[str]:
     """The ids of the kept rows that a subsample keeps: per label, the `max_per_label` with the
     smallest SHA-256 of their id, so the choice does not depend on the source's order."""
-    ranked: dict[str, list[tuple[str, str]]] = {}
+    # Per label, a heap of the smallest digests so far, largest on top (negated): memory holds the
+    # ids the subsample keeps, not every candidate.
+    heaps: dict[str, list[tuple[int, str]]] = {}
     for kept, row in rows:
-        if kept:
-            ranked.setdefault(row["label"], []).append((hashlib.sha256(row["id"].encode()).hexdigest(), row["id"]))
-    return {row_id for candidates in ranked.values() for _, row_id in heapq.nsmallest(max_per_label, candidates)}
+        if not kept:
+            continue
+        heap = heaps.setdefault(row["label"], [])
+        entry = (-int.from_bytes(hashlib.sha256(row["id"].encode()).digest(), "big"), row["id"])
+        if len(heap) < max_per_label:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:
+            heapq.heapreplace(heap, entry)
+    return {row_id for heap in heaps.values() for _, row_id in heap}
 
 
 class Tally:

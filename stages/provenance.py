@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+def cpu_kernels() -> dict[str, str]:
+    """Which SIMD kernels the CPU numerics ran on (see stages/__init__.py): portable AVX2 or native."""
+    tags = {"cpu.kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "cpu.machine": platform.machine()}
+    torch = sys.modules.get("torch")  # only where the stage loaded it: importing torch costs seconds
+    if torch is not None:
+        tags["cpu.torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    return tags
 
 
 def lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, str]:

@@ -1,14 +1,21 @@
 import random
 from collections import Counter
 
+import pyarrow as pa
+import pytest
+
+from stages import encoding, io
 from stages.augment import (
     augment_rows,
+    augmented_tables,
     random_deletion,
     random_insertion,
     random_swap,
     synonym_replacement,
     synonyms,
 )
+from stages.clean import SPLIT_SCHEMA
+from stages.errors import StageError
 from stages.params import AugmentParams
 
 TEXT = "Please review the attached quarterly report before the meeting with our new client tomorrow"
@@ -61,3 +68,26 @@ def test_operations():
     assert random_deletion(["only"], 0.99, rng) == ["only"]
     replaced = synonym_replacement(words, 2, rng)
     assert len(replaced) >= len(words) and replaced != words
+
+
+def test_streamed_copies_equal_the_whole_split_augmented_then_encoded(tmp_path, monkeypatch, tokenizer):
+    source = tmp_path / "train.parquet"
+    io.write_parquet(pa.Table.from_pylist(ROWS, schema=SPLIT_SCHEMA), source)
+    monkeypatch.setattr("stages.augment.BATCH_ROWS", 7)  # 20 rows: batches of 7, 7 and 6
+    encoded_per_call = []
+
+    def encode(texts):
+        encoded_per_call.append(len(texts))
+        return encoding.encode(tokenizer, texts, 32)
+
+    streamed = pa.concat_tables(augmented_tables(source, params(), encode, ["ham", "spam"])).to_pylist()
+    whole = augment_rows(ROWS, params())
+    assert encoded_per_call == [14, 14, 12]  # two copies of every row, encoded batch by batch
+    assert [(r["id"], r["origin_id"], r["label"]) for r in streamed] == \
+        [(r["id"], r["origin_id"], ["ham", "spam"].index(r["label"])) for r in whole]
+    assert [r["input_ids"] for r in streamed] == encoding.encode(tokenizer, [r["text"] for r in whole], 32)
+
+
+def test_a_missing_training_split_names_the_file(tmp_path):
+    with pytest.raises(StageError, match="absent.parquet: missing input"):
+        list(augmented_tables(tmp_path / "absent.parquet", params(), lambda texts: [], ["ham", "spam"]))

@@ -118,6 +118,21 @@ def test_rows_conserved_with_reasons_and_first_by_id_kept(tmp_path):
                                              "near_duplicate": 1, "too_short": 1}
 
 
+def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(tmp_path, monkeypatch):
+    rows = [raw_row("a", "a message that is long enough"), raw_row("b", "tiny")]
+    (tmp_path / "rejects.parquet").write_bytes(b"previous")
+    write = io.ParquetSink.write
+
+    def drop_rejects(sink, table):  # a rejects writer that loses every row handed to it
+        write(sink, table.slice(0, 0) if sink.schema.equals(io.REJECT_SCHEMA) else table)
+
+    monkeypatch.setattr(io.ParquetSink, "write", drop_rejects)
+    with pytest.raises(AssertionError, match="clean lost rows: 2 rows in, 2 read; wrote .*'rejects': 0"):
+        run_clean(tmp_path, rows, clean_params())
+    assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
+    assert not (tmp_path / "train.parquet").exists()
+
+
 def corpus_with_twins() -> list[dict]:
     """Real mails (ham and spam), plus exact copies and near copies (one word dropped) of some."""
     from tests.conftest import CORPUS

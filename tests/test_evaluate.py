@@ -1,8 +1,15 @@
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import Counter
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from stages.evaluate import baseline_probs, classification_metrics, draw_figures
+from stages.evaluate import baseline_probs, classification_metrics, draw_figures, plot_data, top_terms
 from stages.params import BaselineParams
 
 
@@ -44,6 +51,47 @@ def test_baseline_learns_separable_text():
     assert probs.argmax(1).tolist() == [1, 0]
 
 
+
+def _tied_corpus() -> list[str]:
+    """3,000 documents whose rare words tie by the hundred at any vocabulary cut."""
+    rng = random.Random(0)
+    words = [f"w{i:04d}" for i in range(3000)]
+    return [" ".join(rng.choices(words[:50], k=5) + [word]) for word in words]
+
+
+def test_vocabulary_cut_breaks_ties_by_term():
+    texts = _tied_corpus()
+    counts = Counter(word for text in texts for word in text.split())
+    expected = sorted(sorted(counts, key=lambda word: (-counts[word], word))[:1000])
+    assert top_terms(texts, 1, 1000) == expected  # sklearn's own max_features cut picks other tied words
+    assert top_terms(list(reversed(texts)), 1, 1000) == expected
+
+
+_BASELINE_PROBS = """
+import json, sys
+from stages.evaluate import baseline_probs
+from stages.params import BaselineParams
+texts, labels = json.load(sys.stdin)
+probs = baseline_probs(texts, labels, texts[:50], BaselineParams(max_features=1000, ngram_max=2, C=10.0), 2)
+print(json.dumps(probs.round(9).tolist()))
+"""
+
+
+def test_baseline_is_the_same_whatever_simd_numpy_dispatches_to():
+    """What an audit on another CPU relies on: AVX-512, AVX2 and baseline x86-64 code paths agree."""
+    texts = _tied_corpus()
+    stdin = json.dumps([texts, [int(word.endswith(("1", "3", "7"))) for word in texts]])
+
+    def probs(disabled: str) -> list:
+        env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": disabled}
+        done = subprocess.run([sys.executable, "-c", _BASELINE_PROBS], input=stdin, env=env,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    dispatched = probs("")
+    assert probs("X86_V4 AVX512_ICL AVX512_SPR X86_V3") == dispatched
+
+
 def test_figures_are_png(tmp_path):
     labels = np.array([0, 1, 0, 1])
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.45, 0.55]])
@@ -53,3 +101,17 @@ def test_figures_are_png(tmp_path):
     first = files[1].read_bytes()
     draw_figures(labels, {"transformer": probs, "baseline": probs[::-1]}, ["ham", "spam"], tmp_path)
     assert files[1].read_bytes() == first  # byte-stable for DVC
+
+
+def test_plot_data_per_model_with_empty_curves_where_undefined():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
+    assert sorted(files) == ["pr_transformer.csv", "roc_transformer.csv", "test_predictions_transformer.csv"]
+    assert files["test_predictions_transformer.csv"].splitlines() == [
+        "id,actual,predicted,score", "a,ham,ham,0.8", "'=b,spam,spam,0.7", "c,spam,ham,0.6"]
+    roc = [line.split(",") for line in files["roc_transformer.csv"].splitlines()]
+    assert roc[0] == ["fpr", "tpr"] and roc[1] == ["0", "0"] and roc[-1] == ["1", "1"]
+    one_class = plot_data(["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"])
+    # Every file DVC declares still exists; the undefined curves have no points.
+    assert one_class["roc_baseline.csv"] == "fpr,tpr\n" and one_class["pr_baseline.csv"] == "recall,precision\n"
+    assert one_class["test_predictions_baseline.csv"].count("\n") == 3

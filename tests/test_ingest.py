@@ -1,5 +1,6 @@
 """ingest on real corpus files and on small tables with planted problems."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -198,6 +199,12 @@ def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
     records = list(records_from_source(p))
     keep_ids = subsample_ids(ingest(records, p), 3)
     assert subsample_ids(ingest(reversed(records), p), 3) == keep_ids  # whatever the source's order
+    by_label: dict[str, list[str]] = {}
+    for row in kept_and_rejected(ingest(records, p))[0]:
+        by_label.setdefault(row["label"], []).append(row["id"])
+    smallest = {row_id for ids in by_label.values()
+                for row_id in sorted(ids, key=lambda row_id: hashlib.sha256(row_id.encode()).digest())[:3]}
+    assert keep_ids == smallest  # the 3 ids with the smallest SHA-256 per label
     tally = Tally()
     for kept, row in ingest(records, p, keep_ids):
         tally.add(kept, row)
