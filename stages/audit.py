@@ -7,7 +7,8 @@ repository; `.dvc`-tracked inputs come from the user's DVC cache (read only), el
 remote. Then every stage is re-run (`dvc repro --force`) and the result is compared with what the
 revision recorded: each output and dependency hash in its dvc.lock, the params dvc.lock was
 produced with, each metric in its reports/metrics.json, and, given a run id, each test metric
-MLflow recorded.
+MLflow recorded. All of it exactly, unless the weights cannot match bit for bit (CUDA, or other CPU
+kernels than the recorded ones): the metrics then decide, within audit.inexact_metric_tolerance.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import yaml
 
 from stages import io, provenance
 from stages.errors import StageError
-from stages.params import parse_params
+from stages.params import load_params, parse_audit_params
 from stages.tracking import MODEL_DIGEST_TAG, flat_metrics
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -222,13 +223,42 @@ def _pins(requirements: str | None) -> dict[str, str]:
     return {k: v for k, v in pins.items() if k in provenance.PACKAGES}
 
 
+def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
+    """The CPU kernels a result was trained on: its train.json says, else its MLflow run's tags."""
+    if "cpu_kernels" in train_report:
+        return train_report["cpu_kernels"]
+    tags = run.data.tags if run is not None else {}
+    return {k.removeprefix("cpu."): v for k, v in tags.items() if k.startswith("cpu.")} or None
+
+
+def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None,
+                   reproduced: dict | None) -> str:
+    """Why the trained weights cannot match bit for bit ("" when they must). Kernels are compared by
+    what ran (machine, torch's SIMD level), not by the mode asked for: native on an AVX2 machine is AVX2."""
+    if "cuda" in recorded_device or "cuda" in reproduced_device:
+        return "on CUDA (bf16 and atomics are not bit-stable)"
+    if recorded and reproduced:
+        ran = [(k.get("machine"), k.get("torch_capability")) for k in (recorded, reproduced)]
+        if ran[0] != ran[1]:
+            return (f"across CPU kernels ({describe_kernels(recorded)} recorded, "
+                    f"{describe_kernels(reproduced)} here)")
+    return ""
+
+
+def describe_kernels(kernels: dict | None) -> str:
+    if not kernels:
+        return "not recorded"
+    return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')})"
+
+
 def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     repo = repo.resolve()
     commit, run = resolve_target(repo, target)
     files = recorded_files(repo, commit, run)
     recorded_lock = yaml.safe_load(files["dvc.lock"] or "{}") or {}
-    params = parse_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
+    audit_params = (parse_audit_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
+                    or load_params(repo / "params.yaml", check_paths=False).audit)
     scratch = Path(tempfile.mkdtemp(prefix=f"reprolab-audit-{commit[:8]}-"))
     worktree = scratch / "worktree"
     _git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
@@ -251,11 +281,15 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         pipeline_seconds = time.perf_counter() - run_started
         reproduced_lock = yaml.safe_load((worktree / "dvc.lock").read_text()) or {}
         reproduced_metrics = json.loads((worktree / METRICS_FILE).read_text())
-        recorded_device = (json.loads(files[TRAIN_REPORT] or "{}").get("device")
+        recorded_report = json.loads(files[TRAIN_REPORT] or "{}")
+        reproduced_report = json.loads((worktree / TRAIN_REPORT).read_text())
+        recorded_device = (recorded_report.get("device")
                            or (run.data.tags.get("train.device") if run is not None else None) or "cpu")
-        reproduced_device = json.loads((worktree / TRAIN_REPORT).read_text()).get("device", "cpu")
-        on_cuda = "cuda" in recorded_device or "cuda" in reproduced_device
-        tolerance = params.audit.cuda_metric_tolerance if on_cuda else 0.0
+        reproduced_device = reproduced_report.get("device", "cpu")
+        kernels = {"recorded": recorded_kernels(recorded_report, run),
+                   "reproduced": reproduced_report.get("cpu_kernels")}
+        inexact = inexact_reason(recorded_device, reproduced_device, kernels["recorded"], kernels["reproduced"])
+        tolerance = audit_params.inexact_metric_tolerance if inexact else 0.0
         checks = compare_hashes(recorded_lock, reproduced_lock) if recorded_lock else []
         if files[METRICS_FILE]:
             recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
@@ -264,12 +298,12 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
             logged = {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
             checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")
             checks += compare_run_record(run, worktree)
-        if on_cuda:  # bf16 and atomics: trained weights are not bit-stable, so metrics decide
+        if inexact:  # the trained weights cannot match bit for bit, so the metrics decide
             for check in checks:
                 weights = check.kind == "mlflow_model" or (
                     check.kind == "output" and check.name.split(":")[0] in ("train", "evaluate"))
                 if weights and not check.ok:
-                    check.ok, check.detail = True, "differs on CUDA (not bit-stable); metrics decide"
+                    check.ok, check.detail = True, f"differs {inexact}; metrics decide"
     finally:
         if not keep:
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(worktree)],
@@ -282,7 +316,9 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         "run_id": run.info.run_id if run is not None else None,
         "verdict": "pass" if all(c.ok for c in checks) else "fail",
         "metric_tolerance": tolerance,
+        "inexact": inexact,
         "devices": {"recorded": recorded_device, "reproduced": reproduced_device},
+        "cpu_kernels": kernels,
         "linked_inputs": linked,
         "pipeline_seconds": round(pipeline_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -310,7 +346,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"- commit: `{report['commit']}`" + (f" (MLflow run `{report['run_id']}`)" if report["run_id"] else ""),
         f"- verdict: **{report['verdict'].upper()}**: {len(checks) - len(failed)} of {len(checks)} checks match",
         f"- devices: recorded {report['devices']['recorded']}, reproduced {report['devices']['reproduced']}; "
-        f"metric tolerance {report['metric_tolerance']}",
+        f"CPU kernels: recorded {describe_kernels(report['cpu_kernels']['recorded'])}, "
+        f"reproduced {describe_kernels(report['cpu_kernels']['reproduced'])}",
+        f"- metric tolerance {report['metric_tolerance']}"
+        + (f": bits cannot match {report['inexact']}" if report["inexact"] else ": every bit must match"),
         f"- pipeline re-run: {report['pipeline_seconds']} s; audit wall time {report['wall_seconds']} s",
         "",
     ]

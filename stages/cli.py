@@ -109,6 +109,9 @@ def _dispatch(args: argparse.Namespace) -> None:
             if not check["ok"]:
                 print(f"DIFFERS {check['kind']} {check['name']}: recorded {check['recorded']}, "
                       f"reproduced {check['reproduced']} {check['detail']}".rstrip())
+        if report["inexact"]:
+            print(f"weights cannot match bit for bit {report['inexact']}: "
+                  f"metrics compared within {report['metric_tolerance']}")
         print(f"audit {report['verdict'].upper()}: {report['commit'][:12]} in {report['wall_seconds']} s; "
               f"report: {' '.join(report['report_files'])}")
         if report["verdict"] != "pass":

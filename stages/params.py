@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stages.errors import StageError
 
@@ -139,9 +139,12 @@ class EvaluateParams(Section):
 
 
 class AuditParams(Section):
-    # bf16 autocast and atomics are not bit-stable on GPUs: a CUDA result is reproduced when its
-    # metrics match within this; CPU results must match exactly.
-    cuda_metric_tolerance: float = Field(ge=0, le=1)
+    # Where bits cannot match, a result is reproduced when its metrics match within this: on CUDA (bf16
+    # autocast and atomics are not bit-stable), or on CPU kernels other than those that recorded it
+    # (an aarch64 audit of an x86-64 result, or REPROLAB_CPU_KERNELS=native on AVX-512). Otherwise
+    # every hash and metric must match exactly. Revisions before it was renamed call it cuda_metric_tolerance.
+    inexact_metric_tolerance: float = Field(ge=0, le=1, validation_alias=AliasChoices(
+        "inexact_metric_tolerance", "cuda_metric_tolerance"))
 
 
 class Params(Section):
@@ -181,6 +184,19 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         problems = "\n  ".join(_describe(e, Params) for e in exc.errors())
+        raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
+
+
+def parse_audit_params(raw: Any, source: str) -> AuditParams | None:
+    """A revision's audit section alone (None where it has none): its other sections may predate or
+    postdate today's schema, and must not stop an audit of that revision."""
+    section = raw.get("audit") if isinstance(raw, dict) else None
+    if section is None:
+        return None
+    try:
+        return AuditParams.model_validate(section)
+    except ValidationError as exc:
+        problems = "\n  ".join(f"audit.{_describe(e, AuditParams)}" for e in exc.errors())
         raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
 
 

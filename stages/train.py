@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
-from stages import encoding, io, modeling, parallel, paths, tracking
+from stages import encoding, io, modeling, parallel, paths, provenance, tracking
 from stages.errors import run_stage
 from stages.params import Params, TrainParams, load_params
 
@@ -378,6 +378,8 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
     best = result.history[result.best_epoch - 1]
     summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
                "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
+    if device.type == "cpu":  # which kernels the weights are exact for: `reprolab audit` compares them
+        summary["cpu_kernels"] = {k.removeprefix("cpu."): v for k, v in provenance.cpu_kernels().items()}
     io.write_json(summary, REPORT_PATH)
     io.write_text(history_csv(result.history), HISTORY_PATH)
     throughput = result.samples_seen / result.seconds

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.audit import AuditError, audit
+from stages.audit import AuditError, audit, inexact_reason, recorded_kernels
 from stages.errors import StageError
 from tests.conftest import CORPUS, REDUCED, commit, make_project, run
 
@@ -146,3 +146,51 @@ def test_dirty_recorded_run_is_refused(recorded, monkeypatch):
                                                 "git.dirty_paths": "stages/train.py"})
     with pytest.raises(AuditError, match="dirty tree .stages/train.py."):
         audit(root, dirty.info.run_id)
+
+
+def test_other_cpu_kernels_let_metrics_decide(recorded, tmp_path, monkeypatch):
+    """Audited on other CPU kernels than the recorded ones (torch's generic kernels here, as on a CPU
+    without AVX2 or an aarch64 machine), the weights differ in the last bits: the audit says why, and
+    the metrics decide within the tolerance. Data stages must still match exactly."""
+    root, published = recorded
+    monkeypatch.chdir(root)
+    kernels = json.loads((root / "reports/train.json").read_text())["cpu_kernels"]
+    if kernels["torch_capability"] == "DEFAULT":
+        pytest.skip("the result was recorded on torch's generic kernels already")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    report = audit(root, published, tmp_path)
+    assert report["cpu_kernels"] == {"recorded": kernels, "reproduced": {**kernels, "torch_capability": "DEFAULT"}}
+    assert report["inexact"].startswith("across CPU kernels") and report["metric_tolerance"] == 0.01
+    checks = {(c["kind"], c["name"]): c for c in report["checks"]}
+    model = checks[("output", "train:models/model")]
+    assert model["recorded"] != model["reproduced"] and model["ok"] and "across CPU kernels" in model["detail"]
+    for (kind, name), check in checks.items():
+        if kind == "metric":
+            assert check["ok"] == (abs(check["reproduced"] - check["recorded"]) <= 0.01), check
+        elif name.split(":")[0] not in ("train", "evaluate"):
+            assert check["recorded"] == check["reproduced"] and check["ok"], check
+    assert "bits cannot match across CPU kernels" in (tmp_path / "audit.md").read_text()
+
+
+def test_kernels_decide_whether_bits_must_match():
+    avx2 = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2"}
+    assert inexact_reason("cpu", "cpu", avx2, avx2) == ""
+    # native asked on an AVX2 machine runs the same kernels as portable
+    assert inexact_reason("cpu", "cpu", avx2, {**avx2, "kernels": "native"}) == ""
+    arm = {"kernels": "portable", "machine": "aarch64", "torch_capability": "DEFAULT"}
+    assert inexact_reason("cpu", "cpu", avx2, arm) == (
+        "across CPU kernels (x86_64 AVX2 (portable) recorded, aarch64 DEFAULT (portable) here)")
+    assert inexact_reason("cpu", "cpu", None, arm) == ""  # an older result without the record: exact
+    assert inexact_reason("cuda:0", "cpu", None, arm).startswith("on CUDA")
+
+
+def test_recorded_kernels_fall_back_to_the_run_tags():
+    class Run:  # the part of an MLflow run the audit reads
+        class data:  # noqa: N801
+            tags = {"cpu.kernels": "native", "cpu.machine": "x86_64", "cpu.torch_capability": "AVX512",
+                    "git.commit": "abc"}
+
+    from_file = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2"}
+    assert recorded_kernels({"cpu_kernels": from_file}, Run) == from_file
+    assert recorded_kernels({}, Run) == {"kernels": "native", "machine": "x86_64", "torch_capability": "AVX512"}
+    assert recorded_kernels({}, None) is None

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from stages.params import ParamsError, flatten, load_params, parse_params
+from stages.params import ParamsError, flatten, load_params, parse_audit_params, parse_params
 from tests.conftest import REPO
 
 
@@ -88,3 +88,14 @@ def test_stage_view_checks_that_named_paths_exist(raw, tmp_path):
     with pytest.raises(ParamsError, match="ingest.path: .*missing.csv does not exist"):
         load_params(tmp_path / "params.yaml")
     assert load_params(tmp_path / "params.yaml", check_paths=False).ingest.format == "spam_assassin"
+
+
+def test_audit_reads_only_the_audit_section_of_a_revision(raw):
+    """A revision's other sections may predate or postdate today's schema: an audit of it must not stop."""
+    raw["train"]["a_key_added_later"] = 1
+    raw["audit"] = {"cuda_metric_tolerance": 0.02}  # the key's name before it was renamed
+    assert parse_audit_params(raw, "rev:params.yaml").inexact_metric_tolerance == 0.02
+    assert parse_audit_params({"train": {}}, "rev:params.yaml") is None
+    raw["audit"] = {"inexact_metric_tolerance": 2}
+    with pytest.raises(ParamsError, match=r"(?s)rev:params.yaml: .*audit.inexact_metric_tolerance: .*less than"):
+        parse_audit_params(raw, "rev:params.yaml")
