@@ -67,11 +67,11 @@ def package_versions() -> dict[str, str]:
 
 def cpu_kernels() -> dict[str, str]:
     """Which SIMD kernels the CPU numerics ran on (see stages/__init__.py): portable AVX2 or native."""
-    tags = {"cpu.kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "cpu.machine": platform.machine()}
+    kernels = {"kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "machine": platform.machine()}
     torch = sys.modules.get("torch")  # only where the stage loaded it: importing torch costs seconds
     if torch is not None:
-        tags["cpu.torch_capability"] = torch.backends.cpu.get_cpu_capability()
-    return tags
+        kernels["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    return kernels
 
 
 def lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, str]:

@@ -74,7 +74,7 @@ def run_tags(stage: str) -> dict[str, str]:
         "git.commit": provenance.git_commit() or "unknown",
         "git.dirty": str(bool(dirty)).lower(),
         **provenance.dvc_experiment(),
-        **provenance.cpu_kernels(),
+        **{f"cpu.{k}": v for k, v in provenance.cpu_kernels().items()},
         **{f"version.{k}": v for k, v in provenance.package_versions().items()},
     }
     if dirty:

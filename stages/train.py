@@ -379,7 +379,7 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
     summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
                "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
     if device.type == "cpu":  # which kernels the weights are exact for: `reprolab audit` compares them
-        summary["cpu_kernels"] = {k.removeprefix("cpu."): v for k, v in provenance.cpu_kernels().items()}
+        summary["cpu_kernels"] = provenance.cpu_kernels()
     io.write_json(summary, REPORT_PATH)
     io.write_text(history_csv(result.history), HISTORY_PATH)
     throughput = result.samples_seen / result.seconds
