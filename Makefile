@@ -20,11 +20,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup repro test bench lock ui clean-env
+.PHONY: help setup repro test test-fast bench lock ui clean-env
 
 help:
 	@echo "make repro  - set up and run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test   - set up and run the tests"
+	@echo "make test-fast - the unit layer only (about a minute)"
 	@echo "make bench  - benchmarks -> reports/benchmarks.md"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
 
@@ -53,8 +54,11 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
-	$(BIN)/ruff check stages tests
+	$(BIN)/ruff check stages reprolab tests bench
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m unit
 
 # Benchmarks (reports/benchmarks.md): each prints its ratios against a baseline run side by side.
 bench: setup

@@ -20,8 +20,8 @@ from common import median, params, save
 def child(lengths: list[int], steps: int, reuse: bool) -> dict:
     import torch
 
-    from stages import encoding, modeling
-    from stages.train import seed_everything
+    from reprolab import encoding, modeling
+    from reprolab.training import seed_everything
 
     seed_everything(params.train.seed, torch.device("cpu"), params.train.num_threads)
     took_effect = modeling.reuse_freed_host_memory() if reuse else False

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from common import clean_texts
 
-from stages import io
-from stages.clean import SPLIT_SCHEMA
-from stages.ingest import RAW_SCHEMA
+from reprolab import storage
+from reprolab.cleaning import SPLIT_SCHEMA
+from reprolab.ingestion import RAW_SCHEMA
 
 CHUNK = 10_000
 
@@ -58,11 +58,11 @@ def as_raw(table: pa.Table) -> pa.Table:
 
 def build(rows: int, out: Path, seed: int = 0, form: str = "split") -> None:
     if form == "jsonl":
-        with io.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        with storage.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             for table in synthetic_rows(rows, seed):
                 handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist())
         return
-    with io.parquet_sink(out, RAW_SCHEMA if form == "raw" else SPLIT_SCHEMA) as sink:
+    with storage.parquet_sink(out, RAW_SCHEMA if form == "raw" else SPLIT_SCHEMA) as sink:
         for table in synthetic_rows(rows, seed):
             sink.write(as_raw(table) if form == "raw" else table)
 

@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
-from stages import io, paths, provenance  # noqa: E402
-from stages.params import load_params  # noqa: E402
+from reprolab.process_settings import configure_process  # noqa: E402
+
+configure_process()  # the stages' settings (offline, CPU kernels), before anything imports torch
+
+from reprolab import paths, provenance, storage  # noqa: E402
+from reprolab.params import load_params  # noqa: E402
 
 RESULTS = ROOT / "reports" / "benchmarks"
 
@@ -25,7 +29,7 @@ def clean_texts() -> tuple[list[str], list[str]]:
     """The clean splits' texts and labels (run `dvc repro -s clean` first)."""
     texts, labels = [], []
     for split in paths.SPLITS:
-        table = io.read_parquet(paths.clean_split(split), ["text", "label"]).to_pydict()
+        table = storage.read_parquet(paths.clean_split(split), ["text", "label"]).to_pydict()
         texts += table["text"]
         labels += table["label"]
     return texts, labels
@@ -53,7 +57,7 @@ def machine() -> dict[str, object]:
 def save(name: str, results: dict[str, object]) -> None:
     results = {**results, "commit": provenance.git_commit(), "dirty_paths": provenance.git_dirty_paths(),
                "machine": machine(), "date": time.strftime("%Y-%m-%d")}
-    io.write_json(results, RESULTS / f"{name}.json")
+    storage.write_json(results, RESULTS / f"{name}.json")
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
 
 

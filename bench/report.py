@@ -4,7 +4,7 @@ import json
 
 from common import RESULTS, ROOT
 
-from stages import io
+from reprolab import storage
 
 
 def row(name: str, measured: float, target: float, unit: str, lower_is_better: bool = False) -> str:
@@ -69,7 +69,7 @@ def main() -> None:
               "- GPU throughput, MFU and the ratio to `Trainer` on a GPU: no GPU was lent to this machine.",
               "- DDP is checked for correctness (2 gloo processes against 1, `tests/test_distributed.py`),",
               "  not for speed: on a 2-core machine two processes only share the same cores."]
-    io.write_text("\n".join(lines) + "\n", ROOT / "reports" / "benchmarks.md")
+    storage.write_text("\n".join(lines) + "\n", ROOT / "reports" / "benchmarks.md")
     print("\n".join(lines[:14]))
 
 

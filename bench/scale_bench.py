@@ -33,7 +33,7 @@ import yaml
 from build_corpus import build
 from common import ROOT, params, save
 
-from stages import io, paths
+from reprolab import paths, storage
 
 TARGET_MB = 1536
 
@@ -108,33 +108,33 @@ def run_measured(cmd: list[str], cwd: Path) -> dict[str, float]:
 
 def whole_table_tokenize(project: Path) -> None:
     """tokenize's baseline: every split read, encoded and written in one piece."""
-    from stages import encoding
+    from reprolab import encoding
 
     p = params.tokenize
     tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), p.truncation_side)
     for split in paths.SPLITS:
-        table = io.read_parquet(project / paths.clean_split(split)).to_pydict()
+        table = storage.read_parquet(project / paths.clean_split(split)).to_pydict()
         ids = [
             encoding.encode(tokenizer, table["text"][i : i + p.batch_size], p.max_length)
             for i in range(0, len(table["text"]), p.batch_size)
         ]
         tokens = encoding.token_table(table["id"], [s for batch in ids for s in batch],
                                       encoding.label_ids(table["label"], params.ingest.labels))
-        io.write_parquet(tokens, project / paths.token_split(split))
+        storage.write_parquet(tokens, project / paths.token_split(split))
 
 
 def whole_table_augment(project: Path) -> None:
     """augment's baseline: the training split read whole, every copy made, encoded and written at once."""
-    from stages import augment, encoding
+    from reprolab import augmentation, encoding
 
-    train = io.read_parquet(project / paths.clean_split("train")).to_pylist()
-    copies = augment.augment_rows(train, params.augment)
+    train = storage.read_parquet(project / paths.clean_split("train")).to_pylist()
+    copies = augmentation.augment_rows(train, params.augment)
     tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), params.tokenize.truncation_side)
     tokens = encoding.token_table([r["id"] for r in copies],
                                   encoding.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length),
                                   encoding.label_ids([r["label"] for r in copies], params.ingest.labels))
     table = tokens.append_column("origin_id", pa.array([r["origin_id"] for r in copies]))
-    io.write_parquet(table, project / paths.AUGMENTED)
+    storage.write_parquet(table, project / paths.AUGMENTED)
 
 
 WHOLE_TABLE = {"tokenize": whole_table_tokenize, "augment": whole_table_augment}
@@ -149,11 +149,11 @@ def measure(stage: str, rows: int, baseline: bool) -> dict[str, object]:
         if stage == "clean":
             row["rows_kept"] = clean_rows_kept(project)
         if baseline and stage in WHOLE_TABLE:
-            streamed = [io.file_md5(project / output) for output in OUTPUTS[stage]]
+            streamed = [storage.file_md5(project / output) for output in OUTPUTS[stage]]
             row["whole_table"] = run_measured([sys.executable, str(Path(__file__).resolve()), "--whole-table",
                                                stage, str(project)], project)
             # The baseline overwrote the stage's outputs: same bytes, same work.
-            row["same_output_as_whole_table"] = streamed == [io.file_md5(project / o) for o in OUTPUTS[stage]]
+            row["same_output_as_whole_table"] = streamed == [storage.file_md5(project / o) for o in OUTPUTS[stage]]
             row["memory_ratio_whole_table"] = round(row["whole_table"]["peak_tree_pss_mb"]
                                                     / row["stage"]["peak_tree_pss_mb"], 2)
     if baseline and stage == "clean":

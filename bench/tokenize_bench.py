@@ -12,8 +12,8 @@ import tempfile
 
 from common import best_of, clean_texts, params, save
 
-from stages import encoding
-from stages.tokenize import ChunkedEncoder
+from reprolab import encoding
+from reprolab.truncated_encoding import ChunkedEncoder
 
 
 def main() -> None:

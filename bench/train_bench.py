@@ -22,11 +22,10 @@ import sys
 import time
 
 import numpy as np
-import torch
 from common import clean_texts, params, save
 
-from stages import encoding, modeling
-from stages.train import seed_everything, train_model
+from reprolab import encoding, modeling
+from reprolab.training import seed_everything, train_model
 
 
 def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
@@ -36,6 +35,8 @@ def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
 
 
 def run_ours(train, val, max_length, **overrides):
+    import torch
+
     device = torch.device("cpu")
     p = params.train.model_copy(update={"epochs": 1, "log_every_steps": 10_000, "checkpoint_every_steps": 0,
                                         "early_stopping_patience": 1, **overrides})
@@ -46,6 +47,7 @@ def run_ours(train, val, max_length, **overrides):
 
 
 def run_trainer(texts, labels, max_length):
+    import torch
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -88,6 +90,8 @@ def main() -> None:
         return [texts[i] for i in idx], [labels[i] for i in idx]
 
     if args.one_kernel_run:
+        import torch
+
         length = params.tokenize.max_length
         speed, f1 = run_ours(token_data(tokenizer, *pick(train_idx), length),
                              token_data(tokenizer, *pick(val_idx), length), length)
@@ -130,9 +134,9 @@ def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
 
 
 def versus_native_kernels(args) -> dict:
-    import stages
+    from reprolab.process_settings import PORTABLE_CPU_KERNELS
 
-    inherited = {k: v for k, v in os.environ.items() if k not in stages.PORTABLE_CPU_KERNELS}
+    inherited = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS}
     # Samples/s leave validation out: a small validation split keeps the children quick.
     command = [sys.executable, __file__, "--one-kernel-run", "--rows", str(args.rows), "--val-rows", "64"]
     best = {}

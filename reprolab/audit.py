@@ -1,0 +1,374 @@
+"""`reprolab audit <rev | mlflow-run-id>`: re-derive a recorded result from its commit and compare.
+
+The revision is checked out as a detached git worktree outside the working copy, with its own DVC
+cache and its own MLflow store, so the user's working copy, cache and tracking history are never
+touched. Inputs that git does not hold (the npm corpus, the vendored model) are linked in from the
+repository; `.dvc`-tracked inputs come from the user's DVC cache (read only), else from the DVC
+remote. Then every stage is re-run (`dvc repro --force`) and the result is compared with what the
+revision recorded: each output and dependency hash in its dvc.lock, the params dvc.lock was
+produced with, each metric in its reports/metrics.json, and, given a run id, each test metric
+MLflow recorded. All of it exactly, unless the weights cannot match bit for bit (CUDA, or other CPU
+kernels than the recorded ones): the metrics then decide, within audit.inexact_metric_tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reprolab import paths, provenance, storage, tracking
+from reprolab.errors import StageError
+from reprolab.params import load_params, parse_audit_params
+from reprolab.provenance import GitError, git_show
+from reprolab.tracking import MODEL_DIGEST_TAG, flat_metrics
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+METRICS_FILE = paths.METRICS.as_posix()
+TRAIN_REPORT = paths.TRAIN_REPORT.as_posix()
+
+
+class AuditError(StageError):
+    """The target cannot be audited (unknown, dirty, or without a pipeline)."""
+
+
+@dataclass
+class Check:
+    kind: str  # output | dependency | param | metric | mlflow_metric | mlflow_input | mlflow_model
+    name: str
+    recorded: Any
+    reproduced: Any
+    ok: bool
+    detail: str = ""
+
+
+def resolve_target(repo: Path, target: str) -> tuple[str, Any]:
+    """(commit, MLflow run or None) for a git revision or an MLflow run id."""
+    if RUN_ID.fullmatch(target):
+        mlflow = tracking.connect()
+        try:
+            run = mlflow.get_run(target)
+        except Exception:  # noqa: BLE001 - MLflow raises its own types for unknown ids
+            run = None
+        if run is not None:
+            tags = run.data.tags
+            if tags.get("git.dirty") == "true":
+                raise AuditError(
+                    f"MLflow run {target} was recorded from a dirty tree "
+                    f"({tags.get('git.dirty_paths', 'uncommitted changes')}): its code is in no commit")
+            if tags.get("git.commit", "unknown") == "unknown":
+                raise AuditError(f"MLflow run {target} has no git.commit tag")
+            return tags["git.commit"], run
+    try:
+        return provenance.git(repo, "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}").strip(), None
+    except GitError:
+        raise AuditError(f"{target!r}: neither a git revision nor a run id in the MLflow store") from None
+
+
+def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
+    """The revision's pipeline files. A run id may point at a commit without dvc.lock (results are
+    often committed after the run): MLflow's record is then what the audit compares against."""
+    files = {name: git_show(repo, commit, name) for name in ("dvc.yaml", "dvc.lock", "params.yaml",
+                                                          METRICS_FILE, TRAIN_REPORT, "requirements.lock")}
+    if files["dvc.yaml"] is None:
+        raise AuditError(f"revision {commit[:12]} has no dvc.yaml: it predates the pipeline")
+    if files["dvc.lock"] is None and run is None:
+        raise AuditError(f"revision {commit[:12]} has no dvc.lock: no result was recorded there")
+    return files
+
+
+def compare_run_record(run: Any, worktree: Path) -> list[Check]:
+    """The run's own record: its input digests and the md5 of the model it trained."""
+    checks = []
+    for item in run.inputs.dataset_inputs:
+        path = worktree / item.dataset.name
+        reproduced = storage.file_md5(path) if path.is_file() else None
+        checks.append(Check("mlflow_input", item.dataset.name, item.dataset.digest, reproduced,
+                            item.dataset.digest == reproduced))
+    model_md5 = run.data.tags.get(MODEL_DIGEST_TAG)
+    if model_md5:
+        weights = worktree / "models/model/model.safetensors"
+        reproduced = storage.file_md5(weights) if weights.is_file() else None
+        checks.append(Check("mlflow_model", "models/model/model.safetensors", model_md5, reproduced,
+                            model_md5 == reproduced))
+    return checks
+
+
+def _lock_entries(lock: dict, section: str) -> dict[str, str]:
+    return {f"{stage}:{entry['path']}": entry.get("md5") for stage, body in lock.get("stages", {}).items()
+            for entry in body.get(section) or []}
+
+
+def _lock_params(lock: dict) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for body in lock.get("stages", {}).values():
+        for values in (body.get("params") or {}).values():
+            flat.update({key: _number(value) for key, value in values.items()})
+    return flat
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `5e-05` (no dot) as text; a param is the same number either way."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def link_external_inputs(repo: Path, worktree: Path, lock: dict) -> list[str]:
+    """Symlink dependencies git does not hold and no stage makes (registry data, vendored model)."""
+    produced = {entry["path"] for body in lock.get("stages", {}).values() for entry in body.get("outs") or []}
+    linked = []
+    for body in lock.get("stages", {}).values():
+        for dep in body.get("deps") or []:
+            path = dep["path"]
+            if os.path.isabs(path) or path in produced or (worktree / path).exists():
+                continue
+            if (repo / path).exists():
+                (worktree / path).parent.mkdir(parents=True, exist_ok=True)
+                (worktree / path).symlink_to((repo / path).resolve())
+                linked.append(path)
+    return linked
+
+
+def _dvc(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None:
+    """`.dvc`-tracked inputs, restored into the worktree's own cache: from the user's DVC cache where
+    it holds them (read only, no network), else from the revision's DVC remote. Outputs are
+    re-derived, never pulled."""
+    targets = [str(p.relative_to(worktree)) for p in worktree.rglob("*.dvc")
+               if p.is_file() and ".dvc" not in p.relative_to(worktree).parts[:-1]]
+    if not targets:
+        return
+    # DVC resolves a relative remote URL against the worktree, which holds no data: it means the
+    # same place in the repository.
+    remotes = _dvc(worktree, env, "remote", "list").stdout
+    for name, url in re.findall(r"^(\S+)\s+(.+?)(?:\s+\(default\))?\s*$", remotes, re.MULTILINE):
+        if Path(url).resolve().is_relative_to(worktree.resolve()):
+            moved = repo / Path(url).resolve().relative_to(worktree.resolve())
+            _dvc(worktree, env, "remote", "modify", "--local", name, "url", str(moved))
+    # The user's cache has a remote's layout (files/md5/...), so it can serve as one.
+    cache = _dvc(repo, env, "cache", "dir").stdout.strip()
+    if cache and Path(cache).is_dir():
+        _dvc(worktree, env, "remote", "add", "--local", "--force", "reprolab-user-cache", cache)
+        if _dvc(worktree, env, "pull", "--remote", "reprolab-user-cache", *targets).returncode == 0:
+            return
+    done = _dvc(worktree, env, "pull", *targets)
+    if done.returncode:
+        raise AuditError(f"cannot restore DVC-tracked inputs {targets}: not in the DVC cache {cache or '(none)'} "
+                         f"nor in the remote: {done.stderr.strip()[-500:]}")
+
+
+def compare_hashes(recorded: dict, reproduced: dict) -> list[Check]:
+    checks = []
+    for section, kind in (("outs", "output"), ("deps", "dependency")):
+        before, after = _lock_entries(recorded, section), _lock_entries(reproduced, section)
+        for name in sorted(before.keys() | after.keys()):
+            checks.append(Check(kind, name, before.get(name), after.get(name), before.get(name) == after.get(name)))
+    before, after = _lock_params(recorded), _lock_params(reproduced)
+    for name in sorted(before.keys() | after.keys()):
+        if before.get(name) != after.get(name):
+            checks.append(Check("param", name, before.get(name), after.get(name), False,
+                                "dvc.lock was produced with other params than the revision's params.yaml"))
+    return checks
+
+
+def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float], tolerance: float,
+                    kind: str = "metric") -> list[Check]:
+    checks = []
+    for name in sorted(recorded.keys() | reproduced.keys()):
+        a, b = recorded.get(name), reproduced.get(name)
+        ok = a is not None and b is not None and math.isclose(a, b, rel_tol=0, abs_tol=tolerance)
+        detail = "" if a is None or b is None else f"difference {b - a:+.6g}"
+        checks.append(Check(kind, name, a, b, ok, detail))
+    return checks
+
+
+def _pins(requirements: str | None) -> dict[str, str]:
+    pins = {}
+    for line in (requirements or "").splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[name.strip().lower()] = version.strip()
+    return {k: v for k, v in pins.items() if k in provenance.PACKAGES}
+
+
+def trained_paths(*locks: dict) -> set[str]:
+    """What the trained weights decide: the train and evaluate stages' outputs."""
+    return {entry["path"] for lock in locks for stage, body in lock.get("stages", {}).items()
+            if stage in ("train", "evaluate") for entry in body.get("outs") or []}
+
+
+def excuse_weights(checks: list[Check], reason: str, trained: set[str]) -> None:
+    """Where the weights cannot match bit for bit, their hashes may differ wherever they appear (as an
+    output, as the next stage's dependency, in MLflow's record): the metrics decide instead."""
+    for check in checks:
+        weights = check.kind == "mlflow_model" or (
+            check.kind in ("output", "dependency") and check.name.split(":", 1)[-1] in trained)
+        if weights and not check.ok:
+            check.ok, check.detail = True, f"differs {reason}; metrics decide"
+
+
+def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
+    """The CPU kernels a result was trained on: its train.json says, else its MLflow run's tags."""
+    if "cpu_kernels" in train_report:
+        return train_report["cpu_kernels"]
+    tags = run.data.tags if run is not None else {}
+    return {k.removeprefix("cpu."): v for k, v in tags.items() if k.startswith("cpu.")} or None
+
+
+def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None,
+                   reproduced: dict | None) -> str:
+    """Why the trained weights cannot match bit for bit ("" when they must). Kernels are compared by
+    what ran (machine, torch's SIMD level), not by the mode asked for: native on an AVX2 machine is AVX2."""
+    if "cuda" in recorded_device or "cuda" in reproduced_device:
+        return "on CUDA (bf16 and atomics are not bit-stable)"
+    if recorded and reproduced:
+        ran = [(k.get("machine"), k.get("torch_capability")) for k in (recorded, reproduced)]
+        if ran[0] != ran[1]:
+            return (f"across CPU kernels ({describe_kernels(recorded)} recorded, "
+                    f"{describe_kernels(reproduced)} here)")
+    return ""
+
+
+def describe_kernels(kernels: dict | None) -> str:
+    if not kernels:
+        return "not recorded"
+    return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')})"
+
+
+def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = False) -> dict[str, Any]:
+    started = time.perf_counter()
+    repo = repo.resolve()
+    commit, run = resolve_target(repo, target)
+    files = recorded_files(repo, commit, run)
+    recorded_lock = yaml.safe_load(files["dvc.lock"] or "{}") or {}
+    audit_params = (parse_audit_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
+                    or load_params(repo / "params.yaml", check_paths=False).audit)
+    scratch = Path(tempfile.mkdtemp(prefix=f"reprolab-audit-{commit[:8]}-"))
+    worktree = scratch / "worktree"
+    provenance.git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(worktree)}
+    env.pop("DVC_ROOT", None)
+    try:
+        # Without a lock at the revision, the working copy's says which inputs live outside git.
+        current = repo / "dvc.lock"
+        fallback = yaml.safe_load(current.read_text()) if current.exists() else {}
+        linked = link_external_inputs(repo, worktree, recorded_lock or fallback)
+        pull_tracked_inputs(repo, worktree, env)
+        run_started = time.perf_counter()
+        done = _dvc(worktree, env, "repro", "--force")
+        (scratch / "repro.log").write_text(done.stdout + done.stderr)
+        if done.returncode:
+            raise AuditError(f"the pipeline failed at {commit[:12]}; log: {scratch / 'repro.log'}\n"
+                             f"{(done.stdout + done.stderr)[-1500:]}")
+        pipeline_seconds = time.perf_counter() - run_started
+        reproduced_lock = yaml.safe_load((worktree / "dvc.lock").read_text()) or {}
+        reproduced_metrics = json.loads((worktree / METRICS_FILE).read_text())
+        recorded_report = json.loads(files[TRAIN_REPORT] or "{}")
+        reproduced_report = json.loads((worktree / TRAIN_REPORT).read_text())
+        recorded_device = (recorded_report.get("device")
+                           or (run.data.tags.get("train.device") if run is not None else None) or "cpu")
+        reproduced_device = reproduced_report.get("device", "cpu")
+        kernels = {"recorded": recorded_kernels(recorded_report, run),
+                   "reproduced": reproduced_report.get("cpu_kernels")}
+        inexact = inexact_reason(recorded_device, reproduced_device, kernels["recorded"], kernels["reproduced"])
+        tolerance = audit_params.inexact_metric_tolerance if inexact else 0.0
+        checks = compare_hashes(recorded_lock, reproduced_lock) if recorded_lock else []
+        if files[METRICS_FILE]:
+            recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
+            checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
+        if run is not None:
+            logged = {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
+            checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")
+            checks += compare_run_record(run, worktree)
+        if inexact:
+            excuse_weights(checks, inexact, trained_paths(recorded_lock, reproduced_lock))
+    finally:
+        if not keep:
+            with contextlib.suppress(GitError):
+                provenance.git(repo, "worktree", "remove", "--force", str(worktree))
+            shutil.rmtree(worktree, ignore_errors=True)
+            provenance.git(repo, "worktree", "prune")
+    report = {
+        "target": target,
+        "commit": commit,
+        "run_id": run.info.run_id if run is not None else None,
+        "verdict": "pass" if all(c.ok for c in checks) else "fail",
+        "metric_tolerance": tolerance,
+        "inexact": inexact,
+        "devices": {"recorded": recorded_device, "reproduced": reproduced_device},
+        "cpu_kernels": kernels,
+        "linked_inputs": linked,
+        "pipeline_seconds": round(pipeline_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "environment": {
+            "recorded": ({k[len("version."):]: v for k, v in run.data.tags.items() if k.startswith("version.")}
+                         if run is not None else _pins(files["requirements.lock"])),
+            "reproduced": provenance.package_versions(),
+        },
+        "checks": [asdict(c) for c in checks],
+        "scratch": str(scratch),
+    }
+    out_dir = out_dir or scratch
+    storage.write_json(report, out_dir / "audit.json")
+    storage.write_text(markdown(report), out_dir / "audit.md")
+    report["report_files"] = [str(out_dir / "audit.json"), str(out_dir / "audit.md")]
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    checks = report["checks"]
+    failed = [c for c in checks if not c["ok"]]
+    lines = [
+        f"# Audit of {report['target']}",
+        "",
+        f"- commit: `{report['commit']}`" + (f" (MLflow run `{report['run_id']}`)" if report["run_id"] else ""),
+        f"- verdict: **{report['verdict'].upper()}**: {len(checks) - len(failed)} of {len(checks)} checks match",
+        f"- devices: recorded {report['devices']['recorded']}, reproduced {report['devices']['reproduced']}; "
+        f"CPU kernels: recorded {describe_kernels(report['cpu_kernels']['recorded'])}, "
+        f"reproduced {describe_kernels(report['cpu_kernels']['reproduced'])}",
+        f"- metric tolerance {report['metric_tolerance']}"
+        + (f": bits cannot match {report['inexact']}" if report["inexact"] else ": every bit must match"),
+        f"- pipeline re-run: {report['pipeline_seconds']} s; audit wall time {report['wall_seconds']} s",
+        "",
+    ]
+    if failed:
+        lines += ["## What differed", "", "| kind | name | recorded | reproduced | detail |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |"
+                  for c in failed]
+        lines.append("")
+    lines += ["## What matched", "", "| kind | name | value |", "| --- | --- | --- |"]
+    lines += [f"| {c['kind']} | `{c['name']}` | {c['reproduced']} |" for c in checks
+              if c["ok"] and c["recorded"] == c["reproduced"]]
+    excused = [c for c in checks if c["ok"] and c["recorded"] != c["reproduced"]]
+    if excused:
+        lines += ["", "## What differed within what this audit allows", "",
+                  "| kind | name | recorded | reproduced | detail |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |"
+                  for c in excused]
+    env = report["environment"]
+    lines += ["", "## Environment", "", "| package | recorded | audit |", "| --- | --- | --- |"]
+    for name in sorted(env["recorded"].keys() | env["reproduced"].keys()):
+        lines.append(f"| {name} | {env['recorded'].get(name, '')} | {env['reproduced'].get(name, '')} |")
+    return "\n".join(lines) + "\n"

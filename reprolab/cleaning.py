@@ -1,0 +1,402 @@
+"""Cleaning: raw rows -> normalised text, deduplicated, split train/val/test without leaks.
+
+Mail is parsed with the standard library's `email` package (MIME, transfer encodings, charsets);
+HTML-only bodies become text through selectolax. Exact duplicates (after normalisation) and near
+duplicates (MinHash LSH over word shingles) are rejected, keeping the first by id, so no text or
+its near twin can sit on both sides of a split. The split is stratified by label and seeded by a
+hash of each id, so adding a row never moves the others.
+
+It streams, so memory holds a batch, one row group per output and a few numbers per row,
+never the corpus's text:
+1. pass 1 cleans and fingerprints batches of raw rows on every core (SHA-1 of the casefolded text,
+   MinHash signature, LSH band hashes); texts and row-level rejects spill to a scratch Parquet file,
+   signatures to a scratch file read back only for rows that share an LSH band;
+2. duplicates are decided from the fingerprints in id order, whatever the input's order;
+3. splits are assigned from the kept rows' ids and labels, and pass 2 writes every row to its split
+   or to the rejects, in the raw file's order (ingest writes the source's order).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import email
+import email.errors
+import email.header
+import email.policy
+import functools
+import hashlib
+import itertools
+import multiprocessing
+import os
+import re
+import tempfile
+import threading
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasketch import MinHash, MinHashLSH
+from selectolax.lexbor import LexborHTMLParser
+from tqdm import tqdm
+
+from reprolab import paths, storage
+from reprolab.params import CleanParams, SplitParams
+
+SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string())])
+# Pass 1's output per raw row: the clean text, or the reason the row was rejected.
+SPILL_SCHEMA = pa.schema([("text", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+BATCH_ROWS = 1024
+
+# Zero-width and other format characters that survive NFKC but carry no text.
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
+_WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, control and invisible characters removed, whitespace runs folded to one space."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def html_to_text(html: str) -> str:
+    tree = LexborHTMLParser(html)
+    tree.strip_tags(["script", "style", "head", "noscript"])
+    node = tree.body or tree.root
+    return node.text(separator=" ") if node is not None else ""
+
+
+def _decode_part(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        payload = str(part.get_payload()).encode("utf-8", "replace")
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:  # an unknown or misspelt charset name: Latin-1 never fails
+        return payload.decode("latin-1")
+
+
+def mail_to_text(raw: bytes) -> str:
+    """Subject plus the readable body of a raw RFC 822 message (plain text preferred to HTML)."""
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    subject = message.get("Subject", "")
+    try:
+        subject = str(email.header.make_header(email.header.decode_header(subject)))
+    except (LookupError, UnicodeError, email.errors.HeaderParseError):
+        subject = str(subject)  # an undecodable encoded-word: keep it as written
+    plain: list[str] = []
+    html: list[str] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if (part.get("Content-Disposition") or "").lower().startswith("attachment"):
+            continue
+        target = html if part.get_content_subtype() == "html" else plain
+        target.append(_decode_part(part))
+    body = " ".join(plain) if plain else " ".join(html_to_text(h) for h in html)
+    return f"{subject}\n{body}"
+
+
+def shingles(text: str, size: int) -> set[bytes]:
+    words = _WORD.findall(text.casefold())
+    if len(words) <= size:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
+
+
+def clean_text(row: dict, p: CleanParams) -> tuple[str | None, tuple[str, str] | None]:
+    """(normalised text, None) for a usable raw row, or (None, (reason, detail)) for a reject."""
+    if p.reject_checksum_mismatch and row["checksum_status"] == "mismatch":
+        return None, ("checksum_mismatch", f"{row['source']}: bytes differ from the MD5 in its name")
+    try:
+        text = mail_to_text(row["raw"]) if row["kind"] == "mail" else row["raw"].decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a row-level reject
+        return None, ("unparseable", f"{type(exc).__name__}: {exc}"[:300])
+    text = normalise(text)[: p.max_chars].strip()
+    if not text:
+        return None, ("empty_text", "no text after MIME decoding and normalisation")
+    if len(text) < p.min_chars:
+        return None, ("too_short", f"{len(text)} chars < clean.min_chars={p.min_chars}")
+    return text, None
+
+
+@dataclass
+class Fingerprints:
+    """Pass 1's result for a batch of raw rows; rows without text get zero fingerprints."""
+
+    texts: list[str | None]
+    reasons: list[str | None]
+    details: list[str | None]
+    exact: np.ndarray  # (rows,) S20: SHA-1 of the casefolded text
+    signatures: np.ndarray  # (rows, permutations) uint32: MinHash of the word shingles
+    bands: np.ndarray  # (rows, LSH bands) uint64: hash of each band of the signature
+
+
+class Fingerprinter:
+    """Cleans and fingerprints batches of raw rows: pure, so batches can run on any core."""
+
+    def __init__(self, p: CleanParams):
+        self.p = p
+        # datasketch's choice of bands for the threshold, which minimises missed and false pairs.
+        self.band_ranges = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_permutations).hashranges
+        # Built once: a MinHash draws its permutations afresh otherwise, which costs more than hashing a text.
+        template = MinHash(num_perm=p.minhash_permutations, seed=1)
+        self.minhash_args = {"num_perm": p.minhash_permutations, "seed": 1, "scheme": template.scheme,
+                             "permutations": template.permutations}
+
+    def signature(self, text: str) -> np.ndarray:
+        minhash = MinHash(**self.minhash_args)
+        minhash.update_batch(list(shingles(text, self.p.shingle_words)))
+        return minhash.hashvalues.astype(np.uint32)
+
+    def __call__(self, batch: pa.RecordBatch) -> Fingerprints:
+        rows = batch.to_pylist()
+        out = Fingerprints([], [], [], np.zeros(len(rows), "S20"),
+                           np.zeros((len(rows), self.p.minhash_permutations), np.uint32),
+                           np.zeros((len(rows), len(self.band_ranges)), np.uint64))
+        for i, row in enumerate(rows):
+            text, problem = clean_text(row, self.p)
+            out.texts.append(text)
+            out.reasons.append(problem and problem[0])
+            out.details.append(problem and problem[1])
+            if text is None:
+                continue
+            out.exact[i] = hashlib.sha1(text.casefold().encode()).digest()
+            out.signatures[i] = signature = self.signature(text)
+            out.bands[i] = [int.from_bytes(hashlib.blake2b(signature[start:end].tobytes(), digest_size=8).digest(),
+                                           "little") for start, end in self.band_ranges]
+        return out
+
+
+EXACT_DUPLICATE, NEAR_DUPLICATE = 1, 2
+
+
+def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, bands: np.ndarray,
+                    signature_of: Callable[[int], np.ndarray], threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE), twin row (-1) and similarity.
+
+    Rows are taken in `rank` order (id order), so the first of twins is kept. An exact duplicate
+    repeats the casefolded text of an earlier row. A near duplicate has an estimated Jaccard at or
+    above `threshold` with an earlier kept row sharing an LSH band; its twin is the most similar
+    (then the first). Only rows sharing a band with another row reach the sequential part, and
+    `signature_of` reads just their signatures, so memory holds a few numbers per row.
+    """
+    n = len(rank)
+    verdict, twin, similarity = np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n)
+    rows = np.flatnonzero(eligible)
+    by_text = rows[np.lexsort((rank[rows], exact[rows]))]
+    first = np.r_[True, exact[by_text][1:] != exact[by_text][:-1]] if len(rows) else np.zeros(0, bool)
+    original = by_text[np.maximum.accumulate(np.where(first, np.arange(len(by_text)), 0))]
+    verdict[by_text[~first]], twin[by_text[~first]] = EXACT_DUPLICATE, original[~first]
+
+    # Each LSH bucket holding several distinct texts: its members in rank order.
+    distinct = by_text[first]
+    buckets: list[np.ndarray] = []
+    for band in range(bands.shape[1]):
+        ordered = distinct[np.lexsort((rank[distinct], bands[distinct, band]))]
+        values = bands[ordered, band]
+        edges = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True])
+        buckets += [ordered[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True) if b - a > 1]
+    members = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
+    bucket_of = np.repeat(np.arange(len(buckets)), [len(b) for b in buckets])
+    by_rank = np.lexsort((bucket_of, rank[members]))
+    kept_in: list[list[int]] = [[] for _ in buckets]
+    for row, grouped in itertools.groupby(zip(members[by_rank].tolist(), bucket_of[by_rank].tolist(),
+                                              strict=True), key=lambda pair: pair[0]):
+        own = [bucket for _, bucket in grouped]
+        candidates = {other for bucket in own for other in kept_in[bucket]}
+        if candidates:
+            signature = signature_of(row)
+            scores = {c: np.count_nonzero(signature == signature_of(c)) / len(signature) for c in candidates}
+            best = min(candidates, key=lambda c: (-scores[c], rank[c]))
+            if scores[best] >= threshold:
+                verdict[row], twin[row], similarity[row] = NEAR_DUPLICATE, best, scores[best]
+                continue
+        for bucket in own:
+            kept_in[bucket].append(row)
+    return verdict, twin, similarity
+
+
+def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray:
+    """The split of each row (an index into paths.SPLITS): stratified by label, ranked within a label
+    by a seeded hash of the id. Holds 32 bytes of key per row, never the ids as Python objects."""
+    keys = np.empty(len(ids), "S32")
+    for start in range(0, len(ids), storage.ROW_GROUP_SIZE):
+        chunk = ids.slice(start, storage.ROW_GROUP_SIZE).to_pylist()
+        keys[start : start + len(chunk)] = [hashlib.sha256(f"{p.seed}:{row_id}".encode()).digest() for row_id in chunk]
+    label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
+    splits = np.full(len(ids), paths.SPLITS.index("train"), np.int8)
+    for code in np.unique(label_codes):
+        rows = np.flatnonzero(label_codes == code)
+        ranked = rows[np.argsort(keys[rows])]
+        n_test = round(len(ranked) * p.test_fraction)
+        n_val = round(len(ranked) * p.val_fraction)
+        splits[ranked[:n_test]] = paths.SPLITS.index("test")
+        splits[ranked[n_test : n_test + n_val]] = paths.SPLITS.index("val")
+    return splits
+
+
+def fingerprint_all(raw: Path, rows: int, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
+    i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
+    batches = map(storage.detached, storage.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
+    eligible, exact, bands = [], [], []
+    progress = tqdm(total=rows, unit="rows", desc="clean: fingerprint", disable=None)
+    with storage.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
+            _executor(workers) as pool:
+        for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
+            sink.write(pa.table({"text": result.texts, "reason": result.reasons, "detail": result.details},
+                                schema=SPILL_SCHEMA))
+            signature_file.write(result.signatures.tobytes())
+            eligible.append(np.array([text is not None for text in result.texts], bool))
+            exact.append(result.exact)
+            bands.append(result.bands)
+            progress.update(len(result.texts))
+    progress.close()
+    return np.concatenate(eligible), np.concatenate(exact), np.concatenate(bands)
+
+
+def _executor(workers: int):
+    if workers == 1:
+        return contextlib.nullcontext(None)
+    # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_exit_with_stage, initargs=(os.getpid(),))
+
+
+def _exit_with_stage(stage: int) -> None:
+    """A worker of a stage that was killed (SIGKILL, OOM) exits instead of lingering with its memory.
+
+    Its parent is the forkserver, which outlives the stage while any worker does, so the worker
+    watches the stage process itself.
+    """
+
+    def stage_running() -> bool:
+        try:  # a zombie has exited; only its parent has not collected it yet
+            return Path(f"/proc/{stage}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def watch() -> None:
+        while stage_running():
+            time.sleep(1)
+        os._exit(1)
+
+    if Path("/proc/self/stat").exists():  # Linux; elsewhere workers end with the pool as usual
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator, in_flight: int) -> Iterator:
+    """fn over items in order, at most `in_flight` at a time (Executor.map would submit them all)."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams,
+               workers: int = 1) -> dict[str, Any]:
+    """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report."""
+    ids_and_labels = storage.read_parquet(raw, ["id", "label"])
+    ids = ids_and_labels.column("id").combine_chunks()
+    rank = np.empty(len(ids), np.int64)
+    rank[pc.sort_indices(ids).to_numpy()] = np.arange(len(ids))
+    fingerprint = Fingerprinter(p)
+    with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
+        spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
+        eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, workers, spill, signature_path)
+        size = p.minhash_permutations * 4
+        with open(signature_path, "rb") as signatures:
+            @functools.lru_cache(maxsize=65_536)
+            def signature_of(row: int) -> np.ndarray:
+                return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
+
+            verdict, twin, similarity = find_duplicates(rank, eligible, exact, bands, signature_of,
+                                                        p.near_duplicate_threshold)
+        del exact, bands
+        kept = np.flatnonzero(eligible & (verdict == 0))
+        split_of = np.full(len(ids), -1, np.int8)
+        split_of[kept] = assign_splits(ids.take(kept), ids_and_labels.column("label").combine_chunks().take(kept),
+                                       p.split)
+        return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
+
+
+def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
+                 verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array) -> dict[str, Any]:
+    """Pass 2: every row to its split (`split_of`: index into paths.SPLITS, -1 for none) or, with its
+    reason, to the rejects; returns the report."""
+    reasons: Counter[str] = Counter()
+    split_labels: dict[str, Counter[str]] = {name: Counter() for name in split_paths}
+    with contextlib.ExitStack() as stack:
+        sinks = {name: stack.enter_context(storage.parquet_sink(path, SPLIT_SCHEMA))
+                 for name, path in split_paths.items()}
+        rejects = stack.enter_context(storage.parquet_sink(rejects_path, storage.REJECT_SCHEMA))
+        start = 0
+        for raw_rows, spilled in zip(storage.iter_tables(raw, ["id", "source", "label", "raw"], BATCH_ROWS),
+                                     storage.iter_tables(spill, None, BATCH_ROWS), strict=True):
+            # Columns move by Arrow filters; Python objects are made for rejected rows only.
+            codes = split_of[start : start + raw_rows.num_rows]
+            for code, name in enumerate(paths.SPLITS):
+                in_split = codes == code
+                rows = raw_rows.filter(in_split)
+                sinks[name].write(pa.table({"id": rows["id"], "label": rows["label"],
+                                            "text": spilled["text"].filter(in_split)}, schema=SPLIT_SCHEMA))
+                split_labels[name].update(rows["label"].to_pylist())
+            rejected = np.flatnonzero(codes < 0)
+            spill_reasons = spilled["reason"].take(rejected).to_pylist()
+            spill_details = spilled["detail"].take(rejected).to_pylist()
+            details = []
+            for n, offset in enumerate(rejected.tolist()):
+                i = start + offset
+                if spill_reasons[n]:
+                    details.append(spill_details[n])
+                elif verdict[i] == EXACT_DUPLICATE:
+                    spill_reasons[n] = "exact_duplicate"
+                    details.append(f"same text as {ids[twin[i]]}")
+                else:
+                    spill_reasons[n] = "near_duplicate"
+                    details.append(f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}")
+            reasons.update(spill_reasons)
+            rows = raw_rows.take(rejected)
+            rejects.write(pa.table({"id": rows["id"], "source": rows["source"],
+                                    "stage": pa.repeat("clean", len(rejected)), "reason": spill_reasons,
+                                    "detail": details, "label": rows["label"], "raw": rows["raw"]},
+                                   schema=storage.REJECT_SCHEMA))
+            start += raw_rows.num_rows
+        # Checked before the outputs replace the previous ones: rows in = rows kept + rows rejected.
+        written = {name: sink.rows for name, sink in sinks.items()} | {"rejects": rejects.rows}
+        assigned = {name: int((split_of == code).sum()) for code, name in enumerate(paths.SPLITS)} \
+            | {"rejects": int((split_of < 0).sum())}
+        if start != len(split_of) or written != assigned:
+            raise AssertionError(f"clean lost rows: {len(split_of)} rows in, {start} read; "
+                                 f"wrote {written}, assigned {assigned}")
+    return {
+        "rows_in": start,
+        "rows_kept": int((split_of >= 0).sum()),
+        "rows_rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "splits": {name: {"rows": sum(counts.values()), **dict(sorted(counts.items()))}
+                   for name, counts in split_labels.items()},
+    }
+

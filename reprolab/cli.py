@@ -1,0 +1,98 @@
+"""`reprolab`: the project's own verbs. The pipeline itself is always plain `dvc repro`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from reprolab import provenance, tracking
+from reprolab.errors import run_stage
+from reprolab.process_settings import configure_process
+
+
+def ui(port: int) -> None:
+    """The MLflow UI on the default store, bound to 127.0.0.1 only."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(),
+           "--host", "127.0.0.1", "--port", str(port)]
+    print(" ".join(cmd))
+    subprocess.run(cmd, check=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    configure_process()
+    parser = argparse.ArgumentParser(prog="reprolab", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    vendor = verbs.add_parser("vendor-model", help="copy a model into the repo for offline, hashed use")
+    vendor.add_argument("source", help="local dir, installed package carrying a model, or hub name")
+    vendor.add_argument("dest", type=Path)
+    pack = verbs.add_parser("pack-corpus", help="pack a folder corpus into one reproducible tar for ingest")
+    pack.add_argument("source", type=Path)
+    pack.add_argument("dest", type=Path)
+    ui_parser = verbs.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui_parser.add_argument("--port", type=int, default=5000)
+    verbs.add_parser("env", help="print the package versions and tracking store this run would record")
+    audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
+    audit_parser.add_argument("target", help="git revision or MLflow run id")
+    audit_parser.add_argument("--out", type=Path, help="where to write audit.md and audit.json")
+    audit_parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
+    trace_parser = verbs.add_parser("trace", help="print the lineage of an MLflow run")
+    trace_parser.add_argument("run_id")
+    trace_parser.add_argument("--json", action="store_true")
+    verbs.add_parser("replay", help="send tracking records kept during an MLflow outage to the store")
+    compare_parser = verbs.add_parser("compare", help="offline Markdown/HTML report of revisions side by side")
+    compare_parser.add_argument("revs", nargs="+", help="git revisions; `workspace` for the working tree")
+    compare_parser.add_argument("--out", type=Path, default=Path("compare"))
+    args = parser.parse_args(argv)
+    run_stage(lambda: _dispatch(args), timed=False)
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.verb == "vendor-model":
+        from reprolab.vendoring import vendor_model
+
+        print(f"vendored {args.source} -> {vendor_model(args.source, args.dest)}")
+    elif args.verb == "pack-corpus":
+        from reprolab.vendoring import pack_corpus
+
+        print(f"packed {args.source} -> {pack_corpus(args.source, args.dest)}")
+    elif args.verb == "ui":
+        ui(args.port)
+    elif args.verb == "audit":
+        from reprolab.audit import audit
+
+        report = audit(Path.cwd(), args.target, args.out, args.keep)
+        for check in report["checks"]:
+            if not check["ok"]:
+                print(f"DIFFERS {check['kind']} {check['name']}: recorded {check['recorded']}, "
+                      f"reproduced {check['reproduced']} {check['detail']}".rstrip())
+        if report["inexact"]:
+            print(f"weights cannot match bit for bit {report['inexact']}: "
+                  f"metrics compared within {report['metric_tolerance']}")
+        print(f"audit {report['verdict'].upper()}: {report['commit'][:12]} in {report['wall_seconds']} s; "
+              f"report: {' '.join(report['report_files'])}")
+        if report["verdict"] != "pass":
+            sys.exit(1)
+    elif args.verb == "trace":
+        from reprolab.lineage import format_trace, trace
+
+        info = trace(args.run_id)
+        print(json.dumps(info, indent=2) if args.json else format_trace(info))
+    elif args.verb == "compare":
+        from reprolab.compare import compare
+
+        for kind, path in compare(Path.cwd(), args.revs, args.out).items():
+            print(f"{kind}: {path}")
+    elif args.verb == "replay":
+        sent = tracking.replay()
+        print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
+    elif args.verb == "env":
+        print(f"tracking: {tracking.tracking_uri()}")
+        for name, version in provenance.package_versions().items():
+            print(f"{name}=={version}")
+
+
+if __name__ == "__main__":
+    main()

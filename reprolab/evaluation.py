@@ -1,0 +1,154 @@
+"""Evaluation: scores of the fine-tuned model and of a TF-IDF + logistic-regression baseline.
+
+Metrics (accuracy, macro-F1, per-class precision/recall/F1, ROC-AUC, PR-AUC), per-row predictions
+and ROC / PR curve points as DVC plot data, and PNG figures drawn offline with matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import label_binarize
+
+from reprolab import storage
+from reprolab.figures import save_png
+from reprolab.params import BaselineParams
+
+
+def _scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, score) for curves and AUCs: the positive class when binary, else micro-averaged."""
+    if probs.shape[1] == 2:
+        return labels == 1, probs[:, 1]
+    onehot = label_binarize(labels, classes=list(range(probs.shape[1])))
+    return onehot.ravel().astype(bool), probs.ravel()
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class P/R/F1 and support, ROC-AUC and PR-AUC (when both classes occur)."""
+    predicted = probs.argmax(axis=1)
+    classes = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    metrics: dict[str, Any] = {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(names)
+        },
+    }
+    truth, score = _scores(labels, probs)
+    if truth.any() and not truth.all():
+        metrics["roc_auc"] = float(roc_auc_score(truth, score))
+        metrics["pr_auc"] = float(average_precision_score(truth, score))
+    return metrics
+
+
+def top_terms(texts: list[str], ngram_max: int, max_features: int) -> list[str]:
+    """The `max_features` most frequent word n-grams, equal counts broken by the term itself.
+
+    sklearn's own `max_features` cut breaks ties with an unstable argsort whose order depends on the
+    SIMD sort numpy dispatches to (AVX-512 or not), so the same data gave a different vocabulary, and
+    so different baseline metrics, on different CPUs. A stable sort over the alphabetical vocabulary
+    picks the same terms everywhere."""
+    counter = CountVectorizer(ngram_range=(1, ngram_max))
+    counts = np.asarray(counter.fit_transform(texts).sum(axis=0)).ravel()
+    alphabetical = counter.get_feature_names_out()
+    return sorted(alphabetical[np.argsort(-counts, kind="stable")[:max_features]].tolist())
+
+
+def baseline_probs(train_texts: list[str], train_labels: list[int], test_texts: list[str],
+                   p: BaselineParams, num_labels: int) -> np.ndarray:
+    """TF-IDF (word n-grams, sublinear tf) + logistic regression: the classical peer."""
+    vocabulary = top_terms(train_texts, p.ngram_max, p.max_features)
+    model = make_pipeline(
+        TfidfVectorizer(vocabulary=vocabulary, ngram_range=(1, p.ngram_max), sublinear_tf=True),
+        LogisticRegression(C=p.C, max_iter=2000),
+    )
+    model.fit(train_texts, train_labels)
+    probs = np.zeros((len(test_texts), num_labels))
+    probs[:, model.classes_] = model.predict_proba(test_texts)
+    return probs
+
+
+def curve_csv(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray) -> str:
+    return storage.csv_text([x_name, y_name], [[float(a), float(b)] for a, b in zip(x, y, strict=True)])
+
+
+def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> str:
+    """One row per test example; ids and labels come from user data, so cells are guarded."""
+    rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max())]
+            for row_id, label, prob in zip(ids, labels, probs, strict=True)]
+    return storage.csv_text(["id", "actual", "predicted", "score"], rows)
+
+
+def plot_data(ids: list[str], labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, str]:
+    """DVC plot files (name -> CSV) per model: ROC and PR curve points and per-row predictions. The
+    curves are undefined, like the AUCs, where the test split holds one class: header only then."""
+    files = {}
+    for model, probs in results.items():
+        truth, score = _scores(labels, probs)
+        fpr = tpr = precision = recall = np.zeros(0)
+        if truth.any() and not truth.all():
+            fpr, tpr, _ = roc_curve(truth, score)
+            precision, recall, _ = precision_recall_curve(truth, score)
+        files[f"roc_{model}.csv"] = curve_csv("fpr", "tpr", fpr, tpr)
+        files[f"pr_{model}.csv"] = curve_csv("recall", "precision", recall, precision)
+        files[f"test_predictions_{model}.csv"] = predictions_csv(ids, labels, probs, names)
+    return files
+
+
+def draw_figures(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
+    files = []
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
+    for ax, (model, probs) in zip(np.atleast_1d(axes), results.items(), strict=True):
+        matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(names))))
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if count > matrix.max() / 2 else "black")
+        ax.set(title=f"{model}: confusion matrix", xlabel="predicted", ylabel="actual",
+               xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names)
+    files.append(save_png(fig, out / "confusion_matrix.png"))
+    for kind in ("roc", "pr"):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for model, probs in results.items():
+            truth, score = _scores(labels, probs)
+            if truth.all() or not truth.any():
+                continue
+            if kind == "roc":
+                fpr, tpr, _ = roc_curve(truth, score)
+                ax.plot(fpr, tpr, label=f"{model} (AUC {roc_auc_score(truth, score):.3f})")
+                ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+            else:
+                precision, recall, _ = precision_recall_curve(truth, score)
+                ax.plot(recall, precision, label=f"{model} (AP {average_precision_score(truth, score):.3f})")
+                ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+        ax.legend(loc="lower right" if kind == "roc" else "lower left")
+        files.append(save_png(fig, out / f"{kind}.png"))
+    return files
+
+
+
+def scores(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
+    """metrics.json: each model's classification metrics on the same test rows, and their count."""
+    return {model: classification_metrics(labels, probs, names) for model, probs in results.items()} \
+        | {"test_rows": len(labels)}

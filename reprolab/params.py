@@ -1,0 +1,242 @@
+"""Typed, validated view of params.yaml.
+
+Every stage calls `load_params()` first: an unknown or misspelt key, a wrong type or an out-of-range
+value stops the stage before any work, with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reprolab.errors import StageError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(StageError):
+    """params.yaml is missing, unreadable or invalid."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class IngestParams(Section):
+    # spam_assassin: the npm corpus layout (group folders of raw mails with MD5 file names);
+    # mail_dir: any folder of raw mail files, label from the first folder level;
+    # csv / jsonl / parquet: one table with text and label columns.
+    format: Literal["spam_assassin", "mail_dir", "csv", "jsonl", "parquet"]
+    path: str
+    labels: list[str] = Field(min_length=2)
+    # Folder name -> label, for spam_assassin and mail_dir.
+    folder_labels: dict[str, str] = {}
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    max_text_bytes: int = Field(1_000_000, gt=0)
+    # Deterministic subsample for quick runs: at most this many rows per label (null: all rows).
+    max_rows_per_label: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _labels_known(self) -> IngestParams:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {self.labels}")
+        unknown = sorted(set(self.folder_labels.values()) - set(self.labels))
+        if unknown:
+            raise ValueError(f"folder_labels maps to {unknown}, which are not in labels {self.labels}")
+        if self.format in ("spam_assassin", "mail_dir") and not self.folder_labels:
+            raise ValueError(f"format {self.format!r} takes its labels from folders: set folder_labels")
+        return self
+
+
+class SplitParams(Section):
+    val_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+    seed: int
+
+
+class CleanParams(Section):
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(gt=0)
+    reject_checksum_mismatch: bool = True
+    # Estimated Jaccard similarity of word shingles at or above which two texts are near duplicates.
+    near_duplicate_threshold: float = Field(gt=0, le=1)
+    shingle_words: int = Field(ge=1)
+    minhash_permutations: int = Field(ge=16, le=1024)
+    # Processes that clean and fingerprint rows; 0: one per core. Outputs do not depend on it.
+    workers: int = Field(0, ge=0)
+    split: SplitParams
+
+
+class ModelParams(Section):
+    # A local Hugging Face model directory (the reproducible choice: DVC hashes its files),
+    # or a hub name when HF_HUB_OFFLINE=0.
+    name_or_path: str
+
+
+class TokenizeParams(Section):
+    max_length: int = Field(ge=8, le=8192)
+    truncation_side: Literal["right", "left"]
+    batch_size: int = Field(gt=0)
+
+
+class AugmentParams(Section):
+    enabled: bool
+    seed: int
+    # Share of training examples that get augmented copies (EDA, Wei & Zou 2019).
+    fraction: float = Field(ge=0, le=1)
+    copies_per_example: int = Field(ge=1, le=16)
+    synonym_replacement: float = Field(ge=0, le=1)
+    random_insertion: float = Field(ge=0, le=1)
+    random_swap: float = Field(ge=0, le=1)
+    random_deletion: float = Field(ge=0, le=1)
+    # Only the words the tokenizer can keep matter; augmenting the rest is wasted work.
+    max_words: int = Field(ge=1)
+
+
+class TrainParams(Section):
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    mixed_precision: Literal["auto", "no", "bf16"]
+    # Compile the training forward and backward with torch.compile (inductor). Pays on GPUs over long
+    # runs; the first steps, and every new batch shape's, wait for compilation.
+    torch_compile: bool
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"]
+    warmup_ratio: float = Field(ge=0, lt=1)
+    max_grad_norm: float = Field(gt=0)
+    early_stopping_patience: int = Field(ge=1)
+    # dynamic: pad each batch to its longest row; max_length: pad every batch to tokenize.max_length.
+    padding: Literal["dynamic", "max_length"]
+    group_by_length: bool
+    max_train_samples: int | None = Field(None, gt=0)
+    num_threads: int | None = Field(None, ge=1)  # per process
+    # More than 1: the stage relaunches itself under torchrun, data-parallel (DDP; gloo on CPU, NCCL on GPUs).
+    num_processes: int = Field(ge=1)
+    log_every_steps: int = Field(ge=1)
+    # Checkpoint every N optimizer steps (0: only at epoch ends); SIGINT/SIGTERM always save one.
+    checkpoint_every_steps: int = Field(ge=0)
+
+
+class BaselineParams(Section):
+    max_features: int = Field(gt=0)
+    ngram_max: int = Field(ge=1, le=3)
+    C: float = Field(gt=0)
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+    baseline: BaselineParams
+
+
+class AuditParams(Section):
+    # Where bits cannot match, a result is reproduced when its metrics match within this: on CUDA (bf16
+    # autocast and atomics are not bit-stable), or on CPU kernels other than those that recorded it
+    # (an aarch64 audit of an x86-64 result, or REPROLAB_CPU_KERNELS=native on AVX-512). Otherwise
+    # every hash and metric must match exactly. Revisions before it was renamed call it cuda_metric_tolerance.
+    inexact_metric_tolerance: float = Field(ge=0, le=1, validation_alias=AliasChoices(
+        "inexact_metric_tolerance", "cuda_metric_tolerance"))
+
+
+class Params(Section):
+    ingest: IngestParams
+    clean: CleanParams
+    model: ModelParams
+    tokenize: TokenizeParams
+    augment: AugmentParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    audit: AuditParams
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, error["loc"][:-1])
+        return f"{key}: unknown key (allowed here: {', '.join(allowed)})"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], parent: tuple) -> list[str]:
+    for part in parent:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, Params) for e in exc.errors())
+        raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
+
+
+def parse_audit_params(raw: Any, source: str) -> AuditParams | None:
+    """A revision's audit section alone (None where it has none): its other sections may predate or
+    postdate today's schema, and must not stop an audit of that revision."""
+    section = raw.get("audit") if isinstance(raw, dict) else None
+    if section is None:
+        return None
+    try:
+        return AuditParams.model_validate(section)
+    except ValidationError as exc:
+        problems = "\n  ".join(f"audit.{_describe(e, AuditParams)}" for e in exc.errors())
+        raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
+
+
+def load_params(path: str | Path = PARAMS_FILE, check_paths: bool = True) -> Params:
+    """params.yaml, validated; with `check_paths`, the paths it names must exist (a stage's view)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    params = parse_params(raw, str(path))
+    if check_paths:
+        _check_paths(params, str(path))
+    return params
+
+
+def _check_paths(params: Params, source: str) -> None:
+    model = Path(params.model.name_or_path).expanduser()
+    looks_local = model.is_absolute() or params.model.name_or_path.startswith((".", "~", "models/"))
+    if looks_local and not model.is_dir():
+        raise ParamsError(f"{source}: model.name_or_path: directory {model} does not exist "
+                          "(a local Hugging Face model directory; `make setup` vendors the default)")
+    if not Path(params.ingest.path).exists():
+        raise ParamsError(f"{source}: ingest.path: {params.ingest.path} does not exist "
+                          "(for the default corpus run `make setup`)")
+
+
+def flatten(params: Params) -> dict[str, str]:
+    """Dotted keys -> string values, for MLflow (which caps a param value at 250 characters)."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            text = "null" if value is None else str(value)
+            flat[prefix] = text if len(text) <= 250 else text[:240] + "...[cut]"
+
+    walk("", params.model_dump())
+    return flat

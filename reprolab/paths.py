@@ -1,0 +1,34 @@
+"""Every file the stages hand to each other and report: the contract that dvc.yaml declares."""
+
+from pathlib import Path
+
+RAW = Path("data/raw/raw.parquet")
+REJECTS_DIR = Path("data/rejects")
+CLEAN_DIR = Path("data/clean")
+TOKENS_DIR = Path("data/tokens")
+TOKENIZER_IDENTITY = TOKENS_DIR / "tokenizer_identity.json"
+AUGMENTED = Path("data/augmented/train.parquet")
+MODEL_DIR = Path("models/model")
+CHECKPOINT_ROOT = Path("checkpoints/train")  # outside DVC's outputs, which DVC deletes before a re-run
+REPORTS = Path("reports")
+INGEST_REPORT = REPORTS / "ingest.json"
+DATA_REPORT = REPORTS / "data.json"
+TRAIN_REPORT = REPORTS / "train.json"
+METRICS = REPORTS / "metrics.json"
+PLOTS = REPORTS / "plots"
+TRAIN_HISTORY = PLOTS / "train_history.csv"
+FIGURES = REPORTS / "figures"
+
+SPLITS = ("train", "val", "test")
+
+
+def clean_split(split: str) -> Path:
+    return CLEAN_DIR / f"{split}.parquet"
+
+
+def token_split(split: str) -> Path:
+    return TOKENS_DIR / f"{split}.parquet"
+
+
+def rejects(stage: str) -> Path:
+    return REJECTS_DIR / f"{stage}.parquet"

@@ -1,0 +1,92 @@
+"""Where a result came from: git commit and dirty state, DVC experiment, data hashes, packages."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from reprolab.errors import StageError
+
+# Files a pipeline run rewrites itself: their changes do not make the code or params dirty.
+_RUN_OUTPUT_PREFIXES = ("dvc.lock", "reports/")
+
+PACKAGES = (
+    "torch", "transformers", "tokenizers", "safetensors", "mlflow", "dvc", "pandas", "pyarrow",
+    "numpy", "scikit-learn", "datasketch", "selectolax", "wn", "pydantic",
+)
+
+
+def repo_root() -> Path:
+    """The DVC repo root; under `dvc exp run --temp` DVC points DVC_ROOT at the parent repo."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+class GitError(StageError):
+    """A git command failed (or git is missing); the message is git's own."""
+
+
+def git(repo: Path | None, *args: str) -> str:
+    """The output of `git -C repo ARGS` (the current directory's repository for None)."""
+    where = ["-C", str(repo)] if repo is not None else []
+    try:
+        done = subprocess.run(["git", *where, *args], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GitError(f"git {' '.join(args)}: {exc}") from None
+    if done.returncode:
+        raise GitError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def git_show(repo: Path, rev: str, path: str) -> str | None:
+    """A file's text at a revision, or None where the revision does not hold it."""
+    try:
+        return git(repo, "show", f"{rev}:{path}")
+    except GitError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        return git(None, "rev-parse", "HEAD").strip()
+    except GitError:
+        return None
+
+
+def git_dirty_paths() -> list[str]:
+    """Tracked files changed against HEAD, outside what a pipeline run rewrites itself."""
+    try:
+        status = git(None, "status", "--porcelain", "--untracked-files=no")
+    except GitError:
+        return []
+    paths = [line[3:] for line in status.splitlines() if line.strip()]  # "XY path"
+    return [p for p in paths if not p.startswith(_RUN_OUTPUT_PREFIXES)]
+
+
+def dvc_experiment() -> dict[str, str]:
+    """DVC sets these when a stage runs under `dvc exp run` (workspace, --temp or --queue)."""
+    names = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.exp_baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def cpu_kernels() -> dict[str, str]:
+    """Which SIMD kernels the CPU numerics ran on (see reprolab.process_settings): portable AVX2 or native."""
+    kernels = {"kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "machine": platform.machine()}
+    torch = sys.modules.get("torch")  # only where the stage loaded it: importing torch costs seconds
+    if torch is not None:
+        kernels["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    return kernels
+

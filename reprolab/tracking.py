@@ -1,0 +1,276 @@
+"""MLflow tracking for the stages and the `reprolab` verbs.
+
+Default store: sqlite in the repo root (`DVC_ROOT` under `dvc exp run`, so temp experiment
+workspaces do not lose their runs), artifacts beside it; `MLFLOW_TRACKING_URI` overrides it.
+Each stage run carries the git commit and dirty state, the DVC experiment, package versions, every
+param, and the DVC md5 of each input as its MLflow dataset digest (MLflow's own digest hashes only
+the first rows). Evaluate logs into the train run that produced the model it scores, found by the
+model's weights hash, so one run holds params, training curves, test metrics and the model.
+
+A tracking outage never costs a run: `StageRun` writes through to MLflow while it answers and
+otherwise keeps the whole record in a local spool (`.reprolab/spool/`), which `reprolab replay`
+sends to the store later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from reprolab import provenance, storage
+from reprolab.params import Params, flatten
+
+EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
+MODEL_DIGEST_TAG = "reprolab.model_md5"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{provenance.repo_root() / 'mlflow.db'}"
+
+
+def spool_dir() -> Path:
+    return provenance.repo_root() / ".reprolab" / "spool"
+
+
+def connect():
+    """The mlflow module pointed at the store and the experiment (created on first use)."""
+    import mlflow
+
+    uri = tracking_uri()
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    # mlflow mirrors the URI into MLFLOW_TRACKING_URI; put back what the user chose, so that a later call
+    # for another repository in this process (a notebook, the tests) resolves that repository's store.
+    if chosen is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            # Absolute, beside the store: MLflow's default (./mlruns) would land in the cwd.
+            location = (provenance.repo_root() / "mlartifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow
+
+
+def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested metrics -> dotted numeric leaves (lists and text are not MLflow metrics)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flat_metrics(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name.replace(" ", "_")] = float(value)
+    return flat
+
+
+def run_tags(stage: str) -> dict[str, str]:
+    dirty = provenance.git_dirty_paths()
+    tags = {
+        "reprolab.stage": stage,
+        "git.commit": provenance.git_commit() or "unknown",
+        "git.dirty": str(bool(dirty)).lower(),
+        **provenance.dvc_experiment(),
+        **{f"cpu.{k}": v for k, v in provenance.cpu_kernels().items()},
+        **{f"version.{k}": v for k, v in provenance.package_versions().items()},
+    }
+    if dirty:
+        tags["git.dirty_paths"] = ",".join(dirty)[:4900]
+    return tags
+
+
+def _dataset(path: str, digest: str):
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(Path(path).resolve().as_uri())
+    return MetaDataset(source=source, name=path, digest=digest)
+
+
+def _log_model(mlflow, model_dir: Path) -> None:
+    """The fine-tuned model as an MLflow transformers pipeline, reloadable offline.
+
+    Requirements are given explicitly: MLflow's inference imports packages this project lacks.
+    """
+    from transformers import pipeline
+
+    versions = provenance.package_versions()
+    classifier = pipeline("text-classification", model=str(model_dir), device="cpu")
+    mlflow.transformers.log_model(
+        transformers_model=classifier,
+        name="model",
+        pip_requirements=[f"{pkg}=={versions[pkg]}" for pkg in ("torch", "transformers", "tokenizers")],
+    )
+
+
+class StageRun:
+    """One stage's MLflow run that survives a tracking outage.
+
+    Every call is recorded locally and written through to MLflow. The first MLflow failure (server
+    down, sqlite locked) switches the run to offline: the user is told, and at `close()` the whole
+    record, artifacts included, goes to the spool for `reprolab replay`.
+    """
+
+    def __init__(self, stage: str, record: dict[str, Any] | None = None):
+        self.stage = stage
+        self.record = record or {"stage": stage, "resume_run_id": None, "tags": {}, "params": {},
+                                 "metrics": [], "inputs": [], "artifacts": [], "model_dir": None}
+        self.spool = spool_dir() / f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:8]}"
+        self.mlflow = None
+        self.run_id: str | None = None
+        self.offline_reason: str | None = None
+
+    @classmethod
+    def start(cls, stage: str, params: Params | None = None, inputs: Mapping[str, Path] | None = None,
+              resume_run_id: str | None = None) -> StageRun:
+        run = cls(stage)
+        run.record["resume_run_id"] = resume_run_id
+        run._call(run._open)
+        if resume_run_id is None:
+            run.set_tags(run_tags(stage))
+            if params is not None:
+                run.log_params(flatten(params))
+        for context, path in (inputs or {}).items():
+            run.log_input(str(path), storage.file_md5(path), context)
+        return run
+
+    def _open(self) -> None:
+        self.mlflow = connect()
+        active = self.mlflow.start_run(run_id=self.record["resume_run_id"],
+                                       run_name=None if self.record["resume_run_id"] else self.stage)
+        self.run_id = active.info.run_id
+
+    def _call(self, action, *args) -> None:
+        if self.offline_reason is not None:
+            return
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - any store failure means: keep the record locally
+            self.offline_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            print(f"tracking: WARNING the MLflow store {tracking_uri()} failed ({self.offline_reason}). "
+                  f"The stage goes on; its record is kept in {self.spool} - send it later with "
+                  "`reprolab replay`.", file=sys.stderr)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.record["tags"].update(tags)
+        self._call(lambda: self.mlflow.set_tags(dict(tags)))
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        self.record["params"].update(params)
+        self._call(lambda: self.mlflow.log_params(dict(params)))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.record["metrics"] += [[k, float(v), step, now] for k, v in metrics.items()]
+        self._call(lambda: self.mlflow.log_metrics(dict(metrics), step=step))
+
+    def log_input(self, path: str, digest: str, context: str) -> None:
+        self.record["inputs"].append({"path": path, "digest": digest, "context": context})
+        self._call(lambda: self.mlflow.log_input(_dataset(path, digest), context=context))
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.record["artifacts"].append([str(path), artifact_path])
+        self._call(lambda: self.mlflow.log_artifact(str(path), artifact_path=artifact_path))
+
+    def log_outputs(self, outputs: list[Path], prefix: str = "output") -> None:
+        self.set_tags({f"{prefix}.{path}": storage.file_md5(path) for path in outputs if path.is_file()})
+
+    def log_model(self, model_dir: Path) -> None:
+        self.record["model_dir"] = str(model_dir)
+        self._call(lambda: _log_model(self.mlflow, model_dir))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.offline_reason is None:
+            self._call(lambda: self.mlflow.end_run(status=status))
+        if self.offline_reason is not None:
+            self._write_spool()
+
+    def _write_spool(self) -> None:
+        """The record plus copies of its artifacts and model, so later edits cannot change them."""
+        files = self.spool / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        for i, (path, artifact_path) in enumerate(self.record["artifacts"]):
+            copy = files / f"{i}-{Path(path).name}"
+            shutil.copy2(path, copy)
+            self.record["artifacts"][i] = [str(copy), artifact_path]
+        if self.record["model_dir"]:
+            copy = files / "model"
+            shutil.copytree(self.record["model_dir"], copy)
+            self.record["model_dir"] = str(copy)
+        self.record["offline_reason"] = self.offline_reason
+        storage.write_json(self.record, self.spool / "record.json")
+
+    def __enter__(self) -> StageRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("FINISHED" if exc_type is None else "FAILED")
+
+
+def log_stage(stage: str, params: Params, outputs: list[Path], metrics: Mapping[str, Any],
+              inputs: Mapping[str, Path] | None = None) -> None:
+    """Record a data stage: its params, inputs, output hashes and report."""
+    with StageRun.start(stage, params, inputs) as run:
+        run.log_metrics(flat_metrics(metrics))
+        run.log_outputs(outputs)
+        for path in outputs:
+            if path.suffix == ".json":
+                run.log_artifact(path, "reports")
+
+
+def find_run_for_model(model_md5: str) -> str | None:
+    """The latest train run whose saved weights have this md5 (None when the store is unreachable)."""
+    try:
+        mlflow = connect()
+        runs = mlflow.search_runs(
+            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}'",
+            order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+        )
+    except Exception:  # noqa: BLE001 - the evaluate record then goes to the spool on its own
+        return None
+    return runs[0].info.run_id if runs else None
+
+
+def replay(spool: Path | None = None) -> list[str]:
+    """Send every spooled record to the tracking store; each one sent is removed from the spool."""
+    spool = spool or spool_dir()
+    sent = []
+    for record_file in sorted(spool.glob("*/record.json")):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        resume = record["resume_run_id"]
+        if resume is None and record["tags"].get(MODEL_DIGEST_TAG) and record["stage"] == "evaluate":
+            resume = find_run_for_model(record["tags"][MODEL_DIGEST_TAG])
+        mlflow = connect()
+        # Joining an existing run adds to it; its own tags and params stay as they are.
+        existing = mlflow.get_run(resume).data if resume else None
+        with mlflow.start_run(run_id=resume, run_name=None if resume else record["stage"]) as active:
+            tags = {**record["tags"], f"reprolab.replayed.{record['stage']}": record_file.parent.name}
+            mlflow.set_tags({k: v for k, v in tags.items() if existing is None or k not in existing.tags})
+            params = {k: v for k, v in record["params"].items() if existing is None or k not in existing.params}
+            if params:
+                mlflow.log_params(params)
+            from mlflow.entities import Metric
+
+            metrics = [Metric(key, value, timestamp, step or 0) for key, value, step, timestamp in record["metrics"]]
+            for start in range(0, len(metrics), 1000):
+                mlflow.MlflowClient().log_batch(active.info.run_id, metrics=metrics[start : start + 1000])
+            for item in record["inputs"]:
+                mlflow.log_input(_dataset(item["path"], item["digest"]), context=item["context"])
+            for path, artifact_path in record["artifacts"]:
+                mlflow.log_artifact(path, artifact_path=artifact_path)
+            if record["model_dir"]:
+                _log_model(mlflow, Path(record["model_dir"]))
+            sent.append(active.info.run_id)
+        shutil.rmtree(record_file.parent)
+    return sent

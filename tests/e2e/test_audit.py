@@ -1,0 +1,120 @@
+"""`reprolab audit` on a copy of the published reduced project (its source mails are in git): the
+published run passes, every bit, which also proves a cold re-run of every stage gives the same bytes;
+audited on other CPU kernels, the metrics decide. (How each kind of difference is
+reported is checked on the comparison functions in unit/test_audit_checks.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reprolab.audit import AuditError, audit, recorded_files
+from reprolab.errors import StageError
+from tests.conftest import commit, run, update_params
+
+
+def failed(report: dict) -> dict[tuple[str, str], dict]:
+    return {(c["kind"], c["name"]): c for c in report["checks"] if not c["ok"]}
+
+
+def train_runs(project):
+    """The project's train runs, oldest first: one at the commit before its results, one at the commit
+    holding them (see tests/conftest.py `Published`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reprolab").experiment_id
+    return client, client.search_runs([experiment], filter_string="tags.`reprolab.stage` = 'train'",
+                                      order_by=["attributes.start_time ASC"])
+
+
+def test_published_run_passes_every_bit_and_its_mlflow_record(published, project, tmp_path, monkeypatch):
+    """Audited by the MLflow run id of a train run at the results' commit: every hash of its dvc.lock
+    and every metric of its reports (so a cold re-run of all six stages gives the same bytes), and the
+    run's own record (logged test metrics, input digests, the weights' md5)."""
+    monkeypatch.chdir(project)
+    client, (_, train) = train_runs(project)
+    runs_before = len(client.search_runs([train.info.experiment_id]))
+    report = audit(project, train.info.run_id, tmp_path)
+    assert report["verdict"] == "pass", failed(report)
+    assert report["commit"] == train.data.tags["git.commit"] == published.commit
+    assert report["inexact"] == "" and report["metric_tolerance"] == 0.0  # every hash and metric exact
+    kinds = {(c["kind"], c["name"]) for c in report["checks"]}
+    assert {("output", "train:models/model"), ("output", "evaluate:reports/metrics.json"),
+            ("output", "ingest:data/raw/raw.parquet"), ("dependency", "evaluate:models/model"),
+            ("metric", "transformer.macro_f1"), ("mlflow_metric", "transformer.macro_f1"),
+            ("mlflow_model", "models/model/model.safetensors"), ("mlflow_input", "data/tokens/train.parquet")} <= kinds
+    assert "PASS" in (tmp_path / "audit.md").read_text()
+    assert json.loads((tmp_path / "audit.json").read_text())["commit"] == published.commit
+    assert report["environment"]["recorded"]["torch"] == train.data.tags["version.torch"]
+    # The user's working copy, worktree list and MLflow history are untouched.
+    assert run(["git", "status", "--porcelain"], project) == ""
+    assert len(run(["git", "worktree", "list"], project).splitlines()) == 1
+    assert len(client.search_runs([train.info.experiment_id])) == runs_before
+
+
+def test_a_run_recorded_before_its_results_were_committed_is_judged_on_its_mlflow_record(project):
+    """Its commit has no dvc.lock: the audit compares against MLflow's record instead of refusing."""
+    _, (first, _) = train_runs(project)
+    files = recorded_files(project, first.data.tags["git.commit"], first)
+    assert files["dvc.lock"] is None and files["dvc.yaml"] is not None
+    with pytest.raises(AuditError, match="no dvc.lock"):
+        recorded_files(project, first.data.tags["git.commit"])  # a bare commit without results
+
+
+def test_clear_errors(project, monkeypatch):
+    monkeypatch.chdir(project)
+    with pytest.raises(AuditError, match="neither a git revision nor a run id"):
+        audit(project, "0123456789abcdef0123456789abcdef")
+    first = run(["git", "rev-list", "--max-parents=0", "HEAD"], project).strip()
+    with pytest.raises(AuditError, match="no dvc.lock"):
+        audit(project, first)
+    empty_tree = run(["git", "hash-object", "-t", "tree", "/dev/null"], project).strip()
+    before_pipeline = run(["git", "commit-tree", empty_tree, "-m", "empty"], project).strip()
+    with pytest.raises(AuditError, match="predates the pipeline"):
+        audit(project, before_pipeline)
+    assert issubclass(AuditError, StageError)
+
+
+def test_dirty_recorded_run_is_refused(published, project, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(project)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reprolab").experiment_id
+    dirty = client.create_run(experiment, tags={"git.commit": published.commit, "git.dirty": "true",
+                                                "git.dirty_paths": "stages/train.py"})
+    with pytest.raises(AuditError, match="dirty tree .stages/train.py."):
+        audit(project, dirty.info.run_id)
+
+
+def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
+    """Audited on other CPU kernels than the recorded ones (torch's generic kernels here, as on a CPU
+    without AVX2 or an aarch64 machine), the weights differ in the last bits: the audit says why, and
+    the metrics decide within the tolerance. Data stages must still match exactly.
+
+    Measured on the reduced project: the generic kernels' weights differ, and every metric moves by
+    less than 0.01 (most not at all: 18 test rows rarely change a prediction), so the verdict is PASS.
+    """
+    monkeypatch.chdir(project)
+    update_params(project, {"audit": {"inexact_metric_tolerance": 0.01}})
+    published = commit(project, "audit tolerance stated")
+    kernels = json.loads((project / "reports/train.json").read_text())["cpu_kernels"]
+    if kernels["torch_capability"] == "DEFAULT":
+        pytest.skip("the result was recorded on torch's generic kernels already")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    report = audit(project, published, tmp_path)
+    assert report["cpu_kernels"] == {"recorded": kernels, "reproduced": {**kernels, "torch_capability": "DEFAULT"}}
+    assert report["inexact"].startswith("across CPU kernels") and report["metric_tolerance"] == 0.01
+    checks = {(c["kind"], c["name"]): c for c in report["checks"]}
+    for seen_as in (("output", "train:models/model"), ("dependency", "evaluate:models/model")):
+        model = checks[seen_as]
+        assert model["recorded"] != model["reproduced"] and model["ok"] and "across CPU kernels" in model["detail"]
+    for (kind, name), check in checks.items():
+        if kind != "metric" and name.split(":")[0] not in ("train", "evaluate"):
+            assert check["recorded"] == check["reproduced"] and check["ok"], check  # data stages: exact
+    assert report["verdict"] == "pass", failed(report)
+    text = (tmp_path / "audit.md").read_text()
+    assert "bits cannot match across CPU kernels" in text
+    assert "`train:models/model`" in text.split("## What differed within what this audit allows")[1]

@@ -1,0 +1,124 @@
+"""Faults: training killed with SIGKILL or stopped with SIGTERM resumes to the same weights; a
+tracking outage (server down, sqlite locked) loses no run and replays later."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reprolab import storage, tracking
+from tests.conftest import env_for, fixture_params_raw, lock_outs, run
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+def wait_for_checkpoint(project: Path, min_step: int, process: subprocess.Popen, timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before a checkpoint was seen"
+        for state in (project / "checkpoints/train").glob("*/state.json"):
+            try:
+                step = json.loads(state.read_text())["loop"]["step"]
+            except (OSError, ValueError):  # swapped while reading
+                continue
+            if step >= min_step:
+                return step
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint appeared")
+
+
+def checkpoint_step(project: Path) -> int:
+    (state,) = (project / "checkpoints/train").glob("*/state.json")
+    return json.loads(state.read_text())["loop"]["step"]
+
+
+def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):
+    reference, metrics = lock_outs(project), (project / "reports/metrics.json").read_bytes()
+    assert not (project / "checkpoints/train").exists() or not any((project / "checkpoints/train").iterdir())
+    repro = subprocess.Popen(["dvc", "repro", "--force", "-s", "train"], cwd=project, env=env_for(project),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_checkpoint(project, 3, repro)
+    os.killpg(repro.pid, signal.SIGKILL)
+    repro.wait()
+    killed_at = checkpoint_step(project)
+    assert not (project / "models/model/model.safetensors").exists()  # DVC removed it; train never finished
+    output = run(["dvc", "repro"], project)
+    assert f"resuming from the checkpoint at epoch 1, step {killed_at}" in output
+    assert lock_outs(project) == reference
+    assert (project / "reports/metrics.json").read_bytes() == metrics
+    assert not any((project / "checkpoints/train").iterdir())  # cleared once training finished
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(project):
+    reference = storage.file_md5(project / "models/model/model.safetensors")
+    train = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = wait_for_checkpoint(project, 2, train)
+    train.send_signal(signal.SIGTERM)
+    _, stderr = train.communicate(timeout=120)
+    assert train.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in stderr and "Run `dvc repro` to resume" in stderr
+    assert checkpoint_step(project) >= seen
+    resumed = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from the checkpoint" in resumed.stdout
+    assert storage.file_md5(project / "models/model/model.safetensors") == reference
+
+
+def test_stage_completes_when_the_tracking_server_is_down_and_replays_later(project):
+    before = (project / "reports/metrics.json").read_bytes()
+    (project / "reports/metrics.json").unlink()
+    done = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=project, capture_output=True, text=True,
+                          env=env_for(project, MLFLOW_TRACKING_URI=UNREACHABLE))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "reprolab replay" in done.stderr and UNREACHABLE in done.stderr
+    assert (project / "reports/metrics.json").read_bytes() == before  # outputs written all the same
+    (record,) = (project / ".reprolab/spool").glob("*-evaluate-*/record.json")
+    assert "test.transformer.macro_f1" in {m[0] for m in json.loads(record.read_text())["metrics"]}
+    replayed = subprocess.run([sys.executable, "-m", "reprolab.cli", "replay"], cwd=project, env=env_for(project),
+                              capture_output=True, text=True)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert "replayed 1 run(s)" in replayed.stdout
+    assert not list((project / ".reprolab/spool").iterdir())
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    run_id = replayed.stdout.split()[-1]
+    logged = client.get_run(run_id)
+    assert logged.data.metrics["test.transformer.macro_f1"] == json.loads(before)["transformer"]["macro_f1"]
+    assert logged.data.tags["reprolab.stage"] == "train"  # the record joined the run that trained the model
+
+
+def test_locked_sqlite_store_spools_the_record(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from reprolab.params import parse_params
+
+    params = parse_params(fixture_params_raw())
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    report = tmp_path / "report.json"
+    storage.write_json({"rows_in": 3}, report)
+    tracking.log_stage("ingest", params, outputs=[report], metrics={"rows_in": 3})  # creates the store
+    lock = sqlite3.connect(store, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        tracking.log_stage("clean", params, outputs=[report], metrics={"rows_in": 3, "rows_kept": 2})
+    finally:
+        lock.rollback()
+        lock.close()
+    (record,) = (tmp_path / ".reprolab/spool").glob("*-clean-*/record.json")
+    saved = json.loads(record.read_text())
+    assert saved["params"]["train.learning_rate"] == "5e-05" and "locked" in saved["offline_reason"]
+    (sent,) = tracking.replay()
+    import mlflow
+
+    replayed = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}").get_run(sent)
+    assert replayed.data.metrics == {"rows_in": 3.0, "rows_kept": 2.0}
+    assert replayed.data.tags["reprolab.stage"] == "clean"

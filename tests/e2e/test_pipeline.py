@@ -1,0 +1,191 @@
+"""The real `dvc repro` on the reduced project (tests/conftest.py `published`): all six stages, then the
+DVC contract users rely on (a second repro is a no-op; a train param re-runs only train+evaluate), and
+data checks on what the stages wrote (schema, labels, leaks, nulls, rows conserved). A test that
+changes the project works on its own copy (`project`), so none depends on another's order."""
+
+from __future__ import annotations
+
+import csv
+import json
+from io import StringIO
+
+import pyarrow.parquet as pq
+import yaml
+
+from reprolab import encoding, paths, storage
+from tests.conftest import (
+    MAILS_PER_GROUP,
+    QUALITY_MARGIN,
+    SOURCE_GROUPS,
+    commit,
+    lock_outs,
+    ran_stages,
+    run,
+    update_params,
+)
+
+
+def majority_macro_f1(labels: list[str]) -> float:
+    """Macro-F1 of always predicting the most common class: F1 2p/(1+p) for it (p its share), 0 for the rest."""
+    share = max(labels.count(label) for label in set(labels)) / len(labels)
+    return 2 * share / (1 + share) / len(set(labels))
+
+
+def test_all_stages_run_and_beat_the_majority_class(published):
+    root = published.root
+    assert ran_stages(published.first_run) == ["ingest", "clean", "tokenize", "augment", "train", "evaluate"]
+    metrics = json.loads((root / paths.METRICS).read_text())
+    test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
+    floor = majority_macro_f1(test_labels) + QUALITY_MARGIN
+    for model in ("transformer", "baseline"):
+        assert metrics[model]["macro_f1"] >= floor, (model, metrics[model]["macro_f1"], floor)
+        assert set(metrics[model]["per_class"]) == {"ham", "spam"}
+        assert "roc_auc" in metrics[model] and "pr_auc" in metrics[model]
+    assert (root / paths.MODEL_DIR / "model.safetensors").is_file()
+    assert not list((root / paths.MODEL_DIR).glob("*.bin"))  # safetensors only
+    assert all((root / paths.FIGURES / f).read_bytes()[:4] == b"\x89PNG" for f in ("roc.png", "pr.png"))
+
+
+def test_rows_are_conserved_across_stages(published):
+    root = published.root
+    ingest = json.loads((root / paths.INGEST_REPORT).read_text())
+    data = json.loads((root / paths.DATA_REPORT).read_text())
+    sources = len(SOURCE_GROUPS) * MAILS_PER_GROUP
+    assert ingest["rows_in"] == sources == ingest["rows_kept"] + ingest["rows_rejected"]
+    assert pq.read_metadata(root / paths.rejects("ingest")).num_rows == ingest["rows_rejected"]
+    assert data["rows_in"] == ingest["rows_kept"]
+    assert data["rows_kept"] + data["rows_rejected"] == data["rows_in"]
+    assert sum(s["rows"] for s in data["splits"].values()) == data["rows_kept"]
+    assert pq.read_metadata(root / paths.rejects("clean")).num_rows == data["rows_rejected"]
+
+
+def test_data_checks_schema_labels_leaks_nulls(published):
+    root = published.root
+    ids, texts = {}, {}
+    for split in paths.SPLITS:
+        clean = pq.read_table(root / paths.clean_split(split))
+        tokens = pq.read_table(root / paths.token_split(split))
+        assert clean.schema.names == ["id", "label", "text"]
+        assert tokens.schema.equals(encoding.TOKEN_SCHEMA)
+        assert all(column.null_count == 0 for column in clean.columns + tokens.columns)
+        assert set(clean["label"].to_pylist()) == {"ham", "spam"}
+        assert clean["id"].to_pylist() == tokens["id"].to_pylist()
+        assert max(len(seq) for seq in tokens["input_ids"].to_pylist()) <= 32
+        ids[split] = set(clean["id"].to_pylist())
+        texts[split] = {t.casefold() for t in clean["text"].to_pylist()}
+    assert not (ids["train"] & ids["test"] or ids["train"] & ids["val"] or ids["val"] & ids["test"])
+    assert not (texts["train"] & texts["test"])  # no text leaks across the split
+    augmented = pq.read_table(root / paths.AUGMENTED).to_pylist()
+    assert augmented and all(row["origin_id"] in ids["train"] for row in augmented)
+
+
+def test_second_repro_is_a_noop(published):
+    output = run(["dvc", "repro"], published.root)
+    assert ran_stages(output) == []
+    assert "Data and pipelines are up to date" in output
+
+
+def test_dvc_remote_push_pull_round_trip(project):
+    import shutil
+
+    run(["dvc", "push"], project)
+    assert any((project / ".dvc-remote").rglob("*"))  # the default local remote, inside the repo
+    md5 = lock_outs(project)["data/clean/train.parquet"]
+    shutil.rmtree(project / ".dvc/cache")
+    (project / "data/clean/train.parquet").unlink()
+    shutil.rmtree(project / "models/model")
+    run(["dvc", "pull"], project)
+    assert storage.file_md5(project / "data/clean/train.parquet") == md5
+    assert (project / "models/model/model.safetensors").is_file()
+    assert "up to date" in run(["dvc", "status"], project)
+
+
+def stage_runs(root):
+    """The project's MLflow client and its runs, oldest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reprolab")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return client, runs
+
+
+def test_trace_prints_lineage_of_the_train_run(published):
+    root = published.root
+    _, runs = stage_runs(root)
+    train = next(r for r in runs if r.data.tags["reprolab.stage"] == "train")
+    output = run(["python", "-m", "reprolab.cli", "trace", train.info.run_id], root)
+    recorded = train.data.tags["git.commit"]
+    assert run(["git", "cat-file", "-t", recorded], root).strip() == "commit"
+    assert f"commit:  {recorded}  dirty: false" in output
+    assert "data/tokens/train.parquet" in output and "<- tokenize run" in output
+    learning_rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["learning_rate"]
+    assert f"train.learning_rate = {learning_rate}" in output and "test.transformer.macro_f1" in output
+    assert f"torch=={train.data.tags['version.torch']}" in output
+
+
+def test_runs_are_tracked_in_mlflow(published):
+    import mlflow
+
+    root = published.root
+    client, runs = stage_runs(root)
+    assert [run.data.tags["reprolab.stage"] for run in runs][:5] == ["ingest", "clean", "tokenize", "augment", "train"]
+    train = runs[4]
+    learning_rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["learning_rate"]
+    assert float(train.data.params["train.learning_rate"]) == learning_rate
+    init = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).strip()
+    assert train.data.tags["git.commit"] == init and train.data.tags["git.dirty"] == "false"
+    assert "test.transformer.macro_f1" in train.data.metrics  # evaluate logged into the train run
+    assert "val_macro_f1" in train.data.metrics
+    inputs = {d.dataset.name: d.dataset.digest for d in train.inputs.dataset_inputs}
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    tokenize_outs = {o["path"]: o["md5"] for o in lock["stages"]["tokenize"]["outs"]}
+    assert inputs["data/tokens/train.parquet"] == tokenize_outs["data/tokens/train.parquet"]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    (logged,) = mlflow.search_logged_models(
+        experiment_ids=[train.info.experiment_id],
+        filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
+    classifier = mlflow.transformers.load_model(logged.model_uri)  # reloads offline
+    assert classifier("win a free prize now")[0]["label"] in {"ham", "spam"}
+
+
+def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(project):
+    """A learning-rate change re-runs what it must, committed on top of the published result, then
+    compared offline and with DVC."""
+    before = yaml.safe_load((project / "params.yaml").read_text())["train"]["learning_rate"]
+    update_params(project, {"train": {"learning_rate": 2.0e-4}})
+    assert ran_stages(run(["dvc", "repro"], project)) == ["train", "evaluate"]
+    assert "up to date" in run(["dvc", "status"], project)
+    commit(project, "higher learning rate")
+    diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
+    assert "transformer.macro_f1" in diff
+    assert "train.learning_rate" in run(["dvc", "params", "diff", "HEAD~1"], project)
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], project, with_stderr=False))
+    assert {"ROC", "Precision-recall", "Confusion (transformer)"} <= set(plots["data"])
+    output = run(["python", "-m", "reprolab.cli", "compare", "HEAD~1", "HEAD", "--out", "cmp"], project)
+    assert "html: cmp/compare.html" in output
+    markdown = (project / "cmp/compare.md").read_text()
+    assert f"| train.learning_rate | {before} | 0.0002 |" in markdown
+    assert "metrics.transformer.macro_f1" in markdown
+    for name in ("roc", "pr", "train_history"):
+        assert (project / f"cmp/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (project / "cmp/compare.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "http" not in page  # nothing to fetch
+
+
+def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
+    """`dvc exp run --temp` runs in a scratch workspace; DVC_ROOT points tracking at this repo."""
+    baseline = run(["git", "rev-parse", "HEAD"], project).strip()
+    run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
+    client, _ = stage_runs(project)
+    experiment = client.get_experiment_by_name("reprolab")
+    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'lr-3e-4'"
+                                  " and tags.`reprolab.stage` = 'train'")
+    assert train.data.tags["dvc.exp_baseline_rev"] == baseline
+    assert train.data.params["train.learning_rate"] == "0.0003"
+    assert "test.transformer.macro_f1" in train.data.metrics
+    assert train.info.artifact_uri.startswith(experiment.artifact_location)  # beside the store, not in DVC's tmp
+    # --csv: the table view is cut to the terminal's width, which is narrow under CI.
+    shown = list(csv.DictReader(StringIO(run(["dvc", "exp", "show", "--csv"], project))))
+    (row,) = [r for r in shown if r["Experiment"] == "lr-3e-4"]
+    assert float(row["train.learning_rate"]) == 3e-4

@@ -1,0 +1,154 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reprolab import encoding
+from reprolab.truncated_encoding import VerifiedEncoder, tokenize_split
+
+
+def write_clean(path, texts, labels):
+    ids = [f"id{i}" for i in range(len(texts))]
+    pq.write_table(pa.table({"id": ids, "label": labels, "text": texts}), path)
+
+
+def test_token_table_schema_and_limits(tmp_path, tokenizer):
+    texts = ["free money now", "meeting notes attached " * 50, "hello"]
+    write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
+    encoder = VerifiedEncoder(tokenizer, 16)
+    batches = list(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], batch_size=2))
+    assert [b.num_rows for b in batches] == [2, 1]  # streamed batch by batch
+    table = pa.concat_tables(batches)
+    assert table.schema == encoding.TOKEN_SCHEMA
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table["label"].to_pylist() == [1, 0, 0]
+    assert table["id"].to_pylist() == ["id0", "id1", "id2"]
+    ids = table["input_ids"].to_pylist()
+    assert max(map(len, ids)) == 16
+    assert all(seq[0] == tokenizer.cls_token_id and seq[-1] == tokenizer.sep_token_id for seq in ids)
+    assert ids[0] == tokenizer("free money now")["input_ids"]  # batching changes nothing
+
+
+def test_truncation_side_left_keeps_the_end(tmp_path):
+    from tests.conftest import MODEL
+
+    left = encoding.load_tokenizer(str(MODEL), "left")
+    text = "start " + "middle " * 40 + "finish"
+    (seq,) = encoding.encode(left, [text], 8)
+    assert left.convert_ids_to_tokens(seq)[-2] == "finish"
+
+
+def test_identity_names_what_the_ids_depend_on(tokenizer):
+    from tests.conftest import MODEL
+
+    identity = encoding.identity(tokenizer, "m", 128)
+    assert identity == encoding.identity(encoding.load_tokenizer(str(MODEL)), "m", 128)  # a fresh load: the same
+    assert len(identity["sha256"]) == 64 and identity["vocab_size"] == 30522
+    grown = encoding.load_tokenizer(str(MODEL))
+    grown.add_tokens(["reprolabword"])  # one more vocabulary entry changes the ids of some texts
+    assert encoding.identity(grown, "m", 128)["sha256"] != identity["sha256"]
+    assert encoding.identity(encoding.load_tokenizer(str(MODEL), "left"), "m", 128)["truncation_side"] == "left"
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    import pytest
+
+    from reprolab.errors import StageError
+
+    with pytest.raises(StageError, match="model directory not found"):
+        encoding.resolve_model("models/nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StageError, match="no config.json"):
+        encoding.resolve_model(str(tmp_path / "empty"))
+
+
+def test_next_span_cuts_at_a_space_on_the_kept_side():
+    from reprolab.truncated_encoding import next_span
+
+    text = "alpha beta gamma delta"  # spaces at 5, 10 and 16
+    assert next_span(text, 0, 100, "right") == (0, len(text))
+    assert next_span(text, 0, 12, "right") == (0, 10)  # "alpha beta"
+    assert next_span(text, 10, 8, "right") == (10, 16)  # " gamma": the next chunk starts at the space
+    assert next_span(text, 0, 3, "right") == (0, 5)  # no space in reach: out to the next one
+    assert next_span(text, 0, 12, "left") == (10, 22)  # " gamma delta"
+    assert next_span(text, 12, 8, "left") == (5, 10)  # " beta"
+    assert next_span(text, 17, 3, "left") == (0, 5)  # "alpha": out to the text's start
+    assert next_span("x" * 50, 0, 10, "right") == (0, 50)  # no space at all: the whole text
+
+
+def test_special_tokens_are_those_around_a_text(tokenizer):
+    from tokenizers import Tokenizer
+
+    from reprolab.truncated_encoding import special_tokens
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    assert special_tokens(backend) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_chunked_ids_equal_whole_text_ids_on_real_mail(side):
+    from reprolab.cleaning import mail_to_text, normalise
+    from reprolab.truncated_encoding import ChunkedEncoder
+    from tests.conftest import CORPUS, MODEL
+
+    tokenizer = encoding.load_tokenizer(str(MODEL), side)
+    paths = sorted((CORPUS / "spam-2").glob("*.txt"))[:150] + sorted((CORPUS / "easy-ham-1").glob("*.txt"))[:150]
+    texts = [normalise(mail_to_text(p.read_bytes())) for p in paths]
+    # Long words ([UNK] each) give few tokens per character; dense punctuation gives many.
+    texts += [" ".join(["q" * 150] * 80), "!?" * 2000, "", "word"]
+    # ASCII with control characters and added tokens' text, and non-ASCII, which the tokenizer
+    # normalises itself.
+    texts += ["Tab\there\x0bvertical\x0cfeed\x01bell\x7fdel\rCR " * 20, "see [CLS] and [MASK] or [cls] " * 20,
+              "Café naïve ÅNGSTRÖM 中文字 emoji 🙂 " * 20]
+    assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really cut short
+    for max_length in (8, 16, 64, 256):
+        encoder = ChunkedEncoder(tokenizer, max_length)
+        assert encoder.encode_batch.ascii is not None  # BERT's normaliser: ASCII texts take the fast path
+        assert encoder(texts).to_pylist() == encoding.encode(tokenizer, texts, max_length)
+
+
+def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
+    import json
+    import random
+
+    from tokenizers import Tokenizer
+
+    from reprolab.truncated_encoding import ascii_translation
+
+    backend = tokenizer.backend_tokenizer
+    table, deleted = ascii_translation(backend)
+    generator = random.Random(0)
+    for _ in range(200):
+        text = "".join(chr(generator.randrange(128)) for _ in range(200))
+        assert text.encode().translate(table, deleted).decode() == backend.normalizer.normalize_str(text)
+
+    def with_normalizer(normalizer):
+        spec = json.loads(backend.to_str())
+        spec["normalizer"] = normalizer
+        return Tokenizer.from_str(json.dumps(spec))
+
+    assert ascii_translation(with_normalizer(None)) is None  # nothing to do
+    # Not character by character: Strip looks at a text's ends, Replace at a pattern.
+    assert ascii_translation(with_normalizer({"type": "Strip", "strip_left": True, "strip_right": True})) is None
+    replace = {"type": "Replace", "pattern": {"String": "ab"}, "content": "c"}
+    assert ascii_translation(with_normalizer({"type": "Sequence", "normalizers": [replace]})) is None
+    assert ascii_translation(with_normalizer({"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}))
+
+
+def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokenizer, monkeypatch, capsys):
+    from reprolab import truncated_encoding
+
+    texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
+    write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
+    monkeypatch.setattr(truncated_encoding.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
+    encoder = VerifiedEncoder(tokenizer, 16)
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 2))
+    assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
+    assert "encoding whole texts" in capsys.readouterr().out
+
+
+def test_stage_encodes_whole_texts_when_max_length_leaves_no_room_for_chunks(tmp_path, tokenizer, capsys):
+    write_clean(tmp_path / "split.parquet", ["free money now", "hello there"], ["spam", "ham"])
+    encoder = VerifiedEncoder(tokenizer, 2)
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 1))
+    assert table["input_ids"].to_pylist() == [[tokenizer.cls_token_id, tokenizer.sep_token_id]] * 2
+    assert "leaves no room besides the special tokens; encoding whole texts" in capsys.readouterr().out

@@ -1,0 +1,96 @@
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from reprolab.evaluation import baseline_probs, classification_metrics, draw_figures, plot_data, top_terms
+from reprolab.params import BaselineParams
+
+
+def test_metrics_on_known_inputs():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.1, 0.9]])
+    m = classification_metrics(labels, probs, ["ham", "spam"])
+    assert m["accuracy"] == 0.75
+    assert m["per_class"]["ham"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["per_class"]["spam"]["precision"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m["roc_auc"] == 1.0 and m["pr_auc"] == 1.0
+
+
+def test_metrics_match_their_definitions_on_random_inputs():
+    """Macro-F1 from the confusion counts, ROC-AUC as the share of (positive, negative) pairs ranked right."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    raw = rng.random((300, 2)) + np.eye(2)[labels] * 0.3
+    probs = raw / raw.sum(axis=1, keepdims=True)
+    m = classification_metrics(labels, probs, ["a", "b"])
+    predicted = probs.argmax(1)
+    f1 = []
+    for c in (0, 1):
+        tp = np.sum((predicted == c) & (labels == c))
+        f1.append(2 * tp / (np.sum(predicted == c) + np.sum(labels == c)))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    positive, negative = probs[labels == 1, 1], probs[labels == 0, 1]
+    pairs = positive[:, None] - negative[None, :]
+    ranked_right = (pairs > 0).mean() + 0.5 * (pairs == 0).mean()
+    assert m["roc_auc"] == pytest.approx(ranked_right)
+
+
+def test_multiclass_and_single_class():
+    labels = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 2, 1]] * 0.8 + 0.2 / 3
+    m = classification_metrics(labels, probs, ["a", "b", "c"])
+    assert m["accuracy"] == 0.75 and "roc_auc" in m
+    only_one = classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]), ["a", "b"])
+    assert "roc_auc" not in only_one  # undefined, so absent rather than wrong
+
+
+def test_baseline_learns_separable_text():
+    train = ["win free money now", "cheap pills free offer", "meeting at noon", "see notes from the meeting"] * 5
+    labels = [1, 1, 0, 0] * 5
+    probs = baseline_probs(train, labels, ["free money offer", "notes for meeting"],
+                           BaselineParams(max_features=100, ngram_max=1, C=10.0), 2)
+    assert probs.argmax(1).tolist() == [1, 0]
+
+
+
+def _tied_corpus() -> list[str]:
+    """3,000 documents whose rare words tie by the hundred at any vocabulary cut."""
+    rng = random.Random(0)
+    words = [f"w{i:04d}" for i in range(3000)]
+    return [" ".join(rng.choices(words[:50], k=5) + [word]) for word in words]
+
+
+def test_vocabulary_cut_breaks_ties_by_term():
+    texts = _tied_corpus()
+    counts = Counter(word for text in texts for word in text.split())
+    expected = sorted(sorted(counts, key=lambda word: (-counts[word], word))[:1000])
+    assert top_terms(texts, 1, 1000) == expected  # sklearn's own max_features cut picks other tied words
+    assert top_terms(list(reversed(texts)), 1, 1000) == expected
+
+
+def test_figures_are_png(tmp_path):
+    labels = np.array([0, 1, 0, 1])
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.45, 0.55]])
+    files = draw_figures(labels, {"transformer": probs, "baseline": probs[::-1]}, ["ham", "spam"], tmp_path)
+    assert [f.name for f in files] == ["confusion_matrix.png", "roc.png", "pr.png"]
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+    first = files[1].read_bytes()
+    draw_figures(labels, {"transformer": probs, "baseline": probs[::-1]}, ["ham", "spam"], tmp_path)
+    assert files[1].read_bytes() == first  # byte-stable for DVC
+
+
+def test_plot_data_per_model_with_empty_curves_where_undefined():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
+    assert sorted(files) == ["pr_transformer.csv", "roc_transformer.csv", "test_predictions_transformer.csv"]
+    assert files["test_predictions_transformer.csv"].splitlines() == [
+        "id,actual,predicted,score", "a,ham,ham,0.8", "'=b,spam,spam,0.7", "c,spam,ham,0.6"]
+    roc = [line.split(",") for line in files["roc_transformer.csv"].splitlines()]
+    assert roc[0] == ["fpr", "tpr"] and roc[1] == ["0", "0"] and roc[-1] == ["1", "1"]
+    one_class = plot_data(["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"])
+    # Every file DVC declares still exists; the undefined curves have no points.
+    assert one_class["roc_baseline.csv"] == "fpr,tpr\n" and one_class["pr_baseline.csv"] == "recall,precision\n"
+    assert one_class["test_predictions_baseline.csv"].count("\n") == 3

@@ -1,0 +1,251 @@
+"""ingest on real corpus files and on small tables with planted problems."""
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reprolab import storage
+from reprolab.errors import StageError
+from reprolab.ingestion import IngestError, Tally, ingest, records_from_source, subsample_ids, write_outputs
+from reprolab.params import IngestParams
+from reprolab.vendoring import pack_corpus
+from tests.conftest import CORPUS, kept_and_rejected
+
+MISMATCHED = "hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt"  # bytes differ from its name
+
+
+def corpus_params(path, **overrides) -> IngestParams:
+    base = dict(format="spam_assassin", path=str(path), labels=["ham", "spam"],
+                folder_labels={"easy-ham-1": "ham", "hard-ham-1": "ham", "spam-2": "spam"})
+    return IngestParams(**{**base, **overrides})
+
+
+@pytest.fixture()
+def mini_corpus(tmp_path):
+    """Five real messages per group, plus the one whose bytes do not match its MD5 name."""
+    for group in ("easy-ham-1", "hard-ham-1", "spam-2"):
+        (tmp_path / group).mkdir()
+        for path in sorted((CORPUS / group).glob("*.txt"))[:5]:
+            shutil.copy(path, tmp_path / group / path.name)
+            shutil.copy(path.with_suffix(".json"), tmp_path / group / path.with_suffix(".json").name)
+    shutil.copy(CORPUS / MISMATCHED, tmp_path / MISMATCHED)
+    return tmp_path
+
+
+def test_reads_corpus_and_flags_checksum_mismatch(mini_corpus):
+    p = corpus_params(mini_corpus)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert len(kept) == 16 and rejects == []
+    by_id = {row["id"]: row for row in kept}
+    assert by_id["hard-ham-1/00230"]["checksum_status"] == "mismatch"
+    assert sum(row["checksum_status"] == "ok" for row in kept) == 15
+    assert {row["label"] for row in kept if row["group"] == "spam-2"} == {"spam"}
+    first = sorted((CORPUS / "easy-ham-1").glob("*.txt"))[0]
+    assert by_id["easy-ham-1/" + first.name.split(".")[0]]["raw"] == first.read_bytes()
+
+
+def test_unmapped_folder_rows_are_rejected_not_lost(mini_corpus):
+    p = corpus_params(mini_corpus, folder_labels={"easy-ham-1": "ham", "spam-2": "spam"})
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert len(kept) + len(rejects) == 16
+    assert {r["reason"] for r in rejects} == {"missing_label"}
+    assert all("hard-ham-1" in r["detail"] for r in rejects)
+
+
+def test_missing_labelled_folder_is_a_file_level_error(mini_corpus):
+    p = corpus_params(mini_corpus, folder_labels={"spam-1": "spam"})
+    with pytest.raises(IngestError, match="spam-1"):
+        list(records_from_source(p))
+
+
+def test_binary_mail_file_rejected(mini_corpus):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"PK\x03\x04\x00\x00")
+    p = corpus_params(mini_corpus)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [(r["id"], r["reason"]) for r in rejects] == [("spam-2/00999", "binary_content")]
+    assert len(kept) == 16
+
+
+def test_archive_gives_the_same_records_as_its_folder(mini_corpus, tmp_path_factory):
+    folder_records = list(records_from_source(corpus_params(mini_corpus)))
+    packed = pack_corpus(mini_corpus, tmp_path_factory.mktemp("packed") / "corpus.tar")
+    assert list(records_from_source(corpus_params(packed))) == folder_records
+    # A hand-made archive: compressed, members in reverse order under "./", directory entries, a
+    # top-level file and a file two folders deep (neither is mail of a labelled folder).
+    handmade = tmp_path_factory.mktemp("handmade") / "corpus.tar.bz2"
+    with tarfile.open(handmade, "w:bz2") as archive:
+        archive.add(CORPUS / "file_list.json", arcname="./file_list.json")
+        for path in sorted(mini_corpus.rglob("*"), reverse=True):
+            archive.add(path, arcname=f"./{path.relative_to(mini_corpus)}", recursive=False)
+        archive.add(CORPUS / MISMATCHED, arcname="./spam-2/nested/00001.0123456789abcdef0123456789abcdef.txt")
+    assert list(records_from_source(corpus_params(handmade))) == folder_records
+
+
+def test_archive_in_name_order_is_read_one_mail_at_a_time(mini_corpus, tmp_path_factory, monkeypatch):
+    tmp_path = tmp_path_factory.mktemp("archives")
+    reads = []
+    extractfile = tarfile.TarFile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, m: reads.append(m.name) or extractfile(self, m))
+    packed = pack_corpus(mini_corpus, tmp_path / "sorted.tar")
+    records = records_from_source(corpus_params(packed))
+    next(records)
+    assert len(reads) == 1  # streamed: the first mail, not the archive
+    reverse = tmp_path / "reverse.tar"
+    with tarfile.open(reverse, "w") as archive:
+        for path in sorted(mini_corpus.rglob("*.txt"), reverse=True):
+            archive.add(path, arcname=str(path.relative_to(mini_corpus)))
+    reads.clear()
+    records = records_from_source(corpus_params(reverse))
+    assert next(records)["source"].startswith("easy-ham-1/")
+    assert len(reads) == 16  # its first mail in name order is the archive's last: all wait in memory
+    assert sum(1 for _ in records) == 15 and len(reads) == 16  # and none is read twice
+
+
+def test_packed_archive_depends_only_on_names_and_bytes(mini_corpus, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("packed")
+    with pytest.raises(StageError, match="would pack itself"):
+        pack_corpus(mini_corpus, mini_corpus / "corpus.tar")
+    first = pack_corpus(mini_corpus, tmp_path / "first.tar").read_bytes()
+    for path in mini_corpus.rglob("*.txt"):
+        os.utime(path, (1_000_000, 1_000_000))
+        path.chmod(0o600)
+    assert pack_corpus(mini_corpus, tmp_path / "second.tar").read_bytes() == first
+    changed = mini_corpus / MISMATCHED
+    changed.write_bytes(changed.read_bytes() + b"\n")
+    assert pack_corpus(mini_corpus, tmp_path / "third.tar").read_bytes() != first
+
+
+def test_mail_source_that_is_neither_folder_nor_archive_is_named(tmp_path):
+    path = tmp_path / "corpus.zip"
+    path.write_bytes(b"PK\x03\x04 not a tar")
+    with pytest.raises(IngestError, match=r"corpus.zip: neither a directory nor a tar archive"):
+        list(records_from_source(corpus_params(path)))
+
+
+def table_params(path, fmt, **overrides) -> IngestParams:
+    return IngestParams(**{"format": fmt, "path": str(path), "labels": ["ham", "spam"], **overrides})
+
+
+def test_csv_row_problems_go_to_rejects_with_reasons(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(
+        b"id,text,label\n"
+        b"a,hello there friend,ham\n"
+        b"b,,spam\n"
+        b"c,win money,junk\n"
+        b"d,too,many,fields,ham\n"
+        b"a,duplicate id here,ham\n"
+        b"e,caf\xe9 latin-1 byte,ham\n"
+        b"f,\"quoted, with comma\",spam\n"
+    )
+    p = table_params(path, "csv", id_column="id")
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["id"] for r in kept] == ["a", "f"]
+    assert kept[1]["raw"] == b"quoted, with comma"
+    reasons = {r["id"]: r["reason"] for r in rejects}
+    assert reasons == {"b": "missing_text", "c": "unknown_label", "data.csv:5": "malformed_row",
+                       "a": "duplicate_id", "e": "undecodable"}
+    assert any("line 5" in r["source"] or ":5" in r["source"] for r in rejects)
+
+
+def test_csv_missing_column_names_file_and_columns(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("body,label\nhi,ham\n")
+    with pytest.raises(IngestError, match=r"data.csv: missing column\(s\) \['text'\]"):
+        list(records_from_source(table_params(path, "csv")))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "file is empty"), (b"PK\x03\x04zipdata", "a zip archive, not CSV"),
+     (b'text,label\n"unclosed,ham\n', "quoting error")],
+)
+def test_csv_file_level_errors(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(IngestError, match=message):
+        list(records_from_source(table_params(path, "csv")))
+
+
+def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps({"text": "a fine message", "label": "ham"}), "{not json",
+             json.dumps({"text": 42, "label": "spam"}), json.dumps({"text": "ok", "label": 1})]
+    path.write_text("\n".join(lines) + "\n")
+    p = table_params(path, "jsonl")
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert len(kept) == 1
+    assert [(r["source"].split(":")[-1], r["reason"]) for r in rejects] == [
+        ("2", "malformed_json"), ("3", "wrong_type"), ("4", "wrong_type")]
+
+
+def test_parquet_source_and_size_limit(tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["short text", "x" * 500, None], "label": ["ham", "spam", "ham"]}), path)
+    p = table_params(path, "parquet", max_text_bytes=100)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["raw"] for r in kept] == [b"short text"]
+    assert [r["reason"] for r in rejects] == ["text_too_large", "missing_text"]
+
+
+def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
+    p = corpus_params(mini_corpus, max_rows_per_label=3)
+    records = list(records_from_source(p))
+    keep_ids = subsample_ids(ingest(records, p), 3)
+    assert subsample_ids(ingest(reversed(records), p), 3) == keep_ids  # whatever the source's order
+    by_label: dict[str, list[str]] = {}
+    for row in kept_and_rejected(ingest(records, p))[0]:
+        by_label.setdefault(row["label"], []).append(row["id"])
+    smallest = {row_id for ids in by_label.values()
+                for row_id in sorted(ids, key=lambda row_id: hashlib.sha256(row_id.encode()).digest())[:3]}
+    assert keep_ids == smallest  # the 3 ids with the smallest SHA-256 per label
+    tally = Tally()
+    for kept, row in ingest(records, p, keep_ids):
+        tally.add(kept, row)
+    summary = tally.report()
+    assert summary["kept_by_label"] == {"ham": 3, "spam": 3}
+    assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"] == 16
+    assert summary["rejected_by_reason"] == {"subsampled": 10}
+
+
+def test_outputs_hold_every_row_whatever_the_chunk_size(mini_corpus, tmp_path, monkeypatch):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
+    p = corpus_params(mini_corpus)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    write_outputs(ingest(records_from_source(p), p), tmp_path / "one.parquet", tmp_path / "one-rejects.parquet")
+    monkeypatch.setattr("reprolab.ingestion._CHUNK_ROWS", 3)  # many chunks: the same bytes
+    tally = write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert pq.read_table(tmp_path / "raw.parquet").to_pylist() == kept
+    assert [(r["id"], r["reason"], r["stage"]) for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()] == [
+        ("spam-2/00999", "empty_text", "ingest")] == [(r["id"], r["reason"], "ingest") for r in rejects]
+    assert (tmp_path / "raw.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    assert tally.mismatched == [MISMATCHED] and tally.report()["rows_in"] == 17
+
+
+def test_jsonl_lines_end_only_at_line_breaks(tmp_path):
+    # U+2028 and U+0085 may stand unescaped in JSON text; str.splitlines would cut the row there.
+    path = tmp_path / "data.jsonl"
+    rows = [{"text": "first\u2028still first\x85too", "label": "ham"}, {"text": "second", "label": "spam"}]
+    path.write_bytes("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode())
+    p = table_params(path, "jsonl")
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert rejects == [] and [r["raw"].decode() for r in kept] == [r["text"] for r in rows]
+    assert [r["source"] for r in kept] == [f"{path}:1", f"{path}:2"]
+
+
+def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(mini_corpus, tmp_path,
+                                                                                   monkeypatch):
+    (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
+    p = corpus_params(mini_corpus)
+    (tmp_path / "rejects.parquet").write_bytes(b"previous")
+    monkeypatch.setattr("reprolab.storage.rejects_table", lambda rows, stage: storage.REJECT_SCHEMA.empty_table())
+    with pytest.raises(AssertionError, match="ingest lost rows: wrote 16 kept and 0 rejected"):
+        write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
+    assert not (tmp_path / "raw.parquet").exists()

@@ -1,0 +1,27 @@
+"""Where runs are recorded: the repository's own store unless the user names one."""
+
+import os
+
+from reprolab import tracking
+
+
+def test_each_repository_gets_its_own_default_store_in_one_process(tmp_path, monkeypatch):
+    """mlflow mirrors a store it is pointed at into MLFLOW_TRACKING_URI; left there, the first
+    repository's store would capture every later one's runs (an audit of a second repository could
+    not find its run ids)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        assert tracking.connect().get_tracking_uri() == f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert (tmp_path / "first/mlflow.db").is_file() and (tmp_path / "second/mlflow.db").is_file()
+
+
+def test_a_store_the_user_names_is_kept(tmp_path, monkeypatch):
+    chosen = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.connect().get_tracking_uri() == chosen and os.environ["MLFLOW_TRACKING_URI"] == chosen
+    assert not (tmp_path / "mlflow.db").exists()
