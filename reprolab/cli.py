@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from reprolab import provenance, tracking
 from reprolab.errors import run_stage
 from reprolab.process_settings import configure_process
-
-
-def ui(port: int) -> None:
-    """The MLflow UI on the default store, bound to 127.0.0.1 only."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(),
-           "--host", "127.0.0.1", "--port", str(port)]
-    print(" ".join(cmd))
-    subprocess.run(cmd, check=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     pack = verbs.add_parser("pack-corpus", help="pack a folder corpus into one reproducible tar for ingest")
     pack.add_argument("source", type=Path)
     pack.add_argument("dest", type=Path)
-    ui_parser = verbs.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui_parser = verbs.add_parser("ui", help="the MLflow UI of this project's store, until Ctrl-C")
+    ui_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                           "machine only)")
     ui_parser.add_argument("--port", type=int, default=5000)
     verbs.add_parser("env", help="print the package versions and tracking store this run would record")
     audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
@@ -59,7 +52,11 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         print(f"packed {args.source} -> {pack_corpus(args.source, args.dest)}")
     elif args.verb == "ui":
-        ui(args.port)
+        from reprolab.tracking_ui import serve
+
+        status = serve(args.host, args.port)
+        if status:  # the server failed on its own; negative: the signal that ended it
+            sys.exit(status if status > 0 else 128 - status)
     elif args.verb == "audit":
         from reprolab.audit import audit
 

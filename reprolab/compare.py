@@ -2,7 +2,10 @@
 
 Reads each revision's committed reports and params from git (`workspace` for the working tree)
 and writes a self-contained report: Markdown plus PNGs, and one HTML file with the PNGs inlined,
-so it opens offline (DVC's own HTML plots load their scripts from a CDN).
+so it opens offline (DVC's own HTML plots load their scripts from a CDN). The headline metrics come
+first, with the change from the first revision; where two revisions scored the same test rows, a
+paired bootstrap interval and McNemar's test say whether the change is real (`significance`). Params
+are read as written: a revision from before a schema change still compares.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import yaml
 from reprolab import paths, provenance, storage
 from reprolab.errors import StageError
 from reprolab.figures import save_png
-from reprolab.params import flatten, parse_params
 from reprolab.provenance import GitError
-from reprolab.tracking import flat_metrics
+from reprolab.significance import PairedComparison, compare_predictions
 
 WORKSPACE = "workspace"
 METRIC_FILES = tuple(path.as_posix() for path in (paths.METRICS, paths.TRAIN_REPORT, paths.DATA_REPORT))
+MODELS = ("transformer", "baseline")
+HEADLINE = tuple(f"metrics.{model}.{name}" for name in ("macro_f1", "accuracy") for model in MODELS)
+PREDICTIONS = "reports/plots/test_predictions_{model}.csv"
 CURVES = {  # figure -> (file per model, x column, y column)
     "roc": ("reports/plots/roc_{model}.csv", "fpr", "tpr"),
     "pr": ("reports/plots/pr_{model}.csv", "recall", "precision"),
@@ -49,11 +54,11 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
     params_text = read_at(repo, rev, "params.yaml")
     if params_text is None:
         raise StageError(f"{rev}: no params.yaml: the revision predates the pipeline")
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     for path in METRIC_FILES:
         text = read_at(repo, rev, path)
         if text:
-            metrics.update(flat_metrics(json.loads(text), prefix=f"{Path(path).stem}."))
+            metrics.update(flat_values(json.loads(text), prefix=f"{Path(path).stem}."))
     curves = {}
     for figure, (pattern, x, y) in CURVES.items():
         for model in ("transformer", "baseline"):
@@ -63,8 +68,46 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
                 curves[(figure, model)] = ([float(r[x]) for r in rows], [float(r[y]) for r in rows])
     history_text = read_at(repo, rev, "reports/plots/train_history.csv")
     history = list(csv.DictReader(io.StringIO(history_text))) if history_text else []
-    params = flatten(parse_params(yaml.safe_load(params_text), f"{rev}:params.yaml"))
-    return {"rev": rev, "params": params, "metrics": metrics, "curves": curves, "history": history}
+    predictions = {}
+    for model in MODELS:
+        text = read_at(repo, rev, PREDICTIONS.format(model=model))
+        if text:
+            predictions[model] = {row["id"]: (row["actual"], row["predicted"])
+                                  for row in csv.DictReader(io.StringIO(text))}
+    params = {key: "null" if value is None else str(value)
+              for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()}
+    return {"rev": rev, "params": params, "metrics": metrics, "curves": curves, "history": history,
+            "predictions": predictions}
+
+
+def flat_values(tree: dict, prefix: str = "", numbers_only: bool = True) -> dict[str, Any]:
+    """Nested mappings -> dotted keys; with `numbers_only`, only int and float leaves (types kept, so a
+    count shows as a count)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_values(value, f"{name}.", numbers_only))
+        elif not numbers_only or (isinstance(value, int | float) and not isinstance(value, bool)):
+            flat[name] = value
+    return flat
+
+
+def paired(snapshots: list[dict]) -> list[tuple[str, str, PairedComparison]]:
+    """(model, revision, comparison with the first revision) wherever both scored the same test rows."""
+    found = []
+    first = snapshots[0]["predictions"]
+    for snap in snapshots[1:]:
+        for model in MODELS:
+            a, b = first.get(model), snap["predictions"].get(model)
+            if not a or not b or a.keys() != b.keys():
+                continue
+            ids = sorted(a)
+            if any(a[i][0] != b[i][0] for i in ids):
+                continue  # the same ids with other labels: not the same test set
+            found.append((model, snap["rev"], compare_predictions([a[i][0] for i in ids], [a[i][1] for i in ids],
+                                                                  [b[i][1] for i in ids])))
+    return found
 
 
 def _figure(snapshots: list[dict], figure: str, out: Path) -> Path | None:
@@ -97,15 +140,40 @@ def _history_figure(snapshots: list[dict], out: Path) -> Path | None:
     return save_png(fig, out / "train_history.png")
 
 
-def _table(snapshots: list[dict], key: str, only_different: bool) -> list[list[str]]:
-    names = sorted(set().union(*(s[key] for s in snapshots)))
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _change(first: Any, last: Any) -> str:
+    if not isinstance(first, int | float) or not isinstance(last, int | float) or first == last:
+        return "" if first == last else "-"
+    return f"{last - first:+d}" if isinstance(first, int) and isinstance(last, int) else f"{last - first:+.4f}"
+
+
+def _table(snapshots: list[dict], key: str, names: list[str] | None = None, only_different: bool = False,
+           change: bool = False) -> list[list[str]]:
+    """One row per name: its value in each revision and, with `change`, last minus first."""
     rows = []
-    for name in names:
+    for name in names if names is not None else sorted(set().union(*(s[key] for s in snapshots))):
         values = [s[key].get(name) for s in snapshots]
         if only_different and len(set(map(str, values))) == 1:
             continue
-        rows.append([name] + ["-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in values])
+        rows.append([name, *map(_cell, values)] + ([_change(values[0], values[-1])] if change else []))
     return rows
+
+
+def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: str) -> list[list[str]]:
+    rows = []
+    for model, rev, c in comparisons:
+        verdict = {"B better": f"{rev} better", "A better": f"{first} better"}.get(c.verdict, c.verdict)
+        rows.append([model, f"{rev} vs {first}", str(c.rows), f"{c.difference:+.4f}",
+                     f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}]", str(c.only_a_right), str(c.only_b_right),
+                     f"{c.mcnemar_p:.3g}", verdict])
+    return rows
+
+
+VERDICT_HEADER = ["model", "revisions", "test rows", "macro-F1 change", "95% paired bootstrap interval",
+                  "only the first right", "only the other right", "McNemar p", "verdict"]
 
 
 def compare(repo: Path, revs: list[str], out: Path) -> dict[str, Path]:
@@ -114,26 +182,41 @@ def compare(repo: Path, revs: list[str], out: Path) -> dict[str, Path]:
     snapshots = [snapshot(repo, rev) for rev in revs]
     figures = [f for f in (_figure(snapshots, "roc", out), _figure(snapshots, "pr", out),
                            _history_figure(snapshots, out)) if f]
-    metric_rows = _table(snapshots, "metrics", only_different=False)
+    change = f"change ({revs[-1]} - {revs[0]})"
+    headline = _table(snapshots, "metrics", [n for n in HEADLINE if any(n in s["metrics"] for s in snapshots)],
+                      change=True)
+    verdicts = _verdict_rows(paired(snapshots), revs[0])
+    metric_rows = _table(snapshots, "metrics", change=True)
     param_rows = _table(snapshots, "params", only_different=True)
-    header = ["name", *revs]
+    sections = [  # (title, header, rows, folded)
+        ("Headline", ["metric", *revs, change], headline, False),
+        ("Is the change real?", VERDICT_HEADER, verdicts, False),
+        ("Params that differ", ["name", *revs], param_rows, False),
+        (f"All metrics ({len(metric_rows)})", ["name", *revs, change], metric_rows, True),
+    ]
+    none_paired = "(no two revisions scored the same test rows)"
 
-    def md_table(rows):
+    def md_table(header, rows):
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
-    markdown = "\n\n".join([
-        f"# Comparison: {' vs '.join(revs)}",
-        "## Metrics", md_table(metric_rows),
-        "## Params that differ", md_table(param_rows) if param_rows else "(none)",
-        "## Plots", "\n".join(f"![{f.stem}]({f.name})" for f in figures),
-    ]) + "\n"
+    parts = [f"# Comparison: {' vs '.join(revs)}"]
+    for title, header, rows, folded in sections:
+        body = md_table(header, rows) if rows else (none_paired if header is VERDICT_HEADER else "(none)")
+        parts += [f"<details><summary>{title}</summary>\n\n{body}\n\n</details>"] if folded else [f"## {title}", body]
+    parts += ["## Plots", "\n".join(f"![{f.stem}]({f.name})" for f in figures)]
+    markdown = "\n\n".join(parts) + "\n"
 
-    def html_table(rows):
+    def html_table(header, rows):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><tr>{head}</tr>{body}</table>"
 
+    blocks = []
+    for title, header, rows, folded in sections:
+        body = html_table(header, rows) if rows else f"<p>{none_paired if header is VERDICT_HEADER else '(none)'}</p>"
+        blocks.append(f"<details><summary>{html.escape(title)}</summary>{body}</details>" if folded
+                      else f"<h2>{html.escape(title)}</h2>{body}")
     images = "".join(
         f'<img alt="{f.stem}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">'
         for f in figures
@@ -143,8 +226,7 @@ def compare(repo: Path, revs: list[str], out: Path) -> dict[str, Path]:
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
         "img{max-width:32%;margin:4px}</style></head><body>"
-        f"<h1>Comparison: {html.escape(' vs '.join(revs))}</h1><h2>Metrics</h2>{html_table(metric_rows)}"
-        f"<h2>Params that differ</h2>{html_table(param_rows) if param_rows else '<p>(none)</p>'}"
+        f"<h1>Comparison: {html.escape(' vs '.join(revs))}</h1>{''.join(blocks)}"
         f"<h2>Plots</h2>{images}</body></html>\n"
     )
     storage.write_text(markdown, out / "compare.md")

@@ -1,0 +1,81 @@
+"""`reprolab ui`: announced once it listens, stopped whole by SIGTERM or Ctrl-C, refused on a busy port."""
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPROLAB = shutil.which("reprolab", path=str(Path(sys.executable).parent))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, f"no {text!r} in: {seen[-2000:]}"
+        if select.select([process.stdout], [], [], 1)[0]:
+            seen += process.stdout.readline()
+    return seen
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """One store for both starts: the first creates its tables, the second starts quicker."""
+    return tmp_path_factory.mktemp("ui")
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_ui_says_where_once_it_listens_and_a_signal_stops_the_whole_server(project, stop_with):
+    port = free_port()
+    ui = subprocess.Popen([REPROLAB, "ui", "--port", str(port)], cwd=project, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        output = read_until(ui, f"is at http://127.0.0.1:{port}", timeout=180)
+        assert listening(port), "the URL was printed before the port listened"
+        assert f"sqlite:///{project}/mlflow.db" in output  # this project's store
+        ui.send_signal(stop_with)
+        assert ui.wait(timeout=60) == 0
+        assert "ui: stopped" in ui.stdout.read()
+        deadline = time.monotonic() + 10
+        while listening(port) and time.monotonic() < deadline:  # the kernel closes the socket
+            time.sleep(0.2)
+        assert not listening(port), "a server process outlived `reprolab ui`"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
+
+
+def test_a_busy_port_is_an_error_and_another_host_a_warning(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", port))
+        taken.listen()
+        for host in ("127.0.0.1", "0.0.0.0"):
+            done = subprocess.run([REPROLAB, "ui", "--host", host, "--port", str(port)], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2
+            assert done.stderr.endswith(f"error: port {port} on {host} is in use (another `reprolab ui`?): stop it "
+                                        "or choose another with --port\n")
+            assert ("WARNING --host 0.0.0.0" in done.stderr) == (host == "0.0.0.0")
+    assert not os.path.exists(tmp_path / "mlflow.db")  # nothing was started

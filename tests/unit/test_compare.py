@@ -1,0 +1,50 @@
+"""`reprolab compare` on revisions read from the working tree: headline first, changes as changes,
+counts as counts, a verdict where two revisions scored the same test rows, any params schema."""
+
+import json
+
+from reprolab.compare import compare, paired, snapshot
+from reprolab.storage import csv_text
+
+TRUTH = ["ham"] * 60 + ["spam"] * 40
+
+
+def write_revision(root, predicted: list[str], params: str) -> None:
+    (root / "reports/plots").mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(params)
+    right = sum(p == t for p, t in zip(predicted, TRUTH, strict=True))
+    (root / "reports/metrics.json").write_text(json.dumps(
+        {"transformer": {"macro_f1": right / len(TRUTH), "accuracy": right / len(TRUTH)}, "test_rows": len(TRUTH)}))
+    rows = [[f"m{i}", t, p, 0.9] for i, (t, p) in enumerate(zip(TRUTH, predicted, strict=True))]
+    (root / "reports/plots/test_predictions_transformer.csv").write_text(
+        csv_text(["id", "actual", "predicted", "score"], rows))
+
+
+def test_params_of_any_schema_are_read_as_written(tmp_path):
+    """An old revision's params lack today's keys or hold retired ones: shown, never validated."""
+    write_revision(tmp_path, TRUTH, "train:\n  learning_rate: 5.0e-05\n  retired_knob: 3\nnew_section: {a: null}\n")
+    snap = snapshot(tmp_path, "workspace")
+    assert snap["params"] == {"train.learning_rate": "5e-05", "train.retired_knob": "3", "new_section.a": "null"}
+    assert snap["metrics"]["metrics.test_rows"] == 100 and isinstance(snap["metrics"]["metrics.test_rows"], int)
+
+
+def test_a_real_improvement_gets_its_verdict_and_the_report_leads_with_it(tmp_path):
+    before = ["spam" if i % 4 == 0 and i < 60 else t for i, t in enumerate(TRUTH)]  # 15 ham rows wrong
+    write_revision(tmp_path / "a", before, "train: {learning_rate: 5.0e-05}\n")
+    write_revision(tmp_path / "b", TRUTH, "train: {learning_rate: 1.0e-04}\n")
+    snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("a", "b")]
+    ((model, rev, result),) = paired(snaps)
+    assert (model, rev, result.only_a_right, result.only_b_right, result.verdict) == ("transformer", "b", 0, 15,
+                                                                                       "B better")
+
+
+def test_report_sections_and_cells(tmp_path):
+    write_revision(tmp_path, TRUTH, "train: {learning_rate: 5.0e-05}\n")
+    compare(tmp_path, ["workspace", "workspace"], tmp_path / "out")
+    markdown = (tmp_path / "out/compare.md").read_text()
+    titles = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert titles == ["## Headline", "## Is the change real?", "## Params that differ", "## Plots"]
+    assert "| metrics.transformer.macro_f1 | 1.0000 | 1.0000 |  |" in markdown  # no change: blank
+    assert "| metrics.test_rows | 100 | 100 |  |" in markdown  # a count stays a count
+    assert "| transformer | workspace vs workspace | 100 | +0.0000 |" in markdown and "within noise" in markdown
+    assert "<details><summary>All metrics (3)</summary>" in markdown
