@@ -43,6 +43,16 @@ def pytest_collection_modifyitems(items):
         item.add_marker(layer)
 
 
+@pytest.fixture(autouse=True)
+def no_shared_mlflow_store(monkeypatch):
+    """Each test starts without MLflow's store variables and ends without them: a user's own tracking
+    server is never written to, and mlflow, which writes the store it is pointed at into the
+    environment, cannot hand one test's store to the next test's subprocesses."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")  # recorded, so teardown removes whatever mlflow wrote since
+        monkeypatch.delenv(name)
+
+
 def fixture_params_raw() -> dict:
     """A fresh copy of the test params (the defaults at the time of writing), to change at will."""
     return yaml.safe_load(FIXTURE_PARAMS.read_text())

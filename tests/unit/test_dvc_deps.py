@@ -101,3 +101,11 @@ def test_the_stages_folder_holds_the_six_stages_and_nothing_else():
     modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
     assert modules == set(STAGES)
     assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == set(STAGES)
+
+
+def test_no_library_module_shadows_the_standard_library():
+    """(`stages/tokenize.py` keeps the stage's name: run as `python -m stages.tokenize`, it shadows nothing.)"""
+    import sys
+
+    names = {p.stem for p in (REPO / "reprolab").glob("*.py")}
+    assert not names & sys.stdlib_module_names
