@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from reprolab import provenance, tracking
-from reprolab.errors import run_stage
+from reprolab.errors import StageError, run_stage
 from reprolab.process_settings import configure_process
 
 
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     trace_parser.add_argument("--json", action="store_true")
     verbs.add_parser("replay", help="send tracking records kept during an MLflow outage to the store")
     compare_parser = verbs.add_parser("compare", help="offline Markdown/HTML report of revisions side by side")
-    compare_parser.add_argument("revs", nargs="+", help="git revisions; `workspace` for the working tree")
+    compare_parser.add_argument("revs", nargs="*", help="git revisions, DVC experiment names, `workspace` for "
+                                "the working tree; the first is what the others are compared with")
+    compare_parser.add_argument("--experiments", action="store_true",
+                                help="rank HEAD and every DVC experiment run from it")
     compare_parser.add_argument("--out", type=Path, default=Path("compare"))
     args = parser.parse_args(argv)
     run_stage(lambda: _dispatch(args), timed=False)
@@ -78,9 +81,17 @@ def _dispatch(args: argparse.Namespace) -> None:
         info = trace(args.run_id)
         print(json.dumps(info, indent=2) if args.json else format_trace(info))
     elif args.verb == "compare":
-        from reprolab.compare import compare
+        from reprolab.compare import compare, experiments_of
 
-        for kind, path in compare(Path.cwd(), args.revs, args.out).items():
+        revs = args.revs
+        if args.experiments:
+            if len(revs) > 1:
+                raise StageError("compare --experiments takes at most one revision: the baseline (default HEAD)")
+            baseline = revs[0] if revs else "HEAD"
+            revs = [baseline, *experiments_of(Path.cwd(), baseline)]
+            if len(revs) == 1:
+                raise StageError(f"no DVC experiments were run from {baseline} (`dvc exp run`, `dvc exp run --queue`)")
+        for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
     elif args.verb == "replay":
         sent = tracking.replay()

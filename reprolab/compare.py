@@ -45,15 +45,48 @@ def read_at(repo: Path, rev: str, path: str) -> str | None:
     return provenance.git_show(repo, rev, path)
 
 
+def experiment_refs(repo: Path) -> dict[str, str]:
+    """DVC experiment name -> its (git ref, baseline commit) pairs, from refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
+    (one name can recur across baselines)."""
+    refs = provenance.git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/").split()
+    found = {}
+    for ref in refs:
+        parts = ref.split("/")
+        if len(parts) == 5:
+            found.setdefault(parts[4], []).append((ref, parts[2] + parts[3]))
+    return found
+
+
+def resolve(repo: Path, rev: str) -> str:
+    """What git reads `rev` from: a revision as given, or a DVC experiment's ref by its name."""
+    if rev == WORKSPACE:
+        return rev
+    try:
+        provenance.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        return rev
+    except GitError:
+        pass
+    matches = experiment_refs(repo).get(rev, [])
+    if len(matches) == 1:
+        return matches[0][0]
+    if matches:
+        raise StageError(f"{rev!r}: {len(matches)} DVC experiments have this name (baselines "
+                         f"{', '.join(base[:7] for _, base in matches)}): name one by its ref")
+    raise StageError(f"{rev!r}: neither a git revision nor a DVC experiment name (`dvc exp list`)")
+
+
+def experiments_of(repo: Path, baseline: str = "HEAD") -> list[str]:
+    """The names of the DVC experiments run from `baseline` (`dvc exp run`, `--temp`, `--queue`)."""
+    commit = provenance.git(repo, "rev-parse", baseline).strip()
+    return sorted(name for name, refs in experiment_refs(repo).items() if any(base == commit for _, base in refs))
+
+
 def snapshot(repo: Path, rev: str) -> dict[str, Any]:
-    if rev != WORKSPACE:
-        try:
-            provenance.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-        except GitError:
-            raise StageError(f"{rev!r}: not a git revision") from None
+    """A revision's params, metrics, curves, history and test predictions; `rev` is shown as given."""
+    shown, rev = rev, resolve(repo, rev)
     params_text = read_at(repo, rev, "params.yaml")
     if params_text is None:
-        raise StageError(f"{rev}: no params.yaml: the revision predates the pipeline")
+        raise StageError(f"{shown}: no params.yaml: the revision predates the pipeline")
     metrics: dict[str, Any] = {}
     for path in METRIC_FILES:
         text = read_at(repo, rev, path)
@@ -76,7 +109,7 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
                                   for row in csv.DictReader(io.StringIO(text))}
     params = {key: "null" if value is None else str(value)
               for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()}
-    return {"rev": rev, "params": params, "metrics": metrics, "curves": curves, "history": history,
+    return {"rev": shown, "params": params, "metrics": metrics, "curves": curves, "history": history,
             "predictions": predictions}
 
 
@@ -172,11 +205,31 @@ def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: s
     return rows
 
 
+RANKED_BY = "metrics.transformer.macro_f1"
+
+
+def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedComparison]]) -> list[list[str]]:
+    """Every revision by the transformer's test macro-F1, best first, with its change from the first
+    revision, the paired verdict against it and the params it changed."""
+    verdicts = {rev: c.verdict.replace("B better", "better").replace("A better", "worse")
+                for model, rev, c in comparisons if model == "transformer"}
+    first = snapshots[0]
+    rows = []
+    for snap in sorted(snapshots, key=lambda s: -s["metrics"].get(RANKED_BY, float("-inf"))):
+        changed = [f"{k}={v}" for k, v in sorted(snap["params"].items()) if first["params"].get(k) != v]
+        rows.append([snap["rev"], _cell(snap["metrics"].get(RANKED_BY)),
+                     _change(first["metrics"].get(RANKED_BY), snap["metrics"].get(RANKED_BY)),
+                     "baseline" if snap is first else verdicts.get(snap["rev"], "-"), "; ".join(changed) or "-"])
+    return [[str(rank), *row] for rank, row in enumerate(rows, start=1)]
+
+
 VERDICT_HEADER = ["model", "revisions", "test rows", "macro-F1 change", "95% paired bootstrap interval",
                   "only the first right", "only the other right", "McNemar p", "verdict"]
 
 
-def compare(repo: Path, revs: list[str], out: Path) -> dict[str, Path]:
+def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[str, Path]:
+    """The report of `revs` (the first is what the others are compared with); with `rank`, a table of
+    all of them by the transformer's test macro-F1 comes first."""
     if len(revs) < 2:
         raise StageError("compare needs at least two revisions (use `workspace` for the working tree)")
     snapshots = [snapshot(repo, rev) for rev in revs]
@@ -185,10 +238,15 @@ def compare(repo: Path, revs: list[str], out: Path) -> dict[str, Path]:
     change = f"change ({revs[-1]} - {revs[0]})"
     headline = _table(snapshots, "metrics", [n for n in HEADLINE if any(n in s["metrics"] for s in snapshots)],
                       change=True)
-    verdicts = _verdict_rows(paired(snapshots), revs[0])
+    comparisons = paired(snapshots)
+    verdicts = _verdict_rows(comparisons, revs[0])
     metric_rows = _table(snapshots, "metrics", change=True)
     param_rows = _table(snapshots, "params", only_different=True)
+    ranked = [(f"Ranked by the transformer's test macro-F1 (against {revs[0]})",
+               ["rank", "revision", "macro-F1", "change", "verdict", "params changed"],
+               ranking(snapshots, comparisons), False)] if rank else []
     sections = [  # (title, header, rows, folded)
+        *ranked,
         ("Headline", ["metric", *revs, change], headline, False),
         ("Is the change real?", VERDICT_HEADER, verdicts, False),
         ("Params that differ", ["name", *revs], param_rows, False),

@@ -3,7 +3,7 @@ counts as counts, a verdict where two revisions scored the same test rows, any p
 
 import json
 
-from reprolab.compare import compare, paired, snapshot
+from reprolab.compare import compare, paired, ranking, snapshot
 from reprolab.storage import csv_text
 
 TRUTH = ["ham"] * 60 + ["spam"] * 40
@@ -48,3 +48,16 @@ def test_report_sections_and_cells(tmp_path):
     assert "| metrics.test_rows | 100 | 100 |  |" in markdown  # a count stays a count
     assert "| transformer | workspace vs workspace | 100 | +0.0000 |" in markdown and "within noise" in markdown
     assert "<details><summary>All metrics (3)</summary>" in markdown
+
+
+def test_experiments_rank_best_first_with_their_changed_params(tmp_path):
+    worse = ["spam" if i < 30 else t for i, t in enumerate(TRUTH)]  # 30 ham rows wrong
+    for name, predicted, rate in (("base", worse[:10] + TRUTH[10:], "5.0e-05"), ("exp-a", worse, "1.0e-04"),
+                                  ("exp-b", TRUTH, "3.0e-04")):
+        write_revision(tmp_path / name, predicted, f"train: {{learning_rate: {rate}, epochs: 1}}\n")
+    snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("base", "exp-a", "exp-b")]
+    rows = ranking(snaps, paired(snaps))
+    assert [row[:2] for row in rows] == [["1", "exp-b"], ["2", "base"], ["3", "exp-a"]]
+    assert rows[0][3:] == ["+0.1000", "better", "train.learning_rate=0.0003"]
+    assert rows[1][3:] == ["", "baseline", "-"]
+    assert rows[2][3:] == ["-0.2000", "worse", "train.learning_rate=0.0001"]
