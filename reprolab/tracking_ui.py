@@ -1,13 +1,16 @@
 """`reprolab ui`: the MLflow UI on the project's store, started, announced and stopped as one process.
 
 The server (`mlflow ui`, which runs its own worker processes) gets a process group of its own: Ctrl-C or
-SIGTERM to this command stops the whole group, so no server is left holding the port. The URL is printed
+SIGTERM to this command stops the whole group, so no server is left holding the port. On Linux the
+server is also told to stop if this command dies without that chance (SIGKILL, OOM); it then stops its
+workers itself. The URL is printed
 only once the port accepts connections; a port already in use is an error before anything starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +24,12 @@ from reprolab.errors import StageError
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_SECONDS = 180  # the first start creates the store's tables
 STOP_GRACE_SECONDS = 10
+
+
+def _stop_with_parent() -> None:
+    """Run in the server's process before it starts: Linux sends it SIGTERM when its parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def port_free(host: str, port: int) -> bool:
@@ -50,7 +59,8 @@ def serve(host: str, port: int) -> int:
                          "another with --port")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(),
                "--host", host, "--port", str(port)]
-    server = subprocess.Popen(command, start_new_session=True)
+    server = subprocess.Popen(command, start_new_session=True,
+                              preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None)
     stop_asked: list[float] = []
 
     def signal_group(signum: int) -> None:

@@ -44,7 +44,8 @@ def project(tmp_path_factory):
     return tmp_path_factory.mktemp("ui")
 
 
-@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "Ctrl-C", "SIGKILL"])
 def test_ui_says_where_once_it_listens_and_a_signal_stops_the_whole_server(project, stop_with):
     port = free_port()
     ui = subprocess.Popen([REPROLAB, "ui", "--port", str(port)], cwd=project, stdout=subprocess.PIPE,
@@ -54,16 +55,23 @@ def test_ui_says_where_once_it_listens_and_a_signal_stops_the_whole_server(proje
         assert listening(port), "the URL was printed before the port listened"
         assert f"sqlite:///{project}/mlflow.db" in output  # this project's store
         ui.send_signal(stop_with)
-        assert ui.wait(timeout=60) == 0
-        assert "ui: stopped" in ui.stdout.read()
-        deadline = time.monotonic() + 10
-        while listening(port) and time.monotonic() < deadline:  # the kernel closes the socket
+        if stop_with == signal.SIGKILL:  # no chance to clean up: the server stops on its own
+            assert ui.wait(timeout=60) == -signal.SIGKILL
+        else:
+            assert ui.wait(timeout=60) == 0
+            assert "ui: stopped" in ui.stdout.read()
+        deadline = time.monotonic() + 30
+        while listening(port) and time.monotonic() < deadline:  # the server's shutdown, then the kernel
             time.sleep(0.2)
         assert not listening(port), "a server process outlived `reprolab ui`"
-    finally:
+    finally:  # after a failed assertion: SIGTERM, so that `reprolab ui` stops the server it started
         if ui.poll() is None:
-            ui.kill()
-            ui.wait()
+            ui.terminate()
+            try:
+                ui.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                ui.kill()
+                ui.wait()
 
 
 def test_a_busy_port_is_an_error_and_another_host_a_warning(tmp_path):
