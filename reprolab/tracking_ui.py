@@ -50,15 +50,21 @@ def listening(host: str, port: int) -> bool:
 
 
 def serve(host: str, port: int) -> int:
-    """Run the UI until it exits or this process is told to stop; returns the server's exit status."""
+    """Run the MLflow UI of this project's store until it exits or this process is told to stop."""
     if host not in LOCAL_HOSTS:
         print(f"ui: WARNING --host {host} serves the tracking store (every run, param and artifact) to "
               "other machines without authentication; 127.0.0.1 keeps it on this one", file=sys.stderr)
+    uri = tracking.tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    return run_server(command, host, port, f"the MLflow UI of {uri}")
+
+
+def run_server(command: list[str], host: str, port: int, what: str) -> int:
+    """Start the server `command` (which listens on host:port), announce it once it listens, stop its whole
+    process group on SIGINT/SIGTERM; returns 0 when stopped that way, else the server's exit status."""
     if not port_free(host, port):
         raise StageError(f"port {port} on {host} is in use (another `reprolab ui`?): stop it or choose "
                          "another with --port")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.tracking_uri(),
-               "--host", host, "--port", str(port)]
     server = subprocess.Popen(command, start_new_session=True,
                               preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None)
     stop_asked: list[float] = []
@@ -83,16 +89,14 @@ def serve(host: str, port: int) -> int:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not stop_asked and not listening(host, port):
             if server.poll() is not None:
-                raise StageError(f"the MLflow UI exited with status {server.returncode} before it listened "
+                raise StageError(f"{what} exited with status {server.returncode} before it listened "
                                  f"on {host}:{port} (its messages are above)")
             if time.monotonic() > deadline:
-                raise StageError(f"the MLflow UI did not listen on {host}:{port} within "
-                                 f"{START_TIMEOUT_SECONDS} s")
+                raise StageError(f"{what} did not listen on {host}:{port} within {START_TIMEOUT_SECONDS} s")
             time.sleep(0.2)
         if not stop_asked:
             shown = f"[{host}]" if ":" in host else host
-            print(f"ui: the MLflow UI of {tracking.tracking_uri()} is at http://{shown}:{port} (Ctrl-C stops it)",
-                  flush=True)
+            print(f"ui: {what} is at http://{shown}:{port} (Ctrl-C stops it)", flush=True)
         status = wait_for_exit()
         if stop_asked:
             print("ui: stopped", flush=True)
