@@ -31,10 +31,10 @@ WORKSPACE = "workspace"
 METRIC_FILES = tuple(path.as_posix() for path in (paths.METRICS, paths.TRAIN_REPORT, paths.DATA_REPORT))
 MODELS = ("transformer", "baseline")
 HEADLINE = tuple(f"metrics.{model}.{name}" for name in ("macro_f1", "accuracy") for model in MODELS)
-PREDICTIONS = "reports/plots/test_predictions_{model}.csv"
+PREDICTIONS = f"{paths.PLOTS.as_posix()}/test_predictions_{{model}}.csv"
 CURVES = {  # figure -> (file per model, x column, y column)
-    "roc": ("reports/plots/roc_{model}.csv", "fpr", "tpr"),
-    "pr": ("reports/plots/pr_{model}.csv", "recall", "precision"),
+    "roc": (f"{paths.PLOTS.as_posix()}/roc_{{model}}.csv", "fpr", "tpr"),
+    "pr": (f"{paths.PLOTS.as_posix()}/pr_{{model}}.csv", "recall", "precision"),
 }
 
 
@@ -45,7 +45,13 @@ def read_at(repo: Path, rev: str, path: str) -> str | None:
     return provenance.git_show(repo, rev, path)
 
 
-def experiment_refs(repo: Path) -> dict[str, str]:
+def read_rows_at(repo: Path, rev: str, path: str) -> list[dict[str, str]]:
+    """A CSV report's rows at a revision; none where the revision does not hold it."""
+    text = read_at(repo, rev, path)
+    return list(csv.DictReader(io.StringIO(text))) if text else []
+
+
+def experiment_refs(repo: Path) -> dict[str, list[tuple[str, str]]]:
     """DVC experiment name -> its (git ref, baseline commit) pairs, from refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
     (one name can recur across baselines)."""
     refs = provenance.git(repo, "for-each-ref", "--format=%(refname)", "refs/exps/").split()
@@ -94,19 +100,14 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
             metrics.update(flat_values(json.loads(text), prefix=f"{Path(path).stem}."))
     curves = {}
     for figure, (pattern, x, y) in CURVES.items():
-        for model in ("transformer", "baseline"):
-            text = read_at(repo, rev, pattern.format(model=model))
-            if text:
-                rows = list(csv.DictReader(io.StringIO(text)))
+        for model in MODELS:
+            if rows := read_rows_at(repo, rev, pattern.format(model=model)):
                 curves[(figure, model)] = ([float(r[x]) for r in rows], [float(r[y]) for r in rows])
-    history_text = read_at(repo, rev, "reports/plots/train_history.csv")
-    history = list(csv.DictReader(io.StringIO(history_text))) if history_text else []
+    history = read_rows_at(repo, rev, paths.TRAIN_HISTORY.as_posix())
     predictions = {}
     for model in MODELS:
-        text = read_at(repo, rev, PREDICTIONS.format(model=model))
-        if text:
-            predictions[model] = {row["id"]: (row["actual"], row["predicted"])
-                                  for row in csv.DictReader(io.StringIO(text))}
+        if rows := read_rows_at(repo, rev, PREDICTIONS.format(model=model)):
+            predictions[model] = {row["id"]: (row["actual"], row["predicted"]) for row in rows}
     params = {key: "null" if value is None else str(value)
               for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()}
     return {"rev": shown, "params": params, "metrics": metrics, "curves": curves, "history": history,
@@ -148,7 +149,7 @@ def _figure(snapshots: list[dict], figure: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = False
     for snap in snapshots:
-        for model in ("transformer", "baseline"):
+        for model in MODELS:
             if (figure, model) in snap["curves"]:
                 x, y = snap["curves"][(figure, model)]
                 ax.plot(x, y, label=f"{snap['rev']} {model}", linestyle="-" if model == "transformer" else "--")

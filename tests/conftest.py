@@ -12,6 +12,7 @@ configure_process()  # as every stage does first: the same offline settings and 
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -115,6 +116,15 @@ def mail(group: str, number: str) -> bytes:
 
 
 # ---- end-to-end helpers: scratch projects run through their commands ----
+
+REPROLAB = shutil.which("reprolab", path=str(Path(sys.executable).parent))  # the installed console command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 COPIED = ["dvc.yaml", "requirements.lock", "stages", "reprolab", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
           ".gitignore"]

@@ -3,15 +3,13 @@ the DVC remote (a relative remote URL meaning the repository's), never touching 
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from reprolab.audit import AuditError, pull_tracked_inputs
-from tests.conftest import commit, make_project, run
+from tests.conftest import commit, env_for, make_project, run
 
 ROWS = "id,label,text\n1,spam,win a prize\n2,ham,lunch at noon\n"
 
@@ -24,9 +22,7 @@ def tracked(tmp_path) -> tuple[Path, dict[str, str]]:
     (repo / "data/own/mail.csv").write_text(ROWS)
     run(["dvc", "add", "data/own/mail.csv"], repo)
     commit(repo, "own data")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("DVC_ROOT", None)
-    return repo, env
+    return repo, env_for(repo)
 
 
 def worktree(repo: Path, where: Path) -> Path:

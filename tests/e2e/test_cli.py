@@ -1,13 +1,8 @@
 """The installed `reprolab` console command (the distribution's entry point, not the checkout's)."""
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-from tests.conftest import MODEL
-
-REPROLAB = shutil.which("reprolab", path=str(Path(sys.executable).parent))
+from tests.conftest import MODEL, REPROLAB
 
 
 def test_help_lists_every_verb_from_outside_the_checkout(tmp_path):

@@ -2,31 +2,20 @@
 
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPROLAB = shutil.which("reprolab", path=str(Path(sys.executable).parent))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from reprolab import tracking_ui
+from tests.conftest import REPROLAB, free_port
 
 
 def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+    return tracking_ui.listening("127.0.0.1", port)
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from reprolab import distributed, modeling
 from reprolab.training import seed_everything, train_model
-from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
+from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, free_port, train_params
 
 CPU = torch.device("cpu")
 # 26 rows in batches of 5 end with a batch of 1, which leaves rank 1 without rows on the last step;
@@ -57,12 +56,6 @@ def _worker(rank: int, world_size: int, port: int, train, val, out: str) -> None
 
 def l2_distance(a: dict, b: dict) -> float:
     return sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a).sqrt().item()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_gloo_processes_match_one_process(tokenizer, tmp_path):
