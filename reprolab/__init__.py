@@ -13,6 +13,6 @@ command) call `reprolab.process_settings.configure_process()` first: see that mo
   its checkpoints), `distributed` (DDP under torchrun), `evaluation` (metrics, baseline, plots)
 - records: `tracking` (MLflow runs that survive outages), `provenance` (git, packages, CPU kernels),
   `lineage` (`reprolab trace`)
-- verbs of the `reprolab` command: `cli`, `audit`, `compare` (with `significance`), `vendoring`,
-  `tracking_ui`
+- verbs of the `reprolab` command: `cli`, `audit` (with `audit_history`), `compare` (with
+  `significance`), `vendoring`, `tracking_ui`
 """

@@ -4,11 +4,14 @@ The revision is checked out as a detached git worktree outside the working copy,
 cache and its own MLflow store, so the user's working copy, cache and tracking history are never
 touched. Inputs that git does not hold (the npm corpus, the vendored model) are linked in from the
 repository; `.dvc`-tracked inputs come from the user's DVC cache (read only), else from the DVC
-remote. Then every stage is re-run (`dvc repro --force`) and the result is compared with what the
-revision recorded: each output and dependency hash in its dvc.lock, the params dvc.lock was
-produced with, each metric in its reports/metrics.json, and, given a run id, each test metric
-MLflow recorded. All of it exactly, unless the weights cannot match bit for bit (CUDA, or other CPU
-kernels than the recorded ones): the metrics then decide, within audit.inexact_metric_tolerance.
+remote. Every output the revision committed is removed and every stage re-run (`dvc repro`) on the
+CPU kernels the revision recorded (on the portable caps where it recorded none: see
+kernel_environment); then the result is compared with what the revision recorded: each output and
+dependency hash in its dvc.lock, the params dvc.lock was produced with, each metric in its
+reports/metrics.json, and, given a run id, each test metric MLflow recorded. All of it exactly,
+unless the weights cannot match bit for bit (CUDA, or other CPU kernels than the recorded ones): the
+metrics then decide, within audit.inexact_metric_tolerance. Differences are reported under their
+causes (find_causes): the first stage whose output moved, and what is known to differ there.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import yaml
 from reprolab import paths, provenance, storage, tracking
 from reprolab.errors import StageError
 from reprolab.params import load_params, parse_audit_params
+from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 from reprolab.provenance import GitError, git_show
 from reprolab.tracking import MODEL_DIGEST_TAG, flat_metrics
 
@@ -234,64 +238,208 @@ def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
     return {k.removeprefix("cpu."): v for k, v in tags.items() if k.startswith("cpu.")} or None
 
 
+# What ran, library by library (provenance.cpu_kernels), and how a reader knows each.
+KERNEL_FIELDS = {"machine": "machine", "torch_capability": "torch SIMD", "numpy_simd": "numpy SIMD dispatch",
+                 "blas_core": "OpenBLAS core"}
+
+
+def kernel_environment(recorded: dict | None, env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment a revision's stages run in, on the kernels it was made with, and a line saying
+    which. A result from before kernels were recorded was made on the AVX2 machines of that time: it
+    runs under the portable caps, which give those machines' kernels. A cap the user set explicitly
+    stays (it stands for a smaller machine, and the kernels it gives are recorded and compared)."""
+    env = dict(env)
+    mode = recorded.get("kernels", "portable") if recorded else "portable"
+    env["REPROLAB_CPU_KERNELS"] = mode
+    if mode == "native":
+        for name in PORTABLE_CPU_KERNELS:
+            env.pop(name, None)
+        return env, "native kernels, as recorded"
+    for name, value in portable_caps().items():
+        env.setdefault(name, value)
+    if not recorded:
+        return env, ("kernels not recorded (a result from before they were): run under the portable AVX2 caps, "
+                     "the kernels of the AVX2 machines that made results then")
+    unrecorded = [KERNEL_FIELDS[field] for field in ("numpy_simd", "blas_core") if field not in recorded]
+    return env, "portable kernels, as recorded" + (
+        f" ({' and '.join(unrecorded)} not recorded then: held to AVX2 with the rest)" if unrecorded else "")
+
+
+def kernel_differences(recorded: dict | None, reproduced: dict | None) -> list[str]:
+    """What ran differently, compared by what ran (native on an AVX2 machine is AVX2), field by field."""
+    if not recorded or not reproduced:
+        return []
+    return [f"{label} {reproduced[field]} here, {recorded[field]} recorded" for field, label in KERNEL_FIELDS.items()
+            if field in recorded and field in reproduced and recorded[field] != reproduced[field]]
+
+
 def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None,
                    reproduced: dict | None) -> str:
-    """Why the trained weights cannot match bit for bit ("" when they must). Kernels are compared by
-    what ran (machine, torch's SIMD level), not by the mode asked for: native on an AVX2 machine is AVX2."""
+    """Why the trained weights cannot match bit for bit ("" when they must)."""
     if "cuda" in recorded_device or "cuda" in reproduced_device:
         return "on CUDA (bf16 and atomics are not bit-stable)"
-    if recorded and reproduced:
-        ran = [(k.get("machine"), k.get("torch_capability")) for k in (recorded, reproduced)]
-        if ran[0] != ran[1]:
-            return (f"across CPU kernels ({describe_kernels(recorded)} recorded, "
-                    f"{describe_kernels(reproduced)} here)")
+    if kernel_differences(recorded, reproduced):
+        return (f"across CPU kernels ({describe_kernels(recorded)} recorded, "
+                f"{describe_kernels(reproduced)} here)")
     return ""
 
 
 def describe_kernels(kernels: dict | None) -> str:
     if not kernels:
         return "not recorded"
-    return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')})"
+    extra = "".join(f", {KERNEL_FIELDS[field]} {kernels[field]}" for field in ("numpy_simd", "blas_core")
+                    if field in kernels)
+    return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')}){extra}"
 
 
-def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = False) -> dict[str, Any]:
+def _stage(lock: dict, stage: str) -> dict:
+    return lock.get("stages", {}).get(stage) or {}
+
+
+def _producers(*locks: dict) -> dict[str, str]:
+    return {entry["path"]: stage for lock in locks for stage, body in lock.get("stages", {}).items()
+            for entry in body.get("outs") or []}
+
+
+def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check], known: dict[str, Any]) -> list[dict]:
+    """The failed checks grouped by the first stage whose output moved upstream of each, and what is
+    known to differ between the two runs at that stage: its params, code and inputs (from the two
+    dvc.lock files), package versions, CPU kernels, device (`known`: the two sides of each)."""
+    stages = list(recorded_lock.get("stages", {})) or list(reproduced_lock.get("stages", {}))
+    producers = _producers(recorded_lock, reproduced_lock)
+    failed = [c for c in checks if not c.ok]
+    moved = {c.name.split(":", 1)[0] for c in failed if c.kind == "output"}
+    deps = {stage: [entry["path"] for lock in (recorded_lock, reproduced_lock)
+                    for entry in _stage(lock, stage).get("deps") or []] for stage in stages}
+
+    def origin(stage: str) -> str:
+        """The first moved stage upstream of a moved stage (itself when nothing upstream moved)."""
+        for path in deps.get(stage, []):
+            upstream = producers.get(path)
+            if upstream and upstream != stage and upstream in moved:
+                return origin(upstream)
+        return stage
+
+    def producer_of(path: str) -> str | None:
+        """The stage whose output holds `path` (an output, or a file inside an output folder)."""
+        holders = [out for out in producers if path == out or path.startswith(out.rstrip("/") + "/")]
+        return producers[max(holders, key=len)] if holders else None
+
+    def stage_of(check: Check) -> str:
+        """A difference in a stage's own record (code, input, param) is that stage's; a moved output is
+        its first moved stage's."""
+        if check.kind in ("output", "dependency"):
+            stage, path = check.name.split(":", 1)
+            if check.kind == "dependency":
+                if path not in producers:
+                    return stage
+                stage = producers[path]
+        elif check.kind == "param":
+            return next((s for s in stages if any(check.name in values for lock in (recorded_lock, reproduced_lock)
+                                                  for values in _stage(lock, s).get("params", {}).values())),
+                        stages[0])
+        else:  # metrics come from the metrics file, MLflow's model and inputs from their stages' outputs
+            stage = producer_of(METRICS_FILE if check.kind in ("metric", "mlflow_metric") else check.name) or stages[-1]
+        return origin(stage) if stage in moved else stage
+
+    groups: dict[str, list[Check]] = {}
+    for check in failed:
+        groups.setdefault(stage_of(check), []).append(check)
+    order = {stage: i for i, stage in enumerate(stages)}
+    return [{"stage": stage, "differences": [f"{c.kind} {c.name}" for c in group],
+             "known": _known_differences(stage, group, producers, known)}
+            for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))]
+
+
+def _known_differences(stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any]) -> list[str]:
+    found = []
+    for check in group:
+        if check.kind == "dependency" and check.name.split(":", 1)[1] not in producers:
+            path = check.name.split(":", 1)[1]
+            what = "code" if path.endswith(".py") else "input"
+            found.append(f"{what} {path}: {_short(check.reproduced)} here, {_short(check.recorded)} in dvc.lock")
+        elif check.kind == "param":
+            found.append(f"param {check.name} {check.reproduced} here, {check.recorded} in dvc.lock")
+    packages = known["packages"]
+    found += [f"{name} {packages['reproduced'].get(name, 'absent')} here, {packages['recorded'][name]} recorded"
+              for name in sorted(packages["recorded"])
+              if name in provenance.PACKAGES and packages["recorded"][name] != packages["reproduced"].get(name)]
+    found += kernel_differences(known["kernels"]["recorded"], known["kernels"]["reproduced"])
+    devices = known["devices"]
+    if stage in ("train", "evaluate") and devices["recorded"] != devices["reproduced"]:
+        found.append(f"device {devices['reproduced']} here, {devices['recorded']} recorded")
+    return found
+
+
+def _short(value: Any) -> str:
+    return str(value)[:12] if value else "absent"
+
+
+def describe_cause(cause: dict) -> str:
+    known = "; ".join(cause["known"]) or (
+        "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
+        "does not hold, such as a non-deterministic operation")
+    return f"{cause['stage']} ({len(cause['differences'])} differences): {known}"
+
+
+def remove_outputs(worktree: Path, lock: dict) -> None:
+    """Outputs committed to git (metrics, plot data) would make their stage look current, and be
+    compared with themselves: every output goes before the pipeline re-runs."""
+    for path in _producers(lock):
+        target = worktree / path
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = False,
+          cache_dir: Path | None = None) -> dict[str, Any]:
+    """Re-derive `target` and compare. `cache_dir`: a DVC cache shared with other audits (`audit_history`),
+    whose run cache gives a stage already computed there, with the same code, params and inputs, its
+    outputs instead of computing them again; by default the audit's own, empty cache."""
     started = time.perf_counter()
     repo = repo.resolve()
     commit, run = resolve_target(repo, target)
     files = recorded_files(repo, commit, run)
     recorded_lock = yaml.safe_load(files["dvc.lock"] or "{}") or {}
+    recorded_report = json.loads(files[TRAIN_REPORT] or "{}")
+    kernels = {"recorded": recorded_kernels(recorded_report, run)}
     audit_params = (parse_audit_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
                     or load_params(repo / "params.yaml", check_paths=False).audit)
     scratch = Path(tempfile.mkdtemp(prefix=f"reprolab-audit-{commit[:8]}-"))
     worktree = scratch / "worktree"
     provenance.git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(worktree)}
+    env, kernels["audited_on"] = kernel_environment(kernels["recorded"], {
+        **os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(worktree)})
     env.pop("DVC_ROOT", None)
     try:
+        if cache_dir is not None:
+            _dvc(worktree, env, "cache", "dir", "--local", str(cache_dir.resolve()))
         # Without a lock at the revision, the working copy's says which inputs live outside git.
         current = repo / "dvc.lock"
         fallback = yaml.safe_load(current.read_text()) if current.exists() else {}
         linked = link_external_inputs(repo, worktree, recorded_lock or fallback)
         pull_tracked_inputs(repo, worktree, env)
+        remove_outputs(worktree, recorded_lock or fallback)
         run_started = time.perf_counter()
-        done = _dvc(worktree, env, "repro", "--force")
+        done = _dvc(worktree, env, "repro")
         (scratch / "repro.log").write_text(done.stdout + done.stderr)
         if done.returncode:
             raise AuditError(f"the pipeline failed at {commit[:12]}; log: {scratch / 'repro.log'}\n"
                              f"{(done.stdout + done.stderr)[-1500:]}")
         pipeline_seconds = time.perf_counter() - run_started
+        reused = re.findall(r"Stage '([^']+)' is cached - skipping run", done.stdout + done.stderr)
         reproduced_lock = yaml.safe_load((worktree / "dvc.lock").read_text()) or {}
         reproduced_metrics = json.loads((worktree / METRICS_FILE).read_text())
-        recorded_report = json.loads(files[TRAIN_REPORT] or "{}")
         reproduced_report = json.loads((worktree / TRAIN_REPORT).read_text())
-        recorded_device = (recorded_report.get("device")
-                           or (run.data.tags.get("train.device") if run is not None else None) or "cpu")
-        reproduced_device = reproduced_report.get("device", "cpu")
-        kernels = {"recorded": recorded_kernels(recorded_report, run),
-                   "reproduced": reproduced_report.get("cpu_kernels")}
-        inexact = inexact_reason(recorded_device, reproduced_device, kernels["recorded"], kernels["reproduced"])
+        devices = {"recorded": (recorded_report.get("device")
+                                or (run.data.tags.get("train.device") if run is not None else None) or "cpu"),
+                   "reproduced": reproduced_report.get("device", "cpu")}
+        kernels["reproduced"] = reproduced_report.get("cpu_kernels")
+        inexact = inexact_reason(devices["recorded"], devices["reproduced"], kernels["recorded"], kernels["reproduced"])
         tolerance = audit_params.inexact_metric_tolerance if inexact else 0.0
         checks = compare_hashes(recorded_lock, reproduced_lock) if recorded_lock else []
         if files[METRICS_FILE]:
@@ -309,6 +457,11 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
                 provenance.git(repo, "worktree", "remove", "--force", str(worktree))
             shutil.rmtree(worktree, ignore_errors=True)
             provenance.git(repo, "worktree", "prune")
+    environment = {
+        "recorded": ({k[len("version."):]: v for k, v in run.data.tags.items() if k.startswith("version.")}
+                     if run is not None else _pins(files["requirements.lock"])),
+        "reproduced": provenance.package_versions(),
+    }
     report = {
         "target": target,
         "commit": commit,
@@ -316,16 +469,15 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         "verdict": "pass" if all(c.ok for c in checks) else "fail",
         "metric_tolerance": tolerance,
         "inexact": inexact,
-        "devices": {"recorded": recorded_device, "reproduced": reproduced_device},
+        "devices": devices,
         "cpu_kernels": kernels,
         "linked_inputs": linked,
+        "reused_stages": reused,
         "pipeline_seconds": round(pipeline_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "environment": {
-            "recorded": ({k[len("version."):]: v for k, v in run.data.tags.items() if k.startswith("version.")}
-                         if run is not None else _pins(files["requirements.lock"])),
-            "reproduced": provenance.package_versions(),
-        },
+        "environment": environment,
+        "causes": find_causes(recorded_lock, reproduced_lock, checks,
+                              {"packages": environment, "kernels": kernels, "devices": devices}),
         "checks": [asdict(c) for c in checks],
         "scratch": str(scratch),
     }
@@ -346,12 +498,21 @@ def markdown(report: dict[str, Any]) -> str:
         f"- verdict: **{report['verdict'].upper()}**: {len(checks) - len(failed)} of {len(checks)} checks match",
         f"- devices: recorded {report['devices']['recorded']}, reproduced {report['devices']['reproduced']}; "
         f"CPU kernels: recorded {describe_kernels(report['cpu_kernels']['recorded'])}, "
-        f"reproduced {describe_kernels(report['cpu_kernels']['reproduced'])}",
+        f"reproduced {describe_kernels(report['cpu_kernels']['reproduced'])}; "
+        f"the stages ran on {report['cpu_kernels']['audited_on']}",
         f"- metric tolerance {report['metric_tolerance']}"
         + (f": bits cannot match {report['inexact']}" if report["inexact"] else ": every bit must match"),
-        f"- pipeline re-run: {report['pipeline_seconds']} s; audit wall time {report['wall_seconds']} s",
+        f"- pipeline re-run: {report['pipeline_seconds']} s"
+        + (f" (outputs of {', '.join(report['reused_stages'])} from an earlier audit's run cache)"
+           if report["reused_stages"] else "") + f"; audit wall time {report['wall_seconds']} s",
         "",
     ]
+    if report["causes"]:
+        lines += ["## Causes", "", "Each difference under the first stage whose output moved upstream of it, with what "
+                  "is known to differ between the two runs there.", ""]
+        lines += [f"- **{describe_cause(cause)}**: " + ", ".join(f"`{name}`" for name in cause["differences"])
+                  for cause in report["causes"]]
+        lines.append("")
     if failed:
         lines += ["## What differed", "", "| kind | name | recorded | reproduced | detail |",
                   "| --- | --- | --- | --- | --- |"]

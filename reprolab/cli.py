@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from reprolab import provenance, tracking
 from reprolab.errors import StageError, run_stage
 from reprolab.process_settings import configure_process
+
+# Every other project module is imported by the verb that needs it, after configure_process(): most
+# of them load numpy, whose SIMD kernels are chosen once, on import.
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     ui_parser.add_argument("--port", type=int, default=5000)
     verbs.add_parser("env", help="print the package versions and tracking store this run would record")
     audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
-    audit_parser.add_argument("target", help="git revision or MLflow run id")
-    audit_parser.add_argument("--out", type=Path, help="where to write audit.md and audit.json")
+    audit_parser.add_argument("target", nargs="?", help="git revision or MLflow run id")
+    audit_parser.add_argument("--all", action="store_true",
+                              help="audit every commit with results on the current branch, oldest first")
+    audit_parser.add_argument("--since", metavar="REV", help="with --all: start at this commit")
+    audit_parser.add_argument("--out", type=Path, help="where to write audit.md and audit.json "
+                              "(with --all: audit-history.md, and each commit's audit in a folder)")
     audit_parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
     trace_parser = verbs.add_parser("trace", help="print the lineage of an MLflow run")
     trace_parser.add_argument("run_id")
@@ -60,9 +66,23 @@ def _dispatch(args: argparse.Namespace) -> None:
         status = serve(args.host, args.port)
         if status:  # the server failed on its own; negative: the signal that ended it
             sys.exit(status if status > 0 else 128 - status)
+    elif args.verb == "audit" and args.all:
+        from reprolab.audit_history import audit_history
+
+        if args.target or args.keep:
+            raise StageError("audit --all takes no target and no --keep (--since REV starts it later)")
+        summary = audit_history(Path.cwd(), args.since, args.out, progress=lambda row: print(
+            f"{row['commit'][:12]} {row['date']} {row['verdict'].upper()} {row['matched']}/{row['checks']} "
+            f"{row['cause']}".rstrip(), flush=True))
+        print(f"audit --all {summary['verdict'].upper()}: {summary['commits']} commits with results, "
+              f"{summary['audited']} audited, in {summary['wall_seconds']} s; report: {summary['report_files'][1]}")
+        if summary["verdict"] != "pass":
+            sys.exit(1)
     elif args.verb == "audit":
         from reprolab.audit import audit
 
+        if args.target is None or args.since:
+            raise StageError("audit takes a git revision or MLflow run id (or --all [--since REV] for the history)")
         report = audit(Path.cwd(), args.target, args.out, args.keep)
         for check in report["checks"]:
             if not check["ok"]:
@@ -94,9 +114,13 @@ def _dispatch(args: argparse.Namespace) -> None:
         for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
     elif args.verb == "replay":
+        from reprolab import tracking
+
         sent = tracking.replay()
         print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
     elif args.verb == "env":
+        from reprolab import provenance, tracking
+
         print(f"tracking: {tracking.tracking_uri()}")
         for name, version in provenance.package_versions().items():
             print(f"{name}=={version}")

@@ -141,7 +141,7 @@ class EvaluateParams(Section):
 class AuditParams(Section):
     # Where bits cannot match, a result is reproduced when its metrics match within this: on CUDA (bf16
     # autocast and atomics are not bit-stable), or on CPU kernels other than those that recorded it
-    # (an aarch64 audit of an x86-64 result, or REPROLAB_CPU_KERNELS=native on AVX-512). Otherwise
+    # (an aarch64 audit of an x86-64 result, a result of native kernels audited on another CPU). Otherwise
     # every hash and metric must match exactly. Revisions before it was renamed call it cuda_metric_tolerance.
     inexact_metric_tolerance: float = Field(ge=0, le=1, validation_alias=AliasChoices(
         "inexact_metric_tolerance", "cuda_metric_tolerance"))

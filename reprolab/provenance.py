@@ -83,10 +83,27 @@ def package_versions() -> dict[str, str]:
 
 
 def cpu_kernels() -> dict[str, str]:
-    """Which SIMD kernels the CPU numerics ran on (see reprolab.process_settings): portable AVX2 or native."""
+    """Which SIMD kernels the CPU numerics ran on (see reprolab.process_settings): the mode asked for,
+    and what each library that had loaded picked: torch's SIMD level, numpy's widest dispatched
+    group (X86_V3 is AVX2, X86_V4 and AVX512_* are AVX-512), OpenBLAS's core."""
     kernels = {"kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "machine": platform.machine()}
     torch = sys.modules.get("torch")  # only where the stage loaded it: importing torch costs seconds
     if torch is not None:
         kernels["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+    if "numpy" in sys.modules:
+        kernels["numpy_simd"] = numpy_simd()
+        from threadpoolctl import threadpool_info
+
+        cores = sorted({str(lib.get("architecture")) for lib in threadpool_info() if lib["internal_api"] == "openblas"})
+        if cores:
+            kernels["blas_core"] = ",".join(cores)
     return kernels
+
+
+def numpy_simd() -> str:
+    """numpy's widest SIMD group in use ("baseline" when it dispatches to none)."""
+    from numpy._core import _multiarray_umath as umath  # where numpy 2 keeps its dispatch tables
+
+    enabled = [group for group in umath.__cpu_dispatch__ if umath.__cpu_features__.get(group)]
+    return enabled[-1] if enabled else "baseline"
 

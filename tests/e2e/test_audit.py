@@ -10,8 +10,10 @@ import json
 import pytest
 
 from reprolab.audit import AuditError, audit, recorded_files
+from reprolab.audit_history import audit_history
 from reprolab.errors import StageError
-from tests.conftest import commit, run, update_params
+from reprolab.process_settings import PORTABLE_CPU_KERNELS
+from tests.conftest import commit, ran_stages, run, update_params
 
 
 def failed(report: dict) -> dict[tuple[str, str], dict]:
@@ -105,7 +107,8 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
         pytest.skip("the result was recorded on torch's generic kernels already")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     report = audit(project, published, tmp_path)
-    assert report["cpu_kernels"] == {"recorded": kernels, "reproduced": {**kernels, "torch_capability": "DEFAULT"}}
+    assert report["cpu_kernels"]["recorded"] == kernels
+    assert report["cpu_kernels"]["reproduced"] == {**kernels, "torch_capability": "DEFAULT"}
     assert report["inexact"].startswith("across CPU kernels") and report["metric_tolerance"] == 0.01
     checks = {(c["kind"], c["name"]): c for c in report["checks"]}
     for seen_as in (("output", "train:models/model"), ("dependency", "evaluate:models/model")):
@@ -118,3 +121,48 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
     text = (tmp_path / "audit.md").read_text()
     assert "bits cannot match across CPU kernels" in text
     assert "`train:models/model`" in text.split("## What differed within what this audit allows")[1]
+
+
+def test_history_audits_each_result_once_and_computes_each_stage_once(project, tmp_path, monkeypatch):
+    """`reprolab audit --all` on three commits with results. The published one is audited in full. A
+    commit that changes nothing its result depends on takes that verdict without an audit. A result
+    from before kernels were recorded (its train stage here records none) runs on the portable caps
+    of its time, even for a user who asked for native kernels; and its data stages, whose code, params
+    and inputs are those of the first audit, come from DVC's run cache in the shared scratch cache."""
+    monkeypatch.chdir(project)
+    with pytest.raises(AuditError, match="not a git revision"):
+        audit_history(project, since="no-such-rev")
+    published = run(["git", "rev-parse", "HEAD"], project).strip()
+    (project / "NOTES.md").write_text("nothing a stage reads\n")
+    commit(project, "notes")
+    train = project / "stages/train.py"
+    train.write_text(train.read_text().replace("provenance.cpu_kernels())", "{})"))
+    assert ran_stages(run(["dvc", "repro"], project)) == ["train"]
+    unrecorded = commit(project, "a train stage from before kernels were recorded")
+    assert json.loads((project / "reports/train.json").read_text())["cpu_kernels"] == {}
+
+    monkeypatch.setenv("REPROLAB_CPU_KERNELS", "native")
+    for name in PORTABLE_CPU_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    summary = audit_history(project, out_dir=tmp_path)
+    rows = summary["rows"]
+    assert [row["verdict"] for row in rows] == ["pass", "pass", "pass"] and summary["verdict"] == "pass"
+    assert rows[0]["commit"] == published and rows[0]["reused_stages"] == []
+    assert rows[1]["same_as"] == published and rows[1]["cause"].startswith("same pipeline, params, results")
+    # evaluate runs again too: DVC keeps no run cache of a stage with uncached plot data among its outs
+    assert rows[2]["reused_stages"] == ["ingest", "clean", "tokenize", "augment"]
+    assert (summary["commits"], summary["audited"]) == (3, 2)
+
+    report = json.loads((tmp_path / unrecorded[:12] / "audit.json").read_text())
+    assert report["cpu_kernels"]["audited_on"].startswith("kernels not recorded")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{report['scratch']}/mlflow.db")
+    (train_run,) = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id],
+                                      filter_string="tags.`reprolab.stage` = 'train'")
+    assert train_run.data.tags["cpu.kernels"] == "portable"
+    if train_run.data.tags["cpu.machine"] == "x86_64":  # elsewhere there is nothing to hold
+        assert train_run.data.tags["cpu.numpy_simd"] in ("X86_V3", "baseline")
+    text = (tmp_path / "audit-history.md").read_text()
+    assert "PASS**: 3 of 3 commits with results reproduce" in text
+    assert f"| `{unrecorded[:12]}` a train stage from before kernels were recorded |" in text

@@ -26,3 +26,11 @@ def test_a_failure_is_one_line_and_status_2(tmp_path):
     done = subprocess.run([REPROLAB, "pack-corpus", str(tmp_path / "missing"), str(tmp_path / "x.tar")],
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'missing'}: not a directory (pack-corpus)\n"
+
+
+def test_audit_takes_a_target_or_all_but_not_both(tmp_path):
+    for args, said in ((["audit"], "audit takes a git revision or MLflow run id (or --all [--since REV]"),
+                       (["audit", "HEAD", "--since", "HEAD~3"], "audit takes a git revision"),
+                       (["audit", "--all", "HEAD"], "audit --all takes no target and no --keep")):
+        done = subprocess.run([REPROLAB, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.startswith(f"error: {said}"), (args, done.stderr)

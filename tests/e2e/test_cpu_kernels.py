@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from reprolab.process_settings import PORTABLE_CPU_KERNELS
+from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 from tests.conftest import REPO
 from tests.unit.test_evaluation import _tied_corpus
 
@@ -59,6 +59,45 @@ def test_default_kernels_give_the_bits_an_avx2_machine_gives():
 @x86_only
 def test_native_opt_out_leaves_the_machine_widest_kernels():
     assert train_steps("configured", REPROLAB_CPU_KERNELS="native") == train_steps("plain")
+
+
+# numpy's own loops and sort, and a dense product (OpenBLAS): each has AVX-512 kernels on x86-64.
+NUMPY_OPS = """
+import hashlib, sys
+if sys.argv[1] == "configured":
+    from reprolab.process_settings import configure_process
+    configure_process()
+import numpy as np
+from reprolab.provenance import cpu_kernels
+x = np.random.default_rng(0).standard_normal(100_003)
+square = x[:40_000].reshape(200, 200)
+results = (np.exp(x), np.log1p(np.abs(x)), np.power(np.abs(x), 1.7), square @ square,
+           np.argsort(np.round(x * 3), kind="quicksort"))
+kernels, digest = cpu_kernels(), hashlib.md5(b"".join(r.tobytes() for r in results)).hexdigest()
+print(kernels["numpy_simd"], kernels.get("blas_core", "none"), digest)
+"""
+AVX512_NUMPY = ("X86_V4", "AVX512_ICL", "AVX512_SPR")
+
+
+def numpy_ops(mode: str, **env: str) -> tuple[str, str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS and k != "REPROLAB_CPU_KERNELS"}
+    done = subprocess.run([sys.executable, "-c", NUMPY_OPS, mode], env={**clean, **env},
+                          capture_output=True, text=True, check=True)
+    numpy_simd, blas_core, digest = done.stdout.split()
+    return numpy_simd, blas_core, digest
+
+
+@x86_only
+def test_numpy_and_openblas_are_held_to_avx2_with_torch():
+    """numpy dispatches exp, log, power and its sort to AVX-512 where the CPU has it, and OpenBLAS picks
+    an AVX-512 core: both give other bits than on an AVX2 machine unless held."""
+    held = numpy_ops("configured")
+    assert held == numpy_ops("plain", **portable_caps())
+    assert held[0] not in AVX512_NUMPY and held[1] in ("Haswell", "none")
+    native = numpy_ops("plain")
+    if native[0] in AVX512_NUMPY:
+        assert native[2] != held[2]  # on this machine the hold changes results
+    assert numpy_ops("configured", REPROLAB_CPU_KERNELS="native") == native
 
 
 def test_importing_the_library_changes_no_setting():

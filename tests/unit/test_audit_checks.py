@@ -10,11 +10,15 @@ from reprolab.audit import (
     Check,
     compare_hashes,
     compare_metrics,
+    describe_cause,
     excuse_weights,
+    find_causes,
     inexact_reason,
+    kernel_environment,
     recorded_kernels,
     trained_paths,
 )
+from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 
 # A dvc.lock as the pipeline writes it, cut to three stages.
 LOCK = yaml.safe_load("""
@@ -132,3 +136,109 @@ def test_recorded_kernels_fall_back_to_the_run_tags():
     assert recorded_kernels({"cpu_kernels": from_file}, Run) == from_file
     assert recorded_kernels({}, Run) == {"kernels": "native", "machine": "x86_64", "torch_capability": "AVX512"}
     assert recorded_kernels({}, None) is None
+
+
+AVX2 = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2", "numpy_simd": "X86_V3",
+        "blas_core": "Haswell"}
+SAME_SIDES = {"packages": {"recorded": {"numpy": "2.4.6"}, "reproduced": {"numpy": "2.4.6", "torch": "2.13.0"}},
+              "kernels": {"recorded": AVX2, "reproduced": AVX2}, "devices": {"recorded": "cpu", "reproduced": "cpu"}}
+
+
+def test_a_result_without_a_kernel_record_runs_on_the_portable_caps_of_its_time():
+    """Even where the user asked for native kernels: the result was made on AVX2 machines."""
+    env, said = kernel_environment(None, {"REPROLAB_CPU_KERNELS": "native", "HOME": "/h"})
+    assert env == {"REPROLAB_CPU_KERNELS": "portable", "HOME": "/h", **portable_caps()}
+    assert said.startswith("kernels not recorded") and "portable AVX2 caps" in said
+
+
+def test_a_result_runs_on_the_kernels_it_recorded():
+    user = {"REPROLAB_CPU_KERNELS": "portable", **PORTABLE_CPU_KERNELS}
+    env, said = kernel_environment({**AVX2, "kernels": "native", "torch_capability": "AVX512"}, user)
+    assert env == {"REPROLAB_CPU_KERNELS": "native"} and said == "native kernels, as recorded"
+    env, said = kernel_environment(AVX2, {"REPROLAB_CPU_KERNELS": "native"})
+    assert env == {"REPROLAB_CPU_KERNELS": "portable", **portable_caps()} and said == "portable kernels, as recorded"
+    # A cap set by hand stays: it stands for a smaller machine, whose kernels are then compared.
+    env, _ = kernel_environment(AVX2, {"ATEN_CPU_CAPABILITY": "default"})
+    assert env["ATEN_CPU_CAPABILITY"] == "default"
+
+
+def test_a_record_from_before_numpy_was_held_says_so():
+    older = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2"}
+    _, said = kernel_environment(older, {})
+    assert said == ("portable kernels, as recorded (numpy SIMD dispatch and OpenBLAS core not recorded then: "
+                    "held to AVX2 with the rest)")
+
+
+def test_numpy_dispatch_alone_makes_the_kernels_differ():
+    avx512_numpy = {**AVX2, "numpy_simd": "AVX512_SPR"}
+    assert inexact_reason("cpu", "cpu", AVX2, avx512_numpy) == (
+        "across CPU kernels (x86_64 AVX2 (portable), numpy SIMD dispatch X86_V3, OpenBLAS core Haswell recorded, "
+        "x86_64 AVX2 (portable), numpy SIMD dispatch AVX512_SPR, OpenBLAS core Haswell here)")
+
+
+# The default pipeline's evaluate stage, cut to the baseline's outputs and one of the transformer's.
+PIPELINE = yaml.safe_load("""
+stages:
+  ingest:
+    deps: [{path: data/source, md5: s1.dir}, {path: reprolab/ingestion.py, md5: c1}]
+    outs: [{path: data/raw/raw.parquet, md5: r1}]
+  train:
+    deps: [{path: data/raw/raw.parquet, md5: r1}, {path: reprolab/training.py, md5: c2}]
+    params: {params.yaml: {train.epochs: 3}}
+    outs: [{path: models/model, md5: m1.dir}]
+  evaluate:
+    deps: [{path: data/raw/raw.parquet, md5: r1}, {path: models/model, md5: m1.dir},
+           {path: reprolab/evaluation.py, md5: c3}]
+    outs: [{path: reports/metrics.json, md5: e1}, {path: reports/plots/roc_baseline.csv, md5: e2},
+           {path: reports/plots/roc_transformer.csv, md5: e3}]
+""")
+
+
+def audit_checks(recorded: dict, reproduced: dict, metrics: dict[str, float]) -> list[Check]:
+    return compare_hashes(recorded, reproduced) + compare_metrics(METRICS, {**METRICS, **metrics}, 0.0)
+
+
+def test_a_pair_of_runs_differing_only_in_numpy_dispatch_names_it_as_the_cause():
+    """0dbdd0b's case: the baseline's vocabulary (numpy's SIMD sort) moved its outputs and metric."""
+    reproduced = copy.deepcopy(PIPELINE)
+    outs = reproduced["stages"]["evaluate"]["outs"]
+    outs[0]["md5"], outs[1]["md5"] = "e1-moved", "e2-moved"
+    checks = audit_checks(PIPELINE, reproduced, {"baseline.macro_f1": 0.9585})
+    sides = {**SAME_SIDES, "kernels": {"recorded": AVX2, "reproduced": {**AVX2, "numpy_simd": "X86_V4"}}}
+    (cause,) = find_causes(PIPELINE, reproduced, checks, sides)
+    assert cause == {"stage": "evaluate", "known": ["numpy SIMD dispatch X86_V4 here, X86_V3 recorded"],
+                     "differences": ["output evaluate:reports/metrics.json",
+                                     "output evaluate:reports/plots/roc_baseline.csv", "metric baseline.macro_f1"]}
+    assert describe_cause(cause) == "evaluate (3 differences): numpy SIMD dispatch X86_V4 here, X86_V3 recorded"
+
+
+def test_differences_downstream_of_a_moved_stage_are_its_own():
+    """A changed source moves every stage after ingest: one cause. A stage's own record (a param
+    changed without a re-run, stale code in dvc.lock) is a cause of its own."""
+    reproduced = copy.deepcopy(PIPELINE)
+    stages = reproduced["stages"]
+    stages["ingest"]["deps"][0]["md5"] = "s2.dir"
+    stages["ingest"]["outs"][0]["md5"] = stages["train"]["deps"][0]["md5"] = stages["evaluate"]["deps"][0]["md5"] = "r2"
+    stages["train"]["outs"][0]["md5"] = stages["evaluate"]["deps"][1]["md5"] = "m2.dir"
+    stages["evaluate"]["outs"][2]["md5"] = "e3-moved"
+    checks = audit_checks(PIPELINE, reproduced, {"transformer.macro_f1": 0.91})
+    sides = {**SAME_SIDES, "packages": {"recorded": {"numpy": "2.3.0"}, "reproduced": {"numpy": "2.4.6"}}}
+    (cause,) = find_causes(PIPELINE, reproduced, checks, sides)
+    assert cause["stage"] == "ingest" and len(cause["differences"]) == len([c for c in checks if not c.ok]) == 8
+    assert cause["known"] == ["input data/source: s2.dir here, s1.dir in dvc.lock", "numpy 2.4.6 here, 2.3.0 recorded"]
+
+    stages["train"]["params"]["params.yaml"]["train.epochs"] = 5
+    stages["evaluate"]["deps"][2]["md5"] = "c3-stale"
+    causes = find_causes(PIPELINE, reproduced, audit_checks(PIPELINE, reproduced, {}), sides)
+    assert [(c["stage"], c["known"][0], c["differences"]) for c in causes[1:]] == [
+        ("train", "param train.epochs 5 here, 3 in dvc.lock", ["param train.epochs"]),
+        ("evaluate", "code reprolab/evaluation.py: c3-stale here, c3 in dvc.lock",
+         ["dependency evaluate:reprolab/evaluation.py"])]
+
+
+def test_a_moved_stage_with_nothing_recorded_different_says_so():
+    reproduced = copy.deepcopy(PIPELINE)
+    reproduced["stages"]["train"]["outs"][0]["md5"] = reproduced["stages"]["evaluate"]["deps"][1]["md5"] = "m2.dir"
+    (cause,) = find_causes(PIPELINE, reproduced, audit_checks(PIPELINE, reproduced, {}), SAME_SIDES)
+    assert cause["stage"] == "train" and cause["known"] == []
+    assert "nothing recorded differs" in describe_cause(cause)
