@@ -378,7 +378,7 @@ def _short(value: Any) -> str:
 def describe_cause(cause: dict) -> str:
     known = "; ".join(cause["known"]) or (
         "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
-        "does not hold, such as a non-deterministic operation")
+        "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation")
     return f"{cause['stage']} ({len(cause['differences'])} differences): {known}"
 
 
