@@ -352,14 +352,18 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
 
 
 def _known_differences(stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any]) -> list[str]:
-    found = []
+    found, stale_code = [], []
     for check in group:
-        if check.kind == "dependency" and check.name.split(":", 1)[1] not in producers:
-            path = check.name.split(":", 1)[1]
-            what = "code" if path.endswith(".py") else "input"
-            found.append(f"{what} {path}: {_short(check.reproduced)} here, {_short(check.recorded)} in dvc.lock")
+        path = check.name.split(":", 1)[-1]
+        if check.kind == "dependency" and path not in producers:
+            if path.endswith(".py"):
+                stale_code.append(path)
+            else:
+                found.append(f"input {path}: {_short(check.reproduced)} here, {_short(check.recorded)} in dvc.lock")
         elif check.kind == "param":
             found.append(f"param {check.name} {check.reproduced} here, {check.recorded} in dvc.lock")
+    if stale_code:  # the revision's code is not what produced its dvc.lock: committed without a re-run
+        found.insert(0, f"code changed after dvc.lock was written: {', '.join(stale_code)}")
     packages = known["packages"]
     found += [f"{name} {packages['reproduced'].get(name, 'absent')} here, {packages['recorded'][name]} recorded"
               for name in sorted(packages["recorded"])
@@ -375,11 +379,15 @@ def _short(value: Any) -> str:
     return str(value)[:12] if value else "absent"
 
 
-def describe_cause(cause: dict) -> str:
-    known = "; ".join(cause["known"]) or (
+def describe_cause(cause: dict, most: int | None = None) -> str:
+    """One line: the stage, how many differences, what is known to differ there (the first `most`)."""
+    shown = cause["known"][:most]
+    hidden = len(cause["known"]) - len(shown)
+    known = "; ".join(shown + ([f"{hidden} more"] if hidden else [])) or (
         "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
         "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation")
-    return f"{cause['stage']} ({len(cause['differences'])} differences): {known}"
+    count = len(cause["differences"])
+    return f"{cause['stage']} ({count} difference{'s' if count != 1 else ''}): {known}"
 
 
 def remove_outputs(worktree: Path, lock: dict) -> None:

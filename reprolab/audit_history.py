@@ -113,7 +113,7 @@ def _audit_row(repo: Path, commit: str, out_dir: Path, cache: Path) -> dict[str,
     except StageError as exc:  # a revision whose pipeline cannot run here is a failed audit, not the end
         return {"verdict": "error", "matched": 0, "checks": 0, "cause": str(exc).splitlines()[0], "seconds": None}
     return {"verdict": report["verdict"], "matched": sum(c["ok"] for c in report["checks"]),
-            "checks": len(report["checks"]), "cause": "; ".join(describe_cause(c) for c in report["causes"]),
+            "checks": len(report["checks"]), "cause": "; ".join(describe_cause(c, most=2) for c in report["causes"]),
             "seconds": report["wall_seconds"], "reused_stages": report["reused_stages"],
             "report": str(out_dir / "audit.md")}
 

@@ -232,8 +232,10 @@ def test_differences_downstream_of_a_moved_stage_are_its_own():
     causes = find_causes(PIPELINE, reproduced, audit_checks(PIPELINE, reproduced, {}), sides)
     assert [(c["stage"], c["known"][0], c["differences"]) for c in causes[1:]] == [
         ("train", "param train.epochs 5 here, 3 in dvc.lock", ["param train.epochs"]),
-        ("evaluate", "code reprolab/evaluation.py: c3-stale here, c3 in dvc.lock",
+        ("evaluate", "code changed after dvc.lock was written: reprolab/evaluation.py",
          ["dependency evaluate:reprolab/evaluation.py"])]
+    assert describe_cause(causes[2], most=1) == ("evaluate (1 difference): code changed after dvc.lock was "
+                                                 "written: reprolab/evaluation.py; 1 more")
 
 
 def test_a_moved_stage_with_nothing_recorded_different_says_so():
