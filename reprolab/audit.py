@@ -347,8 +347,15 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
         groups.setdefault(stage_of(check), []).append(check)
     order = {stage: i for i, stage in enumerate(stages)}
     return [{"stage": stage, "differences": [f"{c.kind} {c.name}" for c in group],
-             "known": _known_differences(stage, group, producers, known)}
+             "known": _known_differences(stage, group, producers, known), "metric_change": _metric_change(group)}
             for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))]
+
+
+def _metric_change(group: list[Check]) -> float | None:
+    """How far the group's metrics moved at most: whether different bits mean a different result."""
+    moves = [abs(c.reproduced - c.recorded) for c in group if c.kind in ("metric", "mlflow_metric")
+             and isinstance(c.recorded, float | int) and isinstance(c.reproduced, float | int)]
+    return max(moves) if moves else None
 
 
 def _known_differences(stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any]) -> list[str]:
@@ -387,7 +394,8 @@ def describe_cause(cause: dict, most: int | None = None) -> str:
         "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
         "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation")
     count = len(cause["differences"])
-    return f"{cause['stage']} ({count} difference{'s' if count != 1 else ''}): {known}"
+    moved = "" if cause.get("metric_change") is None else f"; metrics moved by at most {cause['metric_change']:.3g}"
+    return f"{cause['stage']} ({count} difference{'s' if count != 1 else ''}): {known}{moved}"
 
 
 def remove_outputs(worktree: Path, lock: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 
 from reprolab.audit import (
@@ -208,8 +209,10 @@ def test_a_pair_of_runs_differing_only_in_numpy_dispatch_names_it_as_the_cause()
     (cause,) = find_causes(PIPELINE, reproduced, checks, sides)
     assert cause == {"stage": "evaluate", "known": ["numpy SIMD dispatch X86_V4 here, X86_V3 recorded"],
                      "differences": ["output evaluate:reports/metrics.json",
-                                     "output evaluate:reports/plots/roc_baseline.csv", "metric baseline.macro_f1"]}
-    assert describe_cause(cause) == "evaluate (3 differences): numpy SIMD dispatch X86_V4 here, X86_V3 recorded"
+                                     "output evaluate:reports/plots/roc_baseline.csv", "metric baseline.macro_f1"],
+                     "metric_change": pytest.approx(0.0085)}
+    assert describe_cause(cause) == ("evaluate (3 differences): numpy SIMD dispatch X86_V4 here, X86_V3 recorded; "
+                                     "metrics moved by at most 0.0085")
 
 
 def test_differences_downstream_of_a_moved_stage_are_its_own():
