@@ -135,7 +135,7 @@ def _number(value: Any) -> Any:
 
 def link_external_inputs(repo: Path, worktree: Path, lock: dict) -> list[str]:
     """Symlink dependencies git does not hold and no stage makes (registry data, vendored model)."""
-    produced = {entry["path"] for body in lock.get("stages", {}).values() for entry in body.get("outs") or []}
+    produced = _producers(lock)
     linked = []
     for body in lock.get("stages", {}).values():
         for dep in body.get("deps") or []:

@@ -74,8 +74,8 @@ def audit_history(repo: Path, since: str | None = None, out_dir: Path | None = N
             key = revision_key(repo, commit)
             if key is None:
                 continue
-            row = {"commit": commit, "date": provenance.git(repo, "log", "-1", "--format=%cs", commit).strip(),
-                   "subject": provenance.git(repo, "log", "-1", "--format=%s", commit).strip()[:72]}
+            date, _, subject = provenance.git(repo, "log", "-1", "--format=%cs %s", commit).strip().partition(" ")
+            row = {"commit": commit, "date": date, "subject": subject[:72]}
             if key in audited:
                 first = audited[key]
                 row.update({name: first[name] for name in ("verdict", "matched", "checks")},
