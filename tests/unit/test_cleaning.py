@@ -20,6 +20,7 @@ from reprolab.cleaning import (
     normalise,
     shingles,
 )
+from reprolab.errors import StageError
 from reprolab.ingestion import RAW_SCHEMA
 from reprolab.params import CleanParams, SplitParams
 from tests.conftest import mail
@@ -101,25 +102,27 @@ def test_rows_conserved_with_reasons_and_first_by_id_kept(tmp_path):
         raw_row("e", "   \n\t "),
         raw_row("f", "a different and long enough message", status="mismatch"),
         raw_row("g", "Subject: fine\n\nreal mail body here", kind="mail"),
+        raw_row("h", "one more message, unlike the others"),  # three rows: one for each split
     ]
     # Given in reverse: twins are still judged in id order, and the outputs keep the input's order.
     splits, rejects, summary = run_clean(tmp_path, rows[::-1], clean_params())
     kept = [r["id"] for split in splits.values() for r in split]
-    assert sorted(kept) == ["a", "g"]
+    assert sorted(kept) == ["a", "g", "h"]
     assert {r["id"]: r["reason"] for r in rejects} == {
         "b": "exact_duplicate", "c": "near_duplicate", "d": "too_short",
         "e": "empty_text", "f": "checksum_mismatch"}
-    assert [r["id"] for r in rejects] == ["f", "e", "d", "c", "b"]
+    assert [r["id"] for r in rejects] == ["f", "e", "d", "c", "b"]  # h, g, ... a
     details = {r["id"]: r["detail"] for r in rejects}
     assert details["b"] == "same text as a" and details["c"].endswith("with a")
     assert all(r["raw"] is not None and r["stage"] == "clean" for r in rejects)  # the original bytes are kept
-    assert summary["rows_in"] == 7 and summary["rows_kept"] + summary["rows_rejected"] == 7
+    assert summary["rows_in"] == 8 and summary["rows_kept"] + summary["rows_rejected"] == 8
     assert summary["rejected_by_reason"] == {"checksum_mismatch": 1, "empty_text": 1, "exact_duplicate": 1,
                                              "near_duplicate": 1, "too_short": 1}
 
 
 def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(tmp_path, monkeypatch):
-    rows = [raw_row("a", "a message that is long enough"), raw_row("b", "tiny")]
+    rows = [raw_row("a", "a message that is long enough"), raw_row("b", "tiny"),
+            raw_row("c", "another message, long enough"), raw_row("d", "and a third one for the test split")]
     (tmp_path / "rejects.parquet").write_bytes(b"previous")
     write = storage.ParquetSink.write
 
@@ -127,7 +130,7 @@ def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouch
         write(sink, table.slice(0, 0) if sink.schema.equals(storage.REJECT_SCHEMA) else table)
 
     monkeypatch.setattr(storage.ParquetSink, "write", drop_rejects)
-    with pytest.raises(AssertionError, match="clean lost rows: 2 rows in, 2 read; wrote .*'rejects': 0"):
+    with pytest.raises(AssertionError, match="clean lost rows: 4 rows in, 4 read; wrote .*'rejects': 0"):
         run_clean(tmp_path, rows, clean_params())
     assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
     assert not (tmp_path / "train.parquet").exists()
@@ -198,7 +201,8 @@ def test_find_duplicates_keeps_distinct_texts():
     batch = pa.RecordBatch.from_pylist([raw_row(str(i), t) for i, t in enumerate(texts)], schema=RAW_SCHEMA)
     result = fingerprint(batch)
     verdict, twin, _ = find_duplicates(np.arange(2), np.ones(2, bool), result.exact, result.bands,
-                                       lambda row: result.signatures[row], p.near_duplicate_threshold)
+                                       lambda row: result.signatures[row], p.near_duplicate_threshold,
+                                       np.zeros(2, np.int32))
     assert verdict.tolist() == [0, 0] and twin.tolist() == [-1, -1]
 
 
@@ -232,3 +236,34 @@ def test_real_messages_clean_to_nonempty_text(group, tmp_path):
     assert len(kept) + len(rejects) == 40
     assert len(kept) >= 30
     assert all(len(r["text"]) >= 20 and "\n" not in r["text"] for r in kept)
+
+
+def test_identical_texts_with_different_labels_are_all_rejected(tmp_path):
+    # 100 copies of one text, labelled both ways: no copy may be kept with either label.
+    text = "claim your free prize now by replying to this message today"
+    rows = [raw_row(f"x{i:03d}", text, label="spam" if i % 2 else "ham") for i in range(100)]
+    rows += [raw_row(f"{label}{i}", f"an ordinary {label} message number {i} " + "with some words " * i, label=label)
+             for label in ("ham", "spam") for i in range(3)]
+    splits, rejects, summary = run_clean(tmp_path, rows, clean_params())
+    assert summary["rejected_by_reason"] == {"conflicting_labels": 100}
+    assert all(r["text"] != text for split in splits.values() for r in split)
+    details = {r["id"]: r["detail"] for r in rejects}
+    assert details["x000"] == "same text as x001, labelled otherwise"  # ham names the first spam
+    assert details["x001"] == details["x003"] == "same text as x000, labelled otherwise"
+
+
+def test_a_class_too_small_for_every_split_stops_clean_naming_it(tmp_path):
+    rows = [raw_row(f"h{i}", f"a ham message with its own words, number {i} " + "more " * i) for i in range(6)]
+    rows += [raw_row("s0", "the only spam message left after cleaning", label="spam"), raw_row("s1", "tiny", "spam")]
+    with pytest.raises(StageError, match=r"class 'spam' has 1 row\(s\) after cleaning: too few for one in each of "
+                                         r"train, val, test"):
+        run_clean(tmp_path, rows, clean_params())
+    assert not (tmp_path / "train.parquet").exists()
+
+
+def test_a_class_that_loses_every_row_stops_clean_with_the_reasons(tmp_path):
+    rows = [raw_row(f"h{i}", f"a ham message with its own words, number {i} " + "more " * i) for i in range(6)]
+    rows += [raw_row("s0", "tiny", "spam"), raw_row("s1", "short", "spam")]
+    with pytest.raises(StageError, match=r"class\(es\) \['spam'\] lost every row of 8 rows in .*too_short x2"):
+        run_clean(tmp_path, rows, clean_params())
+    assert not (tmp_path / "train.parquet").exists()

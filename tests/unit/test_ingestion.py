@@ -1,10 +1,13 @@
 """ingest on real corpus files and on small tables with planted problems."""
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import tarfile
+import tracemalloc
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +15,15 @@ import pytest
 
 from reprolab import storage
 from reprolab.errors import StageError
-from reprolab.ingestion import IngestError, Tally, ingest, records_from_source, subsample_ids, write_outputs
+from reprolab.ingestion import (
+    IngestError,
+    SourceCount,
+    ingest,
+    ingest_source,
+    records_from_source,
+    subsample_ids,
+    write_outputs,
+)
 from reprolab.params import IngestParams
 from reprolab.vendoring import pack_corpus
 from tests.conftest import CORPUS, kept_and_rejected
@@ -124,7 +135,7 @@ def test_packed_archive_depends_only_on_names_and_bytes(mini_corpus, tmp_path_fa
 def test_mail_source_that_is_neither_folder_nor_archive_is_named(tmp_path):
     path = tmp_path / "corpus.zip"
     path.write_bytes(b"PK\x03\x04 not a tar")
-    with pytest.raises(IngestError, match=r"corpus.zip: neither a directory nor a tar archive"):
+    with pytest.raises(IngestError, match=r"corpus.zip: neither a folder nor a readable tar archive"):
         list(records_from_source(corpus_params(path)))
 
 
@@ -194,7 +205,7 @@ def test_parquet_source_and_size_limit(tmp_path):
     assert [r["reason"] for r in rejects] == ["text_too_large", "missing_text"]
 
 
-def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
+def test_subsample_is_deterministic_and_conserves_rows(mini_corpus, tmp_path):
     p = corpus_params(mini_corpus, max_rows_per_label=3)
     records = list(records_from_source(p))
     keep_ids = subsample_ids(ingest(records, p), 3)
@@ -205,10 +216,7 @@ def test_subsample_is_deterministic_and_conserves_rows(mini_corpus):
     smallest = {row_id for ids in by_label.values()
                 for row_id in sorted(ids, key=lambda row_id: hashlib.sha256(row_id.encode()).digest())[:3]}
     assert keep_ids == smallest  # the 3 ids with the smallest SHA-256 per label
-    tally = Tally()
-    for kept, row in ingest(records, p, keep_ids):
-        tally.add(kept, row)
-    summary = tally.report()
+    summary = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet").report()
     assert summary["kept_by_label"] == {"ham": 3, "spam": 3}
     assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"] == 16
     assert summary["rejected_by_reason"] == {"subsampled": 10}
@@ -218,9 +226,9 @@ def test_outputs_hold_every_row_whatever_the_chunk_size(mini_corpus, tmp_path, m
     (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
     p = corpus_params(mini_corpus)
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
-    write_outputs(ingest(records_from_source(p), p), tmp_path / "one.parquet", tmp_path / "one-rejects.parquet")
+    ingest_source(p, tmp_path / "one.parquet", tmp_path / "one-rejects.parquet")
     monkeypatch.setattr("reprolab.ingestion._CHUNK_ROWS", 3)  # many chunks: the same bytes
-    tally = write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert pq.read_table(tmp_path / "raw.parquet").to_pylist() == kept
     assert [(r["id"], r["reason"], r["stage"]) for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()] == [
         ("spam-2/00999", "empty_text", "ingest")] == [(r["id"], r["reason"], "ingest") for r in rejects]
@@ -245,7 +253,151 @@ def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouch
     p = corpus_params(mini_corpus)
     (tmp_path / "rejects.parquet").write_bytes(b"previous")
     monkeypatch.setattr("reprolab.storage.rejects_table", lambda rows, stage: storage.REJECT_SCHEMA.empty_table())
-    with pytest.raises(AssertionError, match="ingest lost rows: wrote 16 kept and 0 rejected"):
-        write_outputs(ingest(records_from_source(p), p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    with pytest.raises(IngestError, match=r"ingest lost rows.*read 17 entries, counted 16 kept \+ 1 rejected, "
+                                          r"wrote 16 \+ 0"):
+        ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
     assert not (tmp_path / "raw.parquet").exists()
+
+
+def test_a_record_dropped_between_reader_and_writer_fails_the_count(mini_corpus, tmp_path):
+    # rows_in comes from the reader, not from kept + rejected: a row that never reaches ingest() is seen.
+    p = corpus_params(mini_corpus)
+    count = SourceCount()
+    records = (record for n, record in enumerate(records_from_source(p, count)) if n != 3)
+    with pytest.raises(IngestError, match=r"ingest lost rows.*read 16 entries, counted 15 kept \+ 0 rejected"):
+        write_outputs(ingest(records, p), count, p.labels, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert not (tmp_path / "raw.parquet").exists()
+
+
+def test_fifos_and_undecodable_names_are_rejected_unread(tmp_path, tmp_path_factory):
+    # A FIFO would block a reader forever; a non-UTF-8 name cannot be written to Parquet as text.
+    for label in ("ham", "spam"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "good.eml").write_bytes(b"Subject: hi\n\nan ordinary message body")
+    os.mkfifo(tmp_path / "ham" / "pipe.eml")
+    (tmp_path / os.fsdecode(b"spam/caf\xe9.eml")).write_bytes(b"Subject: hi\n\nanother body")
+    p = IngestParams(format="mail_dir", path=str(tmp_path), labels=["ham", "spam"],
+                     folder_labels={"ham": "ham", "spam": "spam"})
+    out = tmp_path_factory.mktemp("out")
+    tally = ingest_source(p, out / "raw.parquet", out / "rejects.parquet")
+    rejects = {r["source"]: (r["reason"], r["detail"]) for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    assert rejects == {"ham/pipe.eml": ("not_a_regular_file", "a FIFO; only regular files are read"),
+                       "spam/caf\\xe9.eml": ("undecodable_name", "the name is not UTF-8; rename the file")}
+    assert tally.report()["rows_in"] == 4
+
+
+def test_a_fifo_as_the_source_or_named_like_a_table_is_a_file_error(tmp_path):
+    os.mkfifo(tmp_path / "data.csv")
+    with pytest.raises(IngestError, match=r"data.csv: not a folder or a regular file \(ingest.path\)"):
+        list(records_from_source(table_params(tmp_path / "data.csv", "csv")))
+    with pytest.raises(IngestError, match=r"data.csv: not a regular file \(a folder, link or device"):
+        list(records_from_source(table_params(tmp_path, "csv")))
+
+
+def test_pack_corpus_packs_a_link_as_a_link_never_what_it_points_to(mini_corpus, tmp_path_factory):
+    secret = tmp_path_factory.mktemp("outside") / "secret.txt"
+    secret.write_bytes(b"Subject: secret\n\nnot part of the corpus")
+    os.symlink(secret, mini_corpus / "spam-2" / "00998.0123456789abcdef0123456789abcdef.txt")
+    os.symlink(secret.parent, mini_corpus / "spam-2" / "linked-folder")
+    packed = pack_corpus(mini_corpus, tmp_path_factory.mktemp("packed") / "corpus.tar")
+    assert b"not part of the corpus" not in packed.read_bytes()
+    p = corpus_params(packed)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert len(kept) == 16
+    assert sorted((r["source"], r["reason"]) for r in rejects) == [
+        ("spam-2/00998.0123456789abcdef0123456789abcdef.txt", "not_a_regular_file"),
+        ("spam-2/linked-folder", "not_a_regular_file")]
+    assert all(b"not part of the corpus" not in (row["raw"] or b"") for row in kept + rejects)
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes, streamed: an archive member of any size without holding it."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_a_huge_member_is_rejected_from_its_header_without_reading_it(tmp_path):
+    # 256 MiB of zeros in a 250 KB .tar.gz (the 1 GiB case is bench/zero_member.py): never decompressed
+    # into memory, and the archive's total is checked before any member is read.
+    archive_path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive_path, "w:gz", compresslevel=1) as archive:
+        for name, body in (("ham/a.eml", b"Subject: a\n\nhello there"), ("spam/b.eml", b"Subject: b\n\nwin now")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+        info = tarfile.TarInfo("spam/zeros.eml")
+        info.size = 256 << 20
+        archive.addfile(info, io.BufferedReader(Zeros(info.size)))
+    p = IngestParams(format="mail_dir", path=str(archive_path), labels=["ham", "spam"],
+                     folder_labels={"ham": "ham", "spam": "spam"})
+    tracemalloc.start()
+    tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert tally.report()["rejected_by_reason"] == {"text_too_large": 1}
+    assert peak < 32 << 20
+    small = p.model_copy(update={"max_archive_bytes": 1 << 20})
+    with pytest.raises(IngestError, match=r"members add up to 2684354\d\d bytes > ingest.max_archive_bytes=1048576"):
+        ingest_source(small, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+
+
+def test_no_row_kept_or_a_class_with_no_row_stops_ingest_naming_the_top_reasons(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\n" + "".join(f"text {i},positive\n" for i in range(5)) + "other,negative\n")
+    typo = table_params(path, "csv", labels=["postive", "negative"])
+    with pytest.raises(IngestError, match=r"no row kept for class\(es\) \['postive'\] of ingest.labels.*"
+                                          r"unknown_label x5 \(e.g. .*data.csv:2: 'positive' is not one of"):
+        ingest_source(typo, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    none = table_params(path, "csv", labels=["ham", "spam"])
+    with pytest.raises(IngestError, match=r"no row kept of 6 read: unknown_label x6"):
+        ingest_source(none, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    assert not (tmp_path / "raw.parquet").exists()
+
+
+def test_a_long_first_json_line_is_a_row_reject_and_long_ids_are_cut_in_messages(tmp_path):
+    path = tmp_path / "data.jsonl"
+    long_id = "i" * 5000
+    path.write_text(json.dumps({"id": "a", "text": "x" * 80_000, "label": "ham"}) + "\n"  # past the line limit
+                    + "".join(json.dumps({"id": long_id, "text": f"text {n}", "label": label}) + "\n"
+                              for n, label in enumerate(["ham", "spam"])))
+    p = table_params(path, "jsonl", id_column="id", max_text_bytes=1000)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [(r["reason"], len(r["detail"]) < 200) for r in rejects] == [("text_too_large", True),
+                                                                        ("duplicate_id", True)]
+    assert [r["id"] for r in kept] == [long_id]
+
+
+def test_an_unreadable_mail_is_a_reject_and_an_unreadable_table_a_file_error(mini_corpus, tmp_path, monkeypatch):
+    # chmod 000 does not stop root (as CI runs), so the open itself is made to fail as it would.
+    unreadable = mini_corpus / "spam-2" / "00998.0123456789abcdef0123456789abcdef.txt"
+    unreadable.write_bytes(b"Subject: locked\n\nno access")
+    opened = os.open
+
+    def open_but_not(path, flags, *args):
+        if Path(path) == unreadable or Path(path).name == "locked.csv":
+            raise PermissionError(13, "Permission denied")
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_but_not)
+    p = corpus_params(mini_corpus)
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [(r["source"], r["reason"], r["detail"]) for r in rejects] == [
+        ("spam-2/00998.0123456789abcdef0123456789abcdef.txt", "unreadable", "cannot be read (Permission denied)")]
+    assert len(kept) == 16
+    locked = tmp_path / "locked.csv"
+    locked.write_text("text,label\nhello,ham\n")
+    monkeypatch.setattr("reprolab.ingestion.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY),
+                        raising=False)
+    with pytest.raises(IngestError, match=r"locked.csv: cannot be read \(Permission denied\)"):
+        list(records_from_source(table_params(locked, "csv")))

@@ -1,10 +1,12 @@
 import copy
+import json
+import tracemalloc
 
 import pytest
 import yaml
 
 from reprolab.params import ParamsError, flatten, load_params, parse_audit_params, parse_params
-from tests.conftest import fixture_params_raw
+from tests.conftest import FIXTURE_PARAMS, fixture_params_raw
 
 
 @pytest.fixture()
@@ -59,7 +61,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "params.yaml")
     (tmp_path / "params.yaml").write_text("train: [unclosed\n")
-    with pytest.raises(ParamsError, match="not valid YAML"):
+    with pytest.raises(ParamsError, match="not valid params YAML"):
         load_params(tmp_path / "params.yaml")
 
 
@@ -94,3 +96,85 @@ def test_audit_reads_only_the_audit_section_of_a_revision(raw):
     raw["audit"] = {"inexact_metric_tolerance": 2}
     with pytest.raises(ParamsError, match=r"(?s)rev:params.yaml: .*audit.inexact_metric_tolerance: .*less than"):
         parse_audit_params(raw, "rev:params.yaml")
+
+
+FIXTURE_TEXT = FIXTURE_PARAMS.read_text()
+
+
+def test_an_alias_bomb_is_refused_at_its_first_alias_without_expanding(tmp_path):
+    # Nine levels of nine aliases: 387 million strings if expanded; refused in bounded time and memory.
+    bomb = "lol0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    (tmp_path / "params.yaml").write_text(FIXTURE_TEXT + bomb)
+    tracemalloc.start()
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml", check_paths=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "alias *a0 is not allowed" in str(err.value) and len(str(err.value)) < 1000
+    assert peak < 5_000_000
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("train:\n  epochs: 1\n  epochs: 50\n", r"key 'epochs' is repeated \(first on line 2, again on line 3\)"),
+    ("clean: {}\ntrain: {}\nclean: {}\n", r"key 'clean' is repeated \(first on line 1, again on line 3\)"),
+])
+def test_a_repeated_key_names_the_key_and_both_lines(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=message):
+        load_params(tmp_path / "params.yaml", check_paths=False)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("train", "weight_decay", float("inf"), "train.weight_decay: Input should be a finite number"),
+    ("train", "max_grad_norm", float("inf"), "train.max_grad_norm: Input should be a finite number"),
+    ("train", "learning_rate", float("nan"), "train.learning_rate: Input should be a finite number"),
+    ("train", "seed", 2**40, "train.seed: Input should be less than 4294967296"),
+    ("clean", "min_chars", 30000, r"clean: min_chars \(30000\) is above max_chars \(20000\)"),
+])
+def test_values_that_cannot_run_are_refused_naming_the_key(raw, section, key, value, message):
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_a_huge_value_is_shown_as_a_short_preview(raw):
+    raw["train"]["epochs"] = "9" * 100_000
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "train.epochs" in str(err.value) and "(100002 characters)" in str(err.value)
+    assert len(str(err.value)) < 400
+
+
+def test_another_formats_keys_are_not_checked_but_a_mail_format_needs_its_own(raw):
+    raw["ingest"] |= {"format": "csv", "path": "data.csv", "folder_labels": {"x": "not-a-label"}}
+    assert parse_params(raw).ingest.format == "csv"
+    raw["ingest"]["format"] = "mail_dir"
+    with pytest.raises(ParamsError, match=r"folder_labels maps to \['not-a-label'\]"):
+        parse_params(raw)
+
+
+def test_max_length_is_checked_against_the_models_positions_before_any_work(raw, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 128}))
+    raw["model"]["name_or_path"] = str(model)
+    raw["ingest"]["path"] = str(tmp_path)
+    raw["tokenize"]["max_length"] = 256
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"tokenize.max_length: 256 is above the model's 128 positions"):
+        load_params(tmp_path / "params.yaml")
+    raw["tokenize"]["max_length"] = 128
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").tokenize.max_length == 128
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"train:\n  seed: \xff\n", "not UTF-8 \\(byte 15"),
+    (b"- just\n- a list\n", "expected a mapping of sections, got list"),
+    (b"x" * (2 << 20), "larger than 1048576 bytes"),
+])
+def test_unreadable_params_files_get_one_message(tmp_path, data, message):
+    (tmp_path / "params.yaml").write_bytes(data)
+    with pytest.raises(ParamsError, match=message):
+        load_params(tmp_path / "params.yaml", check_paths=False)
