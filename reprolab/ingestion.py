@@ -188,14 +188,17 @@ _EARLY_BYTES = 64 << 20
 def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> Iterator[_Entry]:
     """Every non-folder member, in name order. Headers are read first: the folders named in params
     and the declared sizes (against max_archive_bytes) are checked before any member's bytes are."""
-    members = archive.getmembers()
+    members, declared = [], 0
+    for member in archive:  # headers, one at a time: refused at the one that passes the limit, unread
+        members.append(member)
+        declared += member.size if member.isfile() else 0
+        if declared > p.max_archive_bytes:
+            raise IngestError(f"{root}: members add up to more than ingest.max_archive_bytes={p.max_archive_bytes} "
+                              f"bytes (at {escaped(member.name)[:100]}: {declared}); raise it if the archive is "
+                              "trusted")
     _check_folders(root, {_parts(m.name)[0] for m in members
                           if len(_parts(m.name)) > 1 or (m.isdir() and _parts(m.name))}, p)
     members = [m for m in members if not m.isdir()]
-    declared = sum(m.size for m in members if m.isfile())
-    if declared > p.max_archive_bytes:
-        raise IngestError(f"{root}: members add up to {declared} bytes > ingest.max_archive_bytes="
-                          f"{p.max_archive_bytes}; raise it if the archive is trusted")
     limit = p.max_text_bytes + 1
     # The members _mail_records will read, so no other waits in `early` for a turn that never comes.
     wanted = {i for i, m in enumerate(members) if m.isfile() and m.size <= p.max_text_bytes
