@@ -367,10 +367,13 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
                                                         label_codes.to_numpy(zero_copy_only=False))
         del exact, bands
         kept = np.flatnonzero(eligible & (verdict == 0))
-        _check_classes(ids_and_labels.column("label").combine_chunks(), kept, verdict, spill)
+        labels = ids_and_labels.column("label").combine_chunks()
+        _check_classes(labels, kept, verdict, spill)
         split_of = np.full(len(ids), -1, np.int8)
-        split_of[kept] = assign_splits(ids.take(kept), ids_and_labels.column("label").combine_chunks().take(kept),
-                                       p.split)
+        try:
+            split_of[kept] = assign_splits(ids.take(kept), labels.take(kept), p.split)
+        except CleanError as exc:  # a class too small to split: say what cleaning took from it
+            raise CleanError(f"{exc}; the commonest clean rejects: {_top_rejects(verdict, spill)}") from None
         return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
 
 
@@ -384,12 +387,15 @@ def _check_classes(labels: pa.Array, kept: np.ndarray, verdict: np.ndarray, spil
     came = Counter(labels.to_pylist())
     if left and set(left) == set(came):
         return
+    raise CleanError(f"class(es) {sorted(set(came) - set(left))} lost every row of {len(labels)} rows in "
+                     f"(left: {dict(left)}); the commonest clean rejects: {_top_rejects(verdict, spill)}")
+
+
+def _top_rejects(verdict: np.ndarray, spill: Path) -> str:
+    """The three commonest reasons pass 1 and deduplication rejected rows for, with their counts."""
     reasons = Counter(reason for reason in pq.read_table(spill, columns=["reason"]).column(0).to_pylist() if reason)
     reasons.update(_VERDICTS[v] for v in verdict[verdict > 0].tolist())
-    top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3)) or "none"
-    raise CleanError(f"class(es) {sorted(set(came) - set(left))} lost every row of {len(labels)} rows in "
-                     f"(left: {dict(left)}); the commonest clean rejects: {top}; "
-                     "see data/rejects/clean.parquet")
+    return ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3)) or "none"
 
 
 def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
