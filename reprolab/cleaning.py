@@ -56,9 +56,12 @@ from reprolab import paths, storage
 from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 
-SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string())])
+# replacements: U+FFFD characters in the text, where a mail part's bytes did not decode in its charset.
+SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string()),
+                          ("replacements", pa.int32())])
 # Pass 1's output per raw row: the clean text, or the reason the row was rejected.
-SPILL_SCHEMA = pa.schema([("text", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+SPILL_SCHEMA = pa.schema([("text", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+                          ("replacements", pa.int32())])
 BATCH_ROWS = 1024
 
 # Zero-width and other format characters that survive NFKC but carry no text.
@@ -144,6 +147,7 @@ class Fingerprints:
     texts: list[str | None]
     reasons: list[str | None]
     details: list[str | None]
+    replacements: list[int]
     exact: np.ndarray  # (rows,) S20: SHA-1 of the casefolded text
     signatures: np.ndarray  # (rows, permutations) uint32: MinHash of the word shingles
     bands: np.ndarray  # (rows, LSH bands) uint64: hash of each band of the signature
@@ -168,7 +172,7 @@ class Fingerprinter:
 
     def __call__(self, batch: pa.RecordBatch) -> Fingerprints:
         rows = batch.to_pylist()
-        out = Fingerprints([], [], [], np.zeros(len(rows), "S20"),
+        out = Fingerprints([], [], [], [], np.zeros(len(rows), "S20"),
                            np.zeros((len(rows), self.p.minhash_permutations), np.uint32),
                            np.zeros((len(rows), len(self.band_ranges)), np.uint64))
         for i, row in enumerate(rows):
@@ -176,6 +180,7 @@ class Fingerprinter:
             out.texts.append(text)
             out.reasons.append(problem and problem[0])
             out.details.append(problem and problem[1])
+            out.replacements.append(text.count("\ufffd") if text else 0)
             if text is None:
                 continue
             out.exact[i] = hashlib.sha1(text.casefold().encode()).digest()
@@ -287,8 +292,8 @@ def fingerprint_all(raw: Path, rows: int, fingerprint: Fingerprinter, workers: i
     with storage.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
             _executor(workers) as pool:
         for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
-            sink.write(pa.table({"text": result.texts, "reason": result.reasons, "detail": result.details},
-                                schema=SPILL_SCHEMA))
+            sink.write(pa.table({"text": result.texts, "reason": result.reasons, "detail": result.details,
+                                 "replacements": result.replacements}, schema=SPILL_SCHEMA))
             signature_file.write(result.signatures.tobytes())
             eligible.append(np.array([text is not None for text in result.texts], bool))
             exact.append(result.exact)
@@ -344,13 +349,20 @@ def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator
 
 def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams,
                workers: int = 1) -> dict[str, Any]:
-    """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report."""
-    ids_and_labels = storage.read_parquet(raw, ["id", "label"])
+    """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report.
+
+    Where ingest kept the source's own split (its `split` column), rows keep it: duplicates are judged
+    in split order (train, val, test), then id, so of twins in two splits the later split's copy is
+    rejected (`cross_split_duplicate`), and nothing is re-split."""
+    ids_and_labels = storage.read_parquet(raw, ["id", "label", "split"])
     if not ids_and_labels.num_rows:
         raise CleanError(f"{raw}: no rows to clean; run ingest (dvc repro) and read its report")
     ids = ids_and_labels.column("id").combine_chunks()
+    given = _given_splits(ids_and_labels.column("split").combine_chunks())
+    order = pc.sort_indices(pa.table({"split": given if given is not None else np.zeros(len(ids), np.int8),
+                                      "id": ids}), [("split", "ascending"), ("id", "ascending")]).to_numpy()
     rank = np.empty(len(ids), np.int64)
-    rank[pc.sort_indices(ids).to_numpy()] = np.arange(len(ids))
+    rank[order] = np.arange(len(ids))
     fingerprint = Fingerprinter(p)
     with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
         spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
@@ -371,10 +383,39 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
         _check_classes(labels, kept, verdict, spill)
         split_of = np.full(len(ids), -1, np.int8)
         try:
-            split_of[kept] = assign_splits(ids.take(kept), labels.take(kept), p.split)
+            if given is None:
+                split_of[kept] = assign_splits(ids.take(kept), labels.take(kept), p.split)
+            else:
+                split_of[kept] = given[kept]
+                _check_given_splits(labels, split_of)
         except CleanError as exc:  # a class too small to split: say what cleaning took from it
             raise CleanError(f"{exc}; the commonest clean rejects: {_top_rejects(verdict, spill)}") from None
-        return write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids)
+        summary = write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids,
+                               given)
+        return {**summary, "splits_from": "source" if given is not None else "clean.split"}
+
+
+def _given_splits(splits: pa.Array) -> np.ndarray | None:
+    """The source's split of each row as an index into paths.SPLITS, or None where the source gave none."""
+    if splits.null_count == len(splits):
+        return None
+    if splits.null_count:
+        raise CleanError(f"{splits.null_count} rows have no split while others have one: run ingest again")
+    codes = pc.index_in(splits, pa.array(paths.SPLITS))
+    if codes.null_count:
+        raise CleanError(f"split values other than {list(paths.SPLITS)} in the raw rows: run ingest again")
+    return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def _check_given_splits(labels: pa.Array, split_of: np.ndarray) -> None:
+    """Every class keeps a row in each of the source's splits (a class absent from test cannot be scored)."""
+    classes = set(labels.to_pylist())
+    for code, name in enumerate(paths.SPLITS):
+        present = set(labels.filter(pa.array(split_of == code)).to_pylist())
+        if classes - present:
+            raise CleanError(f"the source's {name} split keeps no row of class(es) {sorted(classes - present)} "
+                             f"after cleaning ({int((split_of == code).sum())} rows in it); move rows of them "
+                             f"there (ingest.split_column)")
 
 
 _VERDICTS = {EXACT_DUPLICATE: "exact_duplicate", NEAR_DUPLICATE: "near_duplicate",
@@ -399,11 +440,14 @@ def _top_rejects(verdict: np.ndarray, spill: Path) -> str:
 
 
 def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
-                 verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array) -> dict[str, Any]:
+                 verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array,
+                 given: np.ndarray | None = None) -> dict[str, Any]:
     """Pass 2: every row to its split (`split_of`: index into paths.SPLITS, -1 for none) or, with its
-    reason, to the rejects; returns the report."""
+    reason, to the rejects; returns the report. With the source's own splits (`given`), a duplicate
+    of a row in another split is a `cross_split_duplicate`."""
     reasons: Counter[str] = Counter()
     split_labels: dict[str, Counter[str]] = {name: Counter() for name in split_paths}
+    replacements = {"rows": 0, "characters": 0}  # kept rows whose text holds U+FFFD, and how many
     with contextlib.ExitStack() as stack:
         sinks = {name: stack.enter_context(storage.parquet_sink(path, SPLIT_SCHEMA))
                  for name, path in split_paths.items()}
@@ -416,9 +460,13 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
             for code, name in enumerate(paths.SPLITS):
                 in_split = codes == code
                 rows = raw_rows.filter(in_split)
+                replaced = spilled["replacements"].filter(in_split)
                 sinks[name].write(pa.table({"id": rows["id"], "label": rows["label"],
-                                            "text": spilled["text"].filter(in_split)}, schema=SPLIT_SCHEMA))
+                                            "text": spilled["text"].filter(in_split), "replacements": replaced},
+                                           schema=SPLIT_SCHEMA))
                 split_labels[name].update(rows["label"].to_pylist())
+                replacements["rows"] += int(pc.sum(pc.greater(replaced, 0)).as_py() or 0)
+                replacements["characters"] += int(pc.sum(replaced).as_py() or 0)
             rejected = np.flatnonzero(codes < 0)
             spill_reasons = spilled["reason"].take(rejected).to_pylist()
             spill_details = spilled["detail"].take(rejected).to_pylist()
@@ -430,12 +478,13 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
                 elif verdict[i] == CONFLICTING_LABELS:
                     spill_reasons[n] = "conflicting_labels"
                     details.append(f"same text as {ids[twin[i]]}, labelled otherwise")
-                elif verdict[i] == EXACT_DUPLICATE:
-                    spill_reasons[n] = "exact_duplicate"
-                    details.append(f"same text as {ids[twin[i]]}")
                 else:
-                    spill_reasons[n] = "near_duplicate"
-                    details.append(f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}")
+                    across = given is not None and given[twin[i]] != given[i]
+                    where = f" in {paths.SPLITS[given[twin[i]]]}" if across else ""
+                    kind = "exact_duplicate" if verdict[i] == EXACT_DUPLICATE else "near_duplicate"
+                    spill_reasons[n] = "cross_split_duplicate" if across else kind
+                    details.append(f"same text as {ids[twin[i]]}{where}" if kind == "exact_duplicate" else
+                                   f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}{where}")
             reasons.update(spill_reasons)
             rows = raw_rows.take(rejected)
             rejects.write(pa.table({"id": rows["id"], "source": rows["source"],
@@ -457,5 +506,6 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
         "rejected_by_reason": dict(sorted(reasons.items())),
         "splits": {name: {"rows": sum(counts.values()), **dict(sorted(counts.items()))}
                    for name, counts in split_labels.items()},
+        "replacement_characters": replacements,
     }
 

@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
+import charset_normalizer
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reprolab import storage
 from reprolab.errors import StageError
-from reprolab.params import MAIL_FORMATS, IngestParams, preview
+from reprolab.params import FOLDER_FORMATS, IngestParams, preview
 
 RAW_SCHEMA = pa.schema(
     [
@@ -49,6 +50,8 @@ RAW_SCHEMA = pa.schema(
         ("kind", pa.string()),  # "mail": raw RFC 822 bytes; "text": UTF-8 text
         ("raw", pa.binary()),
         ("checksum_status", pa.string()),  # ok | mismatch | absent
+        ("split", pa.string()),  # train | val | test from the source's split column, else null
+        ("encoding", pa.string()),  # what a text_dir file was decoded from (detected); null for the others
     ]
 )
 
@@ -295,6 +298,9 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
             yield {"id": source, "source": source, "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
                    "raw": None}
             continue
+        if p.format == "text_dir":
+            yield _text_file_record(folder, name, source, raw, p)
+            continue
         status = "absent"
         if md5_names:
             match = _MD5_NAME.match(name)
@@ -310,6 +316,48 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
             "raw": raw,
             "checksum_status": status,
         }
+
+
+def decode_text(raw: bytes) -> tuple[str, str] | None:
+    """(text, encoding) of a plain-text file: UTF-8 (a BOM dropped) when it decodes as such, else the
+    encoding charset-normalizer finds most likely, decoded strictly; None when none fits without
+    replacement characters. No byte is ever replaced, so no text is silently damaged."""
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    matches = charset_normalizer.from_bytes(raw)
+    best = matches.best()
+    if best is None:
+        return None
+    # Single-byte Western text often reads as cleanly in cp1250 as in cp1252 (the detector ranks cp1250
+    # first, and turns "£479m" into "Ł479m"): where cp1252 reads the bytes with no more chaos than the
+    # best, it is the commoner encoding and wins.
+    western = any(match.chaos <= best.chaos and "cp1252" in match.could_be_from_charset for match in matches)
+    encoding = "cp1252" if western else best.encoding
+    try:
+        return raw.decode(encoding), encoding
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _text_file_record(folder: str, name: str, source: str, raw: bytes, p: IngestParams) -> dict:
+    """A text_dir file as a text row: decoded by detection (no mail headers parsed), UTF-8 in `raw`."""
+    record = {"id": f"{folder}/{name}", "source": source, "group": folder, "label": p.folder_labels.get(folder),
+              "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "kind": "text",
+              "checksum_status": "absent"}
+    what = _sniff_binary(raw[:4096])
+    if what:  # before detection: a detector finds some encoding for any bytes
+        return record | {"reject": ("binary_content", f"file holds {what}"), "raw": raw}
+    if len(raw) > p.max_text_bytes:
+        return record | {"reject": ("text_too_large", f"over ingest.max_text_bytes={p.max_text_bytes} bytes"),
+                         "raw": None}
+    decoded = decode_text(raw)
+    if decoded is None:
+        return record | {"reject": ("undecodable", "no encoding decodes it without replacement characters"),
+                         "raw": raw}
+    text, encoding = decoded
+    return record | {"text": text, "raw": text.encode("utf-8", "surrogatepass"), "encoding": encoding}
 
 
 _HEAD_BYTES = 1 << 16
@@ -347,6 +395,7 @@ def _table_record(path: Path, row_number: int, values: dict[str, Any], p: Ingest
         "text": values.get(p.text_column),
         "kind": "text",
         "checksum_status": "absent",
+        "split": values.get(p.split_column) if p.split_column else None,
     }
 
 
@@ -356,7 +405,7 @@ def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
     if repeated:
         raise IngestError(f"{path}: line 1: column name(s) {repeated} repeated in the header; a row would keep "
                           "only one of each: rename them")
-    wanted = [p.text_column, p.label_column] + ([p.id_column] if p.id_column else [])
+    wanted = [p.text_column, p.label_column] + [c for c in (p.id_column, p.split_column) if c]
     missing = [c for c in wanted if c not in set(columns)]
     if missing:
         hint = "set ingest.text_column / label_column / id_column"
@@ -470,6 +519,20 @@ def read_jsonl(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict
             yield _table_record(path, line_number, values, p)
 
 
+def _python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """A batch's rows as dicts. Parquet does not check that strings are UTF-8: text columns are read as
+    bytes and decoded with surrogateescape, so a bad value is that row's `undecodable` reject, as in a
+    CSV, not an error for the whole file (bad bytes nested in a struct or list still stop the file)."""
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            columns[name] = [None if value is None else value.decode("utf-8", "surrogateescape")
+                             for value in column.cast(pa.large_binary()).to_pylist()]
+        else:
+            columns[name] = column.to_pylist()
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def read_parquet_source(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
     try:
         parquet = pq.ParquetFile(path)
@@ -483,16 +546,46 @@ def read_parquet_source(path: Path, p: IngestParams, count: SourceCount) -> Iter
     row_number = 0
     try:
         for batch in storage.iter_batches(path, None, 10_000):
-            for values in batch.to_pylist():
+            for values in _python_rows(batch):
                 row_number += 1
                 yield _table_record(path, row_number, values, p)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise IngestError(f"{path}: row {row_number + 1} on: unreadable Parquet data ({str(exc)[:200]}); "
                           "write the file again") from None
 
 
-def validate(record: dict, p: IngestParams) -> tuple[str, str] | None:
-    """The first row-level problem of a record as (reason, detail), or None when it is valid."""
+class LabelMatcher:
+    """Source label values -> class names, as params say: `label_map` first, then `labels`.
+
+    Typed values (JSON, Parquet) match by type and value: the integer 1 is neither the text "1" nor
+    True. A text value (any CSV cell, a JSON string) matches text labels and label_map keys after the
+    optional strip and casefold, and integer and boolean labels by their text ("1", "true").
+    """
+
+    def __init__(self, p: IngestParams):
+        self.strip, self.casefold = p.label_strip, p.label_casefold
+        self.names: dict[tuple[str, Any], str] = {}
+        for value, name in [*zip(p.labels, p.class_names, strict=True), *p.label_map.items()]:
+            self.names[self._key(value)] = name
+        for value, name in zip(p.labels, p.class_names, strict=True):  # a text column's "1" or "true"
+            if not isinstance(value, str):
+                self.names.setdefault(("text", self._text(name)), name)
+
+    def _text(self, text: str) -> str:
+        text = text.strip() if self.strip else text
+        return text.casefold() if self.casefold else text
+
+    def _key(self, value: Any) -> tuple[str, Any]:
+        kind = "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else "text"
+        return kind, self._text(value) if kind == "text" else value
+
+    def __call__(self, value: bool | int | str) -> str | None:
+        return self.names.get(self._key(value))
+
+
+def validate(record: dict, p: IngestParams, labels: LabelMatcher) -> tuple[str, str] | None:
+    """The first row-level problem of a record as (reason, detail), or None when it is valid; a valid
+    record's label is then the class name `labels` gives it."""
     if "reject" in record:
         return record["reject"]
     if record["id"] == "":
@@ -502,12 +595,20 @@ def validate(record: dict, p: IngestParams) -> tuple[str, str] | None:
     label = record["label"]
     if label is None or label == "":
         return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
-    if not isinstance(label, str):
-        return ("wrong_type", f"field {p.label_column!r} is {type(label).__name__}, expected text")
-    if _undecodable(label):
+    if not isinstance(label, bool | int | str):
+        return ("wrong_type", f"field {p.label_column!r} is {type(label).__name__}, expected text, an integer "
+                              "or a boolean")
+    if isinstance(label, str) and _undecodable(label):
         return ("undecodable", f"field {p.label_column!r}: not UTF-8: {escaped(label)[:80]}")
-    if label not in p.labels:
-        return ("unknown_label", f"{label[:80]!r} is not one of {p.labels}")
+    if labels(label) is None:
+        mapped = " or a key of ingest.label_map" if p.label_map else ""
+        return ("unknown_label", f"{preview(label)} ({type(label).__name__}) is not one of ingest.labels "
+                                 f"{p.labels}{mapped}")
+    if p.split_column and record["split"] not in p.split_names.values():
+        missing = record["split"] is None or record["split"] == ""
+        return ("missing_split" if missing else "unknown_split",
+                f"field {p.split_column!r} is {'empty' if missing else preview(record['split'])}; expected one of "
+                f"{sorted(p.split_names.values())} (ingest.split_names)")
     if record["kind"] == "mail":
         raw = record["raw"]
         if not raw.strip():
@@ -555,7 +656,7 @@ def records_from_source(p: IngestParams, count: SourceCount | None = None) -> It
         raise IngestError(f"{path}: not found (ingest.path; for the default corpus run `make setup`)")
     if not (path.is_dir() or path.is_file()):
         raise IngestError(f"{path}: not a folder or a regular file (ingest.path)")
-    if p.format in MAIL_FORMATS:
+    if p.format in FOLDER_FORMATS:
         return read_mail_folders(path, p, count)
     readers = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet_source}
     files = _table_files(path, p, count) if path.is_dir() else [path]
@@ -589,9 +690,11 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
     """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
     reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
     whose id is not in it are rejected as subsampled. Memory holds a digest of each id seen, not the rows."""
+    labels = LabelMatcher(p)
+    splits = {value: split for split, value in p.split_names.items()} if p.split_column else {}
     seen_ids: dict[bytes, str] = {}  # a digest of each kept id (ids may be long) -> its source
     for record in records:
-        problem = validate(record, p)
+        problem = validate(record, p, labels)
         digest = hashlib.blake2b(record["id"].encode("utf-8", "surrogatepass"), digest_size=16).digest()
         if problem is None and digest in seen_ids:
             problem = ("duplicate_id", f"id {preview(record['id'])} already used by {seen_ids[digest]}")
@@ -602,12 +705,14 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
         if problem:
             label = record.get("label")
             yield False, {"id": escaped(record["id"]), "source": escaped(record["source"]), "reason": problem[0],
-                          "detail": escaped(problem[1]), "label": escaped(label) if isinstance(label, str) else None,
-                          "raw": _raw_bytes(record)}
+                          "detail": escaped(problem[1]),
+                          "label": escaped(label) if isinstance(label, str) else None if label is None else
+                          escaped(preview(label)), "raw": _raw_bytes(record)}
         else:
             yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
-                         "label": record["label"], "kind": record["kind"], "raw": _raw_bytes(record),
-                         "checksum_status": record["checksum_status"]}
+                         "label": labels(record["label"]), "kind": record["kind"], "raw": _raw_bytes(record),
+                         "checksum_status": record["checksum_status"], "split": splits.get(record.get("split")),
+                         "encoding": record.get("encoding")}
 
 
 def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[str]:
@@ -637,6 +742,7 @@ class Tally:
         self.rejected_by_reason: Counter[str] = Counter()
         self.example_by_reason: dict[str, str] = {}  # the first detail of each reason, for messages
         self.checksum: Counter[str] = Counter()
+        self.encodings: Counter[str] = Counter()  # text_dir: the encodings files were decoded from
         self.mismatched: list[str] = []  # sources whose bytes do not match the MD5 in their name
 
     def add(self, kept: bool, row: dict) -> None:
@@ -646,6 +752,8 @@ class Tally:
             return
         self.kept_by_label[row["label"]] += 1
         self.checksum[row["checksum_status"]] += 1
+        if row["encoding"]:
+            self.encodings[row["encoding"]] += 1
         if row["checksum_status"] == "mismatch":
             self.mismatched.append(row["source"])
 
@@ -665,6 +773,7 @@ class Tally:
             "kept_by_label": dict(sorted(self.kept_by_label.items())),
             "skipped_by_rule": dict(sorted(self.source.skipped.items())),
             "checksum": dict(sorted(self.checksum.items())),
+            **({"encodings": dict(sorted(self.encodings.items()))} if self.encodings else {}),
         }
 
     def check(self, written: tuple[int, int], labels: list[str]) -> None:
@@ -724,4 +833,5 @@ def ingest_source(p: IngestParams, raw_dest: Path, rejects_dest: Path) -> Tally:
     if p.max_rows_per_label is not None:
         keep_ids = subsample_ids(ingest(records_from_source(p), p), p.max_rows_per_label)
     count = SourceCount()
-    return write_outputs(ingest(records_from_source(p, count), p, keep_ids), count, p.labels, raw_dest, rejects_dest)
+    return write_outputs(ingest(records_from_source(p, count), p, keep_ids), count, p.class_names, raw_dest,
+                         rejects_dest)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reprolab.errors import StageError
+from reprolab.errors import StageError, run_stage
 
 PARAMS_FILE = Path("params.yaml")
 # A params file is a page of settings; anything far larger is not one (and is not read whole).
@@ -34,21 +34,44 @@ class Section(BaseModel):
 
 # numpy's and Python's generators take seeds below 2**32 everywhere this project passes one.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
-MAIL_FORMATS = ("spam_assassin", "mail_dir")
+FOLDER_FORMATS = ("spam_assassin", "mail_dir", "text_dir")
+
+
+# A label as a source holds it: text, an integer or a boolean (bool before int: True is an int in Python).
+LabelValue = bool | int | str
+
+
+def class_name(label: LabelValue) -> str:
+    """The class name a label value stands for: text as it is, integers in decimal, booleans as YAML writes them."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
 
 
 class IngestParams(Section):
     # spam_assassin: the npm corpus layout (group folders of raw mails with MD5 file names);
     # mail_dir: any folder of raw mail files, label from the first folder level;
+    # text_dir: a folder of plain text files (one document each, any encoding), label from the first level;
     # csv / jsonl / parquet: one table with text and label columns.
-    format: Literal["spam_assassin", "mail_dir", "csv", "jsonl", "parquet"]
+    format: Literal["spam_assassin", "mail_dir", "text_dir", "csv", "jsonl", "parquet"]
     path: str
-    labels: list[str] = Field(min_length=2)
-    # Folder name -> label, for spam_assassin and mail_dir.
+    # The classes, in class-id order: text, integers or booleans, matched by value and type against a
+    # typed source column (JSON, Parquet), by their text against a text column (CSV).
+    labels: list[LabelValue] = Field(min_length=2)
+    # Source label value -> class name (a label, as text), applied before `labels` are matched.
+    label_map: dict[LabelValue, str] = {}
+    # Text labels and label_map keys compared after stripping surrounding space / casefolding.
+    label_strip: bool = False
+    label_casefold: bool = False
+    # Folder name -> label, for spam_assassin, mail_dir and text_dir.
     folder_labels: dict[str, str] = {}
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
+    # A column holding your own train/val/test split (csv / jsonl / parquet): clean keeps it instead of
+    # splitting; `split_names` gives the value that stands for each split.
+    split_column: str | None = None
+    split_names: dict[Literal["train", "val", "test"], str] = {"train": "train", "val": "val", "test": "test"}
     max_text_bytes: int = Field(1_000_000, gt=0)
     # A tar source whose members' sizes add up to more than this is refused before any is read.
     max_archive_bytes: int = Field(16 << 30, gt=0)
@@ -57,16 +80,29 @@ class IngestParams(Section):
 
     @model_validator(mode="after")
     def _labels_known(self) -> IngestParams:
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be unique, got {self.labels}")
-        if self.format not in MAIL_FORMATS:  # folder_labels is not read: another format's key is not checked
+        names = self.class_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"labels must name distinct classes, got {names}")
+        unknown = sorted(set(self.label_map.values()) - set(names))
+        if unknown:
+            raise ValueError(f"label_map maps to {unknown}, which are not in labels {names}")
+        if sorted(self.split_names) != ["test", "train", "val"] or len(set(self.split_names.values())) != 3:
+            raise ValueError(f"split_names must give distinct values for train, val and test, got {self.split_names}")
+        if self.format not in FOLDER_FORMATS:  # folder_labels is not read: another format's key is not checked
             return self
+        if self.split_column:
+            raise ValueError(f"split_column is read from tables (csv, jsonl, parquet), not format {self.format!r}")
         if not self.folder_labels:
             raise ValueError(f"format {self.format!r} takes its labels from folders: set folder_labels")
-        unknown = sorted(set(self.folder_labels.values()) - set(self.labels))
+        unknown = sorted(set(self.folder_labels.values()) - set(names))
         if unknown:
-            raise ValueError(f"folder_labels maps to {unknown}, which are not in labels {self.labels}")
+            raise ValueError(f"folder_labels maps to {unknown}, which are not in labels {names}")
         return self
+
+    @property
+    def class_names(self) -> list[str]:
+        """The labels as the class names every later stage uses (class id = position)."""
+        return [class_name(label) for label in self.labels]
 
 
 class SplitParams(Section):
@@ -314,6 +350,14 @@ def _max_positions(config: Path) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def main() -> None:
+    """The check_params stage (`python -m reprolab.params`): dvc.yaml gives it the whole params.yaml as
+    its dependency and no outputs, so DVC runs it after any edit, catching a misspelt key in a section
+    that no changed stage reads, and skips it otherwise."""
+    load_params()
+    print(f"check_params: {PARAMS_FILE} is valid")
+
+
 def flatten(params: Params) -> dict[str, str]:
     """Dotted keys -> string values, for MLflow (which caps a param value at 250 characters)."""
     flat: dict[str, str] = {}
@@ -328,3 +372,7 @@ def flatten(params: Params) -> dict[str, str]:
 
     walk("", params.model_dump())
     return flat
+
+
+if __name__ == "__main__":
+    run_stage(main, timed=False)

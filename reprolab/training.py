@@ -301,7 +301,7 @@ def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
     """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
     computing = {k: v for k, v in params.train.model_dump().items() if k not in _OBSERVATION_ONLY}
     key = json.dumps({"train": computing, "max_length": params.tokenize.max_length,
-                      "model": params.model.name_or_path, "labels": params.ingest.labels,
+                      "model": params.model.name_or_path, "labels": params.ingest.class_names,
                       "inputs": {name: storage.file_md5(path) for name, path in inputs.items()}}, sort_keys=True)
     return paths.CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
 

@@ -15,7 +15,7 @@ def main() -> None:
     encode = augmentation.lazy_encoder(params.model.name_or_path, params.tokenize.truncation_side,
                                        params.tokenize.max_length)
     with storage.parquet_sink(paths.AUGMENTED, augmentation.AUGMENTED_SCHEMA) as sink:
-        for table in augmentation.augmented_tables(source, params.augment, encode, params.ingest.labels):
+        for table in augmentation.augmented_tables(source, params.augment, encode, params.ingest.class_names):
             sink.write(table)
     rows_in = storage.parquet_rows(source)
     print(f"augment: {sink.rows} augmented rows from {rows_in} training rows")

@@ -15,7 +15,7 @@ from reprolab.params import load_params
 
 def main() -> None:
     params = load_params()
-    names = params.ingest.labels
+    names = params.ingest.class_names
     test = modeling.TokenData.read(paths.token_split("test"))
     clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
     clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "text"]).to_pydict()

@@ -22,7 +22,7 @@ def main() -> None:
     counts = {}
     for split in paths.SPLITS:
         with storage.parquet_sink(paths.token_split(split), encoding.TOKEN_SCHEMA) as sink:
-            for table in tokenize_split(paths.clean_split(split), encoder, params.ingest.labels, p.batch_size):
+            for table in tokenize_split(paths.clean_split(split), encoder, params.ingest.class_names, p.batch_size):
                 sink.write(table)
         counts[split] = sink.rows
     identity = encoding.identity(tokenizer, params.model.name_or_path, p.max_length)

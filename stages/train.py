@@ -42,7 +42,7 @@ def train_stage(params: Params, device, context: distributed.Context) -> None:
     train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
     val = modeling.TokenData.read(inputs["val"])
     source = encoding.resolve_model(params.model.name_or_path)
-    model = modeling.load_classifier(source, params.ingest.labels).to(device)
+    model = modeling.load_classifier(source, params.ingest.class_names).to(device)
     checkpointer = training.Checkpointer(training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, context)
     previous = checkpointer.peek()
     training.stop_on_signals(checkpointer)

@@ -65,7 +65,7 @@ def run_ingest(p: IngestParams, out: Path) -> None:
     """The stage's ingest on `p`: a StageError, or outputs whose counts add up."""
     count = SourceCount()
     try:
-        tally = write_outputs(ingest(records_from_source(p, count), p), count, p.labels, out / "raw.parquet",
+        tally = write_outputs(ingest(records_from_source(p, count), p), count, p.class_names, out / "raw.parquet",
                               out / "rejects.parquet")
     except StageError as exc:
         assert "lost rows" not in str(exc), str(exc)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from reprolab import storage
-from tests.conftest import env_for, lock_outs, run, update_params
+from tests.conftest import env_for, lock_outs, ran_stages, run, update_params
 
 OUTPUTS = ("data/raw/raw.parquet", "data/rejects/ingest.parquet", "reports/ingest.json")
 
@@ -62,3 +62,16 @@ def test_dvc_repro_stops_on_bad_input_and_checkout_restores_the_outputs(project,
     run(["dvc", "checkout", "ingest"], project)  # the outputs dvc.lock still names, from the DVC cache
     assert storage.file_md5(project / "data/raw/raw.parquet") == recorded["data/raw/raw.parquet"]
     assert storage.file_md5(project / "data/rejects/ingest.parquet") == recorded["data/rejects/ingest.parquet"]
+
+
+def test_a_params_typo_stops_dvc_repro_even_when_no_stage_reads_that_key(project):
+    # train lists only the keys it reads: a misspelt extra key changes none of them, so only the
+    # check_params stage (the whole params.yaml) sees it.
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("train:\n", "train:\n  learnig_rate: 0.1\n", 1))
+    done = subprocess.run(["dvc", "repro"], cwd=project, env=env_for(project), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode != 0 and "train.learnig_rate: unknown key" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    (project / "params.yaml").write_text(text)
+    assert ran_stages(run(["dvc", "repro"], project)) == []  # fixed: nothing to run, the check included

@@ -33,7 +33,8 @@ def majority_macro_f1(labels: list[str]) -> float:
 
 def test_all_stages_run_and_beat_the_majority_class(published):
     root = published.root
-    assert ran_stages(published.first_run) == ["ingest", "clean", "tokenize", "augment", "train", "evaluate"]
+    assert ran_stages(published.first_run) == ["check_params", "ingest", "clean", "tokenize", "augment", "train",
+                                               "evaluate"]
     metrics = json.loads((root / paths.METRICS).read_text())
     test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
     floor = majority_macro_f1(test_labels) + QUALITY_MARGIN

@@ -267,3 +267,44 @@ def test_a_class_that_loses_every_row_stops_clean_with_the_reasons(tmp_path):
     with pytest.raises(StageError, match=r"class\(es\) \['spam'\] lost every row of 8 rows in .*too_short x2"):
         run_clean(tmp_path, rows, clean_params())
     assert not (tmp_path / "train.parquet").exists()
+
+
+def split_row(row_id, text, split, label="ham"):
+    return raw_row(row_id, text, label) | {"split": split}
+
+
+def test_the_sources_own_splits_are_kept_and_a_twin_across_them_is_rejected_from_the_later(tmp_path):
+    rows = [split_row(f"{split}{i}-{label}", f"a {label} message for {split}, number {i} " + "pad " * i, split,
+                      label) for split in ("train", "val", "test") for label in ("ham", "spam") for i in range(2)]
+    shared = "an identical text that the source put in two splits"
+    rows += [split_row("a-test", shared, "test"), split_row("z-train", shared, "train"),  # train's copy stays
+             split_row("b-train", "twice in train, the same words here", "train"),
+             split_row("c-train", "twice in train, the same words here", "train")]
+    splits, rejects, summary = run_clean(tmp_path, rows, clean_params())
+    assert summary["splits_from"] == "source"
+    assert {r["id"]: r["reason"] for r in rejects} == {"a-test": "cross_split_duplicate", "c-train": "exact_duplicate"}
+    assert {r["id"]: r["detail"] for r in rejects}["a-test"] == "same text as z-train in train"
+    by_split = {name: sorted(r["id"] for r in split) for name, split in splits.items()}
+    assert by_split["test"] == ["test0-ham", "test0-spam", "test1-ham", "test1-spam"]  # never re-split
+    assert "z-train" in by_split["train"] and "b-train" in by_split["train"]
+
+
+def test_a_source_split_without_a_class_stops_clean(tmp_path):
+    rows = [split_row(f"{split}{i}", f"a ham message for {split}, number {i}", split)
+            for split in ("train", "val", "test") for i in range(2)]
+    rows += [split_row("s1", "the only spam message, in train", "train", "spam"),
+             split_row("s2", "another spam message, in val", "val", "spam")]
+    with pytest.raises(StageError, match=r"the source's test split keeps no row of class\(es\) \['spam'\]"):
+        run_clean(tmp_path, rows, clean_params())
+
+
+def test_replacement_characters_from_a_mail_charset_are_counted_per_row_and_in_the_report(tmp_path):
+    broken = b"Subject: prices\nContent-Type: text/plain; charset=utf-8\n\nonly \xff\xfe left in stock, order now"
+    rows = [raw_row(f"h{i}", f"an ordinary ham message, number {i} " + "x " * i) for i in range(3)]
+    rows += [raw_row("s0", broken, "spam", kind="mail")]
+    rows += [raw_row(f"s{i}", f"an ordinary spam message, number {i} " + "y " * i, "spam") for i in range(1, 3)]
+    splits, _, summary = run_clean(tmp_path, rows, clean_params())
+    by_id = {r["id"]: r for split in splits.values() for r in split}
+    assert by_id["s0"]["replacements"] == 2 and by_id["s0"]["text"].count("\ufffd") == 2
+    assert all(r["replacements"] == 0 for row_id, r in by_id.items() if row_id != "s0")
+    assert summary["replacement_characters"] == {"rows": 1, "characters": 2}

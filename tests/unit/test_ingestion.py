@@ -18,6 +18,7 @@ from reprolab.errors import StageError
 from reprolab.ingestion import (
     IngestError,
     SourceCount,
+    decode_text,
     ingest,
     ingest_source,
     records_from_source,
@@ -193,7 +194,7 @@ def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert len(kept) == 1
     assert [(r["source"].split(":")[-1], r["reason"]) for r in rejects] == [
-        ("2", "malformed_json"), ("3", "wrong_type"), ("4", "wrong_type")]
+        ("2", "malformed_json"), ("3", "wrong_type"), ("4", "unknown_label")]  # 1 is not a class here
 
 
 def test_parquet_source_and_size_limit(tmp_path):
@@ -266,7 +267,7 @@ def test_a_record_dropped_between_reader_and_writer_fails_the_count(mini_corpus,
     count = SourceCount()
     records = (record for n, record in enumerate(records_from_source(p, count)) if n != 3)
     with pytest.raises(IngestError, match=r"ingest lost rows.*read 16 entries, counted 15 kept \+ 0 rejected"):
-        write_outputs(ingest(records, p), count, p.labels, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+        write_outputs(ingest(records, p), count, p.class_names, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert not (tmp_path / "raw.parquet").exists()
 
 
@@ -346,7 +347,7 @@ def test_no_row_kept_or_a_class_with_no_row_stops_ingest_naming_the_top_reasons(
     path.write_text("text,label\n" + "".join(f"text {i},positive\n" for i in range(5)) + "other,negative\n")
     typo = table_params(path, "csv", labels=["postive", "negative"])
     with pytest.raises(IngestError, match=r"no row kept for class\(es\) \['postive'\] of ingest.labels.*"
-                                          r"unknown_label x5 \(e.g. .*data.csv:2: 'positive' is not one of"):
+                                          r"unknown_label x5 \(e.g. .*data.csv:2: 'positive' \(str\) is not one of"):
         ingest_source(typo, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     none = table_params(path, "csv", labels=["ham", "spam"])
     with pytest.raises(IngestError, match=r"no row kept of 6 read: unknown_label x6"):
@@ -390,3 +391,108 @@ def test_an_unreadable_mail_is_a_reject_and_an_unreadable_table_a_file_error(min
                         raising=False)
     with pytest.raises(IngestError, match=r"locked.csv: cannot be read \(Permission denied\)"):
         list(records_from_source(table_params(locked, "csv")))
+
+
+def test_integer_and_boolean_labels_match_by_value_and_type(tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": [f"message number {i}" for i in range(4)], "label": [0, 1, 1, 2]}), path)
+    p = table_params(path, "parquet", labels=[0, 1])
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["label"] for r in kept] == ["0", "1", "1"] and p.class_names == ["0", "1"]
+    assert [(r["reason"], r["detail"]) for r in rejects] == [
+        ("unknown_label", "2 (int) is not one of ingest.labels [0, 1]")]
+    # A typed source: the boolean true is not the integer 1, nor the text "1".
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {n}", "label": label}) + "\n"
+                            for n, label in enumerate([True, 1, "1", False])))
+    p = table_params(path, "jsonl", labels=[False, True])
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["label"] for r in kept] == ["true", "false"]
+    assert [r["reason"] for r in rejects] == ["unknown_label", "unknown_label"]
+
+
+def test_a_text_column_matches_labels_by_their_text_and_label_map_after_strip_and_casefold(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nfirst,1\nsecond,0\nthird,true\n")
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p := table_params(path, "csv", labels=[0, 1])), p))
+    assert [r["label"] for r in kept] == ["1", "0"] and [r["reason"] for r in rejects] == ["unknown_label"]
+    path.write_text("text,label\nfirst, Ham\nsecond,SPAM\nthird,junk mail\nfourth,Spam \n")
+    p = table_params(path, "csv", labels=["ham", "spam"], label_strip=True, label_casefold=True,
+                     label_map={"Junk Mail": "spam"})
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["label"] for r in kept] == ["ham", "spam", "spam", "spam"] and rejects == []
+    strict = table_params(path, "csv", labels=["ham", "spam"])  # without strip/casefold: none matches
+    assert {r["reason"] for r in kept_and_rejected(ingest(records_from_source(strict), strict))[1]} == {
+        "unknown_label"}
+
+
+def test_label_map_from_typed_values_to_class_names(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {n}", "label": label}) + "\n"
+                            for n, label in enumerate([0, 1, True, "0"])))
+    p = table_params(path, "jsonl", labels=["ham", "spam"], label_map={0: "ham", 1: "spam"})
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["label"] for r in kept] == ["ham", "spam"]
+    assert [r["detail"] for r in rejects] == [
+        "True (bool) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map",
+        "'0' (str) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map"]
+
+
+def test_a_split_column_is_read_by_its_names_and_checked(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,label,part\nfirst,ham,training\nsecond,spam,dev\nthird,ham,heldout\nfourth,spam,\n"
+                    "fifth,ham,other\n")
+    p = table_params(path, "csv", split_column="part",
+                     split_names={"train": "training", "val": "dev", "test": "heldout"})
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["split"] for r in kept] == ["train", "val", "test"]
+    expected = "expected one of ['dev', 'heldout', 'training'] (ingest.split_names)"
+    assert [(r["reason"], r["detail"]) for r in rejects] == [
+        ("missing_split", f"field 'part' is empty; {expected}"),
+        ("unknown_split", f"field 'part' is 'other'; {expected}")]
+    with pytest.raises(IngestError, match=r"missing column\(s\) \['split'\]"):
+        list(records_from_source(table_params(path, "csv", split_column="split")))
+
+
+def text_corpus(root: Path) -> dict[str, str]:
+    """A text_dir corpus in three encodings: {source: the text each file holds}."""
+    texts = {
+        "ham/utf8.txt": ("Breaking: markets fall as rates rise\nThe index lost 2% on Monday.", "utf-8"),
+        "ham/latin1.txt": ("Merger: the deal is worth £479m, the board said on Tuesday afternoon "
+                           "after a long meeting in the city.", "latin-1"),
+        "spam/cp1252.txt": ("Subject: “Win” a prize — click now, the offer ends today and will not "
+                            "come back again, so act fast!", "cp1252"),
+        "spam/bom.txt": ("\ufeffFrom: nobody\nA text that starts with a byte order mark.", "utf-8"),
+    }
+    for source, (text, encoding) in texts.items():
+        (root / source).parent.mkdir(parents=True, exist_ok=True)
+        (root / source).write_bytes(text.encode(encoding))
+    (root / "spam" / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    return {source: text.removeprefix("\ufeff") for source, (text, _) in texts.items()}
+
+
+def test_text_dir_decodes_each_file_by_detection_and_parses_no_headers(tmp_path):
+    root = tmp_path / "corpus"
+    expected = text_corpus(root)
+    p = IngestParams(format="text_dir", path=str(root), labels=["ham", "spam"],
+                     folder_labels={"ham": "ham", "spam": "spam"})
+    tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+    rows = pq.read_table(tmp_path / "raw.parquet").to_pylist()
+    assert {r["source"]: r["raw"].decode("utf-8") for r in rows} == expected  # "£479m", colons, quotes intact
+    assert all(r["kind"] == "text" and "\ufffd" not in r["raw"].decode() for r in rows)
+    encodings = {r["source"]: r["encoding"] for r in rows}
+    assert encodings["ham/utf8.txt"] == encodings["spam/bom.txt"] == "utf-8"
+    assert encodings["ham/latin1.txt"] != "utf-8" and encodings["spam/cp1252.txt"] != "utf-8"
+    assert tally.report()["rejected_by_reason"] == {"binary_content": 1}
+    assert sum(tally.report()["encodings"].values()) == 4
+    packed = pack_corpus(root, tmp_path / "corpus.tar")
+    archived = records_from_source(p.model_copy(update={"path": str(packed)}))
+    assert [(r["source"], r.get("text")) for r in archived] == [
+        (r["source"], r.get("text")) for r in records_from_source(p)]
+
+
+def test_decode_text_never_replaces_a_byte():
+    text, encoding = decode_text("The deal is worth £479m. ".encode("latin-1") * 20)
+    assert text == "The deal is worth £479m. " * 20 and encoding != "utf-8"
+    assert "\ufffd" not in decode_text("café crème brûlée, à la carte".encode("cp1252") * 5)[0]
+    assert decode_text(b"\xef\xbb\xbfplain") == ("plain", "utf-8")

@@ -63,15 +63,16 @@ EXPECTED = {
     "undecodable_line.jsonl": ("rows", 1, {"undecodable": 1}),
     "array_line.jsonl": ("rows", 1, {"malformed_json": 1}),
     "number_text.jsonl": ("rows", 1, {"wrong_type": 1}),
-    "bool_label.jsonl": ("rows", 1, {"wrong_type": 1}),
+    "bool_label.jsonl": ("rows", 1, {"unknown_label": 1}),  # true is not "ham" or "spam"
     "nan_text.jsonl": ("rows", 1, {"wrong_type": 1}),
     "blank_lines.jsonl": ("rows", 2, {}),  # blank lines are not rows
     "repeated_key.jsonl": ("rows", 1, {"malformed_json": 1}),
     "very_long_line.jsonl": ("rows", 2, {"text_too_large": 1}),  # the line after it is still read
     "truncated.parquet": ("error", r"truncated.parquet: not a readable Parquet file"),
     "corrupt_page.parquet": ("error", r"corrupt_page.parquet: row 1001 on: unreadable Parquet data"),
-    "int_label.parquet": ("rows", 0, {"wrong_type": 2}),
+    "int_label.parquet": ("rows", 0, {"unknown_label": 2}),  # 0 and 1 are no class here
     "struct_text.parquet": ("rows", 0, {"wrong_type": 2}),
+    "undecodable_string.parquet": ("rows", 1, {"undecodable": 1}),  # Parquet does not check UTF-8
     # Folders of tables
     "csvdir_folder_named_csv": ("error", r"csvdir_folder_named_csv/b.csv: not a regular file"),
     "csvdir_link": ("error", r"csvdir_link/b.csv: not a regular file"),

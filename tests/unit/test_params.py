@@ -178,3 +178,26 @@ def test_unreadable_params_files_get_one_message(tmp_path, data, message):
     (tmp_path / "params.yaml").write_bytes(data)
     with pytest.raises(ParamsError, match=message):
         load_params(tmp_path / "params.yaml", check_paths=False)
+
+
+@pytest.mark.parametrize(("ingest", "message"), [
+    ({"labels": [1, "1"]}, r"labels must name distinct classes, got \['1', '1'\]"),
+    ({"labels": [True, "true"]}, r"labels must name distinct classes, got \['true', 'true'\]"),
+    ({"label_map": {0: "hma"}}, r"label_map maps to \['hma'\], which are not in labels \['ham', 'spam'\]"),
+    ({"labels": [1.5, 2]}, r"ingest.labels.0"),
+])
+def test_labels_and_label_map_must_name_distinct_known_classes(raw, ingest, message):
+    raw["ingest"] |= {"format": "csv", "path": "x.csv"} | ingest
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(("ingest", "message"), [
+    ({"split_column": "part"}, r"split_column is read from tables \(csv, jsonl, parquet\), not format 'spam_assassin'"),
+    ({"format": "csv", "split_names": {"train": "a", "val": "a", "test": "b"}}, r"distinct values for train, val"),
+    ({"format": "csv", "split_names": {"train": "a", "dev": "b", "test": "c"}}, r"ingest.split_names.dev"),
+])
+def test_a_split_column_needs_a_table_and_distinct_split_names(raw, ingest, message):
+    raw["ingest"] |= ingest
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
