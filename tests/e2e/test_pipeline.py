@@ -66,7 +66,7 @@ def test_data_checks_schema_labels_leaks_nulls(published):
     for split in paths.SPLITS:
         clean = pq.read_table(root / paths.clean_split(split))
         tokens = pq.read_table(root / paths.token_split(split))
-        assert clean.schema.names == ["id", "label", "text"]
+        assert clean.schema.names == ["id", "label", "text", "replacements"]
         assert tokens.schema.equals(encoding.TOKEN_SCHEMA)
         assert all(column.null_count == 0 for column in clean.columns + tokens.columns)
         assert set(clean["label"].to_pylist()) == {"ham", "spam"}
@@ -155,7 +155,8 @@ def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(projec
     compared offline and with DVC."""
     before = yaml.safe_load((project / "params.yaml").read_text())["train"]["learning_rate"]
     update_params(project, {"train": {"learning_rate": 2.0e-4}})
-    assert ran_stages(run(["dvc", "repro"], project)) == ["train", "evaluate"]
+    # check_params too: it runs after any edit of params.yaml
+    assert ran_stages(run(["dvc", "repro"], project)) == ["check_params", "train", "evaluate"]
     assert "up to date" in run(["dvc", "status"], project)
     commit(project, "higher learning rate")
     diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
