@@ -358,6 +358,7 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
     if not ids_and_labels.num_rows:
         raise CleanError(f"{raw}: no rows to clean; run ingest (dvc repro) and read its report")
     ids = ids_and_labels.column("id").combine_chunks()
+    labels = ids_and_labels.column("label").combine_chunks()
     given = _given_splits(ids_and_labels.column("split").combine_chunks())
     order = pc.sort_indices(pa.table({"split": given if given is not None else np.zeros(len(ids), np.int8),
                                       "id": ids}), [("split", "ascending"), ("id", "ascending")]).to_numpy()
@@ -373,13 +374,11 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
             def signature_of(row: int) -> np.ndarray:
                 return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
 
-            label_codes = pc.dictionary_encode(ids_and_labels.column("label").combine_chunks()).indices
+            label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
             verdict, twin, similarity = find_duplicates(rank, eligible, exact, bands, signature_of,
-                                                        p.near_duplicate_threshold,
-                                                        label_codes.to_numpy(zero_copy_only=False))
+                                                        p.near_duplicate_threshold, label_codes)
         del exact, bands
         kept = np.flatnonzero(eligible & (verdict == 0))
-        labels = ids_and_labels.column("label").combine_chunks()
         _check_classes(labels, kept, verdict, spill)
         split_of = np.full(len(ids), -1, np.int8)
         try:
@@ -425,10 +424,10 @@ _VERDICTS = {EXACT_DUPLICATE: "exact_duplicate", NEAR_DUPLICATE: "near_duplicate
 def _check_classes(labels: pa.Array, kept: np.ndarray, verdict: np.ndarray, spill: Path) -> None:
     """Before any output is written: rows are left, of every class that came in."""
     left = Counter(labels.take(kept).to_pylist())
-    came = Counter(labels.to_pylist())
-    if left and set(left) == set(came):
+    came = set(labels.to_pylist())
+    if left and set(left) == came:
         return
-    raise CleanError(f"class(es) {sorted(set(came) - set(left))} lost every row of {len(labels)} rows in "
+    raise CleanError(f"class(es) {sorted(came - set(left))} lost every row of {len(labels)} rows in "
                      f"(left: {dict(left)}); the commonest clean rejects: {_top_rejects(verdict, spill)}")
 
 

@@ -166,7 +166,8 @@ def _folder_entries(root: Path, limit: int) -> Iterator[_Entry]:
 
 
 def _folder_entry(parts: tuple[str, ...], entry: os.DirEntry, limit: int) -> _Entry:
-    mode = entry.stat(follow_symlinks=False).st_mode
+    info = entry.stat(follow_symlinks=False)
+    mode = info.st_mode
     if stat.S_ISLNK(mode):
         return _Entry(parts, ("not_a_regular_file", f"a symbolic link (to {escaped(os.readlink(entry.path))}); "
                                                     "links are not followed: copy the file in"))
@@ -174,7 +175,7 @@ def _folder_entry(parts: tuple[str, ...], entry: os.DirEntry, limit: int) -> _En
         return _Entry(parts, ("not_a_regular_file", f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; only "
                                                     "regular files are read"))
     path = Path(entry.path)
-    return _Entry(parts, size=entry.stat(follow_symlinks=False).st_size, read=lambda: _bounded_read(path, limit))
+    return _Entry(parts, size=info.st_size, read=lambda: _bounded_read(path, limit))
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
@@ -199,13 +200,14 @@ def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> I
             raise IngestError(f"{root}: members add up to more than ingest.max_archive_bytes={p.max_archive_bytes} "
                               f"bytes (at {escaped(member.name)[:100]}: {declared}); raise it if the archive is "
                               "trusted")
-    _check_folders(root, {_parts(m.name)[0] for m in members
-                          if len(_parts(m.name)) > 1 or (m.isdir() and _parts(m.name))}, p)
-    members = [m for m in members if not m.isdir()]
+    located = [(m, _parts(m.name)) for m in members]  # each member with its path under the root
+    _check_folders(root, {parts[0] for m, parts in located if len(parts) > 1 or (m.isdir() and parts)}, p)
+    located = [(m, parts) for m, parts in located if not m.isdir()]
+    members = [m for m, _ in located]
     limit = p.max_text_bytes + 1
     # The members _mail_records will read, so no other waits in `early` for a turn that never comes.
-    wanted = {i for i, m in enumerate(members) if m.isfile() and m.size <= p.max_text_bytes
-              and not _undecodable(m.name) and _mail_rule(_parts(m.name), p.format == "spam_assassin") is None}
+    wanted = {i for i, (m, parts) in enumerate(located) if m.isfile() and m.size <= p.max_text_bytes
+              and not _undecodable(m.name) and _mail_rule(parts, p.format == "spam_assassin") is None}
     early: dict[int, bytes] = {}
     buffered = 0  # bytes in `early`
     arrived = 0  # members before this one were passed in archive order (read into `early` or not)
@@ -225,10 +227,9 @@ def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> I
         arrived = max(arrived, i + 1)
         return archive.extractfile(members[i]).read(limit)
 
-    for i in sorted(range(len(members)), key=lambda i: _parts(members[i].name)):
-        member = members[i]
-        parts = PurePosixPath(member.name).parts
-        if member.name.startswith("/") or ".." in parts or not _parts(member.name):
+    for i in sorted(range(len(located)), key=lambda i: located[i][1]):
+        member, parts = located[i]
+        if member.name.startswith("/") or ".." in parts or not parts:
             yield _Entry((member.name,), ("outside_source", "an absolute or empty path, or one with '..': it "
                                           "names no place inside the archive"))
         elif not member.isfile():
@@ -236,7 +237,7 @@ def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> I
                 "a device or FIFO"
             yield _Entry(parts, ("not_a_regular_file", f"{what} in the archive; only regular files are read"))
         else:
-            yield _Entry(_parts(member.name), size=member.size, read=lambda i=i: read(i))
+            yield _Entry(parts, size=member.size, read=lambda i=i: read(i))
 
 
 def _parts(name: str) -> tuple[str, ...]:
@@ -298,24 +299,17 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
             yield {"id": source, "source": source, "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
                    "raw": None}
             continue
+        record = {"id": f"{folder}/{name.split('.')[0] if md5_names else name}", "source": source,
+                  "group": folder, "label": p.folder_labels.get(folder),
+                  "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "checksum_status": "absent"}
         if p.format == "text_dir":
-            yield _text_file_record(folder, name, source, raw, p)
+            yield _text_file_record(record, raw, p)
             continue
-        status = "absent"
         if md5_names:
             match = _MD5_NAME.match(name)
             if match:
-                status = "ok" if hashlib.md5(raw).hexdigest() == match.group(1) else "mismatch"
-        yield {
-            "id": f"{folder}/{name.split('.')[0] if md5_names else name}",
-            "source": source,
-            "group": folder,
-            "label": p.folder_labels.get(folder),
-            "label_detail": f"folder {folder!r} is not in ingest.folder_labels",
-            "kind": "mail",
-            "raw": raw,
-            "checksum_status": status,
-        }
+                record["checksum_status"] = "ok" if hashlib.md5(raw).hexdigest() == match.group(1) else "mismatch"
+        yield record | {"kind": "mail", "raw": raw}
 
 
 def decode_text(raw: bytes) -> tuple[str, str] | None:
@@ -341,11 +335,10 @@ def decode_text(raw: bytes) -> tuple[str, str] | None:
         return None
 
 
-def _text_file_record(folder: str, name: str, source: str, raw: bytes, p: IngestParams) -> dict:
-    """A text_dir file as a text row: decoded by detection (no mail headers parsed), UTF-8 in `raw`."""
-    record = {"id": f"{folder}/{name}", "source": source, "group": folder, "label": p.folder_labels.get(folder),
-              "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "kind": "text",
-              "checksum_status": "absent"}
+def _text_file_record(record: dict, raw: bytes, p: IngestParams) -> dict:
+    """A text_dir file (`record`: its id, source, folder and label) as a text row: decoded by detection
+    (no mail headers parsed), UTF-8 in `raw`."""
+    record = record | {"kind": "text"}
     what = _sniff_binary(raw[:4096])
     if what:  # before detection: a detector finds some encoding for any bytes
         return record | {"reject": ("binary_content", f"file holds {what}"), "raw": raw}
@@ -695,19 +688,21 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
     seen_ids: dict[bytes, str] = {}  # a digest of each kept id (ids may be long) -> its source
     for record in records:
         problem = validate(record, p, labels)
-        digest = hashlib.blake2b(record["id"].encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        if problem is None and digest in seen_ids:
-            problem = ("duplicate_id", f"id {preview(record['id'])} already used by {seen_ids[digest]}")
         if problem is None:
-            seen_ids[digest] = record["source"]
+            digest = hashlib.blake2b(record["id"].encode("utf-8"), digest_size=16).digest()  # valid ids are UTF-8
+            if digest in seen_ids:
+                problem = ("duplicate_id", f"id {preview(record['id'])} already used by {seen_ids[digest]}")
+            else:
+                seen_ids[digest] = record["source"]
+        if problem is None:
             if keep_ids is not None and record["id"] not in keep_ids:
                 problem = ("subsampled", f"ingest.max_rows_per_label={p.max_rows_per_label}")
         if problem:
             label = record.get("label")
             yield False, {"id": escaped(record["id"]), "source": escaped(record["source"]), "reason": problem[0],
                           "detail": escaped(problem[1]),
-                          "label": escaped(label) if isinstance(label, str) else None if label is None else
-                          escaped(preview(label)), "raw": _raw_bytes(record)}
+                          "label": None if label is None else
+                          escaped(label if isinstance(label, str) else preview(label)), "raw": _raw_bytes(record)}
         else:
             yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
                          "label": labels(record["label"]), "kind": record["kind"], "raw": _raw_bytes(record),

@@ -55,12 +55,12 @@ def pack_corpus(source: Path, dest: Path) -> Path:
     with storage.atomic_path(dest) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as archive:
         for path in sorted(_entries(source)):
             info = tarfile.TarInfo(path.relative_to(source).as_posix())
-            mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
+            status = path.lstat()
+            if stat.S_ISLNK(status.st_mode):
                 info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
                 archive.addfile(info)
-            elif stat.S_ISREG(mode):
-                info.size, info.mode = path.lstat().st_size, 0o644
+            elif stat.S_ISREG(status.st_mode):
+                info.size, info.mode = status.st_size, 0o644
                 with open(path, "rb", opener=_no_follow) as handle:
                     archive.addfile(info, handle)
             else:
