@@ -111,11 +111,11 @@ def whole_table_tokenize(project: Path) -> None:
     from reprolab import encoding
 
     p = params.tokenize
-    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), p.truncation_side)
+    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
     for split in paths.SPLITS:
         table = storage.read_parquet(project / paths.clean_split(split)).to_pydict()
         ids = [
-            encoding.encode(tokenizer, table["text"][i : i + p.batch_size], p.max_length)
+            encoding.encode(tokenizer, table["text"][i : i + p.batch_size], p.max_length, encoding.Truncation.of(p))
             for i in range(0, len(table["text"]), p.batch_size)
         ]
         tokens = encoding.token_table(table["id"], [s for batch in ids for s in batch],
@@ -128,10 +128,12 @@ def whole_table_augment(project: Path) -> None:
     from reprolab import augmentation, encoding
 
     train = storage.read_parquet(project / paths.clean_split("train")).to_pylist()
-    copies = augmentation.augment_rows(train, params.augment)
-    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path), params.tokenize.truncation_side)
+    truncation = encoding.Truncation.of(params.tokenize)
+    copies = augmentation.augment_rows(train, params.augment, truncation)
+    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
     tokens = encoding.token_table([r["id"] for r in copies],
-                                  encoding.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length),
+                                  encoding.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length,
+                                                  truncation),
                                   encoding.label_ids([r["label"] for r in copies], params.ingest.labels))
     table = tokens.append_column("origin_id", pa.array([r["origin_id"] for r in copies]))
     storage.write_parquet(table, project / paths.AUGMENTED)

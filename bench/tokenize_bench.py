@@ -26,9 +26,10 @@ def main() -> None:
     ids = [str(i) for i in range(len(texts))]
     label_ids = encoding.label_ids((labels * (args.rows // len(labels) + 1))[: args.rows], params.ingest.labels)
     max_length, batch = params.tokenize.max_length, params.tokenize.batch_size
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path, params.tokenize.truncation_side)
-
-    encode = ChunkedEncoder(tokenizer, max_length)
+    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    # Head truncation whatever params say: the baselines are the tokenizer's own, which has no head_tail.
+    head = encoding.Truncation("head")
+    encode = ChunkedEncoder(tokenizer, max_length, head)
 
     def reprolab():
         for start in range(0, len(texts), batch):
@@ -60,7 +61,7 @@ def main() -> None:
             rows[i]
 
     sample = texts[:batch]
-    if encode(sample).to_pylist() != encoding.encode(tokenizer, sample, max_length):
+    if encode(sample).to_pylist() != encoding.encode(tokenizer, sample, max_length, head):
         raise SystemExit("chunked ids differ from whole-text ids: the comparison would be unfair")
     ours = len(texts) / best_of(args.repeats, reprolab)
     mapped = len(texts) / best_of(args.repeats, datasets_map)

@@ -116,8 +116,9 @@ def selected(origin_id: str, p: AugmentParams) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < p.fraction
 
 
-def augment_rows(rows: list[dict], p: AugmentParams) -> list[dict]:
-    """EDA copies of the selected rows: id `<origin>#aug<k>`, same label, one operation each."""
+def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoding.Truncation = encoding.HEAD) -> list[dict]:
+    """EDA copies of the selected rows: id `<origin>#aug<k>`, same label, one operation each, made of
+    the `max_words` words that tokenize's truncation keeps (the first, the last, or both ends)."""
     ops = operations(p)
     if not p.enabled or not ops:
         return []
@@ -125,7 +126,7 @@ def augment_rows(rows: list[dict], p: AugmentParams) -> list[dict]:
     for row in rows:
         if not selected(row["id"], p):
             continue
-        words = row["text"].split()[: p.max_words]
+        words = truncation.keep(row["text"].split(), p.max_words)
         for copy in range(p.copies_per_example):
             rng = _rng(p.seed, row["id"], copy)
             _, op = ops[rng.randrange(len(ops))]
@@ -137,10 +138,10 @@ def augment_rows(rows: list[dict], p: AugmentParams) -> list[dict]:
 
 
 def augmented_tables(source: Path, p: AugmentParams, encode: Callable[[list[str]], list[list[int]]],
-                     labels: list[str]) -> Iterator[pa.Table]:
+                     labels: list[str], truncation: encoding.Truncation) -> Iterator[pa.Table]:
     """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read."""
     for batch in storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
-        augmented = augment_rows(batch.to_pylist(), p)
+        augmented = augment_rows(batch.to_pylist(), p, truncation)
         if augmented:
             tokens = encoding.token_table([r["id"] for r in augmented], encode([r["text"] for r in augmented]),
                                           encoding.label_ids([r["label"] for r in augmented], labels))
@@ -148,11 +149,12 @@ def augmented_tables(source: Path, p: AugmentParams, encode: Callable[[list[str]
 
 
 
-def lazy_encoder(name_or_path: str, truncation_side: str, max_length: int) -> Callable[[list[str]], list[list[int]]]:
+def lazy_encoder(name_or_path: str, max_length: int,
+                 truncation: encoding.Truncation) -> Callable[[list[str]], list[list[int]]]:
     """`encoding.encode` with the model's tokenizer, loaded at the first call: a run without copies needs none."""
 
     @functools.cache
     def tokenizer():
-        return encoding.load_tokenizer(name_or_path, truncation_side)
+        return encoding.load_tokenizer(name_or_path)
 
-    return lambda texts: encoding.encode(tokenizer(), texts, max_length)
+    return lambda texts: encoding.encode(tokenizer(), texts, max_length, truncation)

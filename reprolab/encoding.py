@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,40 @@ TOKEN_SCHEMA = pa.schema(
     [("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("label", pa.int64())]
 )
 _PATH_PREFIXES = (".", "/", "~", "models/")
+_PROBE = "probe text"
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Which of a long text's tokens the model sees (tokenize.truncation): the first ones (head), the
+    last ones (tail), or `head_fraction` of them from the start and the rest from the end (head_tail)."""
+
+    kind: str = "head"
+    head_fraction: float = 0.25
+
+    @classmethod
+    def of(cls, params) -> Truncation:
+        """From a TokenizeParams section."""
+        return cls(params.truncation, params.head_fraction)
+
+    def head(self, budget: int) -> int:
+        """How many of `budget` kept tokens come from the start of a text that has more."""
+        return {"head": budget, "tail": 0}.get(self.kind, int(budget * self.head_fraction))
+
+    def keep(self, items: list, budget: int) -> list:
+        """The items (tokens, words) truncation keeps of `items`, at most `budget`, in their order."""
+        if len(items) <= budget:
+            return items
+        head = self.head(budget)
+        return items[:head] + items[len(items) - (budget - head):]
+
+    @property
+    def tokenizer_side(self) -> str:
+        """The nearest truncation side a plain Hugging Face tokenizer knows (it has no head_tail)."""
+        return "left" if self.kind == "tail" else "right"
+
+
+HEAD = Truncation()  # the tokenizers' default: the first tokens
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -35,6 +70,8 @@ def resolve_model(name_or_path: str) -> str:
 
 
 def load_tokenizer(name_or_path: str, truncation_side: str = "right"):
+    """The model's fast tokenizer; `truncation_side` only matters to users of a saved copy
+    (`encode` truncates by a `Truncation`)."""
     from transformers import AutoTokenizer
 
     source = resolve_model(name_or_path)
@@ -50,15 +87,26 @@ def load_tokenizer(name_or_path: str, truncation_side: str = "right"):
     return tokenizer
 
 
-def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids with special tokens, truncated to max_length; no padding (batches pad later)."""
-    return tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a single text ([CLS], [SEP])."""
+    plain = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    full = tokenizer(_PROBE)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ValueError("its post-processor does more than put special tokens around a text")
+
+
+def encode(tokenizer, texts: list[str], max_length: int, truncation: Truncation = HEAD) -> list[list[int]]:
+    """Token ids of whole texts with special tokens, at most max_length, the text's tokens kept by
+    `truncation`; no padding (batches pad later). With head or tail truncation these are the tokenizer's
+    own truncated ids (`truncation=True`): the text's ids cut to what the special tokens leave room for."""
+    prefix, suffix = special_tokens(tokenizer)
+    budget = max(max_length - len(prefix) - len(suffix), 0)
+    # verbose=False: no warning that a whole text is longer than the model takes; it is cut here.
+    whole = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                      return_token_type_ids=False, verbose=False)["input_ids"]
+    return [prefix + truncation.keep(ids, budget) + suffix for ids in whole]
 
 
 def token_table(ids: list[str], input_ids: list[list[int]] | pa.ListArray, labels: list[int]) -> pa.Table:
@@ -71,7 +119,7 @@ def label_ids(labels: list[str], names: list[str]) -> list[int]:
     return [index[label] for label in labels]
 
 
-def identity(tokenizer, name_or_path: str, max_length: int) -> dict[str, Any]:
+def identity(tokenizer, name_or_path: str, max_length: int, truncation: Truncation) -> dict[str, Any]:
     """What the token ids depend on, so a result names the exact tokenizer behind it."""
     # The vocabulary, normaliser and pre/post-processing; not the per-call truncation/padding state.
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -84,6 +132,7 @@ def identity(tokenizer, name_or_path: str, max_length: int) -> dict[str, Any]:
         "vocab_size": len(tokenizer),
         "sha256": hashlib.sha256(serialised).hexdigest(),
         "max_length": max_length,
-        "truncation_side": tokenizer.truncation_side,
+        "truncation": truncation.kind,
+        **({"head_fraction": truncation.head_fraction} if truncation.kind == "head_tail" else {}),
         "pad_token_id": tokenizer.pad_token_id,
     }

@@ -139,8 +139,19 @@ class ModelParams(Section):
 
 class TokenizeParams(Section):
     max_length: int = Field(ge=8, le=8192)
-    truncation_side: Literal["right", "left"]
+    # Which tokens of a long text the model sees: the first max_length, the last, or head_fraction of
+    # them from the start and the rest from the end (head+tail: Sun et al. 2019, "How to Fine-Tune BERT
+    # for Text Classification?").
+    truncation: Literal["head", "tail", "head_tail"]
+    head_fraction: float = Field(0.25, gt=0, lt=1)
     batch_size: int = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "truncation_side" in data:
+            raise ValueError("truncation_side was renamed: write truncation: head (was right) or tail (was left)")
+        return data
 
 
 class AugmentParams(Section):

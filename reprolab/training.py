@@ -35,11 +35,13 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
 from reprolab import distributed, encoding, modeling, paths, storage
-from reprolab.params import Params, TrainParams
+from reprolab.params import Params, TokenizeParams, TrainParams
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
 # Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
 _OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
+# In the saved model directory: how tokenize encoded the texts it was trained on.
+PREPROCESSING_FILE = "reprolab_preprocessing.json"
 
 
 class TrainingInterrupted(Exception):
@@ -289,12 +291,17 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return storage.csv_text(list(HISTORY_FIELDS), [[row[f] for f in HISTORY_FIELDS] for row in history])
 
 
-def save_model(model, model_source: str, truncation_side: str) -> None:
-    """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory."""
-    tokenizer = encoding.load_tokenizer(model_source, truncation_side)
+def save_model(model, model_source: str, tokenize: TokenizeParams) -> None:
+    """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory. The
+    tokenizer truncates from the side nearest tokenize.truncation; the exact recipe (max_length,
+    head_tail's split) is in PREPROCESSING_FILE, for whoever encodes new texts for it."""
+    truncation = encoding.Truncation.of(tokenize)
+    tokenizer = encoding.load_tokenizer(model_source, truncation.tokenizer_side)
     with storage.atomic_dir(paths.MODEL_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        storage.write_json({"max_length": tokenize.max_length, "truncation": truncation.kind,
+                            "head_fraction": truncation.head_fraction}, tmp / PREPROCESSING_FILE)
 
 
 def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:

@@ -5,8 +5,9 @@ tokenizer's batched call (which spreads the batch over all cores), so memory is 
 and one row group, not by the size of the split.
 
 A mail runs to thousands of characters, but only `max_length` tokens survive truncation, so each
-text is encoded chunk by chunk from its kept side (the start when truncating right, the end when
-left), each chunk cut at a space, until it has enough tokens or runs out. Tokens never span a space,
+text is encoded chunk by chunk from its kept side (the start for head truncation, the end for tail;
+head_tail reads from the start, and a row long enough to be cut then from the end too), each chunk
+cut at a space, until it has enough tokens or runs out. Tokens never span a space,
 so the chunks' tokens joined are the text's own; the tokenizer's special tokens go around them. The
 first chunk is sized from the typical characters per token; a row that falls short continues with a
 chunk sized from its own rate. ASCII chunks skip the tokenizer's normaliser when a byte table can
@@ -32,7 +33,6 @@ from reprolab import encoding, storage
 # a first chunk long enough for nearly every row.
 CHARS_PER_TOKEN = 3.5
 CONTINUATION_MARGIN = 1.2  # a continuation asks for this much more text than the row's rate predicts
-_PROBE = "probe text"
 
 
 def next_span(text: str, done: int, chars: int, side: str) -> tuple[int, int]:
@@ -55,15 +55,6 @@ def next_span(text: str, done: int, chars: int, side: str) -> tuple[int, int]:
     if cut < 0:
         cut = text.rfind(" ", 0, start)
     return max(cut, 0), end
-
-
-def special_tokens(backend) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer's post-processor puts before and after a single text ([CLS], [SEP])."""
-    plain, full = backend.encode(_PROBE, add_special_tokens=False).ids, backend.encode(_PROBE).ids
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start], full[start + len(plain) :]
-    raise ValueError("its post-processor does more than put special tokens around a text")
 
 
 _PER_CHARACTER_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
@@ -135,48 +126,60 @@ class BatchEncoder:
 class ChunkedEncoder:
     """`encoding.encode`, reading only as much of each text as truncation can keep."""
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation):
         from tokenizers import Tokenizer
 
-        self.side = tokenizer.truncation_side
+        self.truncation = truncation
         # A copy without the wrapper's truncation and padding: the caller's tokenizer stays as it was.
         self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self.backend.no_truncation()
         self.backend.no_padding()
         self.encode_batch = BatchEncoder(self.backend)
-        self.prefix, self.suffix = special_tokens(self.backend)
+        self.prefix, self.suffix = encoding.special_tokens(tokenizer)
         self.budget = max_length - len(self.prefix) - len(self.suffix)  # text tokens that survive
         if self.budget < 1:
             raise ValueError(f"max_length {max_length} leaves no room besides the special tokens")
-        # What truncation drops of a row's text tokens: the end, or with truncation_side left the start.
-        self.truncated = slice(self.budget, None) if self.side == "right" else slice(None, -self.budget)
 
     def __call__(self, texts: list[str]) -> pa.ListArray:
-        tokens: list[list[int]] = [[] for _ in texts]  # text tokens so far, without special tokens
+        head = self.truncation.head(self.budget)
+        # Head and head_tail read from the start; a row that fills the budget is long enough to be cut,
+        # and head_tail then takes its tail from the end (the chunks' tokens are the text's own, so the
+        # two never overlap).
+        tokens = self._kept(texts, "left" if head == 0 else "right", self.budget)
+        if 0 < head < self.budget:
+            long = [i for i, row in enumerate(tokens) if len(row) >= self.budget]
+            tails = self._kept([texts[i] for i in long], "left", self.budget - head)
+            for i, tail in zip(long, tails, strict=True):
+                tokens[i] = tokens[i][:head] + tail
+        return self._with_special_tokens(tokens)
+
+    def _kept(self, texts: list[str], side: str, budget: int) -> list[list[int]]:
+        """Each text's first (side right) or last (left) `budget` text tokens, without special tokens."""
+        tokens: list[list[int]] = [[] for _ in texts]
         done = [0] * len(texts)  # characters encoded so far, from the kept side
-        chars = [int(self.budget * CHARS_PER_TOKEN)] * len(texts)
+        chars = [int(budget * CHARS_PER_TOKEN)] * len(texts)
         pending = list(range(len(texts)))
         while pending:
-            spans = [next_span(texts[i], done[i], chars[i], self.side) for i in pending]
+            spans = [next_span(texts[i], done[i], chars[i], side) for i in pending]
             chunks = [texts[i][start:end] for i, (start, end) in zip(pending, spans, strict=True)]
             encoded = self.encode_batch(chunks)
             short = []
             for i, (start, end), chunk in zip(pending, spans, encoded, strict=True):
                 row = tokens[i]
-                if self.side == "right":
+                if side == "right":
                     row += chunk.ids
                     done[i] = end
                 else:
                     row[:0] = chunk.ids
                     done[i] = len(texts[i]) - start
-                if len(row) >= self.budget:
-                    del row[self.truncated]
+                if len(row) >= budget:  # drop what truncation drops: the end, or the start
+                    del row[slice(budget, None) if side == "right" else slice(None, len(row) - budget)]
                 elif done[i] < len(texts[i]):
                     rate = done[i] / max(len(row), 1)  # this text's characters per token so far
-                    chars[i] = int((self.budget - len(row)) * rate * CONTINUATION_MARGIN) + 8
+                    chars[i] = int((budget - len(row)) * rate * CONTINUATION_MARGIN) + 8
                     short.append(i)
             pending = short
-        return self._with_special_tokens(tokens)
+        return tokens
 
     def _with_special_tokens(self, tokens: list[list[int]]) -> pa.ListArray:
         """Every row's tokens between the special tokens, as one Arrow array built in bulk."""
@@ -196,11 +199,11 @@ class VerifiedEncoder:
     """Encodes with `ChunkedEncoder` where it gives the tokenizer's own ids, else whole texts; built
     once for all splits (its tokenizer copies take 0.3 s), checked on the first batch of each."""
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation):
         self.name = type(tokenizer).__name__
-        self.whole = partial(encoding.encode, tokenizer, max_length=max_length)
+        self.whole = partial(encoding.encode, tokenizer, max_length=max_length, truncation=truncation)
         try:
-            self.chunked, self.reason = ChunkedEncoder(tokenizer, max_length), ""
+            self.chunked, self.reason = ChunkedEncoder(tokenizer, max_length, truncation), ""
         except ValueError as exc:
             self.chunked, self.reason = None, str(exc)
 

@@ -4,7 +4,7 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import augmentation, paths, storage, tracking
+from reprolab import augmentation, encoding, paths, storage, tracking
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 
@@ -12,10 +12,11 @@ from reprolab.params import load_params
 def main() -> None:
     params = load_params()
     source = paths.clean_split("train")
-    encode = augmentation.lazy_encoder(params.model.name_or_path, params.tokenize.truncation_side,
-                                       params.tokenize.max_length)
+    truncation = encoding.Truncation.of(params.tokenize)
+    encode = augmentation.lazy_encoder(params.model.name_or_path, params.tokenize.max_length, truncation)
     with storage.parquet_sink(paths.AUGMENTED, augmentation.AUGMENTED_SCHEMA) as sink:
-        for table in augmentation.augmented_tables(source, params.augment, encode, params.ingest.class_names):
+        for table in augmentation.augmented_tables(source, params.augment, encode, params.ingest.class_names,
+                                                   truncation):
             sink.write(table)
     rows_in = storage.parquet_rows(source)
     print(f"augment: {sink.rows} augmented rows from {rows_in} training rows")

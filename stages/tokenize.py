@@ -17,15 +17,16 @@ from reprolab.truncated_encoding import VerifiedEncoder, tokenize_split
 def main() -> None:
     params = load_params()
     p = params.tokenize
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path, p.truncation_side)
-    encoder = VerifiedEncoder(tokenizer, p.max_length)
+    truncation = encoding.Truncation.of(p)
+    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    encoder = VerifiedEncoder(tokenizer, p.max_length, truncation)
     counts = {}
     for split in paths.SPLITS:
         with storage.parquet_sink(paths.token_split(split), encoding.TOKEN_SCHEMA) as sink:
             for table in tokenize_split(paths.clean_split(split), encoder, params.ingest.class_names, p.batch_size):
                 sink.write(table)
         counts[split] = sink.rows
-    identity = encoding.identity(tokenizer, params.model.name_or_path, p.max_length)
+    identity = encoding.identity(tokenizer, params.model.name_or_path, p.max_length, truncation)
     storage.write_json(identity, paths.TOKENIZER_IDENTITY)
     print(f"tokenize: {counts} rows with {identity['class']} (sha256 {identity['sha256'][:12]})")
     tracking.log_stage(

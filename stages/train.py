@@ -73,7 +73,7 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
                   result: training.TrainResult) -> None:
     for row in result.history:
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    training.save_model(model, source, params.tokenize.truncation_side)
+    training.save_model(model, source, params.tokenize)
     report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
     storage.write_json(report, paths.TRAIN_REPORT)
     storage.write_text(training.history_csv(result.history), paths.TRAIN_HISTORY)

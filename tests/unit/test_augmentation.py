@@ -80,7 +80,8 @@ def test_streamed_copies_equal_the_whole_split_augmented_then_encoded(tmp_path, 
         encoded_per_call.append(len(texts))
         return encoding.encode(tokenizer, texts, 32)
 
-    streamed = pa.concat_tables(augmented_tables(source, params(), encode, ["ham", "spam"])).to_pylist()
+    streamed = pa.concat_tables(augmented_tables(source, params(), encode, ["ham", "spam"],
+                                                  encoding.Truncation())).to_pylist()
     whole = augment_rows(ROWS, params())
     assert encoded_per_call == [14, 14, 12]  # two copies of every row, encoded batch by batch
     assert [(r["id"], r["origin_id"], r["label"]) for r in streamed] == \
@@ -90,4 +91,16 @@ def test_streamed_copies_equal_the_whole_split_augmented_then_encoded(tmp_path, 
 
 def test_a_missing_training_split_names_the_file(tmp_path):
     with pytest.raises(StageError, match="absent.parquet: missing input"):
-        list(augmented_tables(tmp_path / "absent.parquet", params(), lambda texts: [], ["ham", "spam"]))
+        list(augmented_tables(tmp_path / "absent.parquet", params(), lambda texts: [], ["ham", "spam"],
+                              encoding.Truncation()))
+
+
+def test_copies_are_made_of_the_words_truncation_keeps():
+    text = " ".join(f"w{i}" for i in range(40))
+    row = [{"id": "long", "label": "ham", "text": text}]
+    only_deletion = params(copies_per_example=1, synonym_replacement=0, random_insertion=0, random_swap=0,
+                           random_deletion=1e-9, max_words=8)  # deletes nothing: the copy is its words
+    kept = {kind: augment_rows(row, only_deletion, encoding.Truncation(kind, 0.25))[0]["text"]
+            for kind in ("head", "tail", "head_tail")}
+    assert kept == {"head": "w0 w1 w2 w3 w4 w5 w6 w7", "tail": "w32 w33 w34 w35 w36 w37 w38 w39",
+                    "head_tail": "w0 w1 w34 w35 w36 w37 w38 w39"}

@@ -14,7 +14,7 @@ def write_clean(path, texts, labels):
 def test_token_table_schema_and_limits(tmp_path, tokenizer):
     texts = ["free money now", "meeting notes attached " * 50, "hello"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    encoder = VerifiedEncoder(tokenizer, 16)
+    encoder = VerifiedEncoder(tokenizer, 16, encoding.Truncation())
     batches = list(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], batch_size=2))
     assert [b.num_rows for b in batches] == [2, 1]  # streamed batch by batch
     table = pa.concat_tables(batches)
@@ -28,25 +28,48 @@ def test_token_table_schema_and_limits(tmp_path, tokenizer):
     assert ids[0] == tokenizer("free money now")["input_ids"]  # batching changes nothing
 
 
-def test_truncation_side_left_keeps_the_end(tmp_path):
-    from tests.conftest import MODEL
+def test_truncation_keeps_the_head_the_tail_or_both(tokenizer):
+    text = "start first " + "middle " * 40 + "last finish"
+    for kind, words in [("head", ["start", "first"] + ["middle"] * 4), ("tail", ["middle"] * 4 + ["last", "finish"]),
+                        ("head_tail", ["start", "middle", "middle", "middle", "last", "finish"])]:
+        (seq,) = encoding.encode(tokenizer, [text], 8, encoding.Truncation(kind, 0.25))
+        assert tokenizer.convert_ids_to_tokens(seq) == ["[CLS]", *words, "[SEP]"], kind
+    # The tokenizer's own truncation gives the same ids for head and tail (HF's right and left).
+    for kind, side in [("head", "right"), ("tail", "left")]:
+        tokenizer.truncation_side = side
+        try:
+            assert encoding.encode(tokenizer, [text, "short"], 8, encoding.Truncation(kind)) == \
+                tokenizer([text, "short"], truncation=True, max_length=8)["input_ids"]
+        finally:
+            tokenizer.truncation_side = "right"
+    # A text that fits is kept whole whatever the kind.
+    assert len({tuple(encoding.encode(tokenizer, ["fits well"], 8, encoding.Truncation(kind))[0])
+                for kind in ("head", "tail", "head_tail")}) == 1
 
-    left = encoding.load_tokenizer(str(MODEL), "left")
-    text = "start " + "middle " * 40 + "finish"
-    (seq,) = encoding.encode(left, [text], 8)
-    assert left.convert_ids_to_tokens(seq)[-2] == "finish"
+
+def test_truncation_keep_splits_the_budget():
+    head_tail = encoding.Truncation("head_tail", 0.25)
+    items = list(range(100))
+    assert head_tail.keep(items, 10) == [0, 1, 92, 93, 94, 95, 96, 97, 98, 99]  # int(2.5) from the start
+    assert head_tail.keep(items[:10], 10) == items[:10]
+    assert encoding.Truncation("tail").keep(items, 3) == [97, 98, 99]
+    assert encoding.Truncation("head").keep(items, 3) == [0, 1, 2]
+    assert encoding.Truncation("head").keep(items, 0) == [] == head_tail.keep(items, 0)
 
 
 def test_identity_names_what_the_ids_depend_on(tokenizer):
     from tests.conftest import MODEL
 
-    identity = encoding.identity(tokenizer, "m", 128)
-    assert identity == encoding.identity(encoding.load_tokenizer(str(MODEL)), "m", 128)  # a fresh load: the same
+    head = encoding.Truncation()
+    identity = encoding.identity(tokenizer, "m", 128, head)
+    assert identity == encoding.identity(encoding.load_tokenizer(str(MODEL)), "m", 128, head)  # a fresh load: the same
     assert len(identity["sha256"]) == 64 and identity["vocab_size"] == 30522
     grown = encoding.load_tokenizer(str(MODEL))
     grown.add_tokens(["reprolabword"])  # one more vocabulary entry changes the ids of some texts
-    assert encoding.identity(grown, "m", 128)["sha256"] != identity["sha256"]
-    assert encoding.identity(encoding.load_tokenizer(str(MODEL), "left"), "m", 128)["truncation_side"] == "left"
+    assert encoding.identity(grown, "m", 128, head)["sha256"] != identity["sha256"]
+    assert identity["truncation"] == "head" and "head_fraction" not in identity
+    both = encoding.identity(tokenizer, "m", 128, encoding.Truncation("head_tail", 0.3))
+    assert (both["truncation"], both["head_fraction"]) == ("head_tail", 0.3)
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
@@ -76,21 +99,16 @@ def test_next_span_cuts_at_a_space_on_the_kept_side():
 
 
 def test_special_tokens_are_those_around_a_text(tokenizer):
-    from tokenizers import Tokenizer
-
-    from reprolab.truncated_encoding import special_tokens
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    assert special_tokens(backend) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
+    assert encoding.special_tokens(tokenizer) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_chunked_ids_equal_whole_text_ids_on_real_mail(side):
+@pytest.mark.parametrize("kind", ["head", "tail", "head_tail"])
+def test_chunked_ids_equal_whole_text_ids_on_real_mail(kind, tokenizer):
     from reprolab.cleaning import mail_to_text, normalise
     from reprolab.truncated_encoding import ChunkedEncoder
-    from tests.conftest import CORPUS, MODEL
+    from tests.conftest import CORPUS
 
-    tokenizer = encoding.load_tokenizer(str(MODEL), side)
+    truncation = encoding.Truncation(kind, 0.25)
     paths = sorted((CORPUS / "spam-2").glob("*.txt"))[:150] + sorted((CORPUS / "easy-ham-1").glob("*.txt"))[:150]
     texts = [normalise(mail_to_text(p.read_bytes())) for p in paths]
     # Long words ([UNK] each) give few tokens per character; dense punctuation gives many.
@@ -101,9 +119,9 @@ def test_chunked_ids_equal_whole_text_ids_on_real_mail(side):
               "Café naïve ÅNGSTRÖM 中文字 emoji 🙂 " * 20]
     assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really cut short
     for max_length in (8, 16, 64, 256):
-        encoder = ChunkedEncoder(tokenizer, max_length)
+        encoder = ChunkedEncoder(tokenizer, max_length, truncation)
         assert encoder.encode_batch.ascii is not None  # BERT's normaliser: ASCII texts take the fast path
-        assert encoder(texts).to_pylist() == encoding.encode(tokenizer, texts, max_length)
+        assert encoder(texts).to_pylist() == encoding.encode(tokenizer, texts, max_length, truncation)
 
 
 def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
@@ -140,7 +158,7 @@ def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokeniz
     texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
     monkeypatch.setattr(truncated_encoding.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
-    encoder = VerifiedEncoder(tokenizer, 16)
+    encoder = VerifiedEncoder(tokenizer, 16, encoding.Truncation())
     table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 2))
     assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
     assert "encoding whole texts" in capsys.readouterr().out
@@ -148,7 +166,7 @@ def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokeniz
 
 def test_stage_encodes_whole_texts_when_max_length_leaves_no_room_for_chunks(tmp_path, tokenizer, capsys):
     write_clean(tmp_path / "split.parquet", ["free money now", "hello there"], ["spam", "ham"])
-    encoder = VerifiedEncoder(tokenizer, 2)
+    encoder = VerifiedEncoder(tokenizer, 2, encoding.Truncation("head_tail"))
     table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 1))
     assert table["input_ids"].to_pylist() == [[tokenizer.cls_token_id, tokenizer.sep_token_id]] * 2
     assert "leaves no room besides the special tokens; encoding whole texts" in capsys.readouterr().out

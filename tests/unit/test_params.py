@@ -34,7 +34,9 @@ def test_unknown_section(raw):
         ("train", "learning_rate", "5e-5", "train.learning_rate"),  # YAML 1.1 reads 5e-5 as text
         ("train", "epochs", 0, "greater than or equal to 1"),
         ("train", "device", "tpu", "'auto', 'cpu' or 'cuda'"),
-        ("tokenize", "truncation_side", "middle", "'right' or 'left'"),
+        ("tokenize", "truncation", "middle", "'head', 'tail' or 'head_tail'"),
+        ("tokenize", "head_fraction", 1.0, "tokenize.head_fraction"),
+        ("tokenize", "truncation_side", "right", "renamed: write truncation: head"),
         ("augment", "fraction", 1.5, "augment.fraction"),
         ("clean", "min_chars", "20", "clean.min_chars"),
     ],
