@@ -93,6 +93,14 @@ def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
     return files
 
 
+def logged_test_metrics(run: Any) -> dict[str, float]:
+    """The test metrics MLflow holds for a run: an evaluate run's own; for a train run, those of the
+    latest evaluate run that scored its model."""
+    if run.data.tags.get("reprolab.stage") == "train":
+        run = tracking.latest_evaluation(run.info.run_id) or run
+    return {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
+
+
 def compare_run_record(run: Any, worktree: Path) -> list[Check]:
     """The run's own record: its input digests and the md5 of the model it trained."""
     checks = []
@@ -462,7 +470,7 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
             recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
             checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
         if run is not None:
-            logged = {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
+            logged = logged_test_metrics(run)
             checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")
             checks += compare_run_record(run, worktree)
         if inexact:

@@ -207,20 +207,37 @@ def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: s
 
 
 RANKED_BY = "metrics.transformer.macro_f1"
+# Shown beside it: choosing a configuration by its test score would tune to the test set.
+SELECTED_BY = "train.best_val_macro_f1"
+
+
+def versus_tfidf(snap: dict) -> str:
+    """Within one revision, the transformer's macro-F1 minus the TF-IDF baseline's on the same test rows,
+    with the paired verdict ("-" where the revision lacks either's predictions)."""
+    baseline, transformer = snap["predictions"].get("baseline"), snap["predictions"].get("transformer")
+    if not baseline or not transformer or baseline.keys() != transformer.keys():
+        return "-"
+    ids = sorted(baseline)
+    c = compare_predictions([baseline[i][0] for i in ids], [baseline[i][1] for i in ids],
+                            [transformer[i][1] for i in ids])
+    verdict = {"B better": "transformer better", "A better": "TF-IDF better"}.get(c.verdict, c.verdict)
+    return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {verdict}"
 
 
 def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedComparison]]) -> list[list[str]]:
-    """Every revision by the transformer's test macro-F1, best first, with its change from the first
-    revision, the paired verdict against it and the params it changed."""
+    """Every revision by the transformer's test macro-F1, best first, with its validation macro-F1 (the
+    score to choose by), its change from the first revision, the paired verdict against it, how it
+    stands against the TF-IDF baseline of the same revision, and the params it changed."""
     verdicts = {rev: c.verdict.replace("B better", "better").replace("A better", "worse")
                 for model, rev, c in comparisons if model == "transformer"}
     first = snapshots[0]
     rows = []
     for snap in sorted(snapshots, key=lambda s: -s["metrics"].get(RANKED_BY, float("-inf"))):
         changed = [f"{k}={v}" for k, v in sorted(snap["params"].items()) if first["params"].get(k) != v]
-        rows.append([snap["rev"], _cell(snap["metrics"].get(RANKED_BY)),
+        rows.append([snap["rev"], _cell(snap["metrics"].get(RANKED_BY)), _cell(snap["metrics"].get(SELECTED_BY)),
                      _change(first["metrics"].get(RANKED_BY), snap["metrics"].get(RANKED_BY)),
-                     "baseline" if snap is first else verdicts.get(snap["rev"], "-"), "; ".join(changed) or "-"])
+                     "baseline" if snap is first else verdicts.get(snap["rev"], "-"), versus_tfidf(snap),
+                     "; ".join(changed) or "-"])
     return [[str(rank), *row] for rank, row in enumerate(rows, start=1)]
 
 
@@ -244,7 +261,8 @@ def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[
     metric_rows = _table(snapshots, "metrics", change=True)
     param_rows = _table(snapshots, "params", only_different=True)
     ranked = [(f"Ranked by the transformer's test macro-F1 (against {revs[0]})",
-               ["rank", "revision", "macro-F1", "change", "verdict", "params changed"],
+               ["rank", "revision", "macro-F1", "val macro-F1", "change", "verdict", "vs TF-IDF (95% interval)",
+                "params changed"],
                ranking(snapshots, comparisons), False)] if rank else []
     sections = [  # (title, header, rows, folded)
         *ranked,

@@ -1,22 +1,19 @@
 """Evaluation: scores of the fine-tuned model and of a TF-IDF + logistic-regression baseline.
 
 Metrics (accuracy, macro-F1, per-class precision/recall/F1, ROC-AUC, PR-AUC), per-row predictions
-and ROC / PR curve points as DVC plot data, and PNG figures drawn offline with matplotlib.
+and ROC / PR curve points as DVC plot data (the figures are `reprolab.figures`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
-    confusion_matrix,
     f1_score,
     precision_recall_curve,
     precision_recall_fscore_support,
@@ -27,12 +24,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import label_binarize
 
 from reprolab import storage
-from reprolab.figures import save_png
 from reprolab.params import BaselineParams
+from reprolab.significance import compare_predictions
 
 
-def _scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(truth, score) for curves and AUCs: the positive class when binary, else micro-averaged."""
+def scores_for_curves(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, score) for curves and AUCs: the positive class when binary, else one-vs-rest pooled (micro)."""
     if probs.shape[1] == 2:
         return labels == 1, probs[:, 1]
     onehot = label_binarize(labels, classes=list(range(probs.shape[1])))
@@ -55,7 +52,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
             for i, name in enumerate(names)
         },
     }
-    truth, score = _scores(labels, probs)
+    truth, score = scores_for_curves(labels, probs)
     if truth.any() and not truth.all():
         metrics["roc_auc"] = float(roc_auc_score(truth, score))
         metrics["pr_auc"] = float(average_precision_score(truth, score))
@@ -105,7 +102,7 @@ def plot_data(ids: list[str], labels: np.ndarray, results: dict[str, np.ndarray]
     curves are undefined, like the AUCs, where the test split holds one class: header only then."""
     files = {}
     for model, probs in results.items():
-        truth, score = _scores(labels, probs)
+        truth, score = scores_for_curves(labels, probs)
         fpr = tpr = precision = recall = np.zeros(0)
         if truth.any() and not truth.all():
             fpr, tpr, _ = roc_curve(truth, score)
@@ -116,39 +113,20 @@ def plot_data(ids: list[str], labels: np.ndarray, results: dict[str, np.ndarray]
     return files
 
 
-def draw_figures(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
-    files = []
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4))
-    for ax, (model, probs) in zip(np.atleast_1d(axes), results.items(), strict=True):
-        matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(names))))
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(count), ha="center", va="center",
-                    color="white" if count > matrix.max() / 2 else "black")
-        ax.set(title=f"{model}: confusion matrix", xlabel="predicted", ylabel="actual",
-               xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names)
-    files.append(save_png(fig, out / "confusion_matrix.png"))
-    for kind in ("roc", "pr"):
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for model, probs in results.items():
-            truth, score = _scores(labels, probs)
-            if truth.all() or not truth.any():
-                continue
-            if kind == "roc":
-                fpr, tpr, _ = roc_curve(truth, score)
-                ax.plot(fpr, tpr, label=f"{model} (AUC {roc_auc_score(truth, score):.3f})")
-                ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-            else:
-                precision, recall, _ = precision_recall_curve(truth, score)
-                ax.plot(recall, precision, label=f"{model} (AP {average_precision_score(truth, score):.3f})")
-                ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
-        ax.legend(loc="lower right" if kind == "roc" else "lower left")
-        files.append(save_png(fig, out / f"{kind}.png"))
-    return files
-
-
-
 def scores(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
-    """metrics.json: each model's classification metrics on the same test rows, and their count."""
-    return {model: classification_metrics(labels, probs, names) for model, probs in results.items()} \
-        | {"test_rows": len(labels)}
+    """metrics.json: each model's classification metrics on the same test rows, their count, and whether
+    the transformer's macro-F1 differs from the baseline's beyond noise (paired bootstrap and McNemar)."""
+    metrics = {model: classification_metrics(labels, probs, names) for model, probs in results.items()}
+    if {"transformer", "baseline"} <= results.keys():
+        truth = [names[i] for i in labels]
+        paired = compare_predictions(truth, *([names[i] for i in results[m].argmax(axis=1)]
+                                              for m in ("baseline", "transformer")))
+        metrics["transformer_vs_baseline"] = {
+            "macro_f1_difference": paired.difference,
+            "interval_low": paired.interval[0], "interval_high": paired.interval[1],
+            "only_baseline_right": paired.only_a_right, "only_transformer_right": paired.only_b_right,
+            "mcnemar_p": paired.mcnemar_p,
+            "verdict": {"B better": "transformer better", "A better": "baseline better"}.get(paired.verdict,
+                                                                                              paired.verdict),
+        }
+    return metrics | {"test_rows": len(labels)}

@@ -17,7 +17,10 @@ TRAIN_REPORT = REPORTS / "train.json"
 METRICS = REPORTS / "metrics.json"
 PLOTS = REPORTS / "plots"
 TRAIN_HISTORY = PLOTS / "train_history.csv"
+TRAIN_STEPS = PLOTS / "train_steps.csv"
 FIGURES = REPORTS / "figures"
+TRAIN_FIGURES = FIGURES / "train"
+EVALUATE_FIGURES = FIGURES / "evaluate"
 
 SPLITS = ("train", "val", "test")
 

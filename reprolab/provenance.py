@@ -107,3 +107,30 @@ def numpy_simd() -> str:
     enabled = [group for group in umath.__cpu_dispatch__ if umath.__cpu_features__.get(group)]
     return enabled[-1] if enabled else "baseline"
 
+
+
+def process_start_ms() -> int:
+    """When this process started (epoch ms): a stage's run spans its imports and setup, not only its end."""
+    import psutil
+
+    return int(psutil.Process().create_time() * 1000)
+
+
+def pipeline_execution() -> dict[str, str | int] | None:
+    """The DVC command this stage runs under (`dvc repro`, or `dvc exp exec-run` for one experiment):
+    its process id and start time name one pipeline execution, which every stage it runs shares.
+    None for a stage run by hand."""
+    import psutil
+
+    try:
+        for process in psutil.Process().parents():
+            argv = process.cmdline()
+            names = [Path(arg).name for arg in argv[:3]]  # dvc, python .../dvc or python -m dvc
+            if "dvc" in names[:2] or names[1:3] == ["-m", "dvc"]:
+                at = names.index("dvc")
+                started = int(process.create_time() * 1000)
+                return {"key": f"{platform.node()}:{process.pid}:{started}", "start_ms": started,
+                        "command": " ".join(["dvc", *argv[at + 1 : at + 3]])}
+    except psutil.Error:
+        return None
+    return None

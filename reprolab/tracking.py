@@ -2,10 +2,13 @@
 
 Default store: sqlite in the repo root (`DVC_ROOT` under `dvc exp run`, so temp experiment
 workspaces do not lose their runs), artifacts beside it; `MLFLOW_TRACKING_URI` overrides it.
-Each stage run carries the git commit and dirty state, the DVC experiment, package versions, every
-param, and the DVC md5 of each input as its MLflow dataset digest (MLflow's own digest hashes only
-the first rows). Evaluate logs into the train run that produced the model it scores, found by the
-model's weights hash, so one run holds params, training curves, test metrics and the model.
+One pipeline execution (a `dvc repro`, or one experiment of `dvc exp run`) is one parent run, named
+after the command and spanning it; each stage it runs is a nested child run from the stage process's
+start to its end. Each stage run carries the git commit and dirty state, the DVC experiment, package
+versions, every param, and the DVC md5 of each input as its MLflow dataset digest (MLflow's own
+digest hashes only the first rows). The train run holds the training curves and the model; the
+evaluate run holds the test metrics and figures and names the train run of the model it scored
+(`reprolab.train_run_id`, found by the weights' hash).
 
 A tracking outage never costs a run: `StageRun` writes through to MLflow while it answers and
 otherwise keeps the whole record in a local spool (`.reprolab/spool/`), which `reprolab replay`
@@ -30,6 +33,8 @@ from reprolab.params import Params, flatten
 
 EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
 MODEL_DIGEST_TAG = "reprolab.model_md5"
+PIPELINE_TAG = "reprolab.pipeline"  # on the parent run: which DVC command execution it stands for
+TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of the model it scored
 
 
 def tracking_uri() -> str:
@@ -98,6 +103,36 @@ def _dataset(path: str, digest: str):
     return MetaDataset(source=source, name=path, digest=digest)
 
 
+def pipeline_parent(mlflow, pipeline: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """The parent run of a pipeline execution: found by its key, else created, starting when the DVC
+    command started."""
+    client = mlflow.MlflowClient()
+    experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline['key']}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    name = " ".join([pipeline["command"], *([tags["dvc.exp_name"]] if tags.get("dvc.exp_name") else [])])
+    run = client.create_run(experiment_id, start_time=pipeline["start_ms"], run_name=name,
+                            tags={**tags, "reprolab.stage": "pipeline", PIPELINE_TAG: pipeline["key"]})
+    return run.info.run_id
+
+
+def extend_parent(mlflow, parent_id: str, status: str, end_ms: int) -> None:
+    """The parent ends with its latest-ending child, in that child's status."""
+    client = mlflow.MlflowClient()
+    if end_ms >= (client.get_run(parent_id).info.end_time or 0):
+        client.set_terminated(parent_id, status, end_time=end_ms)
+
+
+def _start_child(mlflow, stage: str, start_ms: int, parent_id: str | None):
+    """A stage's run, starting when its process started, nested under the pipeline's run."""
+    experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+    created = mlflow.MlflowClient().create_run(experiment_id, start_time=start_ms, run_name=stage,
+                                               tags={"mlflow.parentRunId": parent_id} if parent_id else {})
+    return mlflow.start_run(run_id=created.info.run_id)
+
+
 def _log_model(mlflow, model_dir: Path) -> None:
     """The fine-tuned model as an MLflow transformers pipeline, reloadable offline.
 
@@ -125,10 +160,13 @@ class StageRun:
     def __init__(self, stage: str, record: dict[str, Any] | None = None):
         self.stage = stage
         self.record = record or {"stage": stage, "resume_run_id": None, "tags": {}, "params": {},
-                                 "metrics": [], "inputs": [], "artifacts": [], "model_dir": None}
+                                 "metrics": [], "inputs": [], "artifacts": [], "model_dir": None,
+                                 "start_ms": provenance.process_start_ms(), "end_ms": None, "status": None,
+                                 "pipeline": provenance.pipeline_execution(), "pipeline_tags": {}}
         self.spool = spool_dir() / f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:8]}"
         self.mlflow = None
         self.run_id: str | None = None
+        self.parent_id: str | None = None
         self.offline_reason: str | None = None
 
     @classmethod
@@ -136,6 +174,8 @@ class StageRun:
               resume_run_id: str | None = None) -> StageRun:
         run = cls(stage)
         run.record["resume_run_id"] = resume_run_id
+        if run.record["pipeline"]:
+            run.record["pipeline_tags"] = run_tags("pipeline")
         run._call(run._open)
         if resume_run_id is None:
             run.set_tags(run_tags(stage))
@@ -147,8 +187,12 @@ class StageRun:
 
     def _open(self) -> None:
         self.mlflow = connect()
-        active = self.mlflow.start_run(run_id=self.record["resume_run_id"],
-                                       run_name=None if self.record["resume_run_id"] else self.stage)
+        if self.record["resume_run_id"]:  # a resumed train run stays where it began
+            active = self.mlflow.start_run(run_id=self.record["resume_run_id"])
+        else:
+            if self.record["pipeline"]:
+                self.parent_id = pipeline_parent(self.mlflow, self.record["pipeline"], self.record["pipeline_tags"])
+            active = _start_child(self.mlflow, self.stage, self.record["start_ms"], self.parent_id)
         self.run_id = active.info.run_id
 
     def _call(self, action, *args) -> None:
@@ -191,8 +235,14 @@ class StageRun:
         self._call(lambda: _log_model(self.mlflow, model_dir))
 
     def close(self, status: str = "FINISHED") -> None:
-        if self.offline_reason is None:
-            self._call(lambda: self.mlflow.end_run(status=status))
+        self.record["end_ms"], self.record["status"] = int(time.time() * 1000), status
+
+        def end() -> None:
+            self.mlflow.end_run(status=status)
+            if self.parent_id:
+                extend_parent(self.mlflow, self.parent_id, status, self.record["end_ms"])
+
+        self._call(end)
         if self.offline_reason is not None:
             self._write_spool()
 
@@ -234,7 +284,7 @@ def find_run_for_model(model_md5: str) -> str | None:
     try:
         mlflow = connect()
         runs = mlflow.search_runs(
-            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}'",
+            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}' and tags.`reprolab.stage` = 'train'",
             order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
         )
     except Exception:  # noqa: BLE001 - the evaluate record then goes to the spool on its own
@@ -242,20 +292,38 @@ def find_run_for_model(model_md5: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def latest_evaluation(train_run_id: str):
+    """The latest evaluate run that scored this train run's model, or None."""
+    mlflow = connect()
+    runs = mlflow.search_runs(filter_string=f"tags.`{TRAIN_RUN_TAG}` = '{train_run_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0] if runs else None
+
+
 def replay(spool: Path | None = None) -> list[str]:
-    """Send every spooled record to the tracking store; each one sent is removed from the spool."""
+    """Send every spooled record to the tracking store, each under its pipeline's parent run with its
+    own start and end; each one sent is removed from the spool."""
     spool = spool or spool_dir()
     sent = []
     for record_file in sorted(spool.glob("*/record.json")):
         record = json.loads(record_file.read_text(encoding="utf-8"))
-        resume = record["resume_run_id"]
-        if resume is None and record["tags"].get(MODEL_DIGEST_TAG) and record["stage"] == "evaluate":
-            resume = find_run_for_model(record["tags"][MODEL_DIGEST_TAG])
+        tags = {**record["tags"], f"reprolab.replayed.{record['stage']}": record_file.parent.name}
+        if record["stage"] == "evaluate" and TRAIN_RUN_TAG not in tags and tags.get(MODEL_DIGEST_TAG):
+            train_run = find_run_for_model(tags[MODEL_DIGEST_TAG])
+            tags.update({TRAIN_RUN_TAG: train_run} if train_run else {})
         mlflow = connect()
+        resume = record["resume_run_id"]
         # Joining an existing run adds to it; its own tags and params stay as they are.
         existing = mlflow.get_run(resume).data if resume else None
-        with mlflow.start_run(run_id=resume, run_name=None if resume else record["stage"]) as active:
-            tags = {**record["tags"], f"reprolab.replayed.{record['stage']}": record_file.parent.name}
+        parent_id = None
+        if resume:
+            active = mlflow.start_run(run_id=resume)
+        else:
+            if record.get("pipeline"):
+                parent_id = pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {}))
+            active = _start_child(mlflow, record["stage"], record.get("start_ms") or int(time.time() * 1000),
+                                  parent_id)
+        with active:
             mlflow.set_tags({k: v for k, v in tags.items() if existing is None or k not in existing.tags})
             params = {k: v for k, v in record["params"].items() if existing is None or k not in existing.params}
             if params:
@@ -272,5 +340,9 @@ def replay(spool: Path | None = None) -> list[str]:
             if record["model_dir"]:
                 _log_model(mlflow, Path(record["model_dir"]))
             sent.append(active.info.run_id)
+        if record.get("end_ms"):  # the run's own end and status, not the replay's
+            mlflow.MlflowClient().set_terminated(active.info.run_id, record["status"], end_time=record["end_ms"])
+            if parent_id:
+                extend_parent(mlflow, parent_id, record["status"], record["end_ms"])
         shutil.rmtree(record_file.parent)
     return sent

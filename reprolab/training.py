@@ -38,6 +38,7 @@ from reprolab import distributed, encoding, modeling, paths, storage
 from reprolab.params import Params, TokenizeParams, TrainParams
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
+STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
 # Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
 _OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
 # In the saved model directory: how tokenize encoded the texts it was trained on.
@@ -63,6 +64,7 @@ class LoopState:
     best_epoch: int = 0
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)  # the logged steps, STEP_FIELDS
     epoch_rng: dict[str, Any] | None = None  # batch-order RNG state at the start of the epoch
     rng: dict[str, Any] | None = None  # batch-order RNG state when the checkpoint was taken
     run_id: str | None = None
@@ -70,7 +72,8 @@ class LoopState:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]]
+    history: list[dict[str, float]]  # per epoch, HISTORY_FIELDS
+    steps: list[dict[str, float]]  # per logged step, STEP_FIELDS (a resumed run's include those before)
     best_epoch: int
     samples_seen: int  # by this process (a resumed run counts from its checkpoint)
     seconds: float  # training only, validation excluded
@@ -257,10 +260,13 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.batch = i + 1
-            if on_step and state.step % p.log_every_steps == 0:
-                on_step(state.step, {"train_loss": state.window_loss / state.window_batches,
-                                     "learning_rate": scheduler.get_last_lr()[0]})
+            if state.step % p.log_every_steps == 0:
+                state.steps.append({"step": state.step, "epoch": state.epoch,
+                                    "train_loss": state.window_loss / state.window_batches,
+                                    "learning_rate": scheduler.get_last_lr()[0]})
                 state.window_loss, state.window_batches = 0.0, 0
+                if on_step:
+                    on_step(state.step, {k: state.steps[-1][k] for k in ("train_loss", "learning_rate")})
             if checkpointer and state.batch < len(batches):  # an epoch's last step saves after validation
                 checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=False)
         progress.close()
@@ -283,12 +289,13 @@ def train_model(
         if checkpointer and state.epoch <= p.epochs:
             checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=True)
     model.load_state_dict(best_state)
-    return TrainResult(state.history, state.best_epoch, state.samples_seen - samples_before,
+    return TrainResult(state.history, state.steps, state.best_epoch, state.samples_seen - samples_before,
                        time.perf_counter() - started - validation_seconds)
 
 
-def history_csv(history: list[dict[str, float]]) -> str:
-    return storage.csv_text(list(HISTORY_FIELDS), [[row[f] for f in HISTORY_FIELDS] for row in history])
+def history_csv(history: list[dict[str, float]], fields: tuple[str, ...] = HISTORY_FIELDS) -> str:
+    """Per-epoch rows (HISTORY_FIELDS) or, with STEP_FIELDS, per-step rows as CSV."""
+    return storage.csv_text(list(fields), [[row[f] for f in fields] for row in history])
 
 
 def save_model(model, model_source: str, tokenize: TokenizeParams) -> None:

@@ -1,14 +1,14 @@
 """evaluate: the fine-tuned model and a TF-IDF + logistic-regression baseline on the test split.
 
 Writes reports/metrics.json, per-row predictions and ROC / PR curve points as DVC plot data, and PNG
-figures; the metrics land in the MLflow run that trained the model.
+figures; its MLflow run names the train run of the model it scored.
 """
 
 from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import evaluation, modeling, paths, storage, tracking
+from reprolab import evaluation, evaluation_figures, modeling, paths, storage, tracking
 from reprolab.errors import StageError, run_stage
 from reprolab.params import load_params
 
@@ -38,20 +38,23 @@ def main() -> None:
     for name, text in evaluation.plot_data(test.ids, test.labels, results, names).items():
         storage.write_text(text, paths.PLOTS / name)
         plot_files.append(paths.PLOTS / name)
-    figures = evaluation.draw_figures(test.labels, results, names, paths.FIGURES)
+    drawn = evaluation_figures.test_figures(test.labels, results, names, paths.EVALUATE_FIGURES)
     for model_name in results:
         print(f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
               f"accuracy {metrics[model_name]['accuracy']:.4f}")
+    versus = metrics["transformer_vs_baseline"]
+    print(f"evaluate: transformer - baseline macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
+          f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
+          f"{versus['verdict']}")
 
     model_md5 = storage.file_md5(paths.MODEL_DIR / "model.safetensors")
-    train_run = tracking.find_run_for_model(model_md5)
-    with tracking.StageRun.start("evaluate", params, {"test": paths.token_split("test")},
-                                 resume_run_id=train_run) as run:
-        if train_run is None:  # lets `reprolab replay` attach this record to its train run later
-            run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5})
+    train_run = tracking.find_run_for_model(model_md5)  # None offline: `reprolab replay` looks again
+    with tracking.StageRun.start("evaluate", params, {"test": paths.token_split("test")}) as run:
+        link = {tracking.TRAIN_RUN_TAG: train_run} if train_run else {}
+        run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5, **link})
         run.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
         run.log_artifact(paths.METRICS, "reports")
-        for file in [*plot_files, *figures]:
+        for file in [*plot_files, *drawn]:
             run.log_artifact(file, "reports/plots")
         run.log_outputs([paths.METRICS], prefix="evaluate")
 

@@ -13,7 +13,7 @@ import signal
 import sys
 from contextlib import nullcontext
 
-from reprolab import distributed, encoding, modeling, paths, provenance, storage, tracking, training
+from reprolab import distributed, encoding, figures, modeling, paths, provenance, storage, tracking, training
 from reprolab.errors import run_stage
 from reprolab.params import Params, load_params
 
@@ -55,7 +55,8 @@ def train_stage(params: Params, device, context: distributed.Context) -> None:
         try:
             result = training.train_model(
                 model, train, val, p, model.config.pad_token_id or 0, params.tokenize.max_length, device,
-                on_step=None if run is None else (lambda step, values: run.log_metrics(values, step)),
+                on_step=None if run is None else (
+                    lambda step, values: run.log_metrics({f"step/{k}": v for k, v in values.items()}, step)),
                 checkpointer=checkpointer, run_id=None if run is None else run.run_id, context=context)
         except training.TrainingInterrupted as stop:
             signal_name = signal.Signals(checkpointer.stop_requested).name
@@ -71,12 +72,17 @@ def train_stage(params: Params, device, context: distributed.Context) -> None:
 
 def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device,
                   result: training.TrainResult) -> None:
+    # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        run.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
     training.save_model(model, source, params.tokenize)
     report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
     storage.write_json(report, paths.TRAIN_REPORT)
     storage.write_text(training.history_csv(result.history), paths.TRAIN_HISTORY)
+    storage.write_text(training.history_csv(result.steps, training.STEP_FIELDS), paths.TRAIN_STEPS)
+    curves = figures.training_curves(result.steps, result.history, paths.TRAIN_FIGURES / "training_curves.png")
+    for artifact in (paths.TRAIN_HISTORY, paths.TRAIN_STEPS, curves):
+        run.log_artifact(artifact, "reports/train")
     throughput = result.samples_seen / result.seconds
     run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
                      **{k: v for k, v in report.items() if k.startswith("best_")}})

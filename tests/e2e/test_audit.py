@@ -158,11 +158,14 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{report['scratch']}/mlflow.db")
-    (train_run,) = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
-    assert train_run.data.tags["reprolab.stage"] == "train"  # the data stages came from the run cache
-    # evaluate ran for real (it logs into the run that trained its model), although the outputs it
-    # committed to git were in the revision's tree: the audit removes them first
-    assert "test.transformer.macro_f1" in train_run.data.metrics
+    runs = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
+    # The data stages came from the run cache; evaluate ran for real, although the outputs it
+    # committed to git were in the revision's tree: the audit removes them first.
+    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["evaluate", "pipeline", "train"]
+    (train_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "train"]
+    (evaluate_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "evaluate"]
+    assert evaluate_run.data.tags["reprolab.train_run_id"] == train_run.info.run_id
+    assert "test.transformer.macro_f1" in evaluate_run.data.metrics
     assert train_run.data.tags["cpu.kernels"] == "portable"
     if train_run.data.tags["cpu.machine"] == "x86_64":  # elsewhere there is nothing to hold
         assert train_run.data.tags["cpu.numpy_simd"] in ("X86_V3", "baseline")

@@ -81,7 +81,9 @@ def test_stage_completes_when_the_tracking_server_is_down_and_replays_later(proj
     assert "reprolab replay" in done.stderr and UNREACHABLE in done.stderr
     assert (project / "reports/metrics.json").read_bytes() == before  # outputs written all the same
     (record,) = (project / ".reprolab/spool").glob("*-evaluate-*/record.json")
-    assert "test.transformer.macro_f1" in {m[0] for m in json.loads(record.read_text())["metrics"]}
+    saved = json.loads(record.read_text())
+    assert "test.transformer.macro_f1" in {m[0] for m in saved["metrics"]}
+    assert saved["start_ms"] < saved["end_ms"] and saved["status"] == "FINISHED"
     replayed = subprocess.run([sys.executable, "-m", "reprolab.cli", "replay"], cwd=project, env=env_for(project),
                               capture_output=True, text=True)
     assert replayed.returncode == 0, replayed.stderr[-2000:]
@@ -93,7 +95,13 @@ def test_stage_completes_when_the_tracking_server_is_down_and_replays_later(proj
     run_id = replayed.stdout.split()[-1]
     logged = client.get_run(run_id)
     assert logged.data.metrics["test.transformer.macro_f1"] == json.loads(before)["transformer"]["macro_f1"]
-    assert logged.data.tags["reprolab.stage"] == "train"  # the record joined the run that trained the model
+    assert logged.data.tags["reprolab.stage"] == "evaluate"
+    # Replay found the run that trained the model, which the stage could not reach.
+    train = client.get_run(logged.data.tags["reprolab.train_run_id"])
+    assert train.data.tags["reprolab.stage"] == "train"
+    assert train.data.tags["reprolab.model_md5"] == logged.data.tags["reprolab.model_md5"]
+    # With the times the stage recorded, not the replay's.
+    assert (logged.info.start_time, logged.info.end_time) == (saved["start_ms"], saved["end_ms"])
 
 
 def test_locked_sqlite_store_spools_the_record(tmp_path, monkeypatch):
@@ -122,3 +130,42 @@ def test_locked_sqlite_store_spools_the_record(tmp_path, monkeypatch):
     replayed = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}").get_run(sent)
     assert replayed.data.metrics == {"rows_in": 3.0, "rows_kept": 2.0}
     assert replayed.data.tags["reprolab.stage"] == "clean"
+
+
+def test_a_spooled_stage_replays_into_its_pipeline_tree(tmp_path, monkeypatch):
+    """ingest reaches the store and creates the pipeline's parent run; clean finds the store locked and
+    spools; replay puts clean under the same parent, with the times it recorded, and extends the parent."""
+    from reprolab import provenance
+    from reprolab.params import parse_params
+
+    monkeypatch.chdir(tmp_path)
+    params = parse_params(fixture_params_raw())
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    pipeline = {"key": "host:4242:1700000000000", "start_ms": 1_700_000_000_000, "command": "dvc repro"}
+    monkeypatch.setattr(provenance, "pipeline_execution", lambda: pipeline)
+    monkeypatch.setattr(provenance, "process_start_ms", lambda: 1_700_000_001_000)
+    report = tmp_path / "report.json"
+    storage.write_json({"rows_in": 3}, report)
+    tracking.log_stage("ingest", params, outputs=[report], metrics={"rows_in": 3})
+    lock = sqlite3.connect(store, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        tracking.log_stage("clean", params, outputs=[report], metrics={"rows_in": 3})
+    finally:
+        lock.rollback()
+        lock.close()
+    (record,) = (tmp_path / ".reprolab/spool").glob("*-clean-*/record.json")
+    saved = json.loads(record.read_text())
+    (sent,) = tracking.replay()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    runs = {r.data.tags["reprolab.stage"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("reprolab").experiment_id])}
+    assert sorted(runs) == ["clean", "ingest", "pipeline"] and runs["clean"].info.run_id == sent
+    parent = runs["pipeline"]
+    assert parent.info.run_name == "dvc repro" and parent.info.start_time == pipeline["start_ms"]
+    assert {runs[s].data.tags["mlflow.parentRunId"] for s in ("ingest", "clean")} == {parent.info.run_id}
+    assert (runs["clean"].info.start_time, runs["clean"].info.end_time) == (1_700_000_001_000, saved["end_ms"])
+    assert parent.info.end_time == saved["end_ms"] >= runs["ingest"].info.end_time

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from io import StringIO
 
 import pyarrow.parquet as pq
@@ -44,7 +45,15 @@ def test_all_stages_run_and_beat_the_majority_class(published):
         assert "roc_auc" in metrics[model] and "pr_auc" in metrics[model]
     assert (root / paths.MODEL_DIR / "model.safetensors").is_file()
     assert not list((root / paths.MODEL_DIR).glob("*.bin"))  # safetensors only
-    assert all((root / paths.FIGURES / f).read_bytes()[:4] == b"\x89PNG" for f in ("roc.png", "pr.png"))
+    figures = {"evaluate": ["confusion_matrix.png", "per_class.png", "pr.png", "roc.png", "threshold.png"],
+               "train": ["training_curves.png"]}
+    for stage, names in figures.items():
+        folder = root / paths.FIGURES / stage
+        assert sorted(f.name for f in folder.iterdir()) == names
+        assert all((folder / name).read_bytes()[:4] == b"\x89PNG" for name in names)
+    versus = metrics["transformer_vs_baseline"]
+    assert versus["verdict"] in ("transformer better", "baseline better", "within noise")
+    assert versus["interval_low"] <= versus["macro_f1_difference"] <= versus["interval_high"]
 
 
 def test_rows_are_conserved_across_stages(published):
@@ -121,23 +130,56 @@ def test_trace_prints_lineage_of_the_train_run(published):
     assert f"commit:  {recorded}  dirty: false" in output
     assert "data/tokens/train.parquet" in output and "<- tokenize run" in output
     learning_rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["learning_rate"]
-    assert f"train.learning_rate = {learning_rate}" in output and "test.transformer.macro_f1" in output
+    assert f"train.learning_rate = {learning_rate}" in output and "epoch/val_macro_f1" in output
     assert f"torch=={train.data.tags['version.torch']}" in output
 
 
-def test_runs_are_tracked_in_mlflow(published):
+def stage_seconds(output: str) -> dict[str, float]:
+    """Each stage's own timing line ("train: done in 12.3 s") in a `dvc repro` log."""
+    return {stage: float(seconds) for stage, seconds in re.findall(r"^(\w+): done in ([\d.]+) s$", output, re.M)}
+
+
+def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     import mlflow
 
     root = published.root
     client, runs = stage_runs(root)
-    assert [run.data.tags["reprolab.stage"] for run in runs][:5] == ["ingest", "clean", "tokenize", "augment", "train"]
-    train = runs[4]
+    # Two executions (see `published`): the first `dvc repro`, then a forced re-run of train and evaluate.
+    parents = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
+    assert [p.info.run_name for p in parents] == ["dvc repro", "dvc repro --force"]
+    assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
+    trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
+    assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
+        ["ingest", "clean", "tokenize", "augment", "train", "evaluate"], ["train", "evaluate"]]
+    assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
+    parent, children = parents[0], trees[0]
+    # True durations: each child spans its process, at least what the stage itself timed.
+    timed = stage_seconds(published.first_run)
+    for child in children:
+        stage = child.data.tags["reprolab.stage"]
+        assert (child.info.end_time - child.info.start_time) / 1000 >= timed[stage], stage
+        assert parent.info.start_time <= child.info.start_time
+    assert parent.info.end_time == max(c.info.end_time for c in children) and parent.info.status == "FINISHED"
+    assert parent.data.tags["git.commit"] == children[0].data.tags["git.commit"]
+    train, evaluate = children[4], children[5]
     learning_rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["learning_rate"]
     assert float(train.data.params["train.learning_rate"]) == learning_rate
     init = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).strip()
     assert train.data.tags["git.commit"] == init and train.data.tags["git.dirty"] == "false"
-    assert "test.transformer.macro_f1" in train.data.metrics  # evaluate logged into the train run
-    assert "val_macro_f1" in train.data.metrics
+    # Step and epoch values under distinct keys; the test metrics in evaluate's run, which names train's.
+    assert {"step/train_loss", "step/learning_rate", "epoch/train_loss", "epoch/val_loss",
+            "epoch/val_macro_f1"} <= train.data.metrics.keys()
+    assert not {"train_loss", "learning_rate", "val_macro_f1"} & train.data.metrics.keys()
+    steps = [m.step for m in client.get_metric_history(train.info.run_id, "step/learning_rate")]
+    epochs = [m.step for m in client.get_metric_history(train.info.run_id, "epoch/val_macro_f1")]
+    assert epochs == [1] and steps == sorted(steps) and len(steps) > 1
+    step_rows = list(csv.DictReader(StringIO((root / paths.TRAIN_STEPS).read_text())))
+    assert [int(r["step"]) for r in step_rows] == steps
+    assert {a.path for a in client.list_artifacts(train.info.run_id, "reports/train")} == {
+        "reports/train/train_history.csv", "reports/train/train_steps.csv", "reports/train/training_curves.png"}
+    assert evaluate.data.tags["reprolab.train_run_id"] == train.info.run_id
+    assert "test.transformer.macro_f1" in evaluate.data.metrics
+    assert "test.transformer.macro_f1" not in train.data.metrics
     inputs = {d.dataset.name: d.dataset.digest for d in train.inputs.dataset_inputs}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     tokenize_outs = {o["path"]: o["md5"] for o in lock["stages"]["tokenize"]["outs"]}
@@ -185,7 +227,13 @@ def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
                                   " and tags.`reprolab.stage` = 'train'")
     assert train.data.tags["dvc.exp_baseline_rev"] == baseline
     assert train.data.params["train.learning_rate"] == "0.0003"
-    assert "test.transformer.macro_f1" in train.data.metrics
+    (evaluate,) = client.search_runs([experiment.experiment_id],
+                                     filter_string=f"tags.`reprolab.train_run_id` = '{train.info.run_id}'")
+    assert "test.transformer.macro_f1" in evaluate.data.metrics
+    # One parent for the experiment's execution, named after it.
+    parent = client.get_run(train.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name == "dvc exp run lr-3e-4"
+    assert evaluate.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert train.info.artifact_uri.startswith(experiment.artifact_location)  # beside the store, not in DVC's tmp
     # --csv: the table view is cut to the terminal's width, which is narrow under CI.
     shown = list(csv.DictReader(StringIO(run(["dvc", "exp", "show", "--csv"], project))))
@@ -198,4 +246,7 @@ def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
     ranked = report.split("## Headline")[0]
     rows = [line.split(" | ") for line in ranked.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert sorted(row[1] for row in rows) == ["HEAD", "lr-3e-4"]
-    assert [row[5] for row in rows if row[1] == "lr-3e-4"] == ["train.learning_rate=0.0003 |"]
+    assert [row[7] for row in rows if row[1] == "lr-3e-4"] == ["train.learning_rate=0.0003 |"]
+    # The validation score to choose by, and each against its own TF-IDF baseline on the same test rows.
+    assert all(0 < float(row[3]) <= 1 for row in rows)
+    assert all(row[6].endswith(("transformer better", "TF-IDF better", "within noise")) for row in rows)

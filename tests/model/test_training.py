@@ -8,7 +8,7 @@ import torch
 
 from reprolab import encoding, modeling
 from reprolab.cleaning import normalise
-from reprolab.training import history_csv, seed_everything, train_model
+from reprolab.training import STEP_FIELDS, history_csv, seed_everything, train_model
 from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
 
 
@@ -51,6 +51,10 @@ def test_training_lowers_loss_and_clears_accuracy_floor(data, trained):
     best = result.history[result.best_epoch - 1]
     assert best["val_accuracy"] >= 0.85, result.history  # smoke floor: spam vs ham is easy
     assert history_csv(result.history).splitlines()[0].startswith("epoch,train_loss")
+    # The logged steps are kept for train_steps.csv, as on_step saw them, each with its epoch.
+    assert [row["train_loss"] for row in result.steps] == steps
+    assert [row["step"] for row in result.steps] == list(range(1, 31)) and result.steps[-1]["epoch"] == 2
+    assert history_csv(result.steps, STEP_FIELDS).splitlines()[0] == "step,epoch,train_loss,learning_rate"
 
 
 def test_cpu_training_is_bit_identical(data):

@@ -9,7 +9,7 @@ from reprolab.storage import csv_text
 TRUTH = ["ham"] * 60 + ["spam"] * 40
 
 
-def write_revision(root, predicted: list[str], params: str) -> None:
+def write_revision(root, predicted: list[str], params: str, baseline: list[str] | None = None) -> None:
     (root / "reports/plots").mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(params)
     right = sum(p == t for p, t in zip(predicted, TRUTH, strict=True))
@@ -18,6 +18,10 @@ def write_revision(root, predicted: list[str], params: str) -> None:
     rows = [[f"m{i}", t, p, 0.9] for i, (t, p) in enumerate(zip(TRUTH, predicted, strict=True))]
     (root / "reports/plots/test_predictions_transformer.csv").write_text(
         csv_text(["id", "actual", "predicted", "score"], rows))
+    if baseline:
+        rows = [[f"m{i}", t, p, 0.9] for i, (t, p) in enumerate(zip(TRUTH, baseline, strict=True))]
+        (root / "reports/plots/test_predictions_baseline.csv").write_text(
+            csv_text(["id", "actual", "predicted", "score"], rows))
 
 
 def test_params_of_any_schema_are_read_as_written(tmp_path):
@@ -52,12 +56,17 @@ def test_report_sections_and_cells(tmp_path):
 
 def test_experiments_rank_best_first_with_their_changed_params(tmp_path):
     worse = ["spam" if i < 30 else t for i, t in enumerate(TRUTH)]  # 30 ham rows wrong
-    for name, predicted, rate in (("base", worse[:10] + TRUTH[10:], "5.0e-05"), ("exp-a", worse, "1.0e-04"),
+    tfidf = worse[:10] + TRUTH[10:]  # the TF-IDF baseline misses 10 ham rows in every revision
+    for name, predicted, rate in (("base", tfidf, "5.0e-05"), ("exp-a", worse, "1.0e-04"),
                                   ("exp-b", TRUTH, "3.0e-04")):
-        write_revision(tmp_path / name, predicted, f"train: {{learning_rate: {rate}, epochs: 1}}\n")
+        write_revision(tmp_path / name, predicted, f"train: {{learning_rate: {rate}, epochs: 1}}\n", tfidf)
     snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("base", "exp-a", "exp-b")]
     rows = ranking(snaps, paired(snaps))
     assert [row[:2] for row in rows] == [["1", "exp-b"], ["2", "base"], ["3", "exp-a"]]
-    assert rows[0][3:] == ["+0.1000", "better", "train.learning_rate=0.0003"]
-    assert rows[1][3:] == ["", "baseline", "-"]
-    assert rows[2][3:] == ["-0.2000", "worse", "train.learning_rate=0.0001"]
+    assert rows[0][3:6] + rows[0][7:] == ["-", "+0.1000", "better", "train.learning_rate=0.0003"]  # no train.json
+    assert rows[1][4:6] + rows[1][7:] == ["", "baseline", "-"]
+    assert rows[2][4:6] + rows[2][7:] == ["-0.2000", "worse", "train.learning_rate=0.0001"]
+    # Each against its own revision's TF-IDF baseline: 10 rows only the transformer gets right, none, or
+    # 20 rows only the baseline gets right.
+    assert [row[6].split("] ")[1] for row in rows] == ["transformer better", "within noise", "TF-IDF better"]
+    assert rows[0][6].startswith("+0.1") and rows[1][6].startswith("+0.0000 [+0.0000, +0.0000]")

@@ -96,7 +96,8 @@ def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):
         copy(REPO / item, tmp_path / item)
     assert missing_and_extra(tmp_path, "evaluate") == (set(), set())
     dvc_yaml = (tmp_path / "dvc.yaml").read_text()
-    (tmp_path / "dvc.yaml").write_text(dvc_yaml.replace("      - reprolab/figures.py\n", "", 1))
+    evaluate_figures = "      - reprolab/evaluation_figures.py\n      - reprolab/figures.py\n"  # evaluate's only
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml.replace(evaluate_figures, "      - reprolab/evaluation_figures.py\n"))
     assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/figures.py"}, set())
     (tmp_path / "dvc.yaml").write_text(dvc_yaml)
     figures = tmp_path / "reprolab/figures.py"

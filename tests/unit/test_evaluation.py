@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reprolab.evaluation import baseline_probs, classification_metrics, draw_figures, plot_data, top_terms
+from reprolab.evaluation import baseline_probs, classification_metrics, plot_data, scores, top_terms
 from reprolab.params import BaselineParams
 
 
@@ -71,17 +71,6 @@ def test_vocabulary_cut_breaks_ties_by_term():
     assert top_terms(list(reversed(texts)), 1, 1000) == expected
 
 
-def test_figures_are_png(tmp_path):
-    labels = np.array([0, 1, 0, 1])
-    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.45, 0.55]])
-    files = draw_figures(labels, {"transformer": probs, "baseline": probs[::-1]}, ["ham", "spam"], tmp_path)
-    assert [f.name for f in files] == ["confusion_matrix.png", "roc.png", "pr.png"]
-    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
-    first = files[1].read_bytes()
-    draw_figures(labels, {"transformer": probs, "baseline": probs[::-1]}, ["ham", "spam"], tmp_path)
-    assert files[1].read_bytes() == first  # byte-stable for DVC
-
-
 def test_plot_data_per_model_with_empty_curves_where_undefined():
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
@@ -94,3 +83,19 @@ def test_plot_data_per_model_with_empty_curves_where_undefined():
     # Every file DVC declares still exists; the undefined curves have no points.
     assert one_class["roc_baseline.csv"] == "fpr,tpr\n" and one_class["pr_baseline.csv"] == "recall,precision\n"
     assert one_class["test_predictions_baseline.csv"].count("\n") == 3
+
+
+def test_scores_say_whether_the_transformer_beats_the_baseline_beyond_noise():
+    labels = np.arange(400) % 2
+    right = np.eye(2)[labels] * 0.8 + 0.1  # probability 0.9 on the true class
+    wrong_rows = np.zeros(400, bool)
+    wrong_rows[::10] = True  # the baseline misses 40 rows, the transformer none of them
+    baseline = np.where(wrong_rows[:, None], right[:, ::-1], right)
+    metrics = scores(labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"])
+    versus = metrics["transformer_vs_baseline"]
+    assert (versus["only_transformer_right"], versus["only_baseline_right"]) == (40, 0)
+    assert versus["macro_f1_difference"] == pytest.approx(metrics["transformer"]["macro_f1"]
+                                                          - metrics["baseline"]["macro_f1"])
+    assert versus["interval_low"] > 0 and versus["mcnemar_p"] < 0.05 and versus["verdict"] == "transformer better"
+    same = scores(labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"])["transformer_vs_baseline"]
+    assert same["verdict"] == "within noise" and same["macro_f1_difference"] == 0
