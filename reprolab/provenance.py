@@ -117,20 +117,23 @@ def process_start_ms() -> int:
 
 
 def pipeline_execution() -> dict[str, str | int] | None:
-    """The DVC command this stage runs under (`dvc repro`, or `dvc exp exec-run` for one experiment):
-    its process id and start time name one pipeline execution, which every stage it runs shares.
-    None for a stage run by hand."""
+    """The DVC command this stage runs under (`dvc repro`, `dvc exp run`, or `dvc exp exec-run` for one
+    queued experiment): its process id and start time name one pipeline execution, which every stage
+    it runs shares. None for a stage run by hand."""
     import psutil
 
     try:
-        for process in psutil.Process().parents():
-            argv = process.cmdline()
-            names = [Path(arg).name for arg in argv[:3]]  # dvc, python .../dvc or python -m dvc
-            if "dvc" in names[:2] or names[1:3] == ["-m", "dvc"]:
-                at = names.index("dvc")
-                started = int(process.create_time() * 1000)
-                return {"key": f"{platform.node()}:{process.pid}:{started}", "start_ms": started,
-                        "command": " ".join(["dvc", *argv[at + 1 : at + 3]])}
+        parents = psutil.Process().parents()
     except psutil.Error:
         return None
+    for process in parents:
+        try:
+            argv, started = process.cmdline(), int(process.create_time() * 1000)
+        except psutil.Error:  # a parent this user may not inspect (another user's), or one gone since
+            continue
+        names = [Path(arg).name for arg in argv[:3]]  # dvc, python .../dvc or python -m dvc
+        if "dvc" in names[:2] or names[1:3] == ["-m", "dvc"]:
+            at = names.index("dvc")
+            return {"key": f"{platform.node()}:{process.pid}:{started}", "start_ms": started,
+                    "command": " ".join(["dvc", *argv[at + 1 : at + 3]])}
     return None
