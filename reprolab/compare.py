@@ -127,20 +127,25 @@ def flat_values(tree: dict, prefix: str = "", numbers_only: bool = True) -> dict
     return flat
 
 
+def compare_rows(a: dict | None, b: dict | None) -> PairedComparison | None:
+    """Two prediction files (id -> (actual, predicted)) compared row by row; None unless both scored the
+    same test rows."""
+    if not a or not b or a.keys() != b.keys():
+        return None
+    ids = sorted(a)
+    if any(a[i][0] != b[i][0] for i in ids):
+        return None  # the same ids with other labels: not the same test set
+    return compare_predictions([a[i][0] for i in ids], [a[i][1] for i in ids], [b[i][1] for i in ids])
+
+
 def paired(snapshots: list[dict]) -> list[tuple[str, str, PairedComparison]]:
     """(model, revision, comparison with the first revision) wherever both scored the same test rows."""
     found = []
     first = snapshots[0]["predictions"]
     for snap in snapshots[1:]:
         for model in MODELS:
-            a, b = first.get(model), snap["predictions"].get(model)
-            if not a or not b or a.keys() != b.keys():
-                continue
-            ids = sorted(a)
-            if any(a[i][0] != b[i][0] for i in ids):
-                continue  # the same ids with other labels: not the same test set
-            found.append((model, snap["rev"], compare_predictions([a[i][0] for i in ids], [a[i][1] for i in ids],
-                                                                  [b[i][1] for i in ids])))
+            if result := compare_rows(first.get(model), snap["predictions"].get(model)):
+                found.append((model, snap["rev"], result))
     return found
 
 
@@ -199,7 +204,7 @@ def _table(snapshots: list[dict], key: str, names: list[str] | None = None, only
 def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: str) -> list[list[str]]:
     rows = []
     for model, rev, c in comparisons:
-        verdict = {"B better": f"{rev} better", "A better": f"{first} better"}.get(c.verdict, c.verdict)
+        verdict = c.verdict_for(first, rev)
         rows.append([model, f"{rev} vs {first}", str(c.rows), f"{c.difference:+.4f}",
                      f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}]", str(c.only_a_right), str(c.only_b_right),
                      f"{c.mcnemar_p:.3g}", verdict])
@@ -214,14 +219,10 @@ SELECTED_BY = "train.best_val_macro_f1"
 def versus_tfidf(snap: dict) -> str:
     """Within one revision, the transformer's macro-F1 minus the TF-IDF baseline's on the same test rows,
     with the paired verdict ("-" where the revision lacks either's predictions)."""
-    baseline, transformer = snap["predictions"].get("baseline"), snap["predictions"].get("transformer")
-    if not baseline or not transformer or baseline.keys() != transformer.keys():
+    c = compare_rows(snap["predictions"].get("baseline"), snap["predictions"].get("transformer"))
+    if c is None:
         return "-"
-    ids = sorted(baseline)
-    c = compare_predictions([baseline[i][0] for i in ids], [baseline[i][1] for i in ids],
-                            [transformer[i][1] for i in ids])
-    verdict = {"B better": "transformer better", "A better": "TF-IDF better"}.get(c.verdict, c.verdict)
-    return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {verdict}"
+    return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {c.verdict_for('TF-IDF', 'transformer')}"
 
 
 def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedComparison]]) -> list[list[str]]:

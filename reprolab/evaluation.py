@@ -126,7 +126,6 @@ def scores(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str])
             "interval_low": paired.interval[0], "interval_high": paired.interval[1],
             "only_baseline_right": paired.only_a_right, "only_transformer_right": paired.only_b_right,
             "mcnemar_p": paired.mcnemar_p,
-            "verdict": {"B better": "transformer better", "A better": "baseline better"}.get(paired.verdict,
-                                                                                              paired.verdict),
+            "verdict": paired.verdict_for("baseline", "transformer"),
         }
     return metrics | {"test_rows": len(labels)}

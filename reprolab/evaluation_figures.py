@@ -33,10 +33,10 @@ def averaging(names: list[str]) -> str:
     return f"micro-average over {len(names)} classes, one-vs-rest"
 
 
-def _tick_labels(ax, names: list[str]) -> None:
-    labels, many = [short(n) for n in names], len(names) > 3
-    ax.set_xticks(range(len(names)), labels, rotation=45 if many else 0, ha="right" if many else "center")
-    ax.set_yticks(range(len(names)), labels)
+def _class_ticks(ax, labels: list[str]) -> None:
+    """One x tick per class, tilted past three classes so that the names do not run together."""
+    many = len(labels) > 3
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if many else 0, ha="right" if many else "center")
 
 
 def row_shares(counts: np.ndarray) -> np.ndarray:
@@ -59,7 +59,8 @@ def confusion_matrices(labels: np.ndarray, results: dict[str, np.ndarray], names
             for (i, j), cell in np.ndenumerate(text):
                 ax.text(j, i, cell, ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
             ax.set(title=f"{model}: {title}", xlabel="predicted", ylabel="actual")
-            _tick_labels(ax, names)
+            _class_ticks(ax, [short(n) for n in names])
+            ax.set_yticks(range(len(names)), [short(n) for n in names])
     fig.tight_layout()
     return save_png(fig, dest)
 
@@ -75,9 +76,7 @@ def per_class_bars(labels: np.ndarray, results: dict[str, np.ndarray], names: li
         for k, (metric, column) in enumerate(zip(("precision", "recall", "F1"), values[:3], strict=True)):
             ax.bar(x + (k - 1) * 0.27, column, width=0.27, label=metric)
         ax.set(title=f"{model}: per class", ylim=(0, 1.05), ylabel="score")
-        many = len(names) > 3
-        ax.set_xticks(x, [f"{short(n)}\n(n={s})" for n, s in zip(names, values[3], strict=True)],
-                      rotation=45 if many else 0, ha="right" if many else "center")
+        _class_ticks(ax, [f"{short(n)}\n(n={s})" for n, s in zip(names, values[3], strict=True)])
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=3, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
     return save_png(fig, dest)

@@ -47,6 +47,10 @@ class PairedComparison:
     def difference(self) -> float:
         return self.b_macro_f1 - self.a_macro_f1
 
+    def verdict_for(self, a: str, b: str) -> str:
+        """The verdict with the two sides named: "<b> better", "<a> better" or "within noise"."""
+        return {"B better": f"{b} better", "A better": f"{a} better"}.get(self.verdict, self.verdict)
+
 
 def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int = 0) -> PairedComparison:
     """Two models' predicted labels for the same test rows, in the same order, against the truth."""

@@ -125,12 +125,18 @@ def extend_parent(mlflow, parent_id: str, status: str, end_ms: int) -> None:
         client.set_terminated(parent_id, status, end_time=end_ms)
 
 
-def _start_child(mlflow, stage: str, start_ms: int, parent_id: str | None):
-    """A stage's run, starting when its process started, nested under the pipeline's run."""
+def _begin(mlflow, record: Mapping[str, Any]):
+    """(active run, parent run id or None) for a stage's record: the run it resumes (a resumed train run
+    stays where it began), else a new run from the stage process's start, nested under its pipeline's."""
+    if record["resume_run_id"]:
+        return mlflow.start_run(run_id=record["resume_run_id"]), None
+    parent_id = pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {})) \
+        if record.get("pipeline") else None
     experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-    created = mlflow.MlflowClient().create_run(experiment_id, start_time=start_ms, run_name=stage,
-                                               tags={"mlflow.parentRunId": parent_id} if parent_id else {})
-    return mlflow.start_run(run_id=created.info.run_id)
+    created = mlflow.MlflowClient().create_run(
+        experiment_id, start_time=record.get("start_ms") or int(time.time() * 1000), run_name=record["stage"],
+        tags={"mlflow.parentRunId": parent_id} if parent_id else {})
+    return mlflow.start_run(run_id=created.info.run_id), parent_id
 
 
 def _log_model(mlflow, model_dir: Path) -> None:
@@ -187,12 +193,7 @@ class StageRun:
 
     def _open(self) -> None:
         self.mlflow = connect()
-        if self.record["resume_run_id"]:  # a resumed train run stays where it began
-            active = self.mlflow.start_run(run_id=self.record["resume_run_id"])
-        else:
-            if self.record["pipeline"]:
-                self.parent_id = pipeline_parent(self.mlflow, self.record["pipeline"], self.record["pipeline_tags"])
-            active = _start_child(self.mlflow, self.stage, self.record["start_ms"], self.parent_id)
+        active, self.parent_id = _begin(self.mlflow, self.record)
         self.run_id = active.info.run_id
 
     def _call(self, action, *args) -> None:
@@ -315,14 +316,7 @@ def replay(spool: Path | None = None) -> list[str]:
         resume = record["resume_run_id"]
         # Joining an existing run adds to it; its own tags and params stay as they are.
         existing = mlflow.get_run(resume).data if resume else None
-        parent_id = None
-        if resume:
-            active = mlflow.start_run(run_id=resume)
-        else:
-            if record.get("pipeline"):
-                parent_id = pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {}))
-            active = _start_child(mlflow, record["stage"], record.get("start_ms") or int(time.time() * 1000),
-                                  parent_id)
+        active, parent_id = _begin(mlflow, record)
         with active:
             mlflow.set_tags({k: v for k, v in tags.items() if existing is None or k not in existing.tags})
             params = {k: v for k, v in record["params"].items() if existing is None or k not in existing.params}
