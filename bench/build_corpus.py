@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import common  # noqa: F401  first: it calls configure_process() before numpy or torch loads
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,7 +45,8 @@ def synthetic_rows(rows: int, seed: int = 0) -> Iterator[pa.Table]:
         picks = rng.integers(len(texts), size=min(CHUNK, rows - start))
         yield pa.table({"id": [f"synthetic-{start + i:09d}" for i in range(len(picks))],
                         "label": [labels[p] for p in picks],
-                        "text": [varied(list(split_words[p]), rng) for p in picks]}, schema=SPLIT_SCHEMA)
+                        "text": [varied(list(split_words[p]), rng) for p in picks],
+                        "replacements": pa.repeat(0, len(picks))}, schema=SPLIT_SCHEMA)
 
 
 def as_raw(table: pa.Table) -> pa.Table:
@@ -52,7 +54,8 @@ def as_raw(table: pa.Table) -> pa.Table:
     rows = table.num_rows
     return pa.table({"id": table["id"], "source": table["id"], "group": pa.repeat("synthetic", rows),
                      "label": table["label"], "kind": pa.repeat("text", rows),
-                     "raw": pc.cast(table["text"], pa.binary()), "checksum_status": pa.repeat("absent", rows)},
+                     "raw": pc.cast(table["text"], pa.binary()), "checksum_status": pa.repeat("absent", rows),
+                     "split": pa.nulls(rows, pa.string()), "encoding": pa.nulls(rows, pa.string())},
                     schema=RAW_SCHEMA)
 
 

@@ -38,14 +38,15 @@ def main() -> None:
         lines.append(f"| training samples/s, portable AVX2 kernels (the default) vs native "
                      f"{k['torch_capability']['native']} | {k['ratio']}× | none: the cost of exact audits "
                      f"across CPUs | — |")
-    for stage in ("ingest", "clean", "tokenize", "augment"):
+    for stage in ("ingest", "clean", "tokenize", "augment", "predict"):
         if f"scale_{stage}" not in results:
             continue
         s = results[f"scale_{stage}"]
         first, largest = s["sizes"][0], s["sizes"][-1]
         measured = largest["stage"]
         what = "process tree, PSS" if "peak_tree_pss_mb" in measured else "one process, RSS"
-        lines.append(row(f"{stage} stage peak memory at {largest['rows']:,} rows ({what})",
+        model = f", {s['model']} model ({s['format']})" if "model" in s else ""
+        lines.append(row(f"{stage} stage peak memory at {largest['rows']:,} rows ({what}{model})",
                          measured.get("peak_tree_pss_mb", measured["peak_process_rss_mb"]), s["target_peak_mb"],
                          " MB", lower_is_better=True))
         lines.append(row(f"{stage} seconds per row, {first['rows']:,} -> {largest['rows']:,} rows "

@@ -1,5 +1,5 @@
-"""ingest, clean, tokenize and augment at scale: time and peak memory of the streaming stages at 100k, 300k,
-1M rows.
+"""ingest, clean, tokenize, augment and `reprolab predict` at scale: time and peak memory of the streaming
+stages at 100k, 300k, 1M rows.
 
 For each size, bench/build_corpus.py writes a synthetic input (real messages, varied) into a scratch
 project, and the real stage (`python -m stages.ingest` / `.clean` / ...) runs there in a child
@@ -11,10 +11,15 @@ Side by side, in the same invocation and on the same files:
   augment it all, write one table);
 - clean: one worker process against one per core (what the cores buy);
 each at the smallest size only.
+predict reads a JSON Lines source as ingest does and scores it with `--predict-model`: `tiny` (default), a
+2-layer BERT of width 32 with the real tokenizer and this project's recipe, so that reading, cleaning,
+encoding and writing 1M rows take minutes (the real model scores about 75 rows/s on 2 cores: 4 hours);
+or a model folder, with `--predict-format` (e.g. models/export, onnx-int8) for the real model at a size
+that fits the time.
 Targets: peak memory <= 1.5 GB at 1M rows, and time linear in rows.
 ingest reads a JSON Lines source (one row per line, with ids), clean a raw table, tokenize and augment
 clean splits (augment copies a quarter of the training rows, as params.yaml sets).
-Run: `python bench/scale_bench.py [--stage ingest clean tokenize augment] [--sizes ...]`
+Run: `python bench/scale_bench.py [--stage ingest clean tokenize augment predict] [--sizes ...]`
 (after `dvc repro -s clean`).
 """
 
@@ -28,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  first: it calls configure_process() before numpy or torch loads
 import pyarrow as pa
 import yaml
 from build_corpus import build
@@ -43,6 +49,8 @@ def scratch_project(root: Path, stage: str, rows: int, clean_workers: int = 0) -
     config["ingest"]["path"] = str(ROOT / params.ingest.path)
     config["model"]["name_or_path"] = str(ROOT / params.model.name_or_path)
     config["clean"]["workers"] = clean_workers
+    if stage == "predict":
+        build(rows, root / "source.jsonl", seed=0, form="jsonl")
     if stage == "ingest":
         config["ingest"] |= {"format": "jsonl", "path": "source.jsonl", "id_column": "id", "max_rows_per_label": None}
         build(rows, root / "source.jsonl", seed=0, form="jsonl")
@@ -143,11 +151,40 @@ WHOLE_TABLE = {"tokenize": whole_table_tokenize, "augment": whole_table_augment}
 OUTPUTS = {"tokenize": [paths.token_split(split) for split in paths.SPLITS], "augment": [paths.AUGMENTED]}
 
 
-def measure(stage: str, rows: int, baseline: bool) -> dict[str, object]:
+def tiny_model(dest: Path) -> Path:
+    """A 2-layer BERT of width 32 (random weights) with the real tokenizer and this project's recipe."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from reprolab import encoding
+    from reprolab.prediction import Recipe
+
+    torch.manual_seed(0)
+    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
+    names = params.ingest.class_names
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(names), id2label=dict(enumerate(names)),
+                        label2id={name: i for i, name in enumerate(names)}, pad_token_id=tokenizer.pad_token_id)
+    BertForSequenceClassification(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    Recipe.of(params).write(dest)
+    return dest
+
+
+def stage_command(stage: str, model: tuple[str, str]) -> list[str]:
+    if stage != "predict":
+        return [sys.executable, "-m", f"stages.{stage}"]
+    return [sys.executable, "-m", "reprolab.cli", "predict", "source.jsonl", "--out", "predictions.parquet",
+            "--id-column", "id", "--model", model[0], "--format", model[1], "--no-progress"]
+
+
+def measure(stage: str, rows: int, baseline: bool, model: tuple[str, str] = ("", "torch")) -> dict[str, object]:
     row: dict[str, object] = {"rows": rows}
     with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
         project = scratch_project(Path(tmp), stage, rows)
-        row["stage"] = run_measured([sys.executable, "-m", f"stages.{stage}"], project)
+        row["stage"] = run_measured(stage_command(stage, model), project)
+        if stage == "predict":
+            row["rows_predicted"] = storage.parquet_rows(project / "predictions.parquet")
         if stage == "clean":
             row["rows_kept"] = clean_rows_kept(project)
         if baseline and stage in WHOLE_TABLE:
@@ -176,8 +213,10 @@ def clean_rows_kept(project: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    stages = ["ingest", "clean", "tokenize", "augment"]
+    stages = ["ingest", "clean", "tokenize", "augment", "predict"]
     parser.add_argument("--stage", nargs="+", choices=stages, default=stages)
+    parser.add_argument("--predict-model", default="tiny", help="tiny, or a model folder")
+    parser.add_argument("--predict-format", default="torch", choices=("torch", "onnx", "onnx-int8"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     # A baseline's child process: --whole-table STAGE PROJECT.
     parser.add_argument("--whole-table", nargs=2, metavar=("STAGE", "PROJECT"), help=argparse.SUPPRESS)
@@ -185,19 +224,26 @@ def main() -> None:
     if args.whole_table:
         stage, project = args.whole_table
         return WHOLE_TABLE[stage](Path(project))
-    for stage in args.stage:
-        # Baselines run beside the smallest size (at 1M rows tokenize's takes 8 GB and 8 minutes).
-        sizes = [measure(stage, rows, baseline=i == 0) for i, rows in enumerate(args.sizes)]
-        first, last = sizes[0], sizes[-1]
-        save(f"scale_{stage}", {
-            "target_peak_mb": TARGET_MB,
-            "sizes": sizes,
-            # Linear time: seconds per row stays flat from the smallest size to the largest.
-            "time_per_row_growth": round((last["stage"]["seconds"] / last["rows"])
-                                         / (first["stage"]["seconds"] / first["rows"]), 2),
-            "memory_met": all(s["stage"]["peak_tree_pss_mb"] <= TARGET_MB for s in sizes),
-        })
+    with tempfile.TemporaryDirectory(prefix="reprolab-tiny-") as tiny:
+        model = (str(tiny_model(Path(tiny)) if args.predict_model == "tiny" else Path(args.predict_model).resolve()),
+                 args.predict_format)
+        for stage in args.stage:
+            run_stage_sizes(stage, args.sizes, model, args.predict_model)
 
+
+def run_stage_sizes(stage: str, sizes_asked: list[int], model: tuple[str, str], model_name: str) -> None:
+    # Baselines run beside the smallest size (at 1M rows tokenize's takes 8 GB and 8 minutes).
+    sizes = [measure(stage, rows, baseline=i == 0, model=model) for i, rows in enumerate(sizes_asked)]
+    first, last = sizes[0], sizes[-1]
+    save(f"scale_{stage}", {
+        **({"model": model_name, "format": model[1]} if stage == "predict" else {}),
+        "target_peak_mb": TARGET_MB,
+        "sizes": sizes,
+        # Linear time: seconds per row stays flat from the smallest size to the largest.
+        "time_per_row_growth": round((last["stage"]["seconds"] / last["rows"])
+                                     / (first["stage"]["seconds"] / first["rows"]), 2),
+        "memory_met": all(s["stage"]["peak_tree_pss_mb"] <= TARGET_MB for s in sizes),
+    })
 
 if __name__ == "__main__":
     main()

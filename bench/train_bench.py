@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+import common  # noqa: F401  first: it calls configure_process() before numpy or torch loads
 import numpy as np
 from common import clean_texts, params, save
 

@@ -42,6 +42,7 @@ from reprolab.tracking import MODEL_DIGEST_TAG, flat_metrics
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 METRICS_FILE = paths.METRICS.as_posix()
 TRAIN_REPORT = paths.TRAIN_REPORT.as_posix()
+EXPORT_REPORT = paths.EXPORT_REPORT.as_posix()
 
 
 class AuditError(StageError):
@@ -50,7 +51,7 @@ class AuditError(StageError):
 
 @dataclass
 class Check:
-    kind: str  # output | dependency | param | metric | mlflow_metric | mlflow_input | mlflow_model
+    kind: str  # output | dependency | param | metric | export_metric | mlflow_metric | mlflow_input | mlflow_model
     name: str
     recorded: Any
     reproduced: Any
@@ -85,7 +86,8 @@ def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
     """The revision's pipeline files. A run id may point at a commit without dvc.lock (results are
     often committed after the run): MLflow's record is then what the audit compares against."""
     files = {name: git_show(repo, commit, name) for name in ("dvc.yaml", "dvc.lock", "params.yaml",
-                                                          METRICS_FILE, TRAIN_REPORT, "requirements.lock")}
+                                                          METRICS_FILE, TRAIN_REPORT, EXPORT_REPORT,
+                                                          "requirements.lock")}
     if files["dvc.yaml"] is None:
         raise AuditError(f"revision {commit[:12]} has no dvc.yaml: it predates the pipeline")
     if files["dvc.lock"] is None and run is None:
@@ -213,6 +215,21 @@ def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float], to
     return checks
 
 
+def compare_export(checks: list[Check], recorded: str | None, reproduced: Path, tolerance: float) -> list[Check]:
+    """export.json holds timings, which differ run to run: its hash is excused, and its other figures
+    (sizes, macro-F1, agreement) are compared as metrics instead."""
+    from reprolab.onnx_export import measured_on_this_run
+
+    if recorded is None or not reproduced.is_file():
+        return []
+    for check in checks:
+        if check.kind == "output" and check.name.split(":", 1)[-1] == EXPORT_REPORT and not check.ok:
+            check.ok, check.detail = True, "holds timings, which differ run to run: its other figures are compared"
+    before, after = (flat_metrics(measured_on_this_run(json.loads(text), keep=False))
+                     for text in (recorded, reproduced.read_text()))
+    return compare_metrics(before, after, tolerance, "export_metric")
+
+
 def _pins(requirements: str | None) -> dict[str, str]:
     pins = {}
     for line in (requirements or "").splitlines():
@@ -223,9 +240,9 @@ def _pins(requirements: str | None) -> dict[str, str]:
 
 
 def trained_paths(*locks: dict) -> set[str]:
-    """What the trained weights decide: the train and evaluate stages' outputs."""
+    """What the trained weights decide: the train, evaluate and export stages' outputs."""
     return {entry["path"] for lock in locks for stage, body in lock.get("stages", {}).items()
-            if stage in ("train", "evaluate") for entry in body.get("outs") or []}
+            if stage in ("train", "evaluate", "export") for entry in body.get("outs") or []}
 
 
 def excuse_weights(checks: list[Check], reason: str, trained: set[str]) -> None:
@@ -247,8 +264,8 @@ def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
 
 
 # What ran, library by library (provenance.cpu_kernels), and how a reader knows each.
-KERNEL_FIELDS = {"machine": "machine", "torch_capability": "torch SIMD", "numpy_simd": "numpy SIMD dispatch",
-                 "blas_core": "OpenBLAS core"}
+KERNEL_FIELDS = {"machine": "machine", "cpu_vendor": "CPU vendor (MKL's code path)", "torch_capability": "torch SIMD",
+                 "numpy_simd": "numpy SIMD dispatch", "blas_core": "OpenBLAS core"}
 
 
 def kernel_environment(recorded: dict | None, env: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -295,7 +312,7 @@ def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict 
 def describe_kernels(kernels: dict | None) -> str:
     if not kernels:
         return "not recorded"
-    extra = "".join(f", {KERNEL_FIELDS[field]} {kernels[field]}" for field in ("numpy_simd", "blas_core")
+    extra = "".join(f", {KERNEL_FIELDS[field]} {kernels[field]}" for field in ("cpu_vendor", "numpy_simd", "blas_core")
                     if field in kernels)
     return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')}){extra}"
 
@@ -469,6 +486,7 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         if files[METRICS_FILE]:
             recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
             checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
+        checks += compare_export(checks, files[EXPORT_REPORT], worktree / EXPORT_REPORT, tolerance)
         if run is not None:
             logged = logged_test_metrics(run)
             checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")

@@ -47,6 +47,28 @@ def main(argv: list[str] | None = None) -> None:
     compare_parser.add_argument("--experiments", action="store_true",
                                 help="rank HEAD and every DVC experiment run from it")
     compare_parser.add_argument("--out", type=Path, default=Path("compare"))
+    predict_parser = verbs.add_parser("predict", help="apply a trained model to new records, as evaluate scored "
+                                      "the test split")
+    predict_parser.add_argument("input", help="a CSV, JSONL or Parquet file, a folder or tar of mails or text "
+                                "files, or - for one text per line on stdin")
+    predict_parser.add_argument("--out", "-o", type=Path, required=True,
+                                help="predictions: .parquet or .csv (id, actual, predicted, prob_<class>...)")
+    predict_parser.add_argument("--rejects", type=Path,
+                                help="rows that cannot be scored, with their reason (default: <out>.rejects.parquet)")
+    predict_parser.add_argument("--model", help="model folder, MLflow run id, or models:/<name>/<version> "
+                                "(default: models/model; models/export for --format onnx*)")
+    predict_parser.add_argument("--format", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                                help="the torch weights, or the export stage's ONNX fp32 / int8 model")
+    predict_parser.add_argument("--input-format", choices=("csv", "jsonl", "parquet", "spam_assassin", "mail_dir",
+                                                           "text_dir", "lines"),
+                                help="default: by the input's extension; a folder or tar as the model's source")
+    predict_parser.add_argument("--text-column", default="text")
+    predict_parser.add_argument("--label-column", default="label",
+                                help="read where present: the true label, beside the prediction")
+    predict_parser.add_argument("--id-column", help="default: <file>:<row>")
+    predict_parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
+    predict_parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    predict_parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     run_stage(lambda: _dispatch(args), timed=False)
 
@@ -113,10 +135,21 @@ def _dispatch(args: argparse.Namespace) -> None:
                 raise StageError(f"no DVC experiments were run from {baseline} (`dvc exp run`, `dvc exp run --queue`)")
         for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
-    elif args.verb == "replay":
-        from reprolab import tracking
+    elif args.verb == "predict":
+        from reprolab.prediction import Predictor, model_folder
+        from reprolab.prediction_files import predict_source
 
-        sent = tracking.replay()
+        default = "models/export" if args.format != "torch" else "models/model"
+        predictor = Predictor(model_folder(args.model or default), args.format, args.device, args.batch_size)
+        rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects.parquet")
+        summary = predict_source(predictor, args.input, args.out, rejects, args.input_format, args.text_column,
+                                 args.label_column, args.id_column, progress=not args.no_progress)
+        print(f"predict: {summary['rows_in']} rows in, {summary['rows_predicted']} predicted -> {args.out}, "
+              f"{summary['rows_rejected']} rejected {summary['rejected_by_reason']} -> {rejects}")
+    elif args.verb == "replay":
+        from reprolab import serving, tracking
+
+        sent = tracking.replay(serving.log_model)
         print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
     elif args.verb == "env":
         from reprolab import provenance, tracking

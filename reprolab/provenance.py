@@ -87,6 +87,9 @@ def cpu_kernels() -> dict[str, str]:
     and what each library that had loaded picked: torch's SIMD level, numpy's widest dispatched
     group (X86_V3 is AVX2, X86_V4 and AVX512_* are AVX-512), OpenBLAS's core."""
     kernels = {"kernels": os.environ.get("REPROLAB_CPU_KERNELS", "portable"), "machine": platform.machine()}
+    vendor = cpu_info("vendor_id")
+    if vendor:  # MKL takes other code paths on other vendors' CPUs, whatever its CBWR branch
+        kernels["cpu_vendor"] = vendor
     torch = sys.modules.get("torch")  # only where the stage loaded it: importing torch costs seconds
     if torch is not None:
         kernels["torch_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -98,6 +101,19 @@ def cpu_kernels() -> dict[str, str]:
         if cores:
             kernels["blas_core"] = ",".join(cores)
     return kernels
+
+
+def cpu_info(field: str) -> str | None:
+    """A field of the first CPU in /proc/cpuinfo ("vendor_id", "model name"); None where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
 
 
 def numpy_simd() -> str:

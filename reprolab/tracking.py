@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,20 +139,9 @@ def _begin(mlflow, record: Mapping[str, Any]):
     return mlflow.start_run(run_id=created.info.run_id), parent_id
 
 
-def _log_model(mlflow, model_dir: Path) -> None:
-    """The fine-tuned model as an MLflow transformers pipeline, reloadable offline.
-
-    Requirements are given explicitly: MLflow's inference imports packages this project lacks.
-    """
-    from transformers import pipeline
-
-    versions = provenance.package_versions()
-    classifier = pipeline("text-classification", model=str(model_dir), device="cpu")
-    mlflow.transformers.log_model(
-        transformers_model=classifier,
-        name="model",
-        pip_requirements=[f"{pkg}=={versions[pkg]}" for pkg in ("torch", "transformers", "tokenizers")],
-    )
+# How a model folder becomes the run's MLflow model: (mlflow module, model folder) -> None. The caller
+# gives it (`reprolab.serving.log_model`), so the stages that never log a model do not run its code.
+ModelLogger = Callable[[Any, Path], None]
 
 
 class StageRun:
@@ -231,9 +220,9 @@ class StageRun:
     def log_outputs(self, outputs: list[Path], prefix: str = "output") -> None:
         self.set_tags({f"{prefix}.{path}": storage.file_md5(path) for path in outputs if path.is_file()})
 
-    def log_model(self, model_dir: Path) -> None:
+    def log_model(self, model_dir: Path, log: ModelLogger) -> None:
         self.record["model_dir"] = str(model_dir)
-        self._call(lambda: _log_model(self.mlflow, model_dir))
+        self._call(lambda: log(self.mlflow, model_dir))
 
     def close(self, status: str = "FINISHED") -> None:
         self.record["end_ms"], self.record["status"] = int(time.time() * 1000), status
@@ -301,9 +290,9 @@ def latest_evaluation(train_run_id: str):
     return runs[0] if runs else None
 
 
-def replay(spool: Path | None = None) -> list[str]:
+def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
     """Send every spooled record to the tracking store, each under its pipeline's parent run with its
-    own start and end; each one sent is removed from the spool."""
+    own start and end, a model through `log_model`; each one sent is removed from the spool."""
     spool = spool or spool_dir()
     sent = []
     for record_file in sorted(spool.glob("*/record.json")):
@@ -332,7 +321,7 @@ def replay(spool: Path | None = None) -> list[str]:
             for path, artifact_path in record["artifacts"]:
                 mlflow.log_artifact(path, artifact_path=artifact_path)
             if record["model_dir"]:
-                _log_model(mlflow, Path(record["model_dir"]))
+                log_model(mlflow, Path(record["model_dir"]))
             sent.append(active.info.run_id)
         if record.get("end_ms"):  # the run's own end and status, not the replay's
             mlflow.MlflowClient().set_terminated(active.info.run_id, record["status"], end_time=record["end_ms"])

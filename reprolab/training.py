@@ -34,15 +34,13 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
-from reprolab import distributed, encoding, modeling, paths, storage
-from reprolab.params import Params, TokenizeParams, TrainParams
+from reprolab import distributed, encoding, modeling, paths, prediction, storage
+from reprolab.params import Params, TrainParams
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
 STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
 # Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
 _OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
-# In the saved model directory: how tokenize encoded the texts it was trained on.
-PREPROCESSING_FILE = "reprolab_preprocessing.json"
 
 
 class TrainingInterrupted(Exception):
@@ -167,7 +165,7 @@ def _optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
 
 
 def validate(model, val: modeling.TokenData, p: TrainParams, pad_id: int, device, bf16: bool) -> dict:
-    logits = modeling.predict_logits(model, val, p.eval_batch_size, pad_id, device, bf16)
+    logits = modeling.predict_logits(model, val.sequences, p.eval_batch_size, pad_id, device, bf16)
     probs = modeling.softmax(logits)
     predicted = probs.argmax(axis=1)
     return {
@@ -298,17 +296,17 @@ def history_csv(history: list[dict[str, float]], fields: tuple[str, ...] = HISTO
     return storage.csv_text(list(fields), [[row[f] for f in fields] for row in history])
 
 
-def save_model(model, model_source: str, tokenize: TokenizeParams) -> None:
-    """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory. The
-    tokenizer truncates from the side nearest tokenize.truncation; the exact recipe (max_length,
-    head_tail's split) is in PREPROCESSING_FILE, for whoever encodes new texts for it."""
-    truncation = encoding.Truncation.of(tokenize)
-    tokenizer = encoding.load_tokenizer(model_source, truncation.tokenizer_side)
+def save_model(model, model_source: str, params: Params) -> None:
+    """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory, with the
+    recipe (`prediction.Recipe`: cleaning, max_length, truncation) that new records need to be scored as
+    the test split was. The tokenizer truncates from the side nearest tokenize.truncation, for whoever
+    uses it on its own."""
+    recipe = prediction.Recipe.of(params)
+    tokenizer = encoding.load_tokenizer(model_source, recipe.truncation.tokenizer_side)
     with storage.atomic_dir(paths.MODEL_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        storage.write_json({"max_length": tokenize.max_length, "truncation": truncation.kind,
-                            "head_fraction": truncation.head_fraction}, tmp / PREPROCESSING_FILE)
+        recipe.write(tmp)
 
 
 def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:

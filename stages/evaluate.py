@@ -8,7 +8,7 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import evaluation, evaluation_figures, modeling, paths, storage, tracking
+from reprolab import evaluation, evaluation_figures, modeling, paths, prediction, storage, tracking
 from reprolab.errors import StageError, run_stage
 from reprolab.params import load_params
 
@@ -23,11 +23,11 @@ def main() -> None:
         raise StageError(f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
                          "run `dvc repro` to bring them in step")
     device = modeling.select_device(params.train.device)
-    model = modeling.load_classifier(str(paths.MODEL_DIR), names).to(device)
-    logits = modeling.predict_logits(model, test, params.evaluate.batch_size, model.config.pad_token_id or 0,
-                                     device, modeling.use_bf16(params.train.mixed_precision, device))
+    # The prediction path `reprolab predict` and the MLflow model take, from the token ids on.
+    predictor = prediction.Predictor(paths.MODEL_DIR, device=str(device), batch_size=params.evaluate.batch_size,
+                                     bf16=modeling.use_bf16(params.train.mixed_precision, device))
     results = {
-        "transformer": modeling.softmax(logits),
+        "transformer": predictor.probabilities(test.sequences),
         "baseline": evaluation.baseline_probs(
             clean_train["text"], [names.index(label) for label in clean_train["label"]],
             clean_test["text"], params.evaluate.baseline, len(names)),

@@ -13,7 +13,18 @@ import signal
 import sys
 from contextlib import nullcontext
 
-from reprolab import distributed, encoding, figures, modeling, paths, provenance, storage, tracking, training
+from reprolab import (
+    distributed,
+    encoding,
+    figures,
+    modeling,
+    paths,
+    provenance,
+    serving,
+    storage,
+    tracking,
+    training,
+)
 from reprolab.errors import run_stage
 from reprolab.params import Params, load_params
 
@@ -75,7 +86,7 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
     # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:
         run.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    training.save_model(model, source, params.tokenize)
+    training.save_model(model, source, params)
     report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
     storage.write_json(report, paths.TRAIN_REPORT)
     storage.write_text(training.history_csv(result.history), paths.TRAIN_HISTORY)
@@ -87,7 +98,7 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
     run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
                      **{k: v for k, v in report.items() if k.startswith("best_")}})
     run.set_tags({tracking.MODEL_DIGEST_TAG: storage.file_md5(paths.MODEL_DIR / "model.safetensors")})
-    run.log_model(paths.MODEL_DIR)
+    run.log_model(paths.MODEL_DIR, serving.log_model)
     print(f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
           f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from reprolab import storage, tracking
+from reprolab import serving, storage, tracking
 from tests.conftest import env_for, fixture_params_raw, lock_outs, run
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
@@ -124,7 +124,7 @@ def test_locked_sqlite_store_spools_the_record(tmp_path, monkeypatch):
     (record,) = (tmp_path / ".reprolab/spool").glob("*-clean-*/record.json")
     saved = json.loads(record.read_text())
     assert saved["params"]["train.learning_rate"] == "5e-05" and "locked" in saved["offline_reason"]
-    (sent,) = tracking.replay()
+    (sent,) = tracking.replay(serving.log_model)
     import mlflow
 
     replayed = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}").get_run(sent)
@@ -157,7 +157,7 @@ def test_a_spooled_stage_replays_into_its_pipeline_tree(tmp_path, monkeypatch):
         lock.close()
     (record,) = (tmp_path / ".reprolab/spool").glob("*-clean-*/record.json")
     saved = json.loads(record.read_text())
-    (sent,) = tracking.replay()
+    (sent,) = tracking.replay(serving.log_model)
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")

@@ -10,7 +10,9 @@ import json
 import re
 from io import StringIO
 
+import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from reprolab import encoding, paths, storage
@@ -35,7 +37,7 @@ def majority_macro_f1(labels: list[str]) -> float:
 def test_all_stages_run_and_beat_the_majority_class(published):
     root = published.root
     assert ran_stages(published.first_run) == ["check_params", "ingest", "clean", "tokenize", "augment", "train",
-                                               "evaluate"]
+                                               "evaluate", "export"]
     metrics = json.loads((root / paths.METRICS).read_text())
     test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
     floor = majority_macro_f1(test_labels) + QUALITY_MARGIN
@@ -150,7 +152,7 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
     assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
-        ["ingest", "clean", "tokenize", "augment", "train", "evaluate"], ["train", "evaluate"]]
+        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"], ["train", "evaluate"]]
     assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
     parent, children = parents[0], trees[0]
     # True durations: each child spans its process, at least what the stage itself timed.
@@ -188,8 +190,18 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     (logged,) = mlflow.search_logged_models(
         experiment_ids=[train.info.experiment_id],
         filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
-    classifier = mlflow.transformers.load_model(logged.model_uri)  # reloads offline
-    assert classifier("win a free prize now")[0]["label"] in {"ham", "spam"}
+    # One registered model for the experiment, one version per train run, tagged with its commit and data.
+    versions = client.search_model_versions("name = 'reprolab'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs
+                                                         if r.data.tags["reprolab.stage"] == "train")
+    (version,) = [v for v in versions if v.run_id == train.info.run_id]
+    assert version.tags["git.commit"] == init and version.tags["data.data/tokens/train.parquet"] == inputs[
+        "data/tokens/train.parquet"] and version.tags["reprolab.model_md5"] == train.data.tags["reprolab.model_md5"]
+    classifier = mlflow.pyfunc.load_model(logged.model_uri)  # reloads offline
+    assert classifier.metadata.get_input_schema().input_names() == ["text"]
+    answer = classifier.predict(pd.DataFrame({"text": ["Subject: win a free prize now\n\nclick here to claim it"]}))
+    assert answer["predicted"][0] in {"ham", "spam"} and answer["prob_ham"][0] + answer["prob_spam"][0] == \
+        pytest.approx(1.0)
 
 
 def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(project):
@@ -198,7 +210,7 @@ def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(projec
     before = yaml.safe_load((project / "params.yaml").read_text())["train"]["learning_rate"]
     update_params(project, {"train": {"learning_rate": 2.0e-4}})
     # check_params too: it runs after any edit of params.yaml
-    assert ran_stages(run(["dvc", "repro"], project)) == ["check_params", "train", "evaluate"]
+    assert ran_stages(run(["dvc", "repro"], project)) == ["check_params", "train", "evaluate", "export"]
     assert "up to date" in run(["dvc", "status"], project)
     commit(project, "higher learning rate")
     diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)

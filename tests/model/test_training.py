@@ -73,8 +73,8 @@ def test_padding_does_not_change_predictions(data):
     """Dynamic padding is an optimisation only: logits match a batch of one."""
     _, val = data
     model = fresh_model()
-    batched = modeling.predict_logits(model, val.take(np.arange(6)), 6, 0, torch.device("cpu"))
-    single = modeling.predict_logits(model, val.take(np.arange(6)), 1, 0, torch.device("cpu"))
+    batched = modeling.predict_logits(model, val.take(np.arange(6)).sequences, 6, 0, torch.device("cpu"))
+    single = modeling.predict_logits(model, val.take(np.arange(6)).sequences, 1, 0, torch.device("cpu"))
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
@@ -123,7 +123,7 @@ def spam_probability(model, tokenizer, texts: list[str]) -> np.ndarray:
     encoded = encoding.encode(tokenizer, [normalise(t) for t in texts], MAX_LENGTH)
     data = modeling.TokenData([str(i) for i in range(len(texts))], [np.asarray(s) for s in encoded],
                               np.zeros(len(texts), dtype=np.int64))
-    return modeling.softmax(modeling.predict_logits(model, data, 8, 0, torch.device("cpu")))[:, 1]
+    return modeling.softmax(modeling.predict_logits(model, data.sequences, 8, 0, torch.device("cpu")))[:, 1]
 
 
 HAM = "Re: meeting notes. Hi Tom, I attached the notes from yesterday's call about the DNS migration."

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
 from reprolab.audit import (
     Check,
+    compare_export,
     compare_hashes,
     compare_metrics,
     describe_cause,
@@ -177,6 +179,14 @@ def test_numpy_dispatch_alone_makes_the_kernels_differ():
         "x86_64 AVX2 (portable), numpy SIMD dispatch AVX512_SPR, OpenBLAS core Haswell here)")
 
 
+def test_another_cpu_vendor_makes_the_kernels_differ():
+    """MKL's CBWR branch fixes Intel's code path only: the same caps on an AMD CPU gave other last bits."""
+    intel, amd = {**AVX2, "cpu_vendor": "GenuineIntel"}, {**AVX2, "cpu_vendor": "AuthenticAMD"}
+    assert inexact_reason("cpu", "cpu", intel, amd).startswith(
+        "across CPU kernels (x86_64 AVX2 (portable), CPU vendor (MKL's code path) GenuineIntel,")
+    assert inexact_reason("cpu", "cpu", AVX2, amd) == ""  # a record from before the vendor was: not compared
+
+
 # The default pipeline's evaluate stage, cut to the baseline's outputs and one of the transformer's.
 PIPELINE = yaml.safe_load("""
 stages:
@@ -247,3 +257,26 @@ def test_a_moved_stage_with_nothing_recorded_different_says_so():
     (cause,) = find_causes(PIPELINE, reproduced, audit_checks(PIPELINE, reproduced, {}), SAME_SIDES)
     assert cause["stage"] == "train" and cause["known"] == []
     assert "nothing recorded differs" in describe_cause(cause)
+
+
+def test_export_timings_are_not_compared_but_its_other_figures_are(tmp_path):
+    """export.json's timings differ run to run: its hash is excused, its sizes and scores must match."""
+    row = {"size_mb": 22.97, "macro_f1": 0.973, "agreement_with_torch": 0.9953, "latency_ms_p50": 10.8,
+           "latency_ms_p95": 11.8, "rows_per_second": 132.6, "speedup_vs_torch": 1.8}
+    recorded = {"backends": {"onnx-int8": row}, "targets": {"int8_speedup_at_least_2x": False}}
+    rerun = {"backends": {"onnx-int8": row | {"rows_per_second": 140.1, "latency_ms_p50": 9.9,
+                                              "speedup_vs_torch": 2.01}},
+             "targets": {"int8_speedup_at_least_2x": True}}
+    (tmp_path / "export.json").write_text(json.dumps(rerun))
+    checks = [Check("output", "export:reports/export.json", "a", "b", False),
+              Check("output", "train:models/model", "c", "d", False)]
+    added = compare_export(checks, json.dumps(recorded), tmp_path / "export.json", 0.0)
+    assert checks[0].ok and "timings" in checks[0].detail and not checks[1].ok
+    assert sorted(c.name for c in added) == ["onnx-int8.agreement_with_torch", "onnx-int8.macro_f1",
+                                             "onnx-int8.size_mb"]
+    assert all(c.ok and c.kind == "export_metric" for c in added)
+    (tmp_path / "export.json").write_text(json.dumps({"backends": {"onnx-int8": row | {"macro_f1": 0.95}}}))
+    (moved,) = [c for c in compare_export(checks, json.dumps(recorded), tmp_path / "export.json", 0.0) if not c.ok]
+    assert moved.name == "onnx-int8.macro_f1" and moved.detail == "difference -0.023"
+    # A revision from before the export stage: nothing to compare.
+    assert compare_export(checks, None, tmp_path / "export.json", 0.0) == []

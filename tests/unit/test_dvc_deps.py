@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import REPO
 
-STAGES = ("ingest", "clean", "tokenize", "augment", "train", "evaluate")
+STAGES = ("ingest", "clean", "tokenize", "augment", "train", "evaluate", "export")
 # Stages that are not one of the six: a library module run as a script.
 CHECKS = ("check_params",)
 PACKAGES = ("reprolab", "stages")
@@ -101,13 +101,13 @@ def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):
     assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/figures.py"}, set())
     (tmp_path / "dvc.yaml").write_text(dvc_yaml)
     figures = tmp_path / "reprolab/figures.py"
-    figures.write_text(figures.read_text() + "\n\ndef later():\n    from reprolab import cleaning\n")
-    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/cleaning.py"}, set())
+    figures.write_text(figures.read_text() + "\n\ndef later():\n    from reprolab import augmentation\n")
+    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/augmentation.py"}, set())
     (tmp_path / "reprolab/__init__.py").write_text('"""docstring"""\nSETTING = 1\n')
     assert "reprolab/__init__.py" in missing_and_extra(tmp_path, "evaluate")[0]
 
 
-def test_the_stages_folder_holds_the_six_stages_and_nothing_else():
+def test_the_stages_folder_holds_the_stages_and_nothing_else():
     modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
     assert modules == set(STAGES)
     assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == set(STAGES + CHECKS)

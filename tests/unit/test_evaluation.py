@@ -76,7 +76,8 @@ def test_plot_data_per_model_with_empty_curves_where_undefined():
     files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
     assert sorted(files) == ["pr_transformer.csv", "roc_transformer.csv", "test_predictions_transformer.csv"]
     assert files["test_predictions_transformer.csv"].splitlines() == [
-        "id,actual,predicted,score", "a,ham,ham,0.8", "'=b,spam,spam,0.7", "c,spam,ham,0.6"]
+        "id,actual,predicted,score,prob_ham,prob_spam", "a,ham,ham,0.8,0.8,0.2", "'=b,spam,spam,0.7,0.3,0.7",
+        "c,spam,ham,0.6,0.6,0.4"]
     roc = [line.split(",") for line in files["roc_transformer.csv"].splitlines()]
     assert roc[0] == ["fpr", "tpr"] and roc[1] == ["0", "0"] and roc[-1] == ["1", "1"]
     one_class = plot_data(["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"])

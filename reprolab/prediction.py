@@ -1,0 +1,226 @@
+"""One path from a raw record to class probabilities, shared by evaluate, `reprolab predict`, the MLflow
+model and the export stage.
+
+A record (a raw mail's bytes, or a text) is cleaned as the clean stage cleans it (`cleaning.clean_text`
+under the clean params the model was trained with), encoded as tokenize encodes it (`VerifiedEncoder`:
+the model's tokenizer, max_length and truncation) and scored by a backend: the fine-tuned torch model,
+or its ONNX export through onnxruntime. What the model was trained under is its `Recipe`, a file in
+the model folder that train writes, so the folder alone is enough to predict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprolab import cleaning, encoding, modeling, storage
+from reprolab.errors import StageError
+from reprolab.params import FOLDER_FORMATS, CleanParams, Params, class_name
+
+RECIPE_FILE = "reprolab_preprocessing.json"
+# The exported files of a model folder (the export stage's): backend name -> file.
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+BACKENDS = ("torch", *ONNX_FILES)
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# The clean params that decide a single text (the others deduplicate and split a corpus).
+_TEXT_RULES = ("min_chars", "max_chars", "reject_checksum_mismatch")
+# The ingest params that say what the training records were and how their labels read.
+_SOURCE_KEYS = ("format", "labels", "label_map", "label_strip", "label_casefold", "folder_labels")
+
+
+def probability_column(label: str) -> str:
+    """The column of a class's probability in prediction files (predict's output, evaluate's test predictions)."""
+    return f"prob_{label}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the model's training records became token ids: what to repeat for new records."""
+
+    source: dict[str, Any]  # the training source's format and label params (_SOURCE_KEYS)
+    clean: dict[str, Any]  # the clean params that decide one text (_TEXT_RULES)
+    max_length: int
+    truncation: encoding.Truncation = field(default_factory=encoding.Truncation)
+
+    @classmethod
+    def of(cls, params: Params) -> Recipe:
+        ingest = params.ingest.model_dump(mode="json") | {
+            "label_map": [[key, value] for key, value in params.ingest.label_map.items()]}  # keys keep their type
+        clean = params.clean.model_dump(mode="json")
+        return cls({k: ingest[k] for k in _SOURCE_KEYS}, {k: clean[k] for k in _TEXT_RULES},
+                   params.tokenize.max_length, encoding.Truncation.of(params.tokenize))
+
+    @classmethod
+    def read(cls, model_dir: Path) -> Recipe:
+        path = Path(model_dir) / RECIPE_FILE
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return cls(saved["source"], saved["clean"], saved["max_length"],
+                       encoding.Truncation(saved["truncation"], saved["head_fraction"]))
+        except FileNotFoundError:
+            raise StageError(f"{model_dir}: not a model folder of this pipeline (no {RECIPE_FILE}); "
+                             "point --model at models/model, an MLflow run id or models:/<name>/<version>") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StageError(f"{path}: unreadable recipe ({type(exc).__name__}: {exc}); train the model "
+                             "again") from None
+
+    def write(self, model_dir: Path) -> None:
+        storage.write_json({"source": self.source, "clean": self.clean, "max_length": self.max_length,
+                            "truncation": self.truncation.kind, "head_fraction": self.truncation.head_fraction},
+                           Path(model_dir) / RECIPE_FILE)
+
+    @property
+    def labels(self) -> list[str]:
+        return [class_name(label) for label in self.source["labels"]]
+
+    @property
+    def kind(self) -> str:
+        """What a text given on its own is: a raw mail when the model learnt from mails, else plain text."""
+        return "mail" if self.source["format"] in ("spam_assassin", "mail_dir") else "text"
+
+    @property
+    def text_rules(self) -> CleanParams:
+        # Validated when train wrote them; `clean_text` reads only these fields.
+        return CleanParams.model_construct(**self.clean)
+
+
+def _torch_logits(model_dir: Path, labels: list[str], device: str, bf16: bool) -> Callable:
+    target = modeling.select_device(device)
+    model = modeling.load_classifier(str(model_dir), labels).to(target)
+    return lambda sequences, batch_size, pad_id: modeling.predict_logits(model, sequences, batch_size, pad_id,
+                                                                         target, bf16)
+
+
+def onnx_session(path: Path, threads: int):
+    """An onnxruntime CPU session with `threads` intra-op threads (one inter-op: the graph is a chain)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no warnings about unused initialisers
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(session, sequences: list[np.ndarray], batch_size: int, pad_id: int) -> np.ndarray:
+    def forward(input_ids, mask) -> np.ndarray:
+        ids = input_ids.numpy()
+        attention = np.ones_like(ids) if mask is None else mask.numpy()
+        return session.run(["logits"], {"input_ids": ids, "attention_mask": attention})[0]
+
+    return modeling.batched_logits(sequences, batch_size, pad_id, forward)
+
+
+class Predictor:
+    """A model folder's recipe, tokenizer and backend: raw records in, class probabilities out."""
+
+    def __init__(self, model_dir: Path, backend: str = "torch", device: str = "cpu", batch_size: int = 64,
+                 threads: int = 2, bf16: bool = False):
+        model_dir = Path(model_dir)
+        self.recipe = Recipe.read(model_dir)
+        self.labels = self.recipe.labels
+        self.batch_size = batch_size
+        tokenizer = encoding.load_tokenizer(str(model_dir))
+        self.pad_id = tokenizer.pad_token_id or 0
+        self._encoder = encoding_for(tokenizer, self.recipe)
+        self._encode: Callable | None = None
+        if backend == "torch":
+            logits = _torch_logits(model_dir, self.labels, device, bf16)
+        elif backend in ONNX_FILES:
+            path = model_dir / ONNX_FILES[backend]
+            if not path.is_file():
+                raise StageError(f"{model_dir}: no {ONNX_FILES[backend]} (--format {backend} reads the export "
+                                 "stage's folder, models/export: run `dvc repro export`)")
+            session = onnx_session(path, threads)
+            logits = lambda sequences, batch_size, pad_id: onnx_logits(session, sequences, batch_size, pad_id)  # noqa: E731
+        else:
+            raise StageError(f"unknown model format {backend!r}; use one of {list(BACKENDS)}")
+        self._logits = logits
+
+    def clean(self, record: dict) -> tuple[str | None, tuple[str, str] | None]:
+        """(text, None), or (None, (reason, detail)) for a record clean would reject."""
+        return cleaning.clean_text(record, self.recipe.text_rules)
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids as tokenize writes them; the first call checks the fast encoder against the tokenizer."""
+        if self._encode is None:
+            self._encode, ids = self._encoder.verified(texts)
+        else:
+            ids = self._encode(texts)
+        if not isinstance(ids, list):
+            ids = ids.to_pylist()
+        return [np.asarray(row, dtype=np.int32) for row in ids]
+
+    def probabilities(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (rows: sequences, columns: `labels`)."""
+        if not sequences:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return modeling.softmax(self._logits(sequences, self.batch_size, self.pad_id))
+
+    def score(self, records: Iterable[dict]) -> tuple[list[int], np.ndarray, dict[int, tuple[str, str]]]:
+        """(positions of the scored records, their probabilities, position -> (reason, detail) of the others)."""
+        kept, texts, rejected = [], [], {}
+        for position, record in enumerate(records):
+            text, problem = self.clean(record)
+            if problem:
+                rejected[position] = problem
+            else:
+                kept.append(position)
+                texts.append(text)
+        return kept, self.probabilities(self.encode(texts)) if texts else self.probabilities([]), rejected
+
+    def text_record(self, text: str) -> dict:
+        """A text given on its own as a raw record of the kind the model learnt from."""
+        return {"raw": text.encode("utf-8", "surrogatepass"), "kind": self.recipe.kind, "checksum_status": "absent",
+                "source": "input"}
+
+
+def encoding_for(tokenizer, recipe: Recipe):
+    from reprolab.truncated_encoding import VerifiedEncoder
+
+    return VerifiedEncoder(tokenizer, recipe.max_length, recipe.truncation)
+
+
+def input_format(path: str, recipe: Recipe, given: str | None) -> str:
+    """The ingest format to read `path` with: as given, else by its extension; a folder or tar is read as
+    the model's training source was when that was a folder format, else as a folder of text files."""
+    if given:
+        return given
+    if path == "-":
+        return "lines"
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in ("csv", "jsonl", "parquet"):
+        return suffix
+    if Path(path).is_dir() or ".tar" in Path(path).name.lower() or suffix in ("tgz", "tar"):
+        return recipe.source["format"] if recipe.source["format"] in FOLDER_FORMATS else "text_dir"
+    raise StageError(f"{path}: cannot tell its format from the name; give --input-format "
+                     "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)")
+
+
+def model_folder(reference: str) -> Path:
+    """The local model folder behind `reference`: a folder, an MLflow run id (its logged model) or a model
+    URI (models:/<name>/<version>, runs:/<id>/model); MLflow's artifacts are fetched from the store."""
+    path = Path(reference)
+    if path.is_dir():
+        return path
+    uri = f"runs:/{reference}/model" if _RUN_ID.match(reference) else reference
+    if not uri.startswith(("models:/", "runs:/")):
+        raise StageError(f"--model {reference}: no such folder, and not an MLflow run id or models:/<name>/<version>")
+    import mlflow
+
+    from reprolab.tracking import connect
+
+    connect()  # the project's store, wherever the command runs from
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(f"{uri.rstrip('/')}/artifacts/model"))
+    except mlflow.exceptions.MlflowException as exc:
+        raise StageError(f"--model {reference}: {str(exc).splitlines()[0][:300]}") from None
+    if not (folder / RECIPE_FILE).is_file():
+        raise StageError(f"--model {reference}: the MLflow model holds no model folder of this pipeline")
+    return folder

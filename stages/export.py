@@ -1,0 +1,34 @@
+"""export: the trained model as ONNX fp32 and int8 (models/export), each scored on the test split by the
+prediction path evaluate uses and timed beside torch fp32 -> reports/export.json."""
+
+from reprolab.process_settings import configure_process
+
+configure_process()
+
+from reprolab import modeling, onnx_export, paths, storage, tracking
+from reprolab.errors import run_stage
+from reprolab.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    p = params.export
+    onnx_export.check_exportable(paths.MODEL_DIR)
+    onnx_export.export_folder(paths.MODEL_DIR, paths.EXPORT_DIR, p.opset)
+    test = modeling.TokenData.read(paths.token_split("test"))
+    report = onnx_export.compare_backends(paths.MODEL_DIR, paths.EXPORT_DIR, test.sequences, test.labels,
+                                          p.batch_size, p.latency_rows, p.rounds, p.threads)
+    storage.write_json(report, paths.EXPORT_REPORT)
+    for backend, row in report["backends"].items():
+        print(f"export: {backend}: {row['size_mb']} MB, macro-F1 {row['macro_f1']:.4f}, agreement "
+              f"{row['agreement_with_torch']:.4f}, p50 {row['latency_ms_p50']} ms, {row['rows_per_second']} rows/s "
+              f"({row['speedup_vs_torch']}x torch)")
+    missed = [name for name, met in report["targets"].items() if not met]
+    print(f"export: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}")
+    tracking.log_stage("export", params, outputs=[paths.EXPORT_REPORT],
+                       metrics={"export": report["backends"]},
+                       inputs={"test": paths.token_split("test"), "model": paths.MODEL_DIR / "model.safetensors"})
+
+
+if __name__ == "__main__":
+    run_stage(main)
