@@ -229,6 +229,9 @@ class StageRun:
 
         def end() -> None:
             self.mlflow.end_run(status=status)
+            # At the recorded end, as a replayed run ends: end_run's own clock may be a millisecond later,
+            # and the parent, extended to the recorded end, would end before its last child.
+            self.mlflow.MlflowClient().set_terminated(self.run_id, status, end_time=self.record["end_ms"])
             if self.parent_id:
                 extend_parent(self.mlflow, self.parent_id, status, self.record["end_ms"])
 

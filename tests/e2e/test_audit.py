@@ -46,7 +46,10 @@ def test_published_run_passes_every_bit_and_its_mlflow_record(published, project
     assert {("output", "train:models/model"), ("output", "evaluate:reports/metrics.json"),
             ("output", "ingest:data/raw/raw.parquet"), ("dependency", "evaluate:models/model"),
             ("metric", "transformer.macro_f1"), ("mlflow_metric", "transformer.macro_f1"),
-            ("mlflow_model", "models/model/model.safetensors"), ("mlflow_input", "data/tokens/train.parquet")} <= kinds
+            ("mlflow_model", "models/model/model.safetensors"), ("mlflow_input", "data/tokens/train.parquet"),
+            ("output", "export:models/export"), ("export_metric", "onnx-int8.macro_f1")} <= kinds
+    # export.json holds timings: its hash is excused, its other figures compared exactly.
+    assert not {name for kind, name in kinds if kind == "export_metric" and name.endswith("rows_per_second")}
     assert "PASS" in (tmp_path / "audit.md").read_text()
     assert json.loads((tmp_path / "audit.json").read_text())["commit"] == published.commit
     assert report["environment"]["recorded"]["torch"] == train.data.tags["version.torch"]
@@ -115,7 +118,7 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
         model = checks[seen_as]
         assert model["recorded"] != model["reproduced"] and model["ok"] and "across CPU kernels" in model["detail"]
     for (kind, name), check in checks.items():
-        if kind != "metric" and name.split(":")[0] not in ("train", "evaluate"):
+        if kind not in ("metric", "export_metric") and name.split(":")[0] not in ("train", "evaluate", "export"):
             assert check["recorded"] == check["reproduced"] and check["ok"], check  # data stages: exact
     assert report["verdict"] == "pass", failed(report)
     text = (tmp_path / "audit.md").read_text()
@@ -159,9 +162,10 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{report['scratch']}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
-    # The data stages came from the run cache; evaluate ran for real, although the outputs it
+    # The data stages came from the run cache; evaluate and export ran for real, although the outputs it
     # committed to git were in the revision's tree: the audit removes them first.
-    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["evaluate", "pipeline", "train"]
+    # export too: its timed report is uncached, so no run cache holds it either.
+    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["evaluate", "export", "pipeline", "train"]
     (train_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "train"]
     (evaluate_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "evaluate"]
     assert evaluate_run.data.tags["reprolab.train_run_id"] == train_run.info.run_id

@@ -25,3 +25,21 @@ def test_a_store_the_user_names_is_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert tracking.connect().get_tracking_uri() == chosen and os.environ["MLFLOW_TRACKING_URI"] == chosen
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_stage_run_ends_when_its_record_says(tmp_path, monkeypatch):
+    """MLflow's end_run stamps its own clock, which may be past the recorded end (by a millisecond, or by
+    a slow store's write): the parent, extended to the recorded end, then ended before its last child.
+    The run's end is the recorded one, as a replayed run's is."""
+    import time
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = tracking.StageRun.start("ingest")
+    recorded_end = time.time() - 60  # the stage's clock a minute behind MLflow's
+    monkeypatch.setattr(tracking, "time", SimpleNamespace(time=lambda: recorded_end, strftime=time.strftime))
+    run.close()
+    ended = tracking.connect().MlflowClient().get_run(run.run_id).info
+    assert ended.end_time == run.record["end_ms"] == int(recorded_end * 1000) and ended.status == "FINISHED"
