@@ -70,7 +70,7 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	$(BIN)/dvc repro
 	$(BIN)/python bench/tokenize_bench.py
-	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/train_bench.py --part padding trainer kernels lora
 	$(BIN)/python bench/allocator_bench.py
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py

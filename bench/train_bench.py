@@ -10,8 +10,14 @@
 3. What the portable CPU kernels (AVX2, the default: see stages/__init__.py) cost against the
    machine's native ones: the same one-epoch run in a fresh process per side (the kernels are fixed
    when torch loads), alternated, best of --repeats.
-Run: `python bench/train_bench.py [--part padding trainer kernels]` (after `dvc repro -s clean`); each
-part writes its own result file.
+4. This loop against another revision's (--previous-tree, a checkout of it with `data/` linked in):
+   each tree's own one-epoch run (`--one-kernel-run`: same rows, params, threads), a fresh process per
+   side, alternated, best of --repeats.
+5. LoRA against full fine-tuning on the pipeline's own token splits (`dvc repro augment` first): one
+   epoch each in a fresh process (peak RSS is the process's), samples/s, trainable parameters and
+   test macro-F1. LoRA runs at --lora-learning-rate (adapters want a larger step than full weights).
+Run: `python bench/train_bench.py [--part padding trainer kernels previous lora]` (after
+`dvc repro -s clean`); each part writes its own result file.
 """
 
 import argparse
@@ -20,13 +26,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import common  # noqa: F401  first: it calls configure_process() before numpy or torch loads
 import numpy as np
-from common import clean_texts, params, save
+from common import ROOT, clean_texts, params, save
 
-from reprolab import encoding, modeling
-from reprolab.training import seed_everything, train_model
+from reprolab import encoding, modeling, paths
+from reprolab.training import make_accelerator, seed_everything, train_model
 
 
 def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
@@ -38,33 +45,35 @@ def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
 def run_ours(train, val, max_length, **overrides):
     import torch
 
-    device = torch.device("cpu")
     p = params.train.model_copy(update={"epochs": 1, "log_every_steps": 10_000, "checkpoint_every_steps": 0,
-                                        "early_stopping_patience": 1, **overrides})
-    seed_everything(p.seed, device, p.num_threads)
+                                        "checkpoint_every_minutes": 0, "early_stopping_patience": 1,
+                                        "device": "cpu", **overrides})
+    seed_everything(p.seed, torch.device(p.device), p.num_threads)
     model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
-    result = train_model(model, train, val, p, 0, max_length, device)  # its seconds exclude validation
-    return result.samples_seen / result.seconds, result.history[-1]["val_macro_f1"]
+    result = train_model(make_accelerator(p), model, train, val, p, 0, max_length)  # seconds exclude validation
+    return result.samples_seen / result.seconds, result.history[-1]["val_macro_f1"], model, result
 
 
-def run_trainer(texts, labels, max_length):
+def run_trainer(texts, labels, max_length, cuda: bool = False, batch_size: int | None = None):
     import torch
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     tokenizer = encoding.load_tokenizer(params.model.name_or_path)
     p = params.train
-    seed_everything(p.seed, torch.device("cpu"), p.num_threads)
+    seed_everything(p.seed, torch.device("cuda" if cuda else "cpu"), p.num_threads)
     model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
     data = Dataset.from_dict({"text": texts, "label": encoding.label_ids(labels, params.ingest.labels)}).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
         remove_columns=["text"])
-    args = TrainingArguments(output_dir="/tmp/reprolab-trainer-bench", per_device_train_batch_size=p.batch_size,
+    args = TrainingArguments(output_dir="/tmp/reprolab-trainer-bench",
+                             per_device_train_batch_size=batch_size or p.batch_size, bf16=cuda,
                              learning_rate=p.learning_rate, num_train_epochs=1,
                              warmup_steps=p.warmup_ratio,  # transformers 5: a float below 1 is a ratio
                              weight_decay=p.weight_decay, lr_scheduler_type=p.lr_scheduler, seed=p.seed,
                              train_sampling_strategy="group_by_length", report_to=[], save_strategy="no",
-                             logging_strategy="no", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+                             logging_strategy="no", use_cpu=not cuda, dataloader_num_workers=4 if cuda else 0,
+                             dataloader_pin_memory=cuda, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()
@@ -77,10 +86,18 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--part", nargs="+", choices=["padding", "trainer", "kernels"],
+    parser.add_argument("--part", nargs="+", choices=["padding", "trainer", "kernels", "previous", "lora"],
                         default=["padding", "trainer", "kernels"])
+    parser.add_argument("--previous-tree", type=Path, help="a checkout of the revision to compare with")
+    parser.add_argument("--lora-learning-rate", type=float, default=5e-4)
     parser.add_argument("--one-kernel-run", action="store_true", help=argparse.SUPPRESS)  # a child of `kernels`
+    parser.add_argument("--one-method-run", choices=["full", "lora"], help=argparse.SUPPRESS)  # a child of `lora`
     args = parser.parse_args()
+    if args.one_method_run:
+        print(json.dumps(one_method_run(args.one_method_run, args.lora_learning_rate)))
+        return
+    if "lora" in args.part:
+        save("train_lora", versus_full(args))
     modeling.reuse_freed_host_memory()  # as the train stage does on the CPU; every side runs under it
     texts, labels = clean_texts()
     order = np.random.default_rng(0).permutation(len(texts))
@@ -94,8 +111,8 @@ def main() -> None:
         import torch
 
         length = params.tokenize.max_length
-        speed, f1 = run_ours(token_data(tokenizer, *pick(train_idx), length),
-                             token_data(tokenizer, *pick(val_idx), length), length)
+        speed, f1, *_ = run_ours(token_data(tokenizer, *pick(train_idx), length),
+                                 token_data(tokenizer, *pick(val_idx), length), length)
         print(json.dumps({"samples_per_second": speed, "val_macro_f1": f1,
                           "torch_capability": torch.backends.cpu.get_cpu_capability()}))
         return
@@ -106,13 +123,15 @@ def main() -> None:
         save("train_trainer", {**setup, **versus_trainer(tokenizer, pick, train_idx, val_idx, args.repeats)})
     if "kernels" in args.part:
         save("train_kernels", {**setup, **versus_native_kernels(args)})
+    if "previous" in args.part:
+        save("train_previous_loop", {**setup, **versus_previous_tree(args)})
 
 
 def padding(tokenizer, train_rows, val_rows, max_length) -> dict:
     train = token_data(tokenizer, *train_rows, max_length)
     val = token_data(tokenizer, *val_rows, max_length)
-    dyn_speed, dyn_f1 = run_ours(train, val, max_length, padding="dynamic", group_by_length=True)
-    pad_speed, pad_f1 = run_ours(train, val, max_length, padding="max_length", group_by_length=False)
+    dyn_speed, dyn_f1, *_ = run_ours(train, val, max_length, padding="dynamic", group_by_length=True)
+    pad_speed, pad_f1, *_ = run_ours(train, val, max_length, padding="max_length", group_by_length=False)
     # The most any padding scheme can save: the share of max_length positions that are padding.
     padding_share = 1 - np.minimum(train.lengths, max_length).sum() / (len(train) * max_length)
     return {"padding": {"max_length": max_length, "padding_share_at_max_length": round(float(padding_share), 3),
@@ -134,6 +153,60 @@ def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
                         "ratio": round(ours / theirs, 2), "target": 1.0}}
 
 
+def one_kernel_run(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict:
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def versus_previous_tree(args) -> dict:
+    """Samples/s of this tree's loop and the previous tree's, each its own `--one-kernel-run`."""
+    if args.previous_tree is None:
+        raise SystemExit("--part previous needs --previous-tree (e.g. `git worktree add /tmp/prev REV`, "
+                         "then link data/ and models/pretrained into it)")
+    trees = {"this": ROOT, "previous": args.previous_tree.resolve()}
+    best: dict[str, dict] = {}
+    for _ in range(args.repeats):
+        for side, tree in trees.items():
+            command = [sys.executable, str(tree / "bench/train_bench.py"), "--one-kernel-run",
+                       "--rows", str(args.rows), "--val-rows", "64"]
+            run = one_kernel_run(command, {**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
+            if run["samples_per_second"] > best.get(side, {}).get("samples_per_second", 0):
+                best[side] = run
+    return {"previous_loop": {
+        "max_length": params.tokenize.max_length, "previous_tree": str(trees["previous"]),
+        "samples_per_second": {side: round(run["samples_per_second"], 2) for side, run in best.items()},
+        "val_macro_f1": {side: round(run["val_macro_f1"], 4) for side, run in best.items()},
+        "ratio": round(best["this"]["samples_per_second"] / best["previous"]["samples_per_second"], 2)}}
+
+
+def one_method_run(method: str, lora_learning_rate: float) -> dict:
+    """One epoch of `method` on the pipeline's token splits, scored on the test split (a child process)."""
+    import resource
+
+    import torch
+    from sklearn.metrics import f1_score
+
+    train = modeling.TokenData.read(paths.token_split("train"), paths.AUGMENTED)
+    val, test = modeling.TokenData.read(paths.token_split("val")), modeling.TokenData.read(paths.token_split("test"))
+    overrides = {"method": method} | ({"learning_rate": lora_learning_rate} if method == "lora" else {})
+    speed, _, model, result = run_ours(train, val, params.tokenize.max_length, **overrides)
+    logits = modeling.predict_logits(model, test.sequences, params.evaluate.batch_size, 0, torch.device("cpu"))
+    return {"samples_per_second": round(speed, 2), "trainable_parameters": result.trainable_parameters,
+            "parameters": sum(w.numel() for w in model.parameters()),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "test_macro_f1": round(float(f1_score(test.labels, logits.argmax(1), average="macro")), 4),
+            "learning_rate": overrides.get("learning_rate", params.train.learning_rate)}
+
+
+def versus_full(args) -> dict:
+    runs = {method: one_kernel_run([sys.executable, __file__, "--one-method-run", method,
+                                    "--lora-learning-rate", str(args.lora_learning_rate)], dict(os.environ))
+            for method in ("full", "lora")}
+    return {"lora": {"max_length": params.tokenize.max_length, "epochs": 1, "lora": params.train.lora.model_dump(),
+                     "runs": runs, "samples_per_second_ratio": round(runs["lora"]["samples_per_second"]
+                                                                     / runs["full"]["samples_per_second"], 2)}}
+
+
 def versus_native_kernels(args) -> dict:
     from reprolab.process_settings import PORTABLE_CPU_KERNELS
 
@@ -143,9 +216,7 @@ def versus_native_kernels(args) -> dict:
     best = {}
     for _ in range(args.repeats):
         for mode in ("portable", "native"):
-            done = subprocess.run(command, env={**inherited, "REPROLAB_CPU_KERNELS": mode},
-                                  capture_output=True, text=True, check=True)
-            run = json.loads(done.stdout.strip().splitlines()[-1])
+            run = one_kernel_run(command, {**inherited, "REPROLAB_CPU_KERNELS": mode})
             if run["samples_per_second"] > best.get(mode, {}).get("samples_per_second", 0):
                 best[mode] = run
     portable, native = best["portable"], best["native"]

@@ -9,8 +9,9 @@ command) call `reprolab.process_settings.configure_process()` first: see that mo
   byte-stable Parquet, JSON and CSV), `figures` (byte-stable PNGs), `errors` (the one-line failure)
 - stages' work: `ingestion` (sources to raw rows), `cleaning` (parse, normalise, deduplicate, split),
   `encoding` (the model's tokenizer), `truncated_encoding` (tokenizing only what truncation keeps),
-  `augmentation` (EDA copies), `modeling` (device, batching, prediction), `training` (the loop and
-  its checkpoints), `distributed` (DDP under torchrun), `evaluation` (metrics, baseline, plots)
+  `augmentation` (EDA copies), `modeling` (device, batching, prediction), `training` (the loop on
+  accelerate, LoRA, class weights), `checkpoints` (save and resume anywhere), `launching`
+  (`accelerate launch` for many processes and machines), `evaluation` (metrics, baseline, plots)
 - records: `tracking` (MLflow runs that survive outages), `provenance` (git, packages, CPU kernels),
   `lineage` (`reprolab trace`)
 - verbs of the `reprolab` command: `cli`, `audit` (with `audit_history`), `compare` (with

@@ -74,12 +74,13 @@ def top_terms(texts: list[str], ngram_max: int, max_features: int) -> list[str]:
 
 
 def baseline_probs(train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                   p: BaselineParams, num_labels: int) -> np.ndarray:
-    """TF-IDF (word n-grams, sublinear tf) + logistic regression: the classical peer."""
+                   p: BaselineParams, num_labels: int, class_weights: str = "none") -> np.ndarray:
+    """TF-IDF (word n-grams, sublinear tf) + logistic regression: the classical peer, its classes
+    weighted as the transformer's loss is (train.class_weights: none or balanced)."""
     vocabulary = top_terms(train_texts, p.ngram_max, p.max_features)
     model = make_pipeline(
         TfidfVectorizer(vocabulary=vocabulary, ngram_range=(1, p.ngram_max), sublinear_tf=True),
-        LogisticRegression(C=p.C, max_iter=2000),
+        LogisticRegression(C=p.C, max_iter=2000, class_weight=None if class_weights == "none" else class_weights),
     )
     model.fit(train_texts, train_labels)
     probs = np.zeros((len(test_texts), num_labels))

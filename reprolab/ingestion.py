@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from reprolab import storage
 from reprolab.errors import StageError
-from reprolab.params import FOLDER_FORMATS, IngestParams, preview
+from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams, preview
 
 RAW_SCHEMA = pa.schema(
     [
@@ -307,7 +307,7 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
                   "source": source,
                   "group": folder, "label": p.folder_labels.get(folder),
                   "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "checksum_status": "absent"}
-        if p.format == "text_dir":
+        if p.format not in MAIL_FORMATS:  # text_dir
             yield _text_file_record(record, raw, p)
             continue
         if md5_names:

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import ctypes.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +100,18 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def use_bf16(mixed_precision: str, device: torch.device) -> bool:
-    """bf16 autocast on CUDA by default; CPU stays fp32 (exact and reproducible)."""
-    if mixed_precision == "bf16" and device.type != "cuda":
-        raise StageError("train.mixed_precision=bf16 needs a CUDA device (use auto or no)")
-    return mixed_precision == "bf16" or (mixed_precision == "auto" and device.type == "cuda")
+def mixed_precision(requested: str, device: torch.device) -> str:
+    """accelerate's `mixed_precision` for train.mixed_precision on `device`. auto: bf16 on a CUDA device
+    that has it, else fp16 (accelerate adds the loss scaler fp16 needs); fp32 ("no") on the CPU, which
+    keeps CPU runs exact and reproducible."""
+    if requested in ("bf16", "fp16") and device.type != "cuda":
+        raise StageError(f"train.mixed_precision={requested} needs a CUDA device (use auto or no)")
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if requested == "bf16" and not bf16_ok:
+        raise StageError("train.mixed_precision=bf16: this GPU has no bf16 (use auto, fp16 or no)")
+    if requested == "auto":
+        return "no" if device.type != "cuda" else "bf16" if bf16_ok else "fp16"
+    return requested
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -132,20 +140,75 @@ def length_grouped_batches(
 
 
 def collate(
-    sequences: list[np.ndarray], pad_id: int, pad_to: int | None = None
+    sequences: list[np.ndarray], pad_id: int, pad_to: int | None = None, multiple_of: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Right-padded input ids and attention mask, to the longest row (or to `pad_to`).
+    """Right-padded input ids and attention mask, to the longest row (or to `pad_to`), rounded up to a
+    multiple of `multiple_of` (8 on CUDA: tensor-core tiles).
 
     The mask is None when no row is padded (common in length-grouped batches): attention then skips
     masking altogether, 6% of a training step at 512 tokens on the CPU.
     """
     width = pad_to or max(len(s) for s in sequences)
+    width = -(-width // multiple_of) * multiple_of
     input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
         input_ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return torch.from_numpy(input_ids), None if mask.all() else torch.from_numpy(mask)
+
+
+class EpochBatches:
+    """The training batches of each epoch as a DataLoader batch sampler: `length_grouped_batches` drawn
+    from one generator seeded once, so epoch e's batches are the e-th draw, whatever epoch a run starts
+    (resumes) at. Call `use_epoch` before iterating (not `set_epoch`: accelerate would call that, from 0)."""
+
+    batch_size = None  # batches vary in size (the last): accelerate's sharding then takes them whole
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool):
+        self.lengths, self.rows_per_batch, self.seed, self.group = lengths, batch_size, seed, group
+        self.batches: list[np.ndarray] = []
+
+    def use_epoch(self, epoch: int) -> None:
+        generator = np.random.default_rng(self.seed)
+        for _ in range(epoch):  # a permutation per epoch: cheap next to one training step
+            self.batches = length_grouped_batches(self.lengths, self.rows_per_batch, generator, self.group)
+
+    def __iter__(self):
+        return (batch.tolist() for batch in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Rows of TokenData for a DataLoader: (token ids, label)."""
+
+    def __init__(self, data: TokenData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, row: int) -> tuple[np.ndarray, int]:
+        return self.data.sequences[row], int(self.data.labels[row])
+
+
+@dataclass(frozen=True)
+class Collator:
+    """DataLoader collate_fn: a batch's padded `input_ids`, `attention_mask` (absent when nothing is
+    padded) and `labels`. A dataclass, so worker processes can receive it."""
+
+    pad_id: int
+    pad_to: int | None = None
+    multiple_of: int = 1
+
+    def __call__(self, rows: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
+        input_ids, mask = collate([seq for seq, _ in rows], self.pad_id, self.pad_to, self.multiple_of)
+        batch = {"input_ids": input_ids, "labels": torch.tensor([label for _, label in rows], dtype=torch.int64)}
+        if mask is not None:
+            batch["attention_mask"] = mask
+        return batch
 
 
 def to_device(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

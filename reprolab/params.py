@@ -34,7 +34,8 @@ class Section(BaseModel):
 
 # numpy's and Python's generators take seeds below 2**32 everywhere this project passes one.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
-FOLDER_FORMATS = ("spam_assassin", "mail_dir", "text_dir")
+MAIL_FORMATS = ("spam_assassin", "mail_dir")  # folders of raw mails; text_dir holds plain text files
+FOLDER_FORMATS = (*MAIL_FORMATS, "text_dir")
 
 
 # A label as a source holds it: text, an integer or a boolean (bool before int: True is an int in Python).
@@ -168,15 +169,32 @@ class AugmentParams(Section):
     max_words: int = Field(ge=1)
 
 
+class LoraParams(Section):
+    """Low-rank adapters (peft) on the named modules; the classifier head trains in full."""
+
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    # Module names, matched as peft matches them: `query` is every layer's attention query projection.
+    target_modules: list[str] = Field(min_length=1)
+
+
 class TrainParams(Section):
     seed: Seed
     device: Literal["auto", "cpu", "cuda"]
-    mixed_precision: Literal["auto", "no", "bf16"]
+    # auto: bf16 on GPUs that have it, else fp16 with a loss scaler; fp32 on the CPU (exact).
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"]
     # Compile the training forward and backward with torch.compile (inductor). Pays on GPUs over long
     # runs; the first steps, and every new batch shape's, wait for compilation.
     torch_compile: bool
+    # full: every weight trains. lora: low-rank adapters (`lora`), merged into the saved model.
+    method: Literal["full", "lora"]
+    lora: LoraParams
+    # balanced: each class's loss weighted by n_rows / (n_classes * its rows), as scikit-learn's
+    # class_weight="balanced" (which the baseline then uses too).
+    class_weights: Literal["none", "balanced"]
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # per process: a step takes batch_size x processes x accumulation rows
     eval_batch_size: int = Field(ge=1)
     gradient_accumulation_steps: int = Field(ge=1)
     learning_rate: float = Field(gt=0, lt=1)
@@ -190,11 +208,33 @@ class TrainParams(Section):
     group_by_length: bool
     max_train_samples: int | None = Field(None, gt=0)
     num_threads: int | None = Field(None, ge=1)  # per process
-    # More than 1: the stage relaunches itself under torchrun, data-parallel (DDP; gloo on CPU, NCCL on GPUs).
+    # DataLoader worker processes that collate batches; auto: none on the CPU (they would take the
+    # training's cores), 4 per process on CUDA.
+    dataloader_workers: Annotated[int, Field(ge=0)] | Literal["auto"]
+    # Data-parallel (DDP through `accelerate launch`, torchrun underneath): processes on this machine,
+    # machines in the job, this machine's rank, and where machine 0 listens for the others.
     num_processes: int = Field(ge=1)
+    num_machines: int = Field(ge=1)
+    machine_rank: int = Field(ge=0)
+    main_process_ip: str = Field(min_length=1)
+    main_process_port: int = Field(ge=1, le=65535)
     log_every_steps: int = Field(ge=1)
-    # Checkpoint every N optimizer steps (0: only at epoch ends); SIGINT/SIGTERM always save one.
+    # A checkpoint every N optimizer steps and every M minutes (0: off), always at an epoch's end and
+    # on SIGINT/SIGTERM.
     checkpoint_every_steps: int = Field(ge=0)
+    checkpoint_every_minutes: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _one_job(self) -> TrainParams:
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        if self.device == "cpu" and self.mixed_precision in ("bf16", "fp16"):
+            raise ValueError(f"mixed_precision {self.mixed_precision} needs CUDA; device is cpu (use auto or no)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.num_processes * self.num_machines
 
 
 class BaselineParams(Section):

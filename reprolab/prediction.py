@@ -21,7 +21,8 @@ import numpy as np
 
 from reprolab import cleaning, encoding, modeling, storage
 from reprolab.errors import StageError
-from reprolab.params import FOLDER_FORMATS, CleanParams, Params, class_name
+from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, CleanParams, Params, class_name
+from reprolab.truncated_encoding import VerifiedEncoder
 
 RECIPE_FILE = "reprolab_preprocessing.json"
 # The exported files of a model folder (the export stage's): backend name -> file.
@@ -82,7 +83,7 @@ class Recipe:
     @property
     def kind(self) -> str:
         """What a text given on its own is: a raw mail when the model learnt from mails, else plain text."""
-        return "mail" if self.source["format"] in ("spam_assassin", "mail_dir") else "text"
+        return "mail" if self.source["format"] in MAIL_FORMATS else "text"
 
     @property
     def text_rules(self) -> CleanParams:
@@ -128,7 +129,7 @@ class Predictor:
         self.batch_size = batch_size
         tokenizer = encoding.load_tokenizer(str(model_dir))
         self.pad_id = tokenizer.pad_token_id or 0
-        self._encoder = encoding_for(tokenizer, self.recipe)
+        self._encoder = VerifiedEncoder(tokenizer, self.recipe.max_length, self.recipe.truncation, "predict")
         self._encode: Callable | None = None
         if backend == "torch":
             logits = _torch_logits(model_dir, self.labels, device, bf16)
@@ -148,7 +149,10 @@ class Predictor:
         return cleaning.clean_text(record, self.recipe.text_rules)
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids as tokenize writes them; the first call checks the fast encoder against the tokenizer."""
+        """Token ids as tokenize writes them; the first call with texts checks the fast encoder against
+        the tokenizer on them."""
+        if not texts:
+            return []
         if self._encode is None:
             self._encode, ids = self._encoder.verified(texts)
         else:
@@ -173,18 +177,13 @@ class Predictor:
             else:
                 kept.append(position)
                 texts.append(text)
-        return kept, self.probabilities(self.encode(texts)) if texts else self.probabilities([]), rejected
+        return kept, self.probabilities(self.encode(texts)), rejected
 
     def text_record(self, text: str) -> dict:
         """A text given on its own as a raw record of the kind the model learnt from."""
         return {"raw": text.encode("utf-8", "surrogatepass"), "kind": self.recipe.kind, "checksum_status": "absent",
                 "source": "input"}
 
-
-def encoding_for(tokenizer, recipe: Recipe):
-    from reprolab.truncated_encoding import VerifiedEncoder
-
-    return VerifiedEncoder(tokenizer, recipe.max_length, recipe.truncation)
 
 
 def input_format(path: str, recipe: Recipe, given: str | None) -> str:

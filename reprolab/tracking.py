@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -66,15 +67,21 @@ def connect():
     return mlflow
 
 
+# MLflow takes word characters, `.`, `-`, space and `/` in names (also `:` off Windows); spaces are
+# written as `_` here, and a slash in a key would read as a path.
+_METRIC_NAME_REFUSED = re.compile(r"[^\w.\-]")
+
+
 def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested metrics -> dotted numeric leaves (lists and text are not MLflow metrics)."""
+    """Nested metrics -> dotted numeric leaves (lists and text are not MLflow metrics). Keys come from
+    data too (class names, skip rules): a character MLflow refuses in a name, or a slash, becomes `_`."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
-        name = f"{prefix}{key}"
+        name = prefix + _METRIC_NAME_REFUSED.sub("_", str(key))
         if isinstance(value, Mapping):
             flat.update(flat_metrics(value, f"{name}."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name.replace(" ", "_")] = float(value)
+            flat[name] = float(value)
     return flat
 
 

@@ -1,14 +1,12 @@
 """Training: fine-tune the pretrained encoder with a classification head on the token splits.
 
-AdamW with linear (or cosine) warmup and decay, gradient accumulation and clipping, dynamic padding
-with length-grouped batches, early stopping on validation macro-F1, bf16 autocast on CUDA. On the
-CPU the run is deterministic: fixed seeds, thread count and deterministic algorithms.
-
-Checkpoints (weights and best weights as safetensors, optimizer, scheduler, RNG states, position in
-the epoch) are written every `train.checkpoint_every_steps` optimizer steps and on SIGINT/SIGTERM,
-outside DVC's outputs (DVC deletes those before a stage re-runs). The next run with the same inputs
-and params resumes from the last one and, on the CPU, ends with the same weights as an
-uninterrupted run.
+One loop on Hugging Face `accelerate` (as in `run_glue_no_trainer.py`): it places the model and
+batches on the device, runs mixed precision, DDP across processes and machines (each process takes
+whole batches of the epoch's order), gradient accumulation, and checkpoints (`reprolab.checkpoints`).
+AdamW with linear (or cosine) warmup and decay, clipping, dynamic padding with length-grouped
+batches, early stopping on validation macro-F1, full fine-tuning or LoRA adapters (peft), optional
+class weights. On the CPU the run is deterministic: fixed seeds, thread count and deterministic
+algorithms, fp32; a checkpointed run resumes to the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,56 +14,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
-from reprolab import distributed, encoding, modeling, paths, prediction, storage
-from reprolab.params import Params, TrainParams
+from reprolab import encoding, modeling, paths, prediction, storage
+from reprolab.checkpoints import Checkpointer, LoopState, TrainingInterrupted
+from reprolab.errors import StageError
+from reprolab.params import LoraParams, Params, TrainParams
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
 STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
-# Params that change how a run is observed, not what it computes: a checkpoint stays valid across them.
-_OBSERVATION_ONLY = {"log_every_steps", "checkpoint_every_steps"}
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved first."""
-
-
-@dataclass
-class LoopState:
-    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
-
-    epoch: int = 1  # current epoch, from 1
-    batch: int = 0  # next batch of the epoch
-    step: int = 0  # optimizer steps taken
-    samples_seen: int = 0
-    epoch_loss: float = 0.0
-    window_loss: float = 0.0
-    window_batches: int = 0
-    best_f1: float = -1.0
-    best_epoch: int = 0
-    stale: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    steps: list[dict[str, float]] = field(default_factory=list)  # the logged steps, STEP_FIELDS
-    epoch_rng: dict[str, Any] | None = None  # batch-order RNG state at the start of the epoch
-    rng: dict[str, Any] | None = None  # batch-order RNG state when the checkpoint was taken
-    run_id: str | None = None
+# Params that change how a run is observed or where its processes meet, not what it computes: a
+# checkpoint stays valid across them (and every machine of a job finds the same one).
+_NOT_COMPUTING = {"log_every_steps", "checkpoint_every_steps", "checkpoint_every_minutes", "dataloader_workers",
+                  "machine_rank", "main_process_ip", "main_process_port"}
+CUDA_WORKERS = 4  # dataloader_workers: auto on CUDA
 
 
 @dataclass
@@ -73,72 +45,10 @@ class TrainResult:
     history: list[dict[str, float]]  # per epoch, HISTORY_FIELDS
     steps: list[dict[str, float]]  # per logged step, STEP_FIELDS (a resumed run's include those before)
     best_epoch: int
-    samples_seen: int  # by this process (a resumed run counts from its checkpoint)
+    samples_seen: int  # by all processes in this run (a resumed run counts from its checkpoint)
     seconds: float  # training only, validation excluded
-
-
-class Checkpointer:
-    """Saves and restores training state in `directory`, each save atomic (a new dir swapped in)."""
-
-    def __init__(self, directory: Path, every_steps: int, context: distributed.Context = distributed.SINGLE_PROCESS):
-        self.directory = directory
-        self.every_steps = every_steps
-        self.context = context  # under DDP rank 0 writes; every rank keeps its own dropout RNG
-        self.stop_requested = 0  # the signal number once SIGINT/SIGTERM arrived
-
-    def due(self, step: int) -> bool:
-        return bool(self.stop_requested) or (self.every_steps > 0 and step % self.every_steps == 0)
-
-    def save(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
-             best: dict | None) -> None:
-        state.rng = generator.bit_generator.state
-        torch_rngs = distributed.gather(torch.get_rng_state().tolist(), self.context)
-        if self.context.is_main:
-            with storage.atomic_dir(self.directory) as tmp:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-                if best is not None:
-                    save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
-                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-                extra = {"scheduler": scheduler.state_dict(), "torch_rng": torch_rngs}
-                (tmp / "state.json").write_text(json.dumps({"loop": asdict(state), **extra}))
-        distributed.barrier(self.context)
-
-    def after_step(self, state: LoopState, generator: np.random.Generator, model, optimizer, scheduler,
-                   best: dict | None, epoch_end: bool) -> None:
-        """After an optimizer step (mid-epoch) or an epoch's validation, on every process: agree on
-        whether a signal arrived anywhere, save if one did, if a save is due or at an epoch's end,
-        then stop the run if a signal arrived."""
-        self.stop_requested = distributed.any_process(self.stop_requested, self.context)
-        if epoch_end or self.due(state.step):
-            self.save(state, generator, model, optimizer, scheduler, best)
-            if self.stop_requested:
-                raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
-
-    def _saved(self) -> dict | None:
-        file = self.directory / "state.json"
-        return json.loads(file.read_text()) if file.exists() else None
-
-    def peek(self) -> LoopState | None:
-        saved = self._saved()
-        return LoopState(**saved["loop"]) if saved else None
-
-    def load(self, generator: np.random.Generator, model, optimizer, scheduler) -> tuple[LoopState, dict | None] | None:
-        saved = self._saved()
-        if saved is None:
-            return None
-        state = LoopState(**saved["loop"])
-        generator.bit_generator.state = state.rng
-        model.load_state_dict(load_file(self.directory / "model.safetensors"))
-        # weights_only: a checkpoint file is never unpickled into arbitrary objects.
-        optimizer.load_state_dict(torch.load(self.directory / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(torch.tensor(saved["torch_rng"][self.context.rank], dtype=torch.uint8))
-        best_file = self.directory / "best.safetensors"
-        return state, (load_file(best_file) if best_file.exists() else None)
-
-    def clear(self) -> None:
-        if self.context.is_main:
-            shutil.rmtree(self.directory, ignore_errors=True)
+    mixed_precision: str  # accelerate's: no (fp32), bf16 or fp16
+    trainable_parameters: int
 
 
 def seed_everything(seed: int, device: torch.device, num_threads: int | None) -> None:
@@ -148,25 +58,98 @@ def seed_everything(seed: int, device: torch.device, num_threads: int | None) ->
     if num_threads:
         torch.set_num_threads(num_threads)
     if device.type == "cuda":
-        # bf16 and atomics are not bit-stable on GPUs: results match within tolerance only.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # GPU results are not bit-stable anyway (bf16, atomics): no deterministic kernels forced there,
+        # and fp32 matmuls may use TF32 tensor cores.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     else:
         torch.use_deterministic_algorithms(True)
+
+
+def make_accelerator(p: TrainParams):
+    """The Accelerator for `p` on this process: CPU or CUDA, mixed precision, gradient accumulation."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+    device = modeling.select_device(p.device)
+    # accelerate keeps its settings in process-wide singletons; a second run in one process (tests,
+    # benchmarks) starts from fresh ones. A launched job's process group is left alone.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(
+        cpu=device.type == "cpu", mixed_precision=modeling.mixed_precision(p.mixed_precision, device),
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        # The scheduler is stepped by the loop, once per optimizer step, whatever the number of processes.
+        step_scheduler_with_optimizer=False,
+        dataloader_config=DataLoaderConfiguration(non_blocking=device.type == "cuda"),
+        project_config=ProjectConfiguration(save_on_each_node=True))
 
 
 def _optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, weight in model.named_parameters():
-        (no_decay if weight.ndim < 2 or "LayerNorm" in name else decay).append(weight)
+        if weight.requires_grad:
+            (no_decay if weight.ndim < 2 or "LayerNorm" in name else decay).append(weight)
     groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Fused on the CPU as on CUDA: one kernel over all parameters instead of a loop of per-tensor ops.
     return torch.optim.AdamW(groups, lr=p.learning_rate, fused=True)
 
 
-def validate(model, val: modeling.TokenData, p: TrainParams, pad_id: int, device, bf16: bool) -> dict:
-    logits = modeling.predict_logits(model, val.sequences, p.eval_batch_size, pad_id, device, bf16)
-    probs = modeling.softmax(logits)
+def _train_loader(train: modeling.TokenData, p: TrainParams, pad_id: int, max_length: int, cuda: bool):
+    """The epoch batch sampler (at epoch 1) and a DataLoader over it: collation in worker processes,
+    into pinned memory, padded to a multiple of 8 on CUDA."""
+    batches = modeling.EpochBatches(train.lengths, p.batch_size, p.seed, p.group_by_length)
+    batches.use_epoch(1)
+    workers = (CUDA_WORKERS if cuda else 0) if p.dataloader_workers == "auto" else p.dataloader_workers
+    loader = torch.utils.data.DataLoader(
+        modeling.TokenDataset(train), batch_sampler=batches, num_workers=workers, pin_memory=cuda,
+        persistent_workers=workers > 0,
+        collate_fn=modeling.Collator(pad_id, max_length if p.padding == "max_length" else None, 8 if cuda else 1),
+        generator=torch.Generator())  # its own: the global one draws dropout masks
+    return batches, loader
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, p: TrainParams, steps_per_epoch: int):
+    """Warmup then decay over the run's optimizer steps, stepped by the loop once per optimizer step."""
+    from transformers import get_scheduler
+
+    total_steps = steps_per_epoch * p.epochs
+    return get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=round(p.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+def with_lora(model, lora: LoraParams):
+    """`model` with low-rank adapters on `lora.target_modules` (peft); the classifier head trains in full."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout, target_modules=list(lora.target_modules))
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # no module matched a name
+        raise StageError(f"train.lora.target_modules: {exc}") from None
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    """Loss weights per class: None, or n_rows / (n_classes * rows of the class) (`balanced`)."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    if not counts.all():
+        raise StageError(f"train.class_weights=balanced: class ids {np.flatnonzero(counts == 0).tolist()} have no "
+                         "training rows (use none, or give every class rows)")
+    return torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32)
+
+
+def validate(accelerator, model, val: modeling.TokenData, p: TrainParams, pad_id: int) -> dict:
+    """Validation scores; each process scores its share of the rows and every process gets them all."""
+    rows = list(range(len(val)))
+    with accelerator.split_between_processes(rows) as mine:
+        logits = modeling.predict_logits(model, [val.sequences[i] for i in mine], p.eval_batch_size, pad_id,
+                                         accelerator.device, accelerator.mixed_precision == "bf16")
+    shares = accelerator.gather_for_metrics([logits], use_gather_object=True)  # in process order: row order
+    probs = modeling.softmax(np.concatenate([share for share in shares if len(share)]))
     predicted = probs.argmax(axis=1)
     return {
         "val_loss": float(log_loss(val.labels, probs, labels=list(range(probs.shape[1])))),
@@ -175,120 +158,145 @@ def validate(model, val: modeling.TokenData, p: TrainParams, pad_id: int, device
     }
 
 
+def _sum(accelerator, value: torch.Tensor) -> float:
+    """A per-process number summed over the processes (a collective: all of them call it together)."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    return float(accelerator.reduce(value.to(accelerator.device, copy=True), "sum"))
+
+
 def train_model(
+    accelerator,
     model,
     train: modeling.TokenData,
     val: modeling.TokenData,
     p: TrainParams,
     pad_id: int,
     max_length: int,
-    device: torch.device,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     checkpointer: Checkpointer | None = None,
     run_id: str | None = None,
-    context: distributed.Context = distributed.SINGLE_PROCESS,
 ) -> TrainResult:
-    """Train in place; on return the model holds the weights of its best validation epoch.
+    """Train in place; on return `model` holds the weights of its best validation epoch (with LoRA,
+    the adapters merged in). Every process of a job runs this with the same data and params."""
+    device, processes = accelerator.device, accelerator.num_processes
+    say = accelerator.print  # one voice under DDP
+    cuda = device.type == "cuda"
+    precision = {"no": "fp32", "bf16": "bf16 autocast"}.get(accelerator.mixed_precision, "fp16 autocast, loss scaler")
+    say(f"train: {processes} process(es) on {device.type}, {precision}")
+    trained = with_lora(model, p.lora) if p.method == "lora" else model
+    trainable = sum(w.numel() for w in trained.parameters() if w.requires_grad)
+    if processes > 1:
+        torch.manual_seed(p.seed + accelerator.process_index)  # independent dropout masks per process
+    # Compiled before DDP wraps it. Dynamic padding changes the sequence length from batch to batch:
+    # one graph for all of them.
+    forward = torch.compile(trained, dynamic=p.padding == "dynamic") if p.torch_compile else trained
+    batches, loader = _train_loader(train, p, pad_id, max_length, cuda)
+    forward, optimizer, loader = accelerator.prepare(forward, _optimizer(trained, p), loader)
+    scheduler = _scheduler(optimizer.optimizer, p, math.ceil(len(loader) / p.gradient_accumulation_steps))
+    accelerator.register_for_checkpointing(scheduler)
+    weight = class_weights(train.labels, model.config.num_labels, p.class_weights)
+    weight = None if weight is None else weight.to(device)
 
-    Under DDP (`context.distributed`) every process runs this with the same data and params; each
-    takes its slice of every batch, and rank 0 validates for all.
-    """
-    bf16 = modeling.use_bf16(p.mixed_precision, device)
-    say = print if context.is_main else (lambda *_: None)  # one voice under DDP
-    forward = model
-    if context.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Broadcasts rank 0's weights, so every process starts from the same classifier head.
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        torch.manual_seed(p.seed + context.rank)  # independent dropout masks per process
-    if p.torch_compile:
-        # Dynamic padding changes the sequence length from batch to batch: one graph for all of them.
-        forward = torch.compile(forward, dynamic=p.padding == "dynamic")
-    generator = np.random.default_rng(p.seed)
-    batches_per_epoch = math.ceil(len(train) / p.batch_size)
-    total_steps = math.ceil(batches_per_epoch / p.gradient_accumulation_steps) * p.epochs
-    optimizer = _optimizer(model, p)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(
-        p.lr_scheduler, optimizer,
-        num_warmup_steps=round(p.warmup_ratio * total_steps), num_training_steps=total_steps,
-    )
-    state, best_state = LoopState(run_id=run_id), None
-    resumed = checkpointer.load(generator, model, optimizer, scheduler) if checkpointer else None
+    state, best = LoopState(run_id=run_id), None
+    resumed = checkpointer.load(accelerator) if checkpointer else None
     if resumed:
-        state, best_state = resumed
+        state, best = resumed
         say(f"train: resuming from the checkpoint at epoch {state.epoch}, step {state.step}")
-    samples_before = state.samples_seen
-    pad_to = max_length if p.padding == "max_length" else None
+    samples_before = _sum(accelerator, torch.tensor(state.samples_seen))
+    # Running sums stay on the device (float64: the order of additions is the only rounding); they are
+    # read at logging steps and epoch ends only, so no step waits for the device.
+    epoch_loss = torch.tensor(state.epoch_loss, dtype=torch.float64, device=device)
+    window_loss = torch.tensor(state.window_loss, dtype=torch.float64, device=device)
+    samples = torch.tensor(state.samples_seen, dtype=torch.int64, device=device)
+
+    def snapshot() -> LoopState:
+        """The loop state with its sums over all processes, for a checkpoint."""
+        return LoopState(**{**state.to_json(), "epoch_loss": _sum(accelerator, epoch_loss),
+                            "window_loss": _sum(accelerator, window_loss),
+                            "samples_seen": int(_sum(accelerator, samples))})
+
+    def stop_or_save(due_here: bool) -> None:
+        """Agree over the processes whether a signal arrived or a save is due; save, and stop on a signal."""
+        flags = torch.tensor([checkpointer.stop_requested, due_here], device=device)
+        if processes > 1:
+            flags = accelerator.gather(flags).view(processes, 2).amax(dim=0)
+        stop, due = int(flags[0]), bool(flags[1])
+        if stop or due:
+            checkpointer.save(accelerator, snapshot(), best)
+        if stop:
+            checkpointer.stop_requested = stop
+            raise TrainingInterrupted(f"checkpoint saved at step {state.step}")
+
     started, validation_seconds = time.perf_counter(), 0.0
     while state.epoch <= p.epochs:
-        if state.batch == 0:
-            state.epoch_rng = generator.bit_generator.state
-        else:  # resuming mid-epoch: draw this epoch's batch order again
-            generator.bit_generator.state = state.epoch_rng
-        batches = modeling.length_grouped_batches(train.lengths, p.batch_size, generator, p.group_by_length)
+        batches.use_epoch(state.epoch)
         forward.train()
-        progress = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch}",
-                        unit="batch", mininterval=10, disable=not context.is_main)
-        for i in range(state.batch, len(batches)):
-            index = batches[i]
-            rows, weight = distributed.shard(index, context)
-            input_ids, mask = modeling.collate([train.sequences[j] for j in rows], pad_id, pad_to)
-            labels = modeling.to_device(torch.from_numpy(train.labels[rows]), device)
-            steps_now = not (i + 1) % p.gradient_accumulation_steps or i + 1 == len(batches)
-            # DDP all-reduces gradients only on the micro-batch that ends an accumulation.
-            with forward.no_sync() if context.distributed and not steps_now else nullcontext():
-                with modeling.autocast(device, bf16):
-                    loss = forward(input_ids=modeling.to_device(input_ids, device),
-                                   attention_mask=modeling.to_device(mask, device), labels=labels).loss
-                (loss * weight / p.gradient_accumulation_steps).backward()
-            batch_loss = distributed.sum_over_processes(loss.item() * weight, context) / context.world_size
-            state.epoch_loss += batch_loss
-            state.window_loss += batch_loss
+        epoch_batches = accelerator.skip_first_batches(loader, state.batch) if state.batch else loader
+        progress = tqdm(total=len(loader), initial=state.batch, desc=f"epoch {state.epoch}", unit="batch",
+                        mininterval=10, disable=not accelerator.is_local_main_process)
+        for batch in epoch_batches:
+            labels = batch.pop("labels")
+            with accelerator.accumulate(forward):
+                logits = forward(**batch).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(forward.parameters(), p.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            epoch_loss += loss.detach()
+            window_loss += loss.detach()
+            samples += len(labels)
+            state.batch += 1
             state.window_batches += 1
-            state.samples_seen += len(index)
             progress.update()
-            if not steps_now:
+            if not accelerator.sync_gradients:
                 continue
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.batch = i + 1
-            if state.step % p.log_every_steps == 0:
-                state.steps.append({"step": state.step, "epoch": state.epoch,
-                                    "train_loss": state.window_loss / state.window_batches,
+            logging_step = state.step % p.log_every_steps == 0
+            if logging_step:
+                mean = _sum(accelerator, window_loss) / (state.window_batches * processes)
+                state.steps.append({"step": state.step, "epoch": state.epoch, "train_loss": mean,
                                     "learning_rate": scheduler.get_last_lr()[0]})
-                state.window_loss, state.window_batches = 0.0, 0
+                window_loss.zero_()
+                state.window_batches = 0
                 if on_step:
                     on_step(state.step, {k: state.steps[-1][k] for k in ("train_loss", "learning_rate")})
-            if checkpointer and state.batch < len(batches):  # an epoch's last step saves after validation
-                checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=False)
+            # One process checks every step; a job agrees at logging steps and step-count checkpoints,
+            # so no step waits on a collective. An epoch's last step saves after validation.
+            step_due = bool(checkpointer and checkpointer.every_steps and state.step % checkpointer.every_steps == 0)
+            if checkpointer and state.batch < len(loader) and (processes == 1 or logging_step or step_due):
+                stop_or_save(checkpointer.due_here(state.step))
         progress.close()
         validation_started = time.perf_counter()
-        scores = distributed.from_main(validate(model, val, p, pad_id, device, bf16) if context.is_main else None,
-                                    context)
+        scores = validate(accelerator, trained, val, p, pad_id)
         validation_seconds += time.perf_counter() - validation_started
-        state.history.append({"epoch": state.epoch, "train_loss": state.epoch_loss / len(batches), **scores,
+        train_loss = _sum(accelerator, epoch_loss) / (state.batch * processes)
+        state.history.append({"epoch": state.epoch, "train_loss": train_loss, **scores,
                               "learning_rate": scheduler.get_last_lr()[0]})
         say(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
         if scores["val_macro_f1"] > state.best_f1:
             state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = {k: v.detach().clone() for k, v in trained.state_dict().items()}
         else:
             state.stale += 1
-        state.epoch, state.batch, state.epoch_loss = state.epoch + 1, 0, 0.0
+        state.epoch, state.batch = state.epoch + 1, 0
+        epoch_loss.zero_()
         if state.stale >= p.early_stopping_patience:
             say(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
             break
         if checkpointer and state.epoch <= p.epochs:
-            checkpointer.after_step(state, generator, model, optimizer, scheduler, best_state, epoch_end=True)
-    model.load_state_dict(best_state)
-    return TrainResult(state.history, state.steps, state.best_epoch, state.samples_seen - samples_before,
-                       time.perf_counter() - started - validation_seconds)
+            stop_or_save(True)
+    seconds = time.perf_counter() - started - validation_seconds
+    trained.load_state_dict(best)
+    if p.method == "lora":
+        trained.merge_and_unload()  # the adapters folded into `model`'s own weights, which it keeps
+    return TrainResult(state.history, state.steps, state.best_epoch,
+                       int(_sum(accelerator, samples) - samples_before), seconds, accelerator.mixed_precision,
+                       trainable)
 
 
 def history_csv(history: list[dict[str, float]], fields: tuple[str, ...] = HISTORY_FIELDS) -> str:
@@ -311,24 +319,12 @@ def save_model(model, model_source: str, params: Params) -> None:
 
 def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
     """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
-    computing = {k: v for k, v in params.train.model_dump().items() if k not in _OBSERVATION_ONLY}
+    computing = {k: v for k, v in params.train.model_dump().items() if k not in _NOT_COMPUTING}
     key = json.dumps({"train": computing, "max_length": params.tokenize.max_length,
                       "model": params.model.name_or_path, "labels": params.ingest.class_names,
                       "inputs": {name: storage.file_md5(path) for name, path in inputs.items()}}, sort_keys=True)
     return paths.CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
 
-
-
-def stop_on_signals(checkpointer: Checkpointer) -> None:
-    """SIGINT and SIGTERM ask for a checkpoint at the next step, after which the run stops
-    (`Checkpointer.after_step` raises TrainingInterrupted)."""
-
-    def request_stop(signum, _frame):
-        checkpointer.stop_requested = signum
-        print(f"train: {signal.Signals(signum).name}: saving a checkpoint at the next step", file=sys.stderr)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
 
 
 def train_report(result: TrainResult, device: torch.device, train_rows: int,
@@ -337,7 +333,8 @@ def train_report(result: TrainResult, device: torch.device, train_rows: int,
     CPU, which kernels they are exact for (`reprolab audit` compares them)."""
     best = result.history[result.best_epoch - 1]
     report = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
-              "train_rows": train_rows, **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
+              "mixed_precision": result.mixed_precision, "train_rows": train_rows,
+              **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
     if device.type == "cpu":
         report["cpu_kernels"] = cpu_kernels
     return report

@@ -199,8 +199,9 @@ class VerifiedEncoder:
     """Encodes with `ChunkedEncoder` where it gives the tokenizer's own ids, else whole texts; built
     once for all splits (its tokenizer copies take 0.3 s), checked on the first batch of each."""
 
-    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation):
+    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation, caller: str = "tokenize"):
         self.name = type(tokenizer).__name__
+        self.caller = caller  # who says so, when the fast encoder is not used
         self.whole = partial(encoding.encode, tokenizer, max_length=max_length, truncation=truncation)
         try:
             self.chunked, self.reason = ChunkedEncoder(tokenizer, max_length, truncation), ""
@@ -215,7 +216,7 @@ class VerifiedEncoder:
             if self.chunked(sample).to_pylist() == expected:
                 return self.chunked, expected
             reason = "chunked ids differ from whole-text ids"  # tokens that can span a space
-        print(f"tokenize: {self.name}: {reason}; encoding whole texts")
+        print(f"{self.caller}: {self.name}: {reason}; encoding whole texts")
         return self.whole, expected
 
 

@@ -25,12 +25,12 @@ def main() -> None:
     device = modeling.select_device(params.train.device)
     # The prediction path `reprolab predict` and the MLflow model take, from the token ids on.
     predictor = prediction.Predictor(paths.MODEL_DIR, device=str(device), batch_size=params.evaluate.batch_size,
-                                     bf16=modeling.use_bf16(params.train.mixed_precision, device))
+                                     bf16=modeling.mixed_precision(params.train.mixed_precision, device) == "bf16")
     results = {
         "transformer": predictor.probabilities(test.sequences),
         "baseline": evaluation.baseline_probs(
             clean_train["text"], [names.index(label) for label in clean_train["label"]],
-            clean_test["text"], params.evaluate.baseline, len(names)),
+            clean_test["text"], params.evaluate.baseline, len(names), params.train.class_weights),
     }
     metrics = evaluation.scores(test.labels, results, names)
     storage.write_json(metrics, paths.METRICS)

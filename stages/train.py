@@ -1,8 +1,9 @@
 """train: fine-tune the pretrained encoder on the token splits -> models/model, reports/train.json.
 
-With `train.num_processes` > 1 the stage relaunches itself under torchrun (data-parallel). Checkpoints
-are written every `train.checkpoint_every_steps` steps and on SIGINT/SIGTERM; the next run with the
-same inputs and params resumes from the last one (see reprolab.training).
+With `train.num_processes` x `train.num_machines` > 1 the stage relaunches itself under `accelerate
+launch` (data-parallel). Checkpoints are written by step count and wall clock, at epoch ends and on
+SIGINT/SIGTERM; the next run with the same inputs and params resumes from the last one (see
+reprolab.checkpoints). Only process 0 of machine 0 tracks the run and writes the outputs.
 """
 
 from reprolab.process_settings import configure_process
@@ -14,9 +15,10 @@ import sys
 from contextlib import nullcontext
 
 from reprolab import (
-    distributed,
+    checkpoints,
     encoding,
     figures,
+    launching,
     modeling,
     paths,
     provenance,
@@ -32,44 +34,37 @@ from reprolab.params import Params, load_params
 def main() -> None:
     params = load_params()
     p = params.train
-    if p.num_processes > 1 and not distributed.launched_by_torchrun():
-        print(f"train: launching {p.num_processes} data-parallel processes with torchrun", flush=True)
-        distributed.relaunch_with_torchrun("stages.train", p.num_processes)
-    device = modeling.select_device(p.device)
-    context = distributed.init(device.type)
-    try:
-        train_stage(params, distributed.process_device(device, context), context)
-    finally:
-        distributed.shutdown(context)
-
-
-def train_stage(params: Params, device, context: distributed.Context) -> None:
-    p = params.train
-    training.seed_everything(p.seed, device, p.num_threads)
-    if device.type == "cpu":
+    if p.world_size > 1 and not launching.launched():
+        print(f"train: launching {p.num_processes} data-parallel process(es) on machine {p.machine_rank} of "
+              f"{p.num_machines} with accelerate", flush=True)
+        launching.relaunch("stages.train", p)
+    accelerator = training.make_accelerator(p)
+    training.seed_everything(p.seed, accelerator.device, p.num_threads)
+    if accelerator.device.type == "cpu":
         modeling.reuse_freed_host_memory()
     inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
               "val": paths.token_split("val")}
     train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
     val = modeling.TokenData.read(inputs["val"])
     source = encoding.resolve_model(params.model.name_or_path)
-    model = modeling.load_classifier(source, params.ingest.class_names).to(device)
-    checkpointer = training.Checkpointer(training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, context)
+    model = modeling.load_classifier(source, params.ingest.class_names)
+    checkpointer = checkpoints.Checkpointer(training.checkpoint_dir(params, inputs), p.checkpoint_every_steps,
+                                            p.checkpoint_every_minutes)
     previous = checkpointer.peek()
-    training.stop_on_signals(checkpointer)
-    # Under DDP only rank 0 tracks and writes outputs; the other processes train and leave.
+    checkpointer.stop_on_signals()
+    # Only the job's main process tracks and writes outputs; the others train and leave.
     tracked = tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) \
-        if context.is_main else nullcontext()
+        if accelerator.is_main_process else nullcontext()
     with tracked as run:
         if run is not None:
-            run.set_tags({"train.device": str(device)})
+            run.set_tags({"train.device": str(accelerator.device)})
         try:
             result = training.train_model(
-                model, train, val, p, model.config.pad_token_id or 0, params.tokenize.max_length, device,
+                accelerator, model, train, val, p, model.config.pad_token_id or 0, params.tokenize.max_length,
                 on_step=None if run is None else (
                     lambda step, values: run.log_metrics({f"step/{k}": v for k, v in values.items()}, step)),
-                checkpointer=checkpointer, run_id=None if run is None else run.run_id, context=context)
-        except training.TrainingInterrupted as stop:
+                checkpointer=checkpointer, run_id=None if run is None else run.run_id)
+        except checkpoints.TrainingInterrupted as stop:
             signal_name = signal.Signals(checkpointer.stop_requested).name
             print(f"train: stopped by {signal_name}; {stop} in {checkpointer.directory}. "
                   "Run `dvc repro` to resume.", file=sys.stderr)
@@ -77,8 +72,10 @@ def train_stage(params: Params, device, context: distributed.Context) -> None:
                 run.close("KILLED")
             sys.exit(128 + checkpointer.stop_requested)
         if run is not None:
-            write_outputs(run, model, source, params, len(train), device, result)
-            checkpointer.clear()
+            write_outputs(run, model, source, params, len(train), accelerator.device, result)
+        accelerator.wait_for_everyone()  # every machine keeps its checkpoint until the outputs are written
+        checkpointer.clear(accelerator)
+    accelerator.end_training()
 
 
 def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device,

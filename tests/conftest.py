@@ -83,11 +83,14 @@ def train_params(**overrides):
     """Train params for a few quick CPU steps, any field overridden."""
     from reprolab.params import TrainParams
 
-    base = dict(seed=0, device="cpu", mixed_precision="auto", torch_compile=False, epochs=1, batch_size=8,
-                eval_batch_size=32, gradient_accumulation_steps=1, learning_rate=1e-4, weight_decay=0.01,
-                lr_scheduler="linear", warmup_ratio=0.1, max_grad_norm=1.0, early_stopping_patience=1,
-                padding="dynamic", group_by_length=True, num_threads=2, num_processes=1, log_every_steps=1,
-                checkpoint_every_steps=0)
+    base = dict(seed=0, device="cpu", mixed_precision="auto", torch_compile=False, method="full",
+                lora=dict(rank=4, alpha=8.0, dropout=0.0, target_modules=["query", "value"]), class_weights="none",
+                epochs=1, batch_size=8, eval_batch_size=32, gradient_accumulation_steps=1, learning_rate=1e-4,
+                weight_decay=0.01, lr_scheduler="linear", warmup_ratio=0.1, max_grad_norm=1.0,
+                early_stopping_patience=1, padding="dynamic", group_by_length=True, num_threads=2,
+                dataloader_workers="auto", num_processes=1, num_machines=1, machine_rank=0,
+                main_process_ip="127.0.0.1", main_process_port=29500, log_every_steps=1,
+                checkpoint_every_steps=0, checkpoint_every_minutes=0.0)
     return TrainParams(**{**base, **overrides})
 
 

@@ -13,29 +13,38 @@ import time
 from pathlib import Path
 
 from reprolab import serving, storage, tracking
+from reprolab.checkpoints import Checkpointer
 from tests.conftest import env_for, fixture_params_raw, lock_outs, run
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+def saved_steps(project: Path) -> list[int]:
+    """The step of each run's latest complete checkpoint."""
+    steps = []
+    for directory in (project / "checkpoints/train").glob("*"):
+        try:
+            state = Checkpointer(directory).peek()
+        except (OSError, ValueError):  # replaced while reading
+            continue
+        if state:
+            steps.append(state.step)
+    return steps
 
 
 def wait_for_checkpoint(project: Path, min_step: int, process: subprocess.Popen, timeout: float = 300) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "training ended before a checkpoint was seen"
-        for state in (project / "checkpoints/train").glob("*/state.json"):
-            try:
-                step = json.loads(state.read_text())["loop"]["step"]
-            except (OSError, ValueError):  # swapped while reading
-                continue
-            if step >= min_step:
-                return step
+        if any(step >= min_step for step in saved_steps(project)):
+            return max(saved_steps(project))
         time.sleep(0.01)
     raise AssertionError("no checkpoint appeared")
 
 
 def checkpoint_step(project: Path) -> int:
-    (state,) = (project / "checkpoints/train").glob("*/state.json")
-    return json.loads(state.read_text())["loop"]["step"]
+    (step,) = saved_steps(project)
+    return step
 
 
 def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):

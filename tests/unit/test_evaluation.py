@@ -55,6 +55,16 @@ def test_baseline_learns_separable_text():
     assert probs.argmax(1).tolist() == [1, 0]
 
 
+def test_balanced_baseline_gives_the_rare_class_more_weight():
+    """train.class_weights: balanced reaches the baseline too: on 9:1 data, a text with nothing of
+    either class gets more of the rare class's probability than without weights."""
+    train = ["meeting notes attached", "see you at the meeting", "notes from the call"] * 6 + ["win free money"] * 2
+    labels = [0] * 18 + [1] * 2
+    params = BaselineParams(max_features=100, ngram_max=1, C=1.0)
+    plain = baseline_probs(train, labels, ["hello there"], params, 2)[0, 1]
+    balanced = baseline_probs(train, labels, ["hello there"], params, 2, "balanced")[0, 1]
+    assert balanced > plain + 0.1, (plain, balanced)
+
 
 def _tied_corpus() -> list[str]:
     """3,000 documents whose rare words tie by the hundred at any vocabulary cut."""

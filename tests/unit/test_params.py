@@ -133,6 +133,10 @@ def test_a_repeated_key_names_the_key_and_both_lines(tmp_path, text, message):
     ("train", "learning_rate", float("nan"), "train.learning_rate: Input should be a finite number"),
     ("train", "seed", 2**40, "train.seed: Input should be less than 4294967296"),
     ("clean", "min_chars", 30000, r"clean: min_chars \(30000\) is above max_chars \(20000\)"),
+    ("train", "machine_rank", 1, r"train: machine_rank 1 must be below num_machines 1"),
+    ("train", "checkpoint_every_minutes", float("nan"), "train.checkpoint_every_minutes: Input should be a finite"),
+    ("train", "method", "qlora", "train.method: Input should be 'full' or 'lora'"),
+    ("train", "dataloader_workers", -1, "train.dataloader_workers"),
 ])
 def test_values_that_cannot_run_are_refused_naming_the_key(raw, section, key, value, message):
     raw[section][key] = value
@@ -202,4 +206,19 @@ def test_labels_and_label_map_must_name_distinct_known_classes(raw, ingest, mess
 def test_a_split_column_needs_a_table_and_distinct_split_names(raw, ingest, message):
     raw["ingest"] |= ingest
     with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_a_cpu_run_cannot_ask_for_half_precision(raw):
+    raw["train"].update(device="cpu", mixed_precision="bf16")
+    with pytest.raises(ParamsError, match="train: mixed_precision bf16 needs CUDA; device is cpu"):
+        parse_params(raw)
+
+
+def test_lora_settings_are_checked_by_name(raw):
+    raw["train"]["lora"]["target_modules"] = []
+    with pytest.raises(ParamsError, match="train.lora.target_modules"):
+        parse_params(raw)
+    raw["train"]["lora"] = {**raw["train"]["lora"], "target_modules": ["query"], "rnak": 4}
+    with pytest.raises(ParamsError, match="rnak"):
         parse_params(raw)

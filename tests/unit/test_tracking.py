@@ -43,3 +43,18 @@ def test_a_stage_run_ends_when_its_record_says(tmp_path, monkeypatch):
     run.close()
     ended = tracking.connect().MlflowClient().get_run(run.run_id).info
     assert ended.end_time == run.record["end_ms"] == int(recorded_end * 1000) and ended.status == "FINISHED"
+
+
+def test_metric_names_from_data_are_names_mlflow_takes():
+    """ingest's report counts skip rules and classes by their names ("not_in_folder (spam_assassin
+    layout)", a class "a/b"): MLflow refused the parentheses, and the whole stage record was spooled."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    report = {"skipped_by_rule": {"not_in_folder (spam_assassin layout)": 2, "not_mail": 3},
+              "kept_by_label": {"très bon": 1, "a/b": 4, "x:y,z+1": 5}, "rows_in": 15, "note": "text"}
+    flat = tracking.flat_metrics(report)
+    assert flat == {"skipped_by_rule.not_in_folder__spam_assassin_layout_": 2.0, "skipped_by_rule.not_mail": 3.0,
+                    "kept_by_label.très_bon": 1.0, "kept_by_label.a_b": 4.0, "kept_by_label.x_y_z_1": 5.0,
+                    "rows_in": 15.0}
+    for name in flat:
+        _validate_metric_name(name)
