@@ -22,6 +22,8 @@ PARAMS_FILE = Path("params.yaml")
 # A params file is a page of settings; anything far larger is not one (and is not read whole).
 MAX_PARAMS_BYTES = 1 << 20
 PREVIEW_CHARS = 80
+MAX_LISTED_KEYS = 10  # unknown keys named per section
+MAX_PROBLEM_LINES = 20
 
 
 class ParamsError(StageError):
@@ -278,16 +280,43 @@ class Params(Section):
     audit: AuditParams
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, error["loc"][:-1])
-        return f"{key}: unknown key (allowed here: {', '.join(allowed)})"
+def _describe(error: dict[str, Any], section: tuple = ()) -> str:
+    key = _key((*section, *error["loc"]))
     if error["type"] == "missing":
         return f"{key}: required key is missing"
     if not error["loc"] or error["type"] == "value_error":  # a check across keys: its message names them
         return f"{key or 'params'}: {error['msg'].removeprefix('Value error, ')}"
     return f"{key}: {error['msg']} (got {preview(error.get('input'))})"
+
+
+def _key(loc: tuple) -> str:
+    """A dotted key as the message shows it; a part that is someone's huge text is cut short."""
+    return ".".join(part if len(part := str(item)) <= PREVIEW_CHARS else preview(part) for item in loc)
+
+
+def _problems(errors: list[dict[str, Any]], model: type[BaseModel], section: tuple = ()) -> list[str]:
+    """One line per problem (keys shown under `section`, where `model` is that section's); a part's
+    unknown keys share one line (a missing section header turns all its keys into the previous
+    section's unknown keys: one line, not forty), at most MAX_PROBLEM_LINES lines in all."""
+    unknown: dict[tuple, list[str]] = {}
+    lines = []
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            unknown.setdefault(tuple(error["loc"][:-1]), []).append(_key(error["loc"][-1:]))
+        else:
+            lines.append(_describe(error, section))
+    for parent, keys in unknown.items():
+        allowed = f"(allowed here: {', '.join(_allowed_keys(model, parent))})"
+        where = _key((*section, *parent))
+        if len(keys) == 1:
+            lines.append(f"{where + '.' if where else ''}{keys[0]}: unknown key {allowed}")
+        else:
+            named = ", ".join(keys[:MAX_LISTED_KEYS])
+            more = f" and {len(keys) - MAX_LISTED_KEYS} more" if len(keys) > MAX_LISTED_KEYS else ""
+            lines.append(f"{where or 'params'}: unknown keys {named}{more} {allowed}")
+    if len(lines) > MAX_PROBLEM_LINES:
+        lines = [*lines[:MAX_PROBLEM_LINES], f"... and {len(lines) - MAX_PROBLEM_LINES} more problems"]
+    return lines
 
 
 def preview(value: Any) -> str:
@@ -355,7 +384,7 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e, Params) for e in exc.errors())
+        problems = "\n  ".join(_problems(exc.errors(), Params))
         raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
 
 
@@ -368,7 +397,7 @@ def parse_audit_params(raw: Any, source: str) -> AuditParams | None:
     try:
         return AuditParams.model_validate(section)
     except ValidationError as exc:
-        problems = "\n  ".join(f"audit.{_describe(e, AuditParams)}" for e in exc.errors())
+        problems = "\n  ".join(_problems(exc.errors(), AuditParams, ("audit",)))
         raise ParamsError(f"{source}: invalid params:\n  {problems}") from None
 
 

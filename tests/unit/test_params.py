@@ -222,3 +222,27 @@ def test_lora_settings_are_checked_by_name(raw):
     raw["train"]["lora"] = {**raw["train"]["lora"], "target_modules": ["query"], "rnak": 4}
     with pytest.raises(ParamsError, match="rnak"):
         parse_params(raw)
+
+
+def test_a_lost_section_header_is_one_line_not_one_per_key():
+    """Without its `train:` line, train's keys read as the previous section's (augment's) unknown keys:
+    one line naming the first of them, not forty lines each listing augment's keys (found by the fuzz
+    test: the message had passed 5,000 characters)."""
+    text = FIXTURE_PARAMS.read_text().replace("\ntrain:\n", "\n", 1)
+    with pytest.raises(ParamsError) as err:
+        parse_params(yaml.safe_load(text))
+    message = str(err.value)
+    assert "train: required key is missing" in message
+    assert "augment: unknown keys device, mixed_precision, torch_compile," in message
+    assert " more (allowed here: " in message
+    assert len(message.splitlines()) == 3 and len(message) < 1000
+
+
+def test_problem_lines_are_capped(raw):
+    for section in ("clean", "tokenize", "augment", "evaluate", "export"):
+        raw[section] = {f"key{i}": i for i in range(3)}
+    raw.update({f"extra{i}": {} for i in range(30)})
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 22 and lines[-1].strip().startswith("... and ") and lines[-1].endswith(" more problems")
