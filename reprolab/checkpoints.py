@@ -101,7 +101,9 @@ class Checkpointer:
         accelerator.save_state(str(folder))
         if local_main:
             if best is not None and not self._best_file(state.best_epoch).exists():
-                save_file({k: v.contiguous() for k, v in best.items()}, self._best_file(state.best_epoch))
+                # Atomic: a file cut short by a kill would exist, and so never be written again.
+                with storage.atomic_path(self._best_file(state.best_epoch)) as tmp:
+                    save_file({k: v.contiguous() for k, v in best.items()}, tmp)
             (folder / LOOP).write_text(json.dumps(state.to_json()))
         accelerator.wait_for_everyone()  # every process's RNG file is in place
         if local_main:

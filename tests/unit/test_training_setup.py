@@ -2,6 +2,7 @@
 the launch command and the checkpoint fingerprint."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,18 @@ def test_every_machine_of_a_job_finds_the_same_checkpoint(tmp_path, monkeypatch)
     assert key(machine_rank=0, num_machines=2) == key(machine_rank=1, num_machines=2, main_process_port=29999)
     assert key(log_every_steps=1, checkpoint_every_minutes=1, dataloader_workers=2) == key()
     assert key(num_processes=2) != key() and key(method="lora") != key() and key(class_weights="balanced") != key()
+
+
+def test_best_weights_are_never_left_half_written(tmp_path, monkeypatch):
+    """The best epoch's file is written once (skipped when it exists), so a torn write would stay."""
+    from reprolab import checkpoints
+
+    def torn_write(_tensors, path):
+        Path(path).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save_file", torn_write)
+    accelerator = training.make_accelerator(train_params())
+    with pytest.raises((OSError, StageError)):
+        checkpoints.Checkpointer(tmp_path).save(accelerator, checkpoints.LoopState(best_epoch=1), {"w": torch.zeros(2)})
+    assert not (tmp_path / "best-epoch-1.safetensors").exists()
