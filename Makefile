@@ -59,6 +59,7 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
+	$(BIN)/ruff format --check stages reprolab tests bench
 	$(BIN)/ruff check stages reprolab tests bench
 	$(BIN)/python -m pytest
 

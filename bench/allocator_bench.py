@@ -1,4 +1,4 @@
-"""CPU training steps with and without `modeling.reuse_freed_host_memory` (what the train stage sets).
+"""CPU training steps with and without `runtime.reuse_freed_host_memory` (what the train stage sets).
 
 Each side runs in its own process (the allocator setting is process-wide), alternated --repeats
 times so that drift on the machine hits both alike: the pipeline's model, fused AdamW, batch
@@ -20,12 +20,13 @@ from common import median, params, save
 def child(lengths: list[int], steps: int, reuse: bool) -> dict:
     import torch
 
-    from reprolab import encoding, modeling
-    from reprolab.training import seed_everything
+    from reprolab.encoding import encoder
+    from reprolab.model import runtime
+    from reprolab.model.training import seed_everything
 
     seed_everything(params.train.seed, torch.device("cpu"), params.train.num_threads)
-    took_effect = modeling.reuse_freed_host_memory() if reuse else False
-    model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
+    took_effect = runtime.reuse_freed_host_memory() if reuse else False
+    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, fused=True)
     batch = params.train.batch_size
@@ -41,8 +42,12 @@ def child(lengths: list[int], steps: int, reuse: bool) -> dict:
             times.append(time.perf_counter() - start)
         seconds[length] = median(times[1:])
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"took_effect": took_effect, "seconds_per_step": seconds, "system_seconds": usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss // 1024}
+    return {
+        "took_effect": took_effect,
+        "seconds_per_step": seconds,
+        "system_seconds": usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss // 1024,
+    }
 
 
 def main() -> None:
@@ -58,20 +63,44 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"default": [], "reuse": []}
     for _ in range(args.repeats):
         for side in runs:
-            cmd = [sys.executable, __file__, "--child", side, "--steps", str(args.steps), "--lengths",
-                   *map(str, args.lengths)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                side,
+                "--steps",
+                str(args.steps),
+                "--lengths",
+                *map(str, args.lengths),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs[side].append(json.loads(out.strip().splitlines()[-1]))
-    summary = {side: {"took_effect": all(r["took_effect"] for r in rs),
-                      "seconds_per_step": {n: round(median([r["seconds_per_step"][str(n)] for r in rs]), 3)
-                                           for n in args.lengths},
-                      "system_seconds": round(median([r["system_seconds"] for r in rs]), 1),
-                      "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
-               for side, rs in runs.items()}
-    speedup = {n: round(summary["default"]["seconds_per_step"][n] / summary["reuse"]["seconds_per_step"][n], 2)
-               for n in args.lengths}
-    save("allocator", {"batch_size": params.train.batch_size, "threads": params.train.num_threads,
-                       "steps": args.steps, "repeats": args.repeats, **summary, "speedup": speedup})
+    summary = {
+        side: {
+            "took_effect": all(r["took_effect"] for r in rs),
+            "seconds_per_step": {
+                n: round(median([r["seconds_per_step"][str(n)] for r in rs]), 3) for n in args.lengths
+            },
+            "system_seconds": round(median([r["system_seconds"] for r in rs]), 1),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+        }
+        for side, rs in runs.items()
+    }
+    speedup = {
+        n: round(summary["default"]["seconds_per_step"][n] / summary["reuse"]["seconds_per_step"][n], 2)
+        for n in args.lengths
+    }
+    save(
+        "allocator",
+        {
+            "batch_size": params.train.batch_size,
+            "threads": params.train.num_threads,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            **summary,
+            "speedup": speedup,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from common import clean_texts
 
 from reprolab import storage
-from reprolab.cleaning import SPLIT_SCHEMA
-from reprolab.ingestion import RAW_SCHEMA
+from reprolab.data.cleaning import SPLIT_SCHEMA
+from reprolab.data.ingestion import RAW_SCHEMA
 
 CHUNK = 10_000
 
@@ -43,20 +43,34 @@ def synthetic_rows(rows: int, seed: int = 0) -> Iterator[pa.Table]:
     rng = np.random.default_rng(seed)
     for start in range(0, rows, CHUNK):
         picks = rng.integers(len(texts), size=min(CHUNK, rows - start))
-        yield pa.table({"id": [f"synthetic-{start + i:09d}" for i in range(len(picks))],
-                        "label": [labels[p] for p in picks],
-                        "text": [varied(list(split_words[p]), rng) for p in picks],
-                        "replacements": pa.repeat(0, len(picks))}, schema=SPLIT_SCHEMA)
+        yield pa.table(
+            {
+                "id": [f"synthetic-{start + i:09d}" for i in range(len(picks))],
+                "label": [labels[p] for p in picks],
+                "text": [varied(list(split_words[p]), rng) for p in picks],
+                "replacements": pa.repeat(0, len(picks)),
+            },
+            schema=SPLIT_SCHEMA,
+        )
 
 
 def as_raw(table: pa.Table) -> pa.Table:
     """Clean-split rows as ingest would write them from a table source."""
     rows = table.num_rows
-    return pa.table({"id": table["id"], "source": table["id"], "group": pa.repeat("synthetic", rows),
-                     "label": table["label"], "kind": pa.repeat("text", rows),
-                     "raw": pc.cast(table["text"], pa.binary()), "checksum_status": pa.repeat("absent", rows),
-                     "split": pa.nulls(rows, pa.string()), "encoding": pa.nulls(rows, pa.string())},
-                    schema=RAW_SCHEMA)
+    return pa.table(
+        {
+            "id": table["id"],
+            "source": table["id"],
+            "group": pa.repeat("synthetic", rows),
+            "label": table["label"],
+            "kind": pa.repeat("text", rows),
+            "raw": pc.cast(table["text"], pa.binary()),
+            "checksum_status": pa.repeat("absent", rows),
+            "split": pa.nulls(rows, pa.string()),
+            "encoding": pa.nulls(rows, pa.string()),
+        },
+        schema=RAW_SCHEMA,
+    )
 
 
 def build(rows: int, out: Path, seed: int = 0, form: str = "split") -> None:

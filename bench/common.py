@@ -19,8 +19,9 @@ from reprolab.process_settings import configure_process  # noqa: E402
 
 configure_process()  # the stages' settings (offline, CPU kernels), before anything imports torch
 
-from reprolab import paths, provenance, storage  # noqa: E402
+from reprolab import paths, storage  # noqa: E402
 from reprolab.params import load_params  # noqa: E402
+from reprolab.records import provenance  # noqa: E402
 
 RESULTS = ROOT / "reports" / "benchmarks"
 
@@ -48,15 +49,30 @@ def best_of(repeats: int, work: Callable[[], object]) -> float:
 def machine() -> dict[str, object]:
     cpu = "unknown"
     if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "versions": provenance.package_versions()}
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": provenance.package_versions(),
+    }
 
 
 def save(name: str, results: dict[str, object]) -> None:
-    results = {**results, "commit": provenance.git_commit(), "dirty_paths": provenance.git_dirty_paths(),
-               "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    results = {
+        **results,
+        "commit": provenance.git_commit(),
+        "dirty_paths": provenance.git_dirty_paths(),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     storage.write_json(results, RESULTS / f"{name}.json")
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
 

@@ -20,8 +20,10 @@ def main() -> None:
         times.append(time.perf_counter() - start)
         if "Running stage" in done.stdout or done.returncode:
             sys.exit(f"not a no-op: run `dvc repro` to completion first\n{done.stdout[-2000:]}")
-    save("dvc_noop", {"seconds": {"median": round(median(times), 2), "all": [round(t, 2) for t in times]},
-                      "target_seconds": 2.0})
+    save(
+        "dvc_noop",
+        {"seconds": {"median": round(median(times), 2), "all": [round(t, 2) for t in times]}, "target_seconds": 2.0},
+    )
 
 
 if __name__ == "__main__":

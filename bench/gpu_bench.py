@@ -21,8 +21,16 @@ import common  # noqa: F401  first: it calls configure_process() before numpy or
 import torch
 
 # Dense bf16 tensor-core peaks (vendor data sheets, without sparsity), by a substring of the device name.
-BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
-                    "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+}
 
 
 def peak_tflops(name: str, given: float | None) -> float | None:
@@ -40,8 +48,15 @@ def one_run(side: str, train, val, rows: tuple[list[str], list[str]], length: in
     if side == "transformers_trainer":
         speed, parameters = run_trainer(*rows, length, cuda=cuda, batch_size=batch_size), 0
     else:
-        speed, _, model, _ = run_ours(train, val, length, torch_compile=side == "reprolab_compiled",
-                                      device="cuda" if cuda else "cpu", mixed_precision="auto", batch_size=batch_size)
+        speed, _, model, _ = run_ours(
+            train,
+            val,
+            length,
+            torch_compile=side == "reprolab_compiled",
+            device="cuda" if cuda else "cpu",
+            mixed_precision="auto",
+            batch_size=batch_size,
+        )
         parameters = sum(w.numel() for w in model.parameters())
     return speed, torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0, parameters
 
@@ -65,14 +80,14 @@ def main() -> None:
     from common import clean_texts, params, save
     from train_bench import token_data
 
-    from reprolab import encoding
+    from reprolab.encoding import encoder
 
     device_name = torch.cuda.get_device_name() if cuda else "cpu (rehearsal)"
     peak = peak_tflops(device_name, args.peak_tflops)
     texts, labels = clean_texts()
     order = np.resize(np.random.default_rng(0).permutation(len(texts)), args.rows)  # cycled to --rows
     rows_texts, rows_labels = [texts[i] for i in order], [labels[i] for i in order]
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    tokenizer = encoder.load_tokenizer(params.model.name_or_path)
     results = {}
     for length in args.max_lengths:
         train = token_data(tokenizer, rows_texts, rows_labels, length)
@@ -85,16 +100,26 @@ def main() -> None:
                 if run[0] > best.get(side, (0.0,))[0]:
                     best[side] = run
         parameters = best["reprolab"][2]
-        mfu = {side: round(6 * parameters * speed * real_tokens_per_row / (peak * 1e12), 4) if peak else None
-               for side, (speed, _, _) in best.items()}
+        mfu = {
+            side: round(6 * parameters * speed * real_tokens_per_row / (peak * 1e12), 4) if peak else None
+            for side, (speed, _, _) in best.items()
+        }
         results[str(length)] = {
             "samples_per_second": {side: round(speed, 1) for side, (speed, _, _) in best.items()},
             "peak_memory_gib": {side: round(memory, 2) for side, (_, memory, _) in best.items()},
-            "mfu": mfu, "real_tokens_per_row": round(real_tokens_per_row, 1),
+            "mfu": mfu,
+            "real_tokens_per_row": round(real_tokens_per_row, 1),
             "ratio_to_trainer": round(best["reprolab"][0] / best["transformers_trainer"][0], 2),
-            "compile_ratio": round(best["reprolab_compiled"][0] / best["reprolab"][0], 2)}
-    summary = {"device": device_name, "bf16_peak_tflops": peak, "rows": args.rows, "batch_size": args.batch_size,
-               "targets": {"ratio_to_trainer": 1.5, "mfu_at_256": 0.30}, "results": results}
+            "compile_ratio": round(best["reprolab_compiled"][0] / best["reprolab"][0], 2),
+        }
+    summary = {
+        "device": device_name,
+        "bf16_peak_tflops": peak,
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "targets": {"ratio_to_trainer": 1.5, "mfu_at_256": 0.30},
+        "results": results,
+    }
     if cuda:
         save("gpu_train", summary)
     else:

@@ -93,8 +93,13 @@ def _pss_mb(pid: int) -> float:
 
 def run_measured(cmd: list[str], cwd: Path) -> dict[str, float]:
     """Wall seconds, peak summed PSS of the process tree and peak RSS of its largest process (MB)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+    }
     peak_tree = 0.0
     # stderr to a file, not a pipe: nothing drains a pipe while we poll, and a full one would hang.
     with tempfile.TemporaryFile() as stderr, open(os.devnull, "wb") as devnull:
@@ -110,39 +115,45 @@ def run_measured(cmd: list[str], cwd: Path) -> dict[str, float]:
         if os.waitstatus_to_exitcode(status) != 0:
             stderr.seek(0)
             raise SystemExit(f"{cmd} failed: {stderr.read().decode(errors='replace')[-2000:]}")
-    return {"seconds": round(seconds, 1), "peak_tree_pss_mb": round(peak_tree),
-            "peak_process_rss_mb": round(usage.ru_maxrss / 1024)}
+    return {
+        "seconds": round(seconds, 1),
+        "peak_tree_pss_mb": round(peak_tree),
+        "peak_process_rss_mb": round(usage.ru_maxrss / 1024),
+    }
 
 
 def whole_table_tokenize(project: Path) -> None:
     """tokenize's baseline: every split read, encoded and written in one piece."""
-    from reprolab import encoding
+    from reprolab.encoding import encoder
 
     p = params.tokenize
-    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
+    tokenizer = encoder.load_tokenizer(str(ROOT / params.model.name_or_path))
     for split in paths.SPLITS:
         table = storage.read_parquet(project / paths.clean_split(split)).to_pydict()
         ids = [
-            encoding.encode(tokenizer, table["text"][i : i + p.batch_size], p.max_length, encoding.Truncation.of(p))
+            encoder.encode(tokenizer, table["text"][i : i + p.batch_size], p.max_length, encoder.Truncation.of(p))
             for i in range(0, len(table["text"]), p.batch_size)
         ]
-        tokens = encoding.token_table(table["id"], [s for batch in ids for s in batch],
-                                      encoding.label_ids(table["label"], params.ingest.labels))
+        tokens = encoder.token_table(
+            table["id"], [s for batch in ids for s in batch], encoder.label_ids(table["label"], params.ingest.labels)
+        )
         storage.write_parquet(tokens, project / paths.token_split(split))
 
 
 def whole_table_augment(project: Path) -> None:
     """augment's baseline: the training split read whole, every copy made, encoded and written at once."""
-    from reprolab import augmentation, encoding
+    from reprolab.data import augmentation
+    from reprolab.encoding import encoder
 
     train = storage.read_parquet(project / paths.clean_split("train")).to_pylist()
-    truncation = encoding.Truncation.of(params.tokenize)
+    truncation = encoder.Truncation.of(params.tokenize)
     copies = augmentation.augment_rows(train, params.augment, truncation)
-    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
-    tokens = encoding.token_table([r["id"] for r in copies],
-                                  encoding.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length,
-                                                  truncation),
-                                  encoding.label_ids([r["label"] for r in copies], params.ingest.labels))
+    tokenizer = encoder.load_tokenizer(str(ROOT / params.model.name_or_path))
+    tokens = encoder.token_table(
+        [r["id"] for r in copies],
+        encoder.encode(tokenizer, [r["text"] for r in copies], params.tokenize.max_length, truncation),
+        encoder.label_ids([r["label"] for r in copies], params.ingest.labels),
+    )
     table = tokens.append_column("origin_id", pa.array([r["origin_id"] for r in copies]))
     storage.write_parquet(table, project / paths.AUGMENTED)
 
@@ -156,15 +167,23 @@ def tiny_model(dest: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from reprolab import encoding
-    from reprolab.prediction import Recipe
+    from reprolab.encoding import encoder
+    from reprolab.inference.prediction import Recipe
 
     torch.manual_seed(0)
-    tokenizer = encoding.load_tokenizer(str(ROOT / params.model.name_or_path))
+    tokenizer = encoder.load_tokenizer(str(ROOT / params.model.name_or_path))
     names = params.ingest.class_names
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=len(names), id2label=dict(enumerate(names)),
-                        label2id={name: i for i, name in enumerate(names)}, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+        pad_token_id=tokenizer.pad_token_id,
+    )
     BertForSequenceClassification(config).save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     Recipe.of(params).write(dest)
@@ -174,8 +193,22 @@ def tiny_model(dest: Path) -> Path:
 def stage_command(stage: str, model: tuple[str, str]) -> list[str]:
     if stage != "predict":
         return [sys.executable, "-m", f"stages.{stage}"]
-    return [sys.executable, "-m", "reprolab.cli", "predict", "source.jsonl", "--out", "predictions.parquet",
-            "--id-column", "id", "--model", model[0], "--format", model[1], "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "reprolab.cli",
+        "predict",
+        "source.jsonl",
+        "--out",
+        "predictions.parquet",
+        "--id-column",
+        "id",
+        "--model",
+        model[0],
+        "--format",
+        model[1],
+        "--no-progress",
+    ]
 
 
 def measure(stage: str, rows: int, baseline: bool, model: tuple[str, str] = ("", "torch")) -> dict[str, object]:
@@ -189,12 +222,14 @@ def measure(stage: str, rows: int, baseline: bool, model: tuple[str, str] = ("",
             row["rows_kept"] = clean_rows_kept(project)
         if baseline and stage in WHOLE_TABLE:
             streamed = [storage.file_md5(project / output) for output in OUTPUTS[stage]]
-            row["whole_table"] = run_measured([sys.executable, str(Path(__file__).resolve()), "--whole-table",
-                                               stage, str(project)], project)
+            row["whole_table"] = run_measured(
+                [sys.executable, str(Path(__file__).resolve()), "--whole-table", stage, str(project)], project
+            )
             # The baseline overwrote the stage's outputs: same bytes, same work.
             row["same_output_as_whole_table"] = streamed == [storage.file_md5(project / o) for o in OUTPUTS[stage]]
-            row["memory_ratio_whole_table"] = round(row["whole_table"]["peak_tree_pss_mb"]
-                                                    / row["stage"]["peak_tree_pss_mb"], 2)
+            row["memory_ratio_whole_table"] = round(
+                row["whole_table"]["peak_tree_pss_mb"] / row["stage"]["peak_tree_pss_mb"], 2
+            )
     if baseline and stage == "clean":
         with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
             project = scratch_project(Path(tmp), stage, rows, clean_workers=1)
@@ -225,8 +260,10 @@ def main() -> None:
         stage, project = args.whole_table
         return WHOLE_TABLE[stage](Path(project))
     with tempfile.TemporaryDirectory(prefix="reprolab-tiny-") as tiny:
-        model = (str(tiny_model(Path(tiny)) if args.predict_model == "tiny" else Path(args.predict_model).resolve()),
-                 args.predict_format)
+        model = (
+            str(tiny_model(Path(tiny)) if args.predict_model == "tiny" else Path(args.predict_model).resolve()),
+            args.predict_format,
+        )
         for stage in args.stage:
             run_stage_sizes(stage, args.sizes, model, args.predict_model)
 
@@ -235,15 +272,20 @@ def run_stage_sizes(stage: str, sizes_asked: list[int], model: tuple[str, str], 
     # Baselines run beside the smallest size (at 1M rows tokenize's takes 8 GB and 8 minutes).
     sizes = [measure(stage, rows, baseline=i == 0, model=model) for i, rows in enumerate(sizes_asked)]
     first, last = sizes[0], sizes[-1]
-    save(f"scale_{stage}", {
-        **({"model": model_name, "format": model[1]} if stage == "predict" else {}),
-        "target_peak_mb": TARGET_MB,
-        "sizes": sizes,
-        # Linear time: seconds per row stays flat from the smallest size to the largest.
-        "time_per_row_growth": round((last["stage"]["seconds"] / last["rows"])
-                                     / (first["stage"]["seconds"] / first["rows"]), 2),
-        "memory_met": all(s["stage"]["peak_tree_pss_mb"] <= TARGET_MB for s in sizes),
-    })
+    save(
+        f"scale_{stage}",
+        {
+            **({"model": model_name, "format": model[1]} if stage == "predict" else {}),
+            "target_peak_mb": TARGET_MB,
+            "sizes": sizes,
+            # Linear time: seconds per row stays flat from the smallest size to the largest.
+            "time_per_row_growth": round(
+                (last["stage"]["seconds"] / last["rows"]) / (first["stage"]["seconds"] / first["rows"]), 2
+            ),
+            "memory_met": all(s["stage"]["peak_tree_pss_mb"] <= TARGET_MB for s in sizes),
+        },
+    )
+
 
 if __name__ == "__main__":
     main()

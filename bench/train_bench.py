@@ -32,24 +32,37 @@ import common  # noqa: F401  first: it calls configure_process() before numpy or
 import numpy as np
 from common import ROOT, clean_texts, params, save
 
-from reprolab import encoding, modeling, paths
-from reprolab.training import make_accelerator, seed_everything, train_model
+from reprolab import paths
+from reprolab.encoding import encoder
+from reprolab.model import runtime
+from reprolab.model.training import make_accelerator, seed_everything, train_model
 
 
-def token_data(tokenizer, texts, labels, max_length) -> modeling.TokenData:
-    encoded = encoding.encode(tokenizer, texts, max_length)
-    return modeling.TokenData([str(i) for i in range(len(texts))], [np.asarray(s, np.int32) for s in encoded],
-                              np.asarray(encoding.label_ids(labels, params.ingest.labels)))
+def token_data(tokenizer, texts, labels, max_length) -> runtime.TokenData:
+    encoded = encoder.encode(tokenizer, texts, max_length)
+    return runtime.TokenData(
+        [str(i) for i in range(len(texts))],
+        [np.asarray(s, np.int32) for s in encoded],
+        np.asarray(encoder.label_ids(labels, params.ingest.labels)),
+    )
 
 
 def run_ours(train, val, max_length, **overrides):
     import torch
 
-    p = params.train.model_copy(update={"epochs": 1, "log_every_steps": 10_000, "checkpoint_every_steps": 0,
-                                        "checkpoint_every_minutes": 0, "early_stopping_patience": 1,
-                                        "device": "cpu", **overrides})
+    p = params.train.model_copy(
+        update={
+            "epochs": 1,
+            "log_every_steps": 10_000,
+            "checkpoint_every_steps": 0,
+            "checkpoint_every_minutes": 0,
+            "early_stopping_patience": 1,
+            "device": "cpu",
+            **overrides,
+        }
+    )
     seed_everything(p.seed, torch.device(p.device), p.num_threads)
-    model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
+    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
     result = train_model(make_accelerator(p), model, train, val, p, 0, max_length)  # seconds exclude validation
     return result.samples_seen / result.seconds, result.history[-1]["val_macro_f1"], model, result
 
@@ -59,21 +72,32 @@ def run_trainer(texts, labels, max_length, cuda: bool = False, batch_size: int |
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    tokenizer = encoder.load_tokenizer(params.model.name_or_path)
     p = params.train
     seed_everything(p.seed, torch.device("cuda" if cuda else "cpu"), p.num_threads)
-    model = modeling.load_classifier(encoding.resolve_model(params.model.name_or_path), params.ingest.labels)
-    data = Dataset.from_dict({"text": texts, "label": encoding.label_ids(labels, params.ingest.labels)}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
-        remove_columns=["text"])
-    args = TrainingArguments(output_dir="/tmp/reprolab-trainer-bench",
-                             per_device_train_batch_size=batch_size or p.batch_size, bf16=cuda,
-                             learning_rate=p.learning_rate, num_train_epochs=1,
-                             warmup_steps=p.warmup_ratio,  # transformers 5: a float below 1 is a ratio
-                             weight_decay=p.weight_decay, lr_scheduler_type=p.lr_scheduler, seed=p.seed,
-                             train_sampling_strategy="group_by_length", report_to=[], save_strategy="no",
-                             logging_strategy="no", use_cpu=not cuda, dataloader_num_workers=4 if cuda else 0,
-                             dataloader_pin_memory=cuda, disable_tqdm=True)
+    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
+    data = Dataset.from_dict({"text": texts, "label": encoder.label_ids(labels, params.ingest.labels)}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"]
+    )
+    args = TrainingArguments(
+        output_dir="/tmp/reprolab-trainer-bench",
+        per_device_train_batch_size=batch_size or p.batch_size,
+        bf16=cuda,
+        learning_rate=p.learning_rate,
+        num_train_epochs=1,
+        warmup_steps=p.warmup_ratio,  # transformers 5: a float below 1 is a ratio
+        weight_decay=p.weight_decay,
+        lr_scheduler_type=p.lr_scheduler,
+        seed=p.seed,
+        train_sampling_strategy="group_by_length",
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=not cuda,
+        dataloader_num_workers=4 if cuda else 0,
+        dataloader_pin_memory=cuda,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()
@@ -86,8 +110,12 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--part", nargs="+", choices=["padding", "trainer", "kernels", "previous", "lora"],
-                        default=["padding", "trainer", "kernels"])
+    parser.add_argument(
+        "--part",
+        nargs="+",
+        choices=["padding", "trainer", "kernels", "previous", "lora"],
+        default=["padding", "trainer", "kernels"],
+    )
     parser.add_argument("--previous-tree", type=Path, help="a checkout of the revision to compare with")
     parser.add_argument("--lora-learning-rate", type=float, default=5e-4)
     parser.add_argument("--one-kernel-run", action="store_true", help=argparse.SUPPRESS)  # a child of `kernels`
@@ -98,11 +126,11 @@ def main() -> None:
         return
     if "lora" in args.part:
         save("train_lora", versus_full(args))
-    modeling.reuse_freed_host_memory()  # as the train stage does on the CPU; every side runs under it
+    runtime.reuse_freed_host_memory()  # as the train stage does on the CPU; every side runs under it
     texts, labels = clean_texts()
     order = np.random.default_rng(0).permutation(len(texts))
     train_idx, val_idx = order[: args.rows], order[args.rows : args.rows + args.val_rows]
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
+    tokenizer = encoder.load_tokenizer(params.model.name_or_path)
 
     def pick(idx):
         return [texts[i] for i in idx], [labels[i] for i in idx]
@@ -111,10 +139,18 @@ def main() -> None:
         import torch
 
         length = params.tokenize.max_length
-        speed, f1, *_ = run_ours(token_data(tokenizer, *pick(train_idx), length),
-                                 token_data(tokenizer, *pick(val_idx), length), length)
-        print(json.dumps({"samples_per_second": speed, "val_macro_f1": f1,
-                          "torch_capability": torch.backends.cpu.get_cpu_capability()}))
+        speed, f1, *_ = run_ours(
+            token_data(tokenizer, *pick(train_idx), length), token_data(tokenizer, *pick(val_idx), length), length
+        )
+        print(
+            json.dumps(
+                {
+                    "samples_per_second": speed,
+                    "val_macro_f1": f1,
+                    "torch_capability": torch.backends.cpu.get_cpu_capability(),
+                }
+            )
+        )
         return
     setup = {"rows": args.rows, "batch_size": params.train.batch_size, "threads": params.train.num_threads}
     if "padding" in args.part:
@@ -134,11 +170,16 @@ def padding(tokenizer, train_rows, val_rows, max_length) -> dict:
     pad_speed, pad_f1, *_ = run_ours(train, val, max_length, padding="max_length", group_by_length=False)
     # The most any padding scheme can save: the share of max_length positions that are padding.
     padding_share = 1 - np.minimum(train.lengths, max_length).sum() / (len(train) * max_length)
-    return {"padding": {"max_length": max_length, "padding_share_at_max_length": round(float(padding_share), 3),
-                        "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2),
-                                               "max_length": round(pad_speed, 2)},
-                        "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
-                        "ratio": round(dyn_speed / pad_speed, 2), "target": 2.0}}
+    return {
+        "padding": {
+            "max_length": max_length,
+            "padding_share_at_max_length": round(float(padding_share), 3),
+            "samples_per_second": {"dynamic_grouped": round(dyn_speed, 2), "max_length": round(pad_speed, 2)},
+            "val_macro_f1": {"dynamic_grouped": round(dyn_f1, 4), "max_length": round(pad_f1, 4)},
+            "ratio": round(dyn_speed / pad_speed, 2),
+            "target": 2.0,
+        }
+    }
 
 
 def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
@@ -148,9 +189,14 @@ def versus_trainer(tokenizer, pick, train_idx, val_idx, repeats) -> dict:
     for _ in range(repeats):
         ours = max(ours, run_ours(train, val, length)[0])
         theirs = max(theirs, run_trainer(*pick(train_idx), length))
-    return {"trainer": {"max_length": length,
-                        "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
-                        "ratio": round(ours / theirs, 2), "target": 1.0}}
+    return {
+        "trainer": {
+            "max_length": length,
+            "samples_per_second": {"reprolab": round(ours, 2), "transformers_trainer": round(theirs, 2)},
+            "ratio": round(ours / theirs, 2),
+            "target": 1.0,
+        }
+    }
 
 
 def one_kernel_run(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict:
@@ -161,22 +207,35 @@ def one_kernel_run(command: list[str], env: dict[str, str], cwd: Path = ROOT) ->
 def versus_previous_tree(args) -> dict:
     """Samples/s of this tree's loop and the previous tree's, each its own `--one-kernel-run`."""
     if args.previous_tree is None:
-        raise SystemExit("--part previous needs --previous-tree (e.g. `git worktree add /tmp/prev REV`, "
-                         "then link data/ and models/pretrained into it)")
+        raise SystemExit(
+            "--part previous needs --previous-tree (e.g. `git worktree add /tmp/prev REV`, "
+            "then link data/ and models/pretrained into it)"
+        )
     trees = {"this": ROOT, "previous": args.previous_tree.resolve()}
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
         for side, tree in trees.items():
-            command = [sys.executable, str(tree / "bench/train_bench.py"), "--one-kernel-run",
-                       "--rows", str(args.rows), "--val-rows", "64"]
+            command = [
+                sys.executable,
+                str(tree / "bench/train_bench.py"),
+                "--one-kernel-run",
+                "--rows",
+                str(args.rows),
+                "--val-rows",
+                "64",
+            ]
             run = one_kernel_run(command, {**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
             if run["samples_per_second"] > best.get(side, {}).get("samples_per_second", 0):
                 best[side] = run
-    return {"previous_loop": {
-        "max_length": params.tokenize.max_length, "previous_tree": str(trees["previous"]),
-        "samples_per_second": {side: round(run["samples_per_second"], 2) for side, run in best.items()},
-        "val_macro_f1": {side: round(run["val_macro_f1"], 4) for side, run in best.items()},
-        "ratio": round(best["this"]["samples_per_second"] / best["previous"]["samples_per_second"], 2)}}
+    return {
+        "previous_loop": {
+            "max_length": params.tokenize.max_length,
+            "previous_tree": str(trees["previous"]),
+            "samples_per_second": {side: round(run["samples_per_second"], 2) for side, run in best.items()},
+            "val_macro_f1": {side: round(run["val_macro_f1"], 4) for side, run in best.items()},
+            "ratio": round(best["this"]["samples_per_second"] / best["previous"]["samples_per_second"], 2),
+        }
+    }
 
 
 def one_method_run(method: str, lora_learning_rate: float) -> dict:
@@ -186,25 +245,47 @@ def one_method_run(method: str, lora_learning_rate: float) -> dict:
     import torch
     from sklearn.metrics import f1_score
 
-    train = modeling.TokenData.read(paths.token_split("train"), paths.AUGMENTED)
-    val, test = modeling.TokenData.read(paths.token_split("val")), modeling.TokenData.read(paths.token_split("test"))
+    train = runtime.TokenData.read(paths.token_split("train"), paths.AUGMENTED)
+    val, test = runtime.TokenData.read(paths.token_split("val")), runtime.TokenData.read(paths.token_split("test"))
     overrides = {"method": method} | ({"learning_rate": lora_learning_rate} if method == "lora" else {})
     speed, _, model, result = run_ours(train, val, params.tokenize.max_length, **overrides)
-    logits = modeling.predict_logits(model, test.sequences, params.evaluate.batch_size, 0, torch.device("cpu"))
-    return {"samples_per_second": round(speed, 2), "trainable_parameters": result.trainable_parameters,
-            "parameters": sum(w.numel() for w in model.parameters()),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "test_macro_f1": round(float(f1_score(test.labels, logits.argmax(1), average="macro")), 4),
-            "learning_rate": overrides.get("learning_rate", params.train.learning_rate)}
+    logits = runtime.predict_logits(model, test.sequences, params.evaluate.batch_size, 0, torch.device("cpu"))
+    return {
+        "samples_per_second": round(speed, 2),
+        "trainable_parameters": result.trainable_parameters,
+        "parameters": sum(w.numel() for w in model.parameters()),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "test_macro_f1": round(float(f1_score(test.labels, logits.argmax(1), average="macro")), 4),
+        "learning_rate": overrides.get("learning_rate", params.train.learning_rate),
+    }
 
 
 def versus_full(args) -> dict:
-    runs = {method: one_kernel_run([sys.executable, __file__, "--one-method-run", method,
-                                    "--lora-learning-rate", str(args.lora_learning_rate)], dict(os.environ))
-            for method in ("full", "lora")}
-    return {"lora": {"max_length": params.tokenize.max_length, "epochs": 1, "lora": params.train.lora.model_dump(),
-                     "runs": runs, "samples_per_second_ratio": round(runs["lora"]["samples_per_second"]
-                                                                     / runs["full"]["samples_per_second"], 2)}}
+    runs = {
+        method: one_kernel_run(
+            [
+                sys.executable,
+                __file__,
+                "--one-method-run",
+                method,
+                "--lora-learning-rate",
+                str(args.lora_learning_rate),
+            ],
+            dict(os.environ),
+        )
+        for method in ("full", "lora")
+    }
+    return {
+        "lora": {
+            "max_length": params.tokenize.max_length,
+            "epochs": 1,
+            "lora": params.train.lora.model_dump(),
+            "runs": runs,
+            "samples_per_second_ratio": round(
+                runs["lora"]["samples_per_second"] / runs["full"]["samples_per_second"], 2
+            ),
+        }
+    }
 
 
 def versus_native_kernels(args) -> dict:
@@ -220,13 +301,21 @@ def versus_native_kernels(args) -> dict:
             if run["samples_per_second"] > best.get(mode, {}).get("samples_per_second", 0):
                 best[mode] = run
     portable, native = best["portable"], best["native"]
-    return {"kernels": {
-        "max_length": params.tokenize.max_length,
-        "torch_capability": {"portable": portable["torch_capability"], "native": native["torch_capability"]},
-        "samples_per_second": {"portable": round(portable["samples_per_second"], 2),
-                               "native": round(native["samples_per_second"], 2)},
-        "val_macro_f1": {"portable": round(portable["val_macro_f1"], 4), "native": round(native["val_macro_f1"], 4)},
-        "ratio": round(portable["samples_per_second"] / native["samples_per_second"], 2)}}
+    return {
+        "kernels": {
+            "max_length": params.tokenize.max_length,
+            "torch_capability": {"portable": portable["torch_capability"], "native": native["torch_capability"]},
+            "samples_per_second": {
+                "portable": round(portable["samples_per_second"], 2),
+                "native": round(native["samples_per_second"], 2),
+            },
+            "val_macro_f1": {
+                "portable": round(portable["val_macro_f1"], 4),
+                "native": round(native["val_macro_f1"], 4),
+            },
+            "ratio": round(portable["samples_per_second"] / native["samples_per_second"], 2),
+        }
+    }
 
 
 if __name__ == "__main__":

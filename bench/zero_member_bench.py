@@ -27,8 +27,10 @@ TARGET_MB = 1024
 
 def build(path: Path, size: int) -> None:
     with tarfile.open(path, "w:gz", compresslevel=9) as archive:
-        for name, body in (("ham/a.eml", b"Subject: a\n\nhello there, an ordinary message"),
-                           ("spam/b.eml", b"Subject: b\n\nwin money now, click here")):
+        for name, body in (
+            ("ham/a.eml", b"Subject: a\n\nhello there, an ordinary message"),
+            ("spam/b.eml", b"Subject: b\n\nwin money now, click here"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(body)
             archive.addfile(info, io.BytesIO(body))
@@ -46,21 +48,38 @@ def main() -> None:
         root = Path(scratch)
         build(root / "bomb.tar.gz", size)
         config = yaml.safe_load((ROOT / "params.yaml").read_text())
-        config["ingest"] |= {"format": "mail_dir", "path": "bomb.tar.gz", "max_rows_per_label": None,
-                             "folder_labels": {"ham": "ham", "spam": "spam"}}
+        config["ingest"] |= {
+            "format": "mail_dir",
+            "path": "bomb.tar.gz",
+            "max_rows_per_label": None,
+            "folder_labels": {"ham": "ham", "spam": "spam"},
+        }
         config["model"]["name_or_path"] = str(ROOT / params.model.name_or_path)
         (root / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         stage = run_measured([sys.executable, "-m", "stages.ingest"], root)
         report = json.loads((root / "reports/ingest.json").read_text())
-        whole = run_measured([sys.executable, "-c", "import tarfile, sys\nwith tarfile.open('bomb.tar.gz') as a:\n"
-                              "    sys.stdout.write(str(len(a.extractfile('spam/zeros.eml').read())))"], root)
-        save("zero_member", {
-            "archive_bytes": (root / "bomb.tar.gz").stat().st_size, "member_bytes": size,
-            "stage": stage, "rejected_by_reason": report["rejected_by_reason"], "rows_kept": report["rows_kept"],
-            "read_whole_member": whole,
-            "memory_ratio_read_whole": round(whole["peak_tree_pss_mb"] / stage["peak_tree_pss_mb"], 1),
-            "memory_met": stage["peak_tree_pss_mb"] <= TARGET_MB,
-        })
+        whole = run_measured(
+            [
+                sys.executable,
+                "-c",
+                "import tarfile, sys\nwith tarfile.open('bomb.tar.gz') as a:\n"
+                "    sys.stdout.write(str(len(a.extractfile('spam/zeros.eml').read())))",
+            ],
+            root,
+        )
+        save(
+            "zero_member",
+            {
+                "archive_bytes": (root / "bomb.tar.gz").stat().st_size,
+                "member_bytes": size,
+                "stage": stage,
+                "rejected_by_reason": report["rejected_by_reason"],
+                "rows_kept": report["rows_kept"],
+                "read_whole_member": whole,
+                "memory_ratio_read_whole": round(whole["peak_tree_pss_mb"] / stage["peak_tree_pss_mb"], 1),
+                "memory_met": stage["peak_tree_pss_mb"] <= TARGET_MB,
+            },
+        )
 
 
 if __name__ == "__main__":

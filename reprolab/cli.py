@@ -25,46 +25,77 @@ def main(argv: list[str] | None = None) -> None:
     pack.add_argument("source", type=Path)
     pack.add_argument("dest", type=Path)
     ui_parser = verbs.add_parser("ui", help="the MLflow UI of this project's store, until Ctrl-C")
-    ui_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
-                           "machine only)")
+    ui_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     ui_parser.add_argument("--port", type=int, default=5000)
     verbs.add_parser("env", help="print the package versions and tracking store this run would record")
     audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
     audit_parser.add_argument("target", nargs="?", help="git revision or MLflow run id")
-    audit_parser.add_argument("--all", action="store_true",
-                              help="audit every commit with results on the current branch, oldest first")
+    audit_parser.add_argument(
+        "--all", action="store_true", help="audit every commit with results on the current branch, oldest first"
+    )
     audit_parser.add_argument("--since", metavar="REV", help="with --all: start at this commit")
-    audit_parser.add_argument("--out", type=Path, help="where to write audit.md and audit.json "
-                              "(with --all: audit-history.md, and each commit's audit in a folder)")
+    audit_parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write audit.md and audit.json "
+        "(with --all: audit-history.md, and each commit's audit in a folder)",
+    )
     audit_parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
     trace_parser = verbs.add_parser("trace", help="print the lineage of an MLflow run")
     trace_parser.add_argument("run_id")
     trace_parser.add_argument("--json", action="store_true")
     verbs.add_parser("replay", help="send tracking records kept during an MLflow outage to the store")
     compare_parser = verbs.add_parser("compare", help="offline Markdown/HTML report of revisions side by side")
-    compare_parser.add_argument("revs", nargs="*", help="git revisions, DVC experiment names, `workspace` for "
-                                "the working tree; the first is what the others are compared with")
-    compare_parser.add_argument("--experiments", action="store_true",
-                                help="rank HEAD and every DVC experiment run from it")
+    compare_parser.add_argument(
+        "revs",
+        nargs="*",
+        help="git revisions, DVC experiment names, `workspace` for "
+        "the working tree; the first is what the others are compared with",
+    )
+    compare_parser.add_argument(
+        "--experiments", action="store_true", help="rank HEAD and every DVC experiment run from it"
+    )
     compare_parser.add_argument("--out", type=Path, default=Path("compare"))
-    predict_parser = verbs.add_parser("predict", help="apply a trained model to new records, as evaluate scored "
-                                      "the test split")
-    predict_parser.add_argument("input", help="a CSV, JSONL or Parquet file, a folder or tar of mails or text "
-                                "files, or - for one text per line on stdin")
-    predict_parser.add_argument("--out", "-o", type=Path, required=True,
-                                help="predictions: .parquet or .csv (id, actual, predicted, prob_<class>...)")
-    predict_parser.add_argument("--rejects", type=Path,
-                                help="rows that cannot be scored, with their reason (default: <out>.rejects.parquet)")
-    predict_parser.add_argument("--model", help="model folder, MLflow run id, or models:/<name>/<version> "
-                                "(default: models/model; models/export for --format onnx*)")
-    predict_parser.add_argument("--format", choices=("torch", "onnx", "onnx-int8"), default="torch",
-                                help="the torch weights, or the export stage's ONNX fp32 / int8 model")
-    predict_parser.add_argument("--input-format", choices=("csv", "jsonl", "parquet", "spam_assassin", "mail_dir",
-                                                           "text_dir", "lines"),
-                                help="default: by the input's extension; a folder or tar as the model's source")
+    predict_parser = verbs.add_parser(
+        "predict", help="apply a trained model to new records, as evaluate scored the test split"
+    )
+    predict_parser.add_argument(
+        "input",
+        help="a CSV, JSONL or Parquet file, a folder or tar of mails or text "
+        "files, or - for one text per line on stdin",
+    )
+    predict_parser.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        required=True,
+        help="predictions: .parquet or .csv (id, actual, predicted, prob_<class>...)",
+    )
+    predict_parser.add_argument(
+        "--rejects", type=Path, help="rows that cannot be scored, with their reason (default: <out>.rejects.parquet)"
+    )
+    predict_parser.add_argument(
+        "--model",
+        help="model folder, MLflow run id, or models:/<name>/<version> "
+        "(default: models/model; models/export for --format onnx*)",
+    )
+    predict_parser.add_argument(
+        "--format",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="the torch weights, or the export stage's ONNX fp32 / int8 model",
+    )
+    predict_parser.add_argument(
+        "--input-format",
+        choices=("csv", "jsonl", "parquet", "spam_assassin", "mail_dir", "text_dir", "lines"),
+        help="default: by the input's extension; a folder or tar as the model's source",
+    )
     predict_parser.add_argument("--text-column", default="text")
-    predict_parser.add_argument("--label-column", default="label",
-                                help="read where present: the true label, beside the prediction")
+    predict_parser.add_argument(
+        "--label-column", default="label", help="read where present: the true label, beside the prediction"
+    )
     predict_parser.add_argument("--id-column", help="default: <file>:<row>")
     predict_parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
     predict_parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
@@ -75,55 +106,70 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(args: argparse.Namespace) -> None:
     if args.verb == "vendor-model":
-        from reprolab.vendoring import vendor_model
+        from reprolab.data.vendoring import vendor_model
 
         print(f"vendored {args.source} -> {vendor_model(args.source, args.dest)}")
     elif args.verb == "pack-corpus":
-        from reprolab.vendoring import pack_corpus
+        from reprolab.data.vendoring import pack_corpus
 
         print(f"packed {args.source} -> {pack_corpus(args.source, args.dest)}")
     elif args.verb == "ui":
-        from reprolab.tracking_ui import serve
+        from reprolab.records.tracking_ui import serve
 
         status = serve(args.host, args.port)
         if status:  # the server failed on its own; negative: the signal that ended it
             sys.exit(status if status > 0 else 128 - status)
     elif args.verb == "audit" and args.all:
-        from reprolab.audit_history import audit_history
+        from reprolab.audit.history import audit_history
 
         if args.target or args.keep:
             raise StageError("audit --all takes no target and no --keep (--since REV starts it later)")
-        summary = audit_history(Path.cwd(), args.since, args.out, progress=lambda row: print(
-            f"{row['commit'][:12]} {row['date']} {row['verdict'].upper()} {row['matched']}/{row['checks']} "
-            f"{row['cause']}".rstrip(), flush=True))
-        print(f"audit --all {summary['verdict'].upper()}: {summary['commits']} commits with results, "
-              f"{summary['audited']} audited, in {summary['wall_seconds']} s; report: {summary['report_files'][1]}")
+        summary = audit_history(
+            Path.cwd(),
+            args.since,
+            args.out,
+            progress=lambda row: print(
+                f"{row['commit'][:12]} {row['date']} {row['verdict'].upper()} {row['matched']}/{row['checks']} "
+                f"{row['cause']}".rstrip(),
+                flush=True,
+            ),
+        )
+        print(
+            f"audit --all {summary['verdict'].upper()}: {summary['commits']} commits with results, "
+            f"{summary['audited']} audited, in {summary['wall_seconds']} s; report: {summary['report_files'][1]}"
+        )
         if summary["verdict"] != "pass":
             sys.exit(1)
     elif args.verb == "audit":
-        from reprolab.audit import audit
+        from reprolab.audit.reproduce import audit
 
         if args.target is None or args.since:
             raise StageError("audit takes a git revision or MLflow run id (or --all [--since REV] for the history)")
         report = audit(Path.cwd(), args.target, args.out, args.keep)
         for check in report["checks"]:
             if not check["ok"]:
-                print(f"DIFFERS {check['kind']} {check['name']}: recorded {check['recorded']}, "
-                      f"reproduced {check['reproduced']} {check['detail']}".rstrip())
+                print(
+                    f"DIFFERS {check['kind']} {check['name']}: recorded {check['recorded']}, "
+                    f"reproduced {check['reproduced']} {check['detail']}".rstrip()
+                )
         if report["inexact"]:
-            print(f"weights cannot match bit for bit {report['inexact']}: "
-                  f"metrics compared within {report['metric_tolerance']}")
-        print(f"audit {report['verdict'].upper()}: {report['commit'][:12]} in {report['wall_seconds']} s; "
-              f"report: {' '.join(report['report_files'])}")
+            print(
+                f"weights cannot match bit for bit {report['inexact']}: "
+                f"metrics compared within {report['metric_tolerance']}"
+            )
+        print(
+            f"audit {report['verdict'].upper()}: {report['commit'][:12]} in {report['wall_seconds']} s; "
+            f"report: {' '.join(report['report_files'])}"
+        )
         if report["verdict"] != "pass":
             sys.exit(1)
     elif args.verb == "trace":
-        from reprolab.lineage import format_trace, trace
+        from reprolab.records.lineage import format_trace, trace
 
         info = trace(args.run_id)
         print(json.dumps(info, indent=2) if args.json else format_trace(info))
     elif args.verb == "compare":
-        from reprolab.compare import compare, experiments_of
+        from reprolab.results.compare import compare, experiments_of
 
         revs = args.revs
         if args.experiments:
@@ -136,23 +182,35 @@ def _dispatch(args: argparse.Namespace) -> None:
         for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
     elif args.verb == "predict":
-        from reprolab.prediction import Predictor, model_folder
-        from reprolab.prediction_files import predict_source
+        from reprolab.inference.batch_predict import predict_source
+        from reprolab.inference.prediction import Predictor, model_folder
 
         default = "models/export" if args.format != "torch" else "models/model"
         predictor = Predictor(model_folder(args.model or default), args.format, args.device, args.batch_size)
         rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects.parquet")
-        summary = predict_source(predictor, args.input, args.out, rejects, args.input_format, args.text_column,
-                                 args.label_column, args.id_column, progress=not args.no_progress)
-        print(f"predict: {summary['rows_in']} rows in, {summary['rows_predicted']} predicted -> {args.out}, "
-              f"{summary['rows_rejected']} rejected {summary['rejected_by_reason']} -> {rejects}")
+        summary = predict_source(
+            predictor,
+            args.input,
+            args.out,
+            rejects,
+            args.input_format,
+            args.text_column,
+            args.label_column,
+            args.id_column,
+            progress=not args.no_progress,
+        )
+        print(
+            f"predict: {summary['rows_in']} rows in, {summary['rows_predicted']} predicted -> {args.out}, "
+            f"{summary['rows_rejected']} rejected {summary['rejected_by_reason']} -> {rejects}"
+        )
     elif args.verb == "replay":
-        from reprolab import serving, tracking
+        from reprolab.inference import serving
+        from reprolab.records import tracking
 
         sent = tracking.replay(serving.log_model)
         print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
     elif args.verb == "env":
-        from reprolab import provenance, tracking
+        from reprolab.records import provenance, tracking
 
         print(f"tracking: {tracking.tracking_uri()}")
         for name, version in provenance.package_versions().items():

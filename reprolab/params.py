@@ -129,8 +129,9 @@ class CleanParams(Section):
     @model_validator(mode="after")
     def _length_bounds_ordered(self) -> CleanParams:
         if self.min_chars > self.max_chars:
-            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every text "
-                             "would be rejected")
+            raise ValueError(
+                f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every text would be rejected"
+            )
         return self
 
 
@@ -264,8 +265,9 @@ class AuditParams(Section):
     # autocast and atomics are not bit-stable), or on CPU kernels other than those that recorded it
     # (an aarch64 audit of an x86-64 result, a result of native kernels audited on another CPU). Otherwise
     # every hash and metric must match exactly. Revisions before it was renamed call it cuda_metric_tolerance.
-    inexact_metric_tolerance: float = Field(ge=0, le=1, validation_alias=AliasChoices(
-        "inexact_metric_tolerance", "cuda_metric_tolerance"))
+    inexact_metric_tolerance: float = Field(
+        ge=0, le=1, validation_alias=AliasChoices("inexact_metric_tolerance", "cuda_metric_tolerance")
+    )
 
 
 class Params(Section):
@@ -321,8 +323,11 @@ def _problems(errors: list[dict[str, Any]], model: type[BaseModel], section: tup
 
 def preview(value: Any) -> str:
     """repr(value) cut to PREVIEW_CHARS: a message never embeds a huge value whole."""
-    text = repr(value) if not isinstance(value, dict | list) or len(value) < 20 else \
-        f"<{type(value).__name__} of {len(value)} items>"
+    text = (
+        repr(value)
+        if not isinstance(value, dict | list) or len(value) < 20
+        else f"<{type(value).__name__} of {len(value)} items>"
+    )
     return text if len(text) <= PREVIEW_CHARS else f"{text[:PREVIEW_CHARS]}... ({len(text)} characters)"
 
 
@@ -341,8 +346,10 @@ class _PlainLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.MarkedYAMLError(problem=f"alias *{event.anchor[:40]} is not allowed in params "
-                                       "(write the value out)", problem_mark=event.start_mark)
+            raise yaml.MarkedYAMLError(
+                problem=f"alias *{event.anchor[:40]} is not allowed in params (write the value out)",
+                problem_mark=event.start_mark,
+            )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -353,7 +360,9 @@ class _PlainLoader(yaml.SafeLoader):
                 if isinstance(key, str | int | float | bool) and key in first_line:
                     raise yaml.MarkedYAMLError(
                         problem=f"key {preview(key)} is repeated (first on line {first_line[key]}, again on "
-                                f"line {key_node.start_mark.line + 1}); keep one", problem_mark=key_node.start_mark)
+                        f"line {key_node.start_mark.line + 1}); keep one",
+                        problem_mark=key_node.start_mark,
+                    )
                 if isinstance(key, str | int | float | bool):
                     first_line[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
@@ -373,7 +382,7 @@ def read_yaml(path: Path) -> Any:
         finally:
             loader.dispose()
     except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 4]!r})") from None
+        raise ParamsError(f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 4]!r})") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid params YAML: {str(exc)[:500]}") from None
 
@@ -420,15 +429,20 @@ def _check_paths(params: Params, source: str) -> None:
     model = Path(params.model.name_or_path).expanduser()
     looks_local = model.is_absolute() or params.model.name_or_path.startswith((".", "~", "models/"))
     if looks_local and not model.is_dir():
-        raise ParamsError(f"{source}: model.name_or_path: directory {model} does not exist "
-                          "(a local Hugging Face model directory; `make setup` vendors the default)")
+        raise ParamsError(
+            f"{source}: model.name_or_path: directory {model} does not exist "
+            "(a local Hugging Face model directory; `make setup` vendors the default)"
+        )
     positions = _max_positions(model / "config.json") if model.is_dir() else None
     if positions is not None and params.tokenize.max_length > positions:
-        raise ParamsError(f"{source}: tokenize.max_length: {params.tokenize.max_length} is above the model's "
-                          f"{positions} positions (max_position_embeddings in {model / 'config.json'})")
+        raise ParamsError(
+            f"{source}: tokenize.max_length: {params.tokenize.max_length} is above the model's "
+            f"{positions} positions (max_position_embeddings in {model / 'config.json'})"
+        )
     if not Path(params.ingest.path).exists():
-        raise ParamsError(f"{source}: ingest.path: {params.ingest.path} does not exist "
-                          "(for the default corpus run `make setup`)")
+        raise ParamsError(
+            f"{source}: ingest.path: {params.ingest.path} does not exist (for the default corpus run `make setup`)"
+        )
 
 
 def _max_positions(config: Path) -> int | None:

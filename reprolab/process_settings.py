@@ -61,8 +61,7 @@ def configure_process() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
     mode = os.environ.setdefault("REPROLAB_CPU_KERNELS", "portable")
     if mode not in KERNEL_MODES:
-        print(f"error: REPROLAB_CPU_KERNELS={mode!r}: expected 'portable' (the default) or 'native'",
-              file=sys.stderr)
+        print(f"error: REPROLAB_CPU_KERNELS={mode!r}: expected 'portable' (the default) or 'native'", file=sys.stderr)
         sys.exit(2)
     if mode == "portable":
         for name, value in portable_caps().items():
@@ -73,8 +72,7 @@ def portable_caps() -> dict[str, str]:
     """The caps `portable` sets on this machine: none off x86-64, where other kernels are the only ones."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
-    return {name: value for name, value in PORTABLE_CPU_KERNELS.items()
-            if name != "OPENBLAS_CORETYPE" or _has_avx2()}
+    return {name: value for name, value in PORTABLE_CPU_KERNELS.items() if name != "OPENBLAS_CORETYPE" or _has_avx2()}
 
 
 def _has_avx2() -> bool:

@@ -44,12 +44,15 @@ def _resource_errors(dest: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StageError(f"{dest}: no space left on device while writing it; nothing was "
-                             "written and any previous version is untouched") from None
+            raise StageError(
+                f"{dest}: no space left on device while writing it; nothing was "
+                "written and any previous version is untouched"
+            ) from None
         raise
     except MemoryError:
-        raise StageError(f"{dest}: out of memory while writing it; nothing was written and any "
-                         "previous version is untouched") from None
+        raise StageError(
+            f"{dest}: out of memory while writing it; nothing was written and any previous version is untouched"
+        ) from None
 
 
 def _remove_leftovers(dest: Path) -> None:

@@ -6,22 +6,34 @@ configure_process()
 
 import os
 
-from reprolab import cleaning, paths, storage, tracking
+from reprolab import paths, storage
+from reprolab.data import cleaning
 from reprolab.errors import run_stage
 from reprolab.params import load_params
+from reprolab.records import tracking
 
 
 def main() -> None:
     params = load_params()
     workers = params.clean.workers or len(os.sched_getaffinity(0))
-    summary = cleaning.clean_file(paths.RAW, {name: paths.clean_split(name) for name in paths.SPLITS},
-                                  paths.rejects("clean"), params.clean, workers)
+    summary = cleaning.clean_file(
+        paths.RAW,
+        {name: paths.clean_split(name) for name in paths.SPLITS},
+        paths.rejects("clean"),
+        params.clean,
+        workers,
+    )
     storage.write_json(summary, paths.DATA_REPORT)
-    print(f"clean: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} "
-          f"rejected {summary['rejected_by_reason']}; splits {summary['splits']}")
+    print(
+        f"clean: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} "
+        f"rejected {summary['rejected_by_reason']}; splits {summary['splits']}"
+    )
     tracking.log_stage(
-        "clean", params, outputs=[*map(paths.clean_split, paths.SPLITS), paths.rejects("clean"), paths.DATA_REPORT],
-        metrics=summary, inputs={"raw": paths.RAW},
+        "clean",
+        params,
+        outputs=[*map(paths.clean_split, paths.SPLITS), paths.rejects("clean"), paths.DATA_REPORT],
+        metrics=summary,
+        inputs={"raw": paths.RAW},
     )
 
 

@@ -8,29 +8,44 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import evaluation, evaluation_figures, modeling, paths, prediction, storage, tracking
+from reprolab import paths, storage
 from reprolab.errors import StageError, run_stage
+from reprolab.inference import prediction
+from reprolab.model import runtime
 from reprolab.params import load_params
+from reprolab.records import tracking
+from reprolab.results import evaluation, evaluation_figures
 
 
 def main() -> None:
     params = load_params()
     names = params.ingest.class_names
-    test = modeling.TokenData.read(paths.token_split("test"))
+    test = runtime.TokenData.read(paths.token_split("test"))
     clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
     clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "text"]).to_pydict()
     if clean_test["id"] != test.ids:
-        raise StageError(f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
-                         "run `dvc repro` to bring them in step")
-    device = modeling.select_device(params.train.device)
+        raise StageError(
+            f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
+            "run `dvc repro` to bring them in step"
+        )
+    device = runtime.select_device(params.train.device)
     # The prediction path `reprolab predict` and the MLflow model take, from the token ids on.
-    predictor = prediction.Predictor(paths.MODEL_DIR, device=str(device), batch_size=params.evaluate.batch_size,
-                                     bf16=modeling.mixed_precision(params.train.mixed_precision, device) == "bf16")
+    predictor = prediction.Predictor(
+        paths.MODEL_DIR,
+        device=str(device),
+        batch_size=params.evaluate.batch_size,
+        bf16=runtime.mixed_precision(params.train.mixed_precision, device) == "bf16",
+    )
     results = {
         "transformer": predictor.probabilities(test.sequences),
         "baseline": evaluation.baseline_probs(
-            clean_train["text"], [names.index(label) for label in clean_train["label"]],
-            clean_test["text"], params.evaluate.baseline, len(names), params.train.class_weights),
+            clean_train["text"],
+            [names.index(label) for label in clean_train["label"]],
+            clean_test["text"],
+            params.evaluate.baseline,
+            len(names),
+            params.train.class_weights,
+        ),
     }
     metrics = evaluation.scores(test.labels, results, names)
     storage.write_json(metrics, paths.METRICS)
@@ -40,12 +55,16 @@ def main() -> None:
         plot_files.append(paths.PLOTS / name)
     drawn = evaluation_figures.test_figures(test.labels, results, names, paths.EVALUATE_FIGURES)
     for model_name in results:
-        print(f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
-              f"accuracy {metrics[model_name]['accuracy']:.4f}")
+        print(
+            f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
+            f"accuracy {metrics[model_name]['accuracy']:.4f}"
+        )
     versus = metrics["transformer_vs_baseline"]
-    print(f"evaluate: transformer - baseline macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
-          f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
-          f"{versus['verdict']}")
+    print(
+        f"evaluate: transformer - baseline macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
+        f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
+        f"{versus['verdict']}"
+    )
 
     model_md5 = storage.file_md5(paths.MODEL_DIR / "model.safetensors")
     train_run = tracking.find_run_for_model(model_md5)  # None offline: `reprolab replay` looks again

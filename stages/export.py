@@ -5,9 +5,12 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import modeling, onnx_export, paths, storage, tracking
+from reprolab import paths, storage
 from reprolab.errors import run_stage
+from reprolab.inference import onnx_export
+from reprolab.model import runtime
 from reprolab.params import load_params
+from reprolab.records import tracking
 
 
 def main() -> None:
@@ -15,19 +18,33 @@ def main() -> None:
     p = params.export
     onnx_export.check_exportable(paths.MODEL_DIR)
     onnx_export.export_folder(paths.MODEL_DIR, paths.EXPORT_DIR, p.opset)
-    test = modeling.TokenData.read(paths.token_split("test"))
-    report = onnx_export.compare_backends(paths.MODEL_DIR, paths.EXPORT_DIR, test.sequences, test.labels,
-                                          p.batch_size, p.latency_rows, p.rounds, p.threads)
+    test = runtime.TokenData.read(paths.token_split("test"))
+    report = onnx_export.compare_backends(
+        paths.MODEL_DIR,
+        paths.EXPORT_DIR,
+        test.sequences,
+        test.labels,
+        p.batch_size,
+        p.latency_rows,
+        p.rounds,
+        p.threads,
+    )
     storage.write_json(report, paths.EXPORT_REPORT)
     for backend, row in report["backends"].items():
-        print(f"export: {backend}: {row['size_mb']} MB, macro-F1 {row['macro_f1']:.4f}, agreement "
-              f"{row['agreement_with_torch']:.4f}, p50 {row['latency_ms_p50']} ms, {row['rows_per_second']} rows/s "
-              f"({row['speedup_vs_torch']}x torch)")
+        print(
+            f"export: {backend}: {row['size_mb']} MB, macro-F1 {row['macro_f1']:.4f}, agreement "
+            f"{row['agreement_with_torch']:.4f}, p50 {row['latency_ms_p50']} ms, {row['rows_per_second']} rows/s "
+            f"({row['speedup_vs_torch']}x torch)"
+        )
     missed = [name for name, met in report["targets"].items() if not met]
     print(f"export: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}")
-    tracking.log_stage("export", params, outputs=[paths.EXPORT_REPORT],
-                       metrics={"export": report["backends"]},
-                       inputs={"test": paths.token_split("test"), "model": paths.MODEL_DIR / "model.safetensors"})
+    tracking.log_stage(
+        "export",
+        params,
+        outputs=[paths.EXPORT_REPORT],
+        metrics={"export": report["backends"]},
+        inputs={"test": paths.token_split("test"), "model": paths.MODEL_DIR / "model.safetensors"},
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ configure_process()
 
 from pathlib import Path
 
-from reprolab import ingestion, paths, storage, tracking
+from reprolab import paths, storage
+from reprolab.data import ingestion
 from reprolab.errors import run_stage
 from reprolab.params import load_params
+from reprolab.records import tracking
 
 
 def main() -> None:
@@ -19,8 +21,10 @@ def main() -> None:
         print(f"ingest: WARNING {Path(params.ingest.path) / source}: bytes do not match the MD5 in its name")
     storage.write_json(summary, paths.INGEST_REPORT)
     skipped = f"; skipped by the format's rule: {summary['skipped_by_rule']}" if summary["skipped_by_rule"] else ""
-    print(f"ingest: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} rejected "
-          f"{summary['rejected_by_reason']}{skipped}")
+    print(
+        f"ingest: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} rejected "
+        f"{summary['rejected_by_reason']}{skipped}"
+    )
     tracking.log_stage("ingest", params, outputs=[paths.RAW, paths.rejects("ingest")], metrics=summary)
 
 

@@ -8,29 +8,32 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-from reprolab import encoding, paths, storage, tracking
+from reprolab import paths, storage
+from reprolab.encoding import encoder
+from reprolab.encoding.truncated import VerifiedEncoder, tokenize_split
 from reprolab.errors import run_stage
 from reprolab.params import load_params
-from reprolab.truncated_encoding import VerifiedEncoder, tokenize_split
+from reprolab.records import tracking
 
 
 def main() -> None:
     params = load_params()
     p = params.tokenize
-    truncation = encoding.Truncation.of(p)
-    tokenizer = encoding.load_tokenizer(params.model.name_or_path)
-    encoder = VerifiedEncoder(tokenizer, p.max_length, truncation)
+    truncation = encoder.Truncation.of(p)
+    tokenizer = encoder.load_tokenizer(params.model.name_or_path)
+    verified = VerifiedEncoder(tokenizer, p.max_length, truncation)
     counts = {}
     for split in paths.SPLITS:
-        with storage.parquet_sink(paths.token_split(split), encoding.TOKEN_SCHEMA) as sink:
-            for table in tokenize_split(paths.clean_split(split), encoder, params.ingest.class_names, p.batch_size):
+        with storage.parquet_sink(paths.token_split(split), encoder.TOKEN_SCHEMA) as sink:
+            for table in tokenize_split(paths.clean_split(split), verified, params.ingest.class_names, p.batch_size):
                 sink.write(table)
         counts[split] = sink.rows
-    identity = encoding.identity(tokenizer, params.model.name_or_path, p.max_length, truncation)
+    identity = encoder.identity(tokenizer, params.model.name_or_path, p.max_length, truncation)
     storage.write_json(identity, paths.TOKENIZER_IDENTITY)
     print(f"tokenize: {counts} rows with {identity['class']} (sha256 {identity['sha256'][:12]})")
     tracking.log_stage(
-        "tokenize", params,
+        "tokenize",
+        params,
         outputs=[*map(paths.token_split, paths.SPLITS), paths.TOKENIZER_IDENTITY],
         metrics={"rows": counts},
         inputs={split: paths.clean_split(split) for split in paths.SPLITS},

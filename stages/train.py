@@ -3,7 +3,7 @@
 With `train.num_processes` x `train.num_machines` > 1 the stage relaunches itself under `accelerate
 launch` (data-parallel). Checkpoints are written by step count and wall clock, at epoch ends and on
 SIGINT/SIGTERM; the next run with the same inputs and params resumes from the last one (see
-reprolab.checkpoints). Only process 0 of machine 0 tracks the run and writes the outputs.
+reprolab.model.checkpoints). Only process 0 of machine 0 tracks the run and writes the outputs.
 """
 
 from reprolab.process_settings import configure_process
@@ -14,60 +14,70 @@ import signal
 import sys
 from contextlib import nullcontext
 
-from reprolab import (
-    checkpoints,
-    encoding,
-    figures,
-    launching,
-    modeling,
-    paths,
-    provenance,
-    serving,
-    storage,
-    tracking,
-    training,
-)
+from reprolab import paths, storage
+from reprolab.encoding import encoder
 from reprolab.errors import run_stage
+from reprolab.inference import serving
+from reprolab.model import checkpoints, launching, runtime, training
 from reprolab.params import Params, load_params
+from reprolab.records import provenance, tracking
+from reprolab.results import figures
 
 
 def main() -> None:
     params = load_params()
     p = params.train
     if p.world_size > 1 and not launching.launched():
-        print(f"train: launching {p.num_processes} data-parallel process(es) on machine {p.machine_rank} of "
-              f"{p.num_machines} with accelerate", flush=True)
+        print(
+            f"train: launching {p.num_processes} data-parallel process(es) on machine {p.machine_rank} of "
+            f"{p.num_machines} with accelerate",
+            flush=True,
+        )
         launching.relaunch("stages.train", p)
     accelerator = training.make_accelerator(p)
     training.seed_everything(p.seed, accelerator.device, p.num_threads)
     if accelerator.device.type == "cpu":
-        modeling.reuse_freed_host_memory()
-    inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED,
-              "val": paths.token_split("val")}
-    train = modeling.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
-    val = modeling.TokenData.read(inputs["val"])
-    source = encoding.resolve_model(params.model.name_or_path)
-    model = modeling.load_classifier(source, params.ingest.class_names)
-    checkpointer = checkpoints.Checkpointer(training.checkpoint_dir(params, inputs), p.checkpoint_every_steps,
-                                            p.checkpoint_every_minutes)
+        runtime.reuse_freed_host_memory()
+    inputs = {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED, "val": paths.token_split("val")}
+    train = runtime.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
+    val = runtime.TokenData.read(inputs["val"])
+    source = encoder.resolve_model(params.model.name_or_path)
+    model = runtime.load_classifier(source, params.ingest.class_names)
+    checkpointer = checkpoints.Checkpointer(
+        training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, p.checkpoint_every_minutes
+    )
     previous = checkpointer.peek()
     checkpointer.stop_on_signals()
     # Only the job's main process tracks and writes outputs; the others train and leave.
-    tracked = tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id) \
-        if accelerator.is_main_process else nullcontext()
+    tracked = (
+        tracking.StageRun.start("train", params, inputs, resume_run_id=previous and previous.run_id)
+        if accelerator.is_main_process
+        else nullcontext()
+    )
     with tracked as run:
         if run is not None:
             run.set_tags({"train.device": str(accelerator.device)})
         try:
             result = training.train_model(
-                accelerator, model, train, val, p, model.config.pad_token_id or 0, params.tokenize.max_length,
-                on_step=None if run is None else (
-                    lambda step, values: run.log_metrics({f"step/{k}": v for k, v in values.items()}, step)),
-                checkpointer=checkpointer, run_id=None if run is None else run.run_id)
+                accelerator,
+                model,
+                train,
+                val,
+                p,
+                model.config.pad_token_id or 0,
+                params.tokenize.max_length,
+                on_step=None
+                if run is None
+                else (lambda step, values: run.log_metrics({f"step/{k}": v for k, v in values.items()}, step)),
+                checkpointer=checkpointer,
+                run_id=None if run is None else run.run_id,
+            )
         except checkpoints.TrainingInterrupted as stop:
             signal_name = signal.Signals(checkpointer.stop_requested).name
-            print(f"train: stopped by {signal_name}; {stop} in {checkpointer.directory}. "
-                  "Run `dvc repro` to resume.", file=sys.stderr)
+            print(
+                f"train: stopped by {signal_name}; {stop} in {checkpointer.directory}. Run `dvc repro` to resume.",
+                file=sys.stderr,
+            )
             if run is not None:
                 run.close("KILLED")
             sys.exit(128 + checkpointer.stop_requested)
@@ -78,8 +88,9 @@ def main() -> None:
     accelerator.end_training()
 
 
-def write_outputs(run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device,
-                  result: training.TrainResult) -> None:
+def write_outputs(
+    run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device, result: training.TrainResult
+) -> None:
     # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:
         run.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -92,12 +103,19 @@ def write_outputs(run: tracking.StageRun, model, source: str, params: Params, tr
     for artifact in (paths.TRAIN_HISTORY, paths.TRAIN_STEPS, curves):
         run.log_artifact(artifact, "reports/train")
     throughput = result.samples_seen / result.seconds
-    run.log_metrics({"train_samples_per_second": throughput, "train_seconds": result.seconds,
-                     **{k: v for k, v in report.items() if k.startswith("best_")}})
+    run.log_metrics(
+        {
+            "train_samples_per_second": throughput,
+            "train_seconds": result.seconds,
+            **{k: v for k, v in report.items() if k.startswith("best_")},
+        }
+    )
     run.set_tags({tracking.MODEL_DIGEST_TAG: storage.file_md5(paths.MODEL_DIR / "model.safetensors")})
     run.log_model(paths.MODEL_DIR, serving.log_model)
-    print(f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
-          f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}")
+    print(
+        f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
+        f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}"
+    )
 
 
 if __name__ == "__main__":

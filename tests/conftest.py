@@ -68,9 +68,9 @@ def params():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from reprolab import encoding
+    from reprolab.encoding import encoder
 
-    return encoding.load_tokenizer(str(MODEL))
+    return encoder.load_tokenizer(str(MODEL))
 
 
 def kept_and_rejected(rows) -> tuple[list[dict], list[dict]]:
@@ -83,14 +83,37 @@ def train_params(**overrides):
     """Train params for a few quick CPU steps, any field overridden."""
     from reprolab.params import TrainParams
 
-    base = dict(seed=0, device="cpu", mixed_precision="auto", torch_compile=False, method="full",
-                lora=dict(rank=4, alpha=8.0, dropout=0.0, target_modules=["query", "value"]), class_weights="none",
-                epochs=1, batch_size=8, eval_batch_size=32, gradient_accumulation_steps=1, learning_rate=1e-4,
-                weight_decay=0.01, lr_scheduler="linear", warmup_ratio=0.1, max_grad_norm=1.0,
-                early_stopping_patience=1, padding="dynamic", group_by_length=True, num_threads=2,
-                dataloader_workers="auto", num_processes=1, num_machines=1, machine_rank=0,
-                main_process_ip="127.0.0.1", main_process_port=29500, log_every_steps=1,
-                checkpoint_every_steps=0, checkpoint_every_minutes=0.0)
+    base = dict(
+        seed=0,
+        device="cpu",
+        mixed_precision="auto",
+        torch_compile=False,
+        method="full",
+        lora=dict(rank=4, alpha=8.0, dropout=0.0, target_modules=["query", "value"]),
+        class_weights="none",
+        epochs=1,
+        batch_size=8,
+        eval_batch_size=32,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        lr_scheduler="linear",
+        warmup_ratio=0.1,
+        max_grad_norm=1.0,
+        early_stopping_patience=1,
+        padding="dynamic",
+        group_by_length=True,
+        num_threads=2,
+        dataloader_workers="auto",
+        num_processes=1,
+        num_machines=1,
+        machine_rank=0,
+        main_process_ip="127.0.0.1",
+        main_process_port=29500,
+        log_every_steps=1,
+        checkpoint_every_steps=0,
+        checkpoint_every_minutes=0.0,
+    )
     return TrainParams(**{**base, **overrides})
 
 
@@ -98,8 +121,9 @@ def corpus_tokens(tokenizer, per_label: int, offset: int):
     """Real messages, alternating ham (easy-ham-1) and spam (spam-2), cleaned and tokenized."""
     import numpy as np
 
-    from reprolab import encoding, modeling
-    from reprolab.cleaning import mail_to_text, normalise
+    from reprolab.data.cleaning import mail_to_text, normalise
+    from reprolab.encoding import encoder
+    from reprolab.model import runtime
 
     ids, texts, labels = [], [], []
     groups = [sorted((CORPUS / group).glob("*.txt"))[offset : offset + per_label] for group in ("easy-ham-1", "spam-2")]
@@ -108,8 +132,8 @@ def corpus_tokens(tokenizer, per_label: int, offset: int):
             ids.append(path.name)
             texts.append(normalise(mail_to_text(path.read_bytes())))
             labels.append(label)
-    encoded = encoding.encode(tokenizer, texts, MAX_LENGTH)
-    return modeling.TokenData(ids, [np.asarray(s, dtype=np.int32) for s in encoded], np.asarray(labels))
+    encoded = encoder.encode(tokenizer, texts, MAX_LENGTH)
+    return runtime.TokenData(ids, [np.asarray(s, dtype=np.int32) for s in encoded], np.asarray(labels))
 
 
 def mail(group: str, number: str) -> bytes:
@@ -129,8 +153,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-COPIED = ["dvc.yaml", "requirements.lock", "stages", "reprolab", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
-          ".gitignore"]
+COPIED = [
+    "dvc.yaml",
+    "requirements.lock",
+    "stages",
+    "reprolab",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+]
 # The reduced project: 60 real mails per class in git (ingest reads 120 files, not the whole corpus),
 # short sequences, small batches. Its test split holds 18 rows.
 SOURCE_GROUPS = {"easy-ham-1": "ham", "spam-2": "spam"}
@@ -141,8 +173,7 @@ REDUCED = {
     "tokenize": {"max_length": 32},
     "augment": {"fraction": 0.5},
     # One epoch of 16 steps, a checkpoint every 4: the fault tests kill and resume this very run.
-    "train": {"batch_size": 8, "log_every_steps": 2, "epochs": 1, "learning_rate": 1.0e-4,
-              "checkpoint_every_steps": 4},
+    "train": {"batch_size": 8, "log_every_steps": 2, "epochs": 1, "learning_rate": 1.0e-4, "checkpoint_every_steps": 4},
 }
 
 

@@ -23,8 +23,8 @@ import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from reprolab.data.ingestion import SourceCount, ingest, records_from_source, write_outputs
 from reprolab.errors import StageError
-from reprolab.ingestion import SourceCount, ingest, records_from_source, write_outputs
 from reprolab.params import IngestParams, ParamsError, load_params
 from tests.conftest import FIXTURE_PARAMS
 
@@ -39,16 +39,33 @@ def fuzz(strategy: st.SearchStrategy, check: Callable, examples: int) -> None:
     explore = os.environ.get("REPROLAB_FUZZ_SEED")
     if explore:
         test = seed(int(explore))(test)
-    settings(max_examples=examples, deadline=None, derandomize=not explore, database=None,
-             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])(test)()
+    settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not explore,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )(test)()
 
 
 # Texts and labels: mostly plausible, sometimes hostile (control bytes, odd Unicode, other types).
 texts = st.one_of(st.text(min_size=0, max_size=60), st.sampled_from(["hello there", "win money now", " ", ""]))
-labels = st.one_of(st.sampled_from(LABELS), st.sampled_from(["Ham", " spam", "", "postive"]), st.integers(0, 2),
-                   st.booleans(), st.none())
-values = st.one_of(texts, st.integers(), st.floats(), st.booleans(), st.none(),
-                   st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+labels = st.one_of(
+    st.sampled_from(LABELS),
+    st.sampled_from(["Ham", " spam", "", "postive"]),
+    st.integers(0, 2),
+    st.booleans(),
+    st.none(),
+)
+values = st.one_of(
+    texts,
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 # Byte-level damage to a well-formed file: (offset share, bytes inserted, bytes cut).
 damage = st.one_of(st.none(), st.tuples(st.floats(0, 1), st.binary(max_size=8), st.integers(0, 64)))
 
@@ -65,8 +82,9 @@ def run_ingest(p: IngestParams, out: Path) -> None:
     """The stage's ingest on `p`: a StageError, or outputs whose counts add up."""
     count = SourceCount()
     try:
-        tally = write_outputs(ingest(records_from_source(p, count), p), count, p.class_names, out / "raw.parquet",
-                              out / "rejects.parquet")
+        tally = write_outputs(
+            ingest(records_from_source(p, count), p), count, p.class_names, out / "raw.parquet", out / "rejects.parquet"
+        )
     except StageError as exc:
         assert "lost rows" not in str(exc), str(exc)
         assert str(exc) and len(str(exc)) < 2000  # one message, of a readable size
@@ -102,11 +120,15 @@ def check_csv(drawn) -> None:
 
 
 jsonl_lines = st.tuples(
-    st.lists(st.one_of(
-        st.fixed_dictionaries({"text": texts, "label": labels}, optional={"id": values, "extra": values}),
-        st.dictionaries(st.sampled_from(["text", "label", "id"]), values, max_size=3),
-        values,
-    ), min_size=0, max_size=8),
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"text": texts, "label": labels}, optional={"id": values, "extra": values}),
+            st.dictionaries(st.sampled_from(["text", "label", "id"]), values, max_size=3),
+            values,
+        ),
+        min_size=0,
+        max_size=8,
+    ),
     st.lists(st.binary(max_size=12), max_size=2),  # raw lines mixed in
     damage,
 )
@@ -132,16 +154,26 @@ parquet_tables = st.tuples(
 
 def check_parquet(drawn) -> None:
     rows, text_type, label_type, data, hurt = drawn
-    samples = {pa.string(): texts, pa.large_string(): texts, pa.binary(): st.binary(max_size=20),
-               pa.int64(): st.integers(-(2**63), 2**63 - 1), pa.bool_(): st.booleans(), pa.float64(): st.floats()}
-    column = {pa.string(): st.sampled_from([*LABELS, "other"]), pa.int64(): st.integers(0, 1),
-              pa.bool_(): st.booleans()}
+    samples = {
+        pa.string(): texts,
+        pa.large_string(): texts,
+        pa.binary(): st.binary(max_size=20),
+        pa.int64(): st.integers(-(2**63), 2**63 - 1),
+        pa.bool_(): st.booleans(),
+        pa.float64(): st.floats(),
+    }
+    column = {
+        pa.string(): st.sampled_from([*LABELS, "other"]),
+        pa.int64(): st.integers(0, 1),
+        pa.bool_(): st.booleans(),
+    }
 
     def drawn_column(kind, strategy):
         return pa.array([data.draw(st.one_of(st.none(), strategy)) for _ in range(rows)], kind)
 
-    table = pa.table({"text": drawn_column(text_type, samples[text_type]),
-                      "label": drawn_column(label_type, column[label_type])})
+    table = pa.table(
+        {"text": drawn_column(text_type, samples[text_type]), "label": drawn_column(label_type, column[label_type])}
+    )
     with tempfile.TemporaryDirectory() as scratch:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
@@ -151,15 +183,19 @@ def check_parquet(drawn) -> None:
 
 
 # A folder tree: (path parts, kind, contents). Names include hidden, odd and undecodable ones.
-names = st.one_of(st.sampled_from(["ham", "spam", "other", ".hidden", "a.eml", "b", "..."]),
-                  st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1,
-                          max_size=8),
-                  st.just("caf\udce9"))  # the byte 0xE9 in a name: not UTF-8
-entries = st.lists(st.tuples(st.lists(names, min_size=1, max_size=4),
-                             st.sampled_from(["file", "file", "file", "link_out", "link_in", "link_loop", "fifo"]),
-                             st.one_of(st.binary(max_size=300), st.sampled_from([b"Subject: hi\n\nhello there",
-                                                                                 b"\x00\x01binary", b""]))),
-                   max_size=10)
+names = st.one_of(
+    st.sampled_from(["ham", "spam", "other", ".hidden", "a.eml", "b", "..."]),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=8),
+    st.just("caf\udce9"),
+)  # the byte 0xE9 in a name: not UTF-8
+entries = st.lists(
+    st.tuples(
+        st.lists(names, min_size=1, max_size=4),
+        st.sampled_from(["file", "file", "file", "link_out", "link_in", "link_loop", "fifo"]),
+        st.one_of(st.binary(max_size=300), st.sampled_from([b"Subject: hi\n\nhello there", b"\x00\x01binary", b""])),
+    ),
+    max_size=10,
+)
 
 
 def build_tree(root: Path, drawn) -> None:
@@ -180,8 +216,13 @@ def build_tree(root: Path, drawn) -> None:
 
 
 def mail_params(path: Path) -> IngestParams:
-    return IngestParams(format="mail_dir", path=str(path), labels=LABELS, folder_labels={"ham": "ham", "spam": "spam"},
-                        max_text_bytes=200)
+    return IngestParams(
+        format="mail_dir",
+        path=str(path),
+        labels=LABELS,
+        folder_labels={"ham": "ham", "spam": "spam"},
+        max_text_bytes=200,
+    )
 
 
 def check_mail_folder(drawn) -> None:
@@ -195,14 +236,28 @@ def check_mail_folder(drawn) -> None:
         run_ingest(mail_params(root), out)
 
 
-members = st.lists(st.tuples(
-    st.one_of(st.lists(names, min_size=1, max_size=3).map("/".join),
-              st.sampled_from(["../up.eml", "/abs.eml", "ham/../../x", "./ham/dot.eml", "ham/", ""])),
-    st.sampled_from([tarfile.REGTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE,
-                     tarfile.CHRTYPE, tarfile.DIRTYPE]),
-    st.binary(max_size=300),
-    st.integers(0, 3),  # declared size beyond the data (a lying header), in KiB
-), max_size=8)
+members = st.lists(
+    st.tuples(
+        st.one_of(
+            st.lists(names, min_size=1, max_size=3).map("/".join),
+            st.sampled_from(["../up.eml", "/abs.eml", "ham/../../x", "./ham/dot.eml", "ham/", ""]),
+        ),
+        st.sampled_from(
+            [
+                tarfile.REGTYPE,
+                tarfile.REGTYPE,
+                tarfile.SYMTYPE,
+                tarfile.LNKTYPE,
+                tarfile.FIFOTYPE,
+                tarfile.CHRTYPE,
+                tarfile.DIRTYPE,
+            ]
+        ),
+        st.binary(max_size=300),
+        st.integers(0, 3),  # declared size beyond the data (a lying header), in KiB
+    ),
+    max_size=8,
+)
 tar_sources = st.tuples(members, st.sampled_from(["w", "w:gz", "w:bz2", "w:xz"]), damage)
 
 
@@ -229,10 +284,18 @@ def check_tar(drawn) -> None:
 
 
 # Params: the test params as YAML text, with keys and values replaced, sections repeated, aliases.
-scalars = st.one_of(st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=30),
-                    st.sampled_from([".inf", "-.inf", ".nan", "1e400", "10" * 200, "*a", "&a [1]", "[", "{"]))
-params_edits = st.lists(st.tuples(st.sampled_from(["replace", "add", "repeat", "alias", "delete"]),
-                                  st.integers(0, 200), scalars), max_size=4)
+scalars = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=30),
+    st.sampled_from([".inf", "-.inf", ".nan", "1e400", "10" * 200, "*a", "&a [1]", "[", "{"]),
+)
+params_edits = st.lists(
+    st.tuples(st.sampled_from(["replace", "add", "repeat", "alias", "delete"]), st.integers(0, 200), scalars),
+    max_size=4,
+)
 
 
 def check_params(drawn) -> None:
@@ -260,6 +323,11 @@ def check_params(drawn) -> None:
 
 
 # (name, strategy, check) for each reader and the params loader.
-CASES = [("csv", csv_tables, check_csv), ("jsonl", jsonl_lines, check_jsonl),
-         ("parquet", parquet_tables, check_parquet), ("mail_folder", entries, check_mail_folder),
-         ("tar", tar_sources, check_tar), ("params", params_edits, check_params)]
+CASES = [
+    ("csv", csv_tables, check_csv),
+    ("jsonl", jsonl_lines, check_jsonl),
+    ("parquet", parquet_tables, check_parquet),
+    ("mail_folder", entries, check_mail_folder),
+    ("tar", tar_sources, check_tar),
+    ("params", params_edits, check_params),
+]

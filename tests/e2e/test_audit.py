@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from reprolab.audit import AuditError, audit, recorded_files
-from reprolab.audit_history import audit_history
+from reprolab.audit.history import audit_history
+from reprolab.audit.reproduce import AuditError, audit, recorded_files
 from reprolab.errors import StageError
 from reprolab.process_settings import PORTABLE_CPU_KERNELS
 from tests.conftest import commit, ran_stages, run, update_params
@@ -27,8 +27,9 @@ def train_runs(project):
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("reprolab").experiment_id
-    return client, client.search_runs([experiment], filter_string="tags.`reprolab.stage` = 'train'",
-                                      order_by=["attributes.start_time ASC"])
+    return client, client.search_runs(
+        [experiment], filter_string="tags.`reprolab.stage` = 'train'", order_by=["attributes.start_time ASC"]
+    )
 
 
 def test_published_run_passes_every_bit_and_its_mlflow_record(published, project, tmp_path, monkeypatch):
@@ -43,11 +44,18 @@ def test_published_run_passes_every_bit_and_its_mlflow_record(published, project
     assert report["commit"] == train.data.tags["git.commit"] == published.commit
     assert report["inexact"] == "" and report["metric_tolerance"] == 0.0  # every hash and metric exact
     kinds = {(c["kind"], c["name"]) for c in report["checks"]}
-    assert {("output", "train:models/model"), ("output", "evaluate:reports/metrics.json"),
-            ("output", "ingest:data/raw/raw.parquet"), ("dependency", "evaluate:models/model"),
-            ("metric", "transformer.macro_f1"), ("mlflow_metric", "transformer.macro_f1"),
-            ("mlflow_model", "models/model/model.safetensors"), ("mlflow_input", "data/tokens/train.parquet"),
-            ("output", "export:models/export"), ("export_metric", "onnx-int8.macro_f1")} <= kinds
+    assert {
+        ("output", "train:models/model"),
+        ("output", "evaluate:reports/metrics.json"),
+        ("output", "ingest:data/raw/raw.parquet"),
+        ("dependency", "evaluate:models/model"),
+        ("metric", "transformer.macro_f1"),
+        ("mlflow_metric", "transformer.macro_f1"),
+        ("mlflow_model", "models/model/model.safetensors"),
+        ("mlflow_input", "data/tokens/train.parquet"),
+        ("output", "export:models/export"),
+        ("export_metric", "onnx-int8.macro_f1"),
+    } <= kinds
     # export.json holds timings: its hash is excused, its other figures compared exactly.
     assert not {name for kind, name in kinds if kind == "export_metric" and name.endswith("rows_per_second")}
     assert "PASS" in (tmp_path / "audit.md").read_text()
@@ -88,8 +96,9 @@ def test_dirty_recorded_run_is_refused(published, project, monkeypatch):
     monkeypatch.chdir(project)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("reprolab").experiment_id
-    dirty = client.create_run(experiment, tags={"git.commit": published.commit, "git.dirty": "true",
-                                                "git.dirty_paths": "stages/train.py"})
+    dirty = client.create_run(
+        experiment, tags={"git.commit": published.commit, "git.dirty": "true", "git.dirty_paths": "stages/train.py"}
+    )
     with pytest.raises(AuditError, match="dirty tree .stages/train.py."):
         audit(project, dirty.info.run_id)
 

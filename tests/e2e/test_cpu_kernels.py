@@ -14,8 +14,9 @@ from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 from tests.conftest import REPO
 from tests.unit.test_evaluation import _tied_corpus
 
-x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
-                                reason="SIMD kernel caps are x86-64 settings")
+x86_only = pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="SIMD kernel caps are x86-64 settings"
+)
 
 # A few AdamW steps through the kinds of op the classifier runs (matmul, GELU, LayerNorm, softmax).
 TRAIN_STEPS = """
@@ -39,10 +40,10 @@ print(torch.backends.cpu.get_cpu_capability(), hashlib.md5(weights).hexdigest())
 
 
 def train_steps(mode: str, **env: str) -> tuple[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS
-             and k != "REPROLAB_CPU_KERNELS"}
-    done = subprocess.run([sys.executable, "-c", TRAIN_STEPS, mode], env={**clean, **env},
-                          capture_output=True, text=True, check=True)
+    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS and k != "REPROLAB_CPU_KERNELS"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_STEPS, mode], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     capability, digest = done.stdout.split()
     return capability, digest
 
@@ -68,7 +69,7 @@ if sys.argv[1] == "configured":
     from reprolab.process_settings import configure_process
     configure_process()
 import numpy as np
-from reprolab.provenance import cpu_kernels
+from reprolab.records.provenance import cpu_kernels
 x = np.random.default_rng(0).standard_normal(100_003)
 square = x[:40_000].reshape(200, 200)
 results = (np.exp(x), np.log1p(np.abs(x)), np.power(np.abs(x), 1.7), square @ square,
@@ -81,8 +82,9 @@ AVX512_NUMPY = ("X86_V4", "AVX512_ICL", "AVX512_SPR")
 
 def numpy_ops(mode: str, **env: str) -> tuple[str, str, str]:
     clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS and k != "REPROLAB_CPU_KERNELS"}
-    done = subprocess.run([sys.executable, "-c", NUMPY_OPS, mode], env={**clean, **env},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", NUMPY_OPS, mode], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     numpy_simd, blas_core, digest = done.stdout.split()
     return numpy_simd, blas_core, digest
 
@@ -102,10 +104,12 @@ def test_numpy_and_openblas_are_held_to_avx2_with_torch():
 
 def test_importing_the_library_changes_no_setting():
     """Only the explicit call does: an import of every module leaves the environment as it was."""
-    code = ("import os, pkgutil, importlib, reprolab\nbefore = dict(os.environ)\n"
-            "for module in pkgutil.iter_modules(reprolab.__path__):\n"
-            "    importlib.import_module(f'reprolab.{module.name}')\n"
-            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    code = (
+        "import os, pkgutil, importlib, reprolab\nbefore = dict(os.environ)\n"
+        "for module in pkgutil.iter_modules(reprolab.__path__):\n"
+        "    importlib.import_module(f'reprolab.{module.name}')\n"
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS and k != "REPROLAB_CPU_KERNELS"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -120,7 +124,7 @@ def test_a_stage_with_an_unknown_kernel_mode_stops_with_one_line():
 
 _BASELINE_PROBS = """
 import json, sys
-from reprolab.evaluation import baseline_probs
+from reprolab.results.evaluation import baseline_probs
 from reprolab.params import BaselineParams
 texts, labels = json.load(sys.stdin)
 probs = baseline_probs(texts, labels, texts[:50], BaselineParams(max_features=1000, ngram_max=2, C=10.0), 2)
@@ -136,8 +140,9 @@ def test_baseline_is_the_same_whatever_simd_numpy_dispatches_to():
 
     def probs(disabled: str) -> list:
         env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": disabled}
-        done = subprocess.run([sys.executable, "-c", _BASELINE_PROBS], input=stdin, env=env,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _BASELINE_PROBS], input=stdin, env=env, capture_output=True, text=True, check=True
+        )
         return json.loads(done.stdout)
 
     dispatched = probs("")

@@ -10,8 +10,9 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from reprolab import modeling, storage
-from reprolab.training import seed_everything
+from reprolab import storage
+from reprolab.model import runtime
+from reprolab.model.training import seed_everything
 from tests.conftest import MODEL, copy_project, env_for, fixture_params_raw, free_port, ran_stages, run, update_params
 
 
@@ -22,7 +23,7 @@ def l2_distance(a: dict, b: dict) -> float:
 def initial_weights(seed: int) -> dict:
     """The weights the train stage starts from: the pretrained encoder and a head drawn from its seed."""
     seed_everything(seed, torch.device("cpu"), None)
-    return modeling.load_classifier(str(MODEL), ["ham", "spam"]).state_dict()
+    return runtime.load_classifier(str(MODEL), ["ham", "spam"]).state_dict()
 
 
 def test_two_processes_then_two_machines_on_loopback_train_the_same_model(project, tmp_path):
@@ -48,10 +49,22 @@ def test_two_processes_then_two_machines_on_loopback_train_the_same_model(projec
     machines = {"num_processes": 1, "num_machines": 2, "main_process_port": free_port()}
     update_params(project, {"train": {**machines, "machine_rank": 0}})
     update_params(other, {"train": {**machines, "machine_rank": 1}})
-    worker = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=other, env=env_for(other),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    main = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project),
-                          capture_output=True, text=True, timeout=1200)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=other,
+        env=env_for(other),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    main = subprocess.run(
+        [sys.executable, "-m", "stages.train"],
+        cwd=project,
+        env=env_for(project),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     worker_output, _ = worker.communicate(timeout=300)
     assert main.returncode == 0, main.stdout[-2000:] + main.stderr[-3000:]
     assert worker.returncode == 0, worker_output[-3000:]

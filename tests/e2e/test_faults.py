@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from reprolab import serving, storage, tracking
-from reprolab.checkpoints import Checkpointer
+from reprolab import storage
+from reprolab.inference import serving
+from reprolab.model.checkpoints import Checkpointer
+from reprolab.records import tracking
 from tests.conftest import env_for, fixture_params_raw, lock_outs, run
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
@@ -50,8 +52,14 @@ def checkpoint_step(project: Path) -> int:
 def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):
     reference, metrics = lock_outs(project), (project / "reports/metrics.json").read_bytes()
     assert not (project / "checkpoints/train").exists() or not any((project / "checkpoints/train").iterdir())
-    repro = subprocess.Popen(["dvc", "repro", "--force", "-s", "train"], cwd=project, env=env_for(project),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    repro = subprocess.Popen(
+        ["dvc", "repro", "--force", "-s", "train"],
+        cwd=project,
+        env=env_for(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for_checkpoint(project, 3, repro)
     os.killpg(repro.pid, signal.SIGKILL)
     repro.wait()
@@ -66,16 +74,23 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):
 
 def test_sigterm_saves_a_checkpoint_and_exits(project):
     reference = storage.file_md5(project / "models/model/model.safetensors")
-    train = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=project,
+        env=env_for(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = wait_for_checkpoint(project, 2, train)
     train.send_signal(signal.SIGTERM)
     _, stderr = train.communicate(timeout=120)
     assert train.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in stderr and "Run `dvc repro` to resume" in stderr
     assert checkpoint_step(project) >= seen
-    resumed = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "stages.train"], cwd=project, env=env_for(project), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from the checkpoint" in resumed.stdout
     assert storage.file_md5(project / "models/model/model.safetensors") == reference
@@ -84,8 +99,13 @@ def test_sigterm_saves_a_checkpoint_and_exits(project):
 def test_stage_completes_when_the_tracking_server_is_down_and_replays_later(project):
     before = (project / "reports/metrics.json").read_bytes()
     (project / "reports/metrics.json").unlink()
-    done = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=project, capture_output=True, text=True,
-                          env=env_for(project, MLFLOW_TRACKING_URI=UNREACHABLE))
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env_for(project, MLFLOW_TRACKING_URI=UNREACHABLE),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "reprolab replay" in done.stderr and UNREACHABLE in done.stderr
     assert (project / "reports/metrics.json").read_bytes() == before  # outputs written all the same
@@ -93,8 +113,13 @@ def test_stage_completes_when_the_tracking_server_is_down_and_replays_later(proj
     saved = json.loads(record.read_text())
     assert "test.transformer.macro_f1" in {m[0] for m in saved["metrics"]}
     assert saved["start_ms"] < saved["end_ms"] and saved["status"] == "FINISHED"
-    replayed = subprocess.run([sys.executable, "-m", "reprolab.cli", "replay"], cwd=project, env=env_for(project),
-                              capture_output=True, text=True)
+    replayed = subprocess.run(
+        [sys.executable, "-m", "reprolab.cli", "replay"],
+        cwd=project,
+        env=env_for(project),
+        capture_output=True,
+        text=True,
+    )
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     assert "replayed 1 run(s)" in replayed.stdout
     assert not list((project / ".reprolab/spool").iterdir())
@@ -144,8 +169,8 @@ def test_locked_sqlite_store_spools_the_record(tmp_path, monkeypatch):
 def test_a_spooled_stage_replays_into_its_pipeline_tree(tmp_path, monkeypatch):
     """ingest reaches the store and creates the pipeline's parent run; clean finds the store locked and
     spools; replay puts clean under the same parent, with the times it recorded, and extends the parent."""
-    from reprolab import provenance
     from reprolab.params import parse_params
+    from reprolab.records import provenance
 
     monkeypatch.chdir(tmp_path)
     params = parse_params(fixture_params_raw())
@@ -170,8 +195,10 @@ def test_a_spooled_stage_replays_into_its_pipeline_tree(tmp_path, monkeypatch):
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
-    runs = {r.data.tags["reprolab.stage"]: r for r in client.search_runs(
-        [client.get_experiment_by_name("reprolab").experiment_id])}
+    runs = {
+        r.data.tags["reprolab.stage"]: r
+        for r in client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
+    }
     assert sorted(runs) == ["clean", "ingest", "pipeline"] and runs["clean"].info.run_id == sent
     parent = runs["pipeline"]
     assert parent.info.run_name == "dvc repro" and parent.info.start_time == pipeline["start_ms"]

@@ -9,13 +9,15 @@ import csv
 import json
 import re
 from io import StringIO
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from reprolab import encoding, paths, storage
+from reprolab import paths, storage
+from reprolab.encoding import encoder
 from tests.conftest import (
     MAILS_PER_GROUP,
     QUALITY_MARGIN,
@@ -36,8 +38,16 @@ def majority_macro_f1(labels: list[str]) -> float:
 
 def test_all_stages_run_and_beat_the_majority_class(published):
     root = published.root
-    assert ran_stages(published.first_run) == ["check_params", "ingest", "clean", "tokenize", "augment", "train",
-                                               "evaluate", "export"]
+    assert ran_stages(published.first_run) == [
+        "check_params",
+        "ingest",
+        "clean",
+        "tokenize",
+        "augment",
+        "train",
+        "evaluate",
+        "export",
+    ]
     metrics = json.loads((root / paths.METRICS).read_text())
     test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
     floor = majority_macro_f1(test_labels) + QUALITY_MARGIN
@@ -47,8 +57,10 @@ def test_all_stages_run_and_beat_the_majority_class(published):
         assert "roc_auc" in metrics[model] and "pr_auc" in metrics[model]
     assert (root / paths.MODEL_DIR / "model.safetensors").is_file()
     assert not list((root / paths.MODEL_DIR).glob("*.bin"))  # safetensors only
-    figures = {"evaluate": ["confusion_matrix.png", "per_class.png", "pr.png", "roc.png", "threshold.png"],
-               "train": ["training_curves.png"]}
+    figures = {
+        "evaluate": ["confusion_matrix.png", "per_class.png", "pr.png", "roc.png", "threshold.png"],
+        "train": ["training_curves.png"],
+    }
     for stage, names in figures.items():
         folder = root / paths.FIGURES / stage
         assert sorted(f.name for f in folder.iterdir()) == names
@@ -78,7 +90,7 @@ def test_data_checks_schema_labels_leaks_nulls(published):
         clean = pq.read_table(root / paths.clean_split(split))
         tokens = pq.read_table(root / paths.token_split(split))
         assert clean.schema.names == ["id", "label", "text", "replacements"]
-        assert tokens.schema.equals(encoding.TOKEN_SCHEMA)
+        assert tokens.schema.equals(encoder.TOKEN_SCHEMA)
         assert all(column.null_count == 0 for column in clean.columns + tokens.columns)
         assert set(clean["label"].to_pylist()) == {"ham", "spam"}
         assert clean["id"].to_pylist() == tokens["id"].to_pylist()
@@ -152,7 +164,9 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
     assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
-        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"], ["train", "evaluate"]]
+        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"],
+        ["train", "evaluate"],
+    ]
     assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
     parent, children = parents[0], trees[0]
     # True durations: each child spans its process, at least what the stage itself timed.
@@ -169,8 +183,13 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     init = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).strip()
     assert train.data.tags["git.commit"] == init and train.data.tags["git.dirty"] == "false"
     # Step and epoch values under distinct keys; the test metrics in evaluate's run, which names train's.
-    assert {"step/train_loss", "step/learning_rate", "epoch/train_loss", "epoch/val_loss",
-            "epoch/val_macro_f1"} <= train.data.metrics.keys()
+    assert {
+        "step/train_loss",
+        "step/learning_rate",
+        "epoch/train_loss",
+        "epoch/val_loss",
+        "epoch/val_macro_f1",
+    } <= train.data.metrics.keys()
     assert not {"train_loss", "learning_rate", "val_macro_f1"} & train.data.metrics.keys()
     steps = [m.step for m in client.get_metric_history(train.info.run_id, "step/learning_rate")]
     epochs = [m.step for m in client.get_metric_history(train.info.run_id, "epoch/val_macro_f1")]
@@ -178,7 +197,10 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     step_rows = list(csv.DictReader(StringIO((root / paths.TRAIN_STEPS).read_text())))
     assert [int(r["step"]) for r in step_rows] == steps
     assert {a.path for a in client.list_artifacts(train.info.run_id, "reports/train")} == {
-        "reports/train/train_history.csv", "reports/train/train_steps.csv", "reports/train/training_curves.png"}
+        "reports/train/train_history.csv",
+        "reports/train/train_steps.csv",
+        "reports/train/training_curves.png",
+    }
     assert evaluate.data.tags["reprolab.train_run_id"] == train.info.run_id
     assert "test.transformer.macro_f1" in evaluate.data.metrics
     assert "test.transformer.macro_f1" not in train.data.metrics
@@ -189,19 +211,29 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     mlflow.set_tracking_uri(client.tracking_uri)
     (logged,) = mlflow.search_logged_models(
         experiment_ids=[train.info.experiment_id],
-        filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
+        filter_string=f"source_run_id = '{train.info.run_id}'",
+        output_format="list",
+    )
     # One registered model for the experiment, one version per train run, tagged with its commit and data.
     versions = client.search_model_versions("name = 'reprolab'")
-    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs
-                                                         if r.data.tags["reprolab.stage"] == "train")
+    assert sorted(v.run_id for v in versions) == sorted(
+        r.info.run_id for r in runs if r.data.tags["reprolab.stage"] == "train"
+    )
     (version,) = [v for v in versions if v.run_id == train.info.run_id]
-    assert version.tags["git.commit"] == init and version.tags["data.data/tokens/train.parquet"] == inputs[
-        "data/tokens/train.parquet"] and version.tags["reprolab.model_md5"] == train.data.tags["reprolab.model_md5"]
+    assert (
+        version.tags["git.commit"] == init
+        and version.tags["data.data/tokens/train.parquet"] == inputs["data/tokens/train.parquet"]
+        and version.tags["reprolab.model_md5"] == train.data.tags["reprolab.model_md5"]
+    )
+    # The whole package travels with the model (code_paths), so it loads where reprolab is not installed.
+    logged_code = Path(mlflow.artifacts.download_artifacts(logged.model_uri)) / "code/reprolab"
+    assert (logged_code / "inference/serving.py").is_file() and (logged_code / "params.py").is_file()
     classifier = mlflow.pyfunc.load_model(logged.model_uri)  # reloads offline
     assert classifier.metadata.get_input_schema().input_names() == ["text"]
     answer = classifier.predict(pd.DataFrame({"text": ["Subject: win a free prize now\n\nclick here to claim it"]}))
-    assert answer["predicted"][0] in {"ham", "spam"} and answer["prob_ham"][0] + answer["prob_spam"][0] == \
-        pytest.approx(1.0)
+    assert answer["predicted"][0] in {"ham", "spam"} and answer["prob_ham"][0] + answer["prob_spam"][
+        0
+    ] == pytest.approx(1.0)
 
 
 def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(project):
@@ -235,12 +267,14 @@ def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
     run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
     client, _ = stage_runs(project)
     experiment = client.get_experiment_by_name("reprolab")
-    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'lr-3e-4'"
-                                  " and tags.`reprolab.stage` = 'train'")
+    (train,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'lr-3e-4' and tags.`reprolab.stage` = 'train'"
+    )
     assert train.data.tags["dvc.exp_baseline_rev"] == baseline
     assert train.data.params["train.learning_rate"] == "0.0003"
-    (evaluate,) = client.search_runs([experiment.experiment_id],
-                                     filter_string=f"tags.`reprolab.train_run_id` = '{train.info.run_id}'")
+    (evaluate,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`reprolab.train_run_id` = '{train.info.run_id}'"
+    )
     assert "test.transformer.macro_f1" in evaluate.data.metrics
     # One parent for the experiment's execution, named after it.
     parent = client.get_run(train.data.tags["mlflow.parentRunId"])

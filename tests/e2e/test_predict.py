@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reprolab import paths
-from reprolab.prediction import Predictor
+from reprolab.inference.prediction import Predictor
 from tests.conftest import REPROLAB, env_for, free_port, run
 
 PROBABILITIES = ["prob_ham", "prob_spam"]
@@ -65,8 +65,9 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
 
     root = published.root
     store = f"sqlite:///{root / 'mlflow.db'}"
-    latest = max(mlflow.MlflowClient(tracking_uri=store).search_model_versions("name = 'reprolab'"),
-                 key=lambda v: int(v.version))
+    latest = max(
+        mlflow.MlflowClient(tracking_uri=store).search_model_versions("name = 'reprolab'"), key=lambda v: int(v.version)
+    )
     mails = {}
     for row_id in sorted(predicted):
         raw = next((root / "data/source" / row_id.split("/")[0]).glob(f"{row_id.split('/')[1]}.*.txt")).read_bytes()
@@ -80,9 +81,25 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", f"models:/reprolab/{latest.version}", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env_for(root, MLFLOW_TRACKING_URI=store),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/reprolab/{latest.version}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=root,
+            env=env_for(root, MLFLOW_TRACKING_URI=store),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -94,8 +111,9 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
                 assert time.monotonic() < deadline, f"no answer on port {port}: {log.read_text()[-2000:]}"
                 time.sleep(1)
         body = json.dumps({"dataframe_records": [{"text": text} for text in mails.values()]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         answer = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -125,14 +143,18 @@ def test_the_export_stage_scores_onnx_and_int8_through_the_same_path(published, 
 
 
 # Behavioural tests (Ribeiro et al. 2020, CheckList; Made-With-ML): mails written for the test.
-HAM = ("From: anna@example.org\nTo: team@example.org\nSubject: Minutes of Tuesday's meeting\n\n"
-       "Hi all,\n\nthe minutes of Tuesday's meeting are below. We agreed to move the release to next Friday, "
-       "and Bob will update the build scripts before then.\n\n> Can we review the test plan first?\n"
-       "Yes, on Thursday after lunch.\n\nThanks,\nAnna\n")
-SPAM = ("From: winner@prizes.example\nTo: you@example.org\nSubject: CONGRATULATIONS!!! You have WON $1,000,000 "
-        "CASH\n\nDear Friend,\n\nYou have been selected to receive a FREE cash prize! Click here now to claim "
-        "your money. Limited time offer, act now! No credit card required, 100% FREE. Order now!\n\n"
-        "To be removed from our mailing list click here.\n")
+HAM = (
+    "From: anna@example.org\nTo: team@example.org\nSubject: Minutes of Tuesday's meeting\n\n"
+    "Hi all,\n\nthe minutes of Tuesday's meeting are below. We agreed to move the release to next Friday, "
+    "and Bob will update the build scripts before then.\n\n> Can we review the test plan first?\n"
+    "Yes, on Thursday after lunch.\n\nThanks,\nAnna\n"
+)
+SPAM = (
+    "From: winner@prizes.example\nTo: you@example.org\nSubject: CONGRATULATIONS!!! You have WON $1,000,000 "
+    "CASH\n\nDear Friend,\n\nYou have been selected to receive a FREE cash prize! Click here now to claim "
+    "your money. Limited time offer, act now! No credit card required, 100% FREE. Order now!\n\n"
+    "To be removed from our mailing list click here.\n"
+)
 
 
 @pytest.fixture(scope="module")

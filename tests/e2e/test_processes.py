@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reprolab import storage
-from reprolab.ingestion import RAW_SCHEMA
+from reprolab.data.ingestion import RAW_SCHEMA
 from tests.conftest import FIXTURE_PARAMS, REPO
 from tests.unit.test_cleaning import TWINS_PARAMS, clean_params, corpus_with_twins, raw_row, run_clean
 
@@ -50,15 +50,14 @@ def test_worker_processes_exit_when_the_stage_is_killed(tmp_path):
     storage.write_parquet(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), tmp_path / "raw.parquet")
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from reprolab.cleaning import clean_file\nfrom reprolab.params import load_params\n"
+        "from reprolab.data.cleaning import clean_file\nfrom reprolab.params import load_params\n"
         "if __name__ == '__main__':\n"
         "    d = Path(sys.argv[1])\n"
         "    clean_file(d / 'raw.parquet', {n: d / f'{n}.parquet' for n in ('train', 'val', 'test')},\n"
         "               d / 'rejects.parquet', load_params(sys.argv[2]).clean, workers=2)\n"
     )
     (tmp_path / "run.py").write_text(script)
-    stage = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path), str(FIXTURE_PARAMS)],
-                             cwd=REPO)
+    stage = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path), str(FIXTURE_PARAMS)], cwd=REPO)
     deadline = time.monotonic() + 60
     while len(workers := _descendants(stage.pid)) < 3 and time.monotonic() < deadline:  # forkserver + 2 workers
         time.sleep(0.2)
@@ -93,6 +92,6 @@ def test_sigkill_during_writes_never_leaves_a_truncated_file(tmp_path):
 
 def test_freed_host_memory_is_kept_for_reuse_on_glibc():
     # Its own process: the allocator setting is process-wide and cannot be undone.
-    code = "from reprolab.modeling import reuse_freed_host_memory; print(reuse_freed_host_memory())"
+    code = "from reprolab.model.runtime import reuse_freed_host_memory; print(reuse_freed_host_memory())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(platform.libc_ver()[0] == "glibc")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from reprolab import tracking_ui
+from reprolab.records import tracking_ui
 from tests.conftest import REPROLAB, free_port
 
 
@@ -29,14 +29,19 @@ def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
 
 # The same supervision around a server that starts in a fraction of a second (the MLflow UI takes 10 s):
 # for the other ways to stop it.
-STAND_IN = ("import sys\nfrom reprolab.tracking_ui import run_server\n"
-            "port = int(sys.argv[1])\n"
-            "sys.exit(run_server([sys.executable, '-m', 'http.server', '--bind', '127.0.0.1', str(port)],"
-            " '127.0.0.1', port, 'a stand-in server'))")
+STAND_IN = (
+    "import sys\nfrom reprolab.records.tracking_ui import run_server\n"
+    "port = int(sys.argv[1])\n"
+    "sys.exit(run_server([sys.executable, '-m', 'http.server', '--bind', '127.0.0.1', str(port)],"
+    " '127.0.0.1', port, 'a stand-in server'))"
+)
 
 
-@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
-                         ids=["mlflow-SIGTERM", "stand-in-Ctrl-C", "stand-in-SIGKILL"])
+@pytest.mark.parametrize(
+    "stop_with",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+    ids=["mlflow-SIGTERM", "stand-in-Ctrl-C", "stand-in-SIGKILL"],
+)
 def test_ui_says_where_once_it_listens_and_a_signal_stops_the_whole_server(tmp_path, stop_with):
     port = free_port()
     if stop_with == signal.SIGTERM:
@@ -73,10 +78,17 @@ def test_a_busy_port_is_an_error_and_another_host_a_warning(tmp_path):
         taken.bind(("0.0.0.0", port))
         taken.listen()
         for host in ("127.0.0.1", "0.0.0.0"):
-            done = subprocess.run([REPROLAB, "ui", "--host", host, "--port", str(port)], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [REPROLAB, "ui", "--host", host, "--port", str(port)],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode == 2
-            assert done.stderr.endswith(f"error: port {port} on {host} is in use (another `reprolab ui`?): stop it "
-                                        "or choose another with --port\n")
+            assert done.stderr.endswith(
+                f"error: port {port} on {host} is in use (another `reprolab ui`?): stop it "
+                "or choose another with --port\n"
+            )
             assert ("WARNING --host 0.0.0.0" in done.stderr) == (host == "0.0.0.0")
     assert not os.path.exists(tmp_path / "mlflow.db")  # nothing was started

@@ -12,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from reprolab import cleaning, encoding, modeling, onnx_export, serving
+from reprolab.data import cleaning
+from reprolab.encoding import encoder
 from reprolab.errors import StageError
-from reprolab.prediction import Predictor, Recipe
-from reprolab.prediction_files import predict_source
+from reprolab.inference import onnx_export, serving
+from reprolab.inference.batch_predict import predict_source
+from reprolab.inference.prediction import Predictor, Recipe
+from reprolab.model import runtime
 from tests.conftest import CORPUS, MODEL
 
 
@@ -25,10 +28,18 @@ def tiny_model(tmp_path_factory, params):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    tokenizer = encoding.load_tokenizer(str(MODEL))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=2, id2label={0: "ham", 1: "spam"},
-                        label2id={"ham": 0, "spam": 1}, pad_token_id=tokenizer.pad_token_id)
+    tokenizer = encoder.load_tokenizer(str(MODEL))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        id2label={0: "ham", 1: "spam"},
+        label2id={"ham": 0, "spam": 1},
+        pad_token_id=tokenizer.pad_token_id,
+    )
     folder = tmp_path_factory.mktemp("tiny")
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -37,8 +48,11 @@ def tiny_model(tmp_path_factory, params):
 
 
 def corpus_mails(per_group: int) -> list[tuple[str, bytes]]:
-    return [(f"{group}/{path.name}", path.read_bytes()) for group in ("easy-ham-1", "spam-2")
-            for path in sorted((CORPUS / group).glob("*.txt"))[:per_group]]
+    return [
+        (f"{group}/{path.name}", path.read_bytes())
+        for group in ("easy-ham-1", "spam-2")
+        for path in sorted((CORPUS / group).glob("*.txt"))[:per_group]
+    ]
 
 
 def test_scores_are_the_stages_steps_one_by_one(tiny_model, params, tokenizer):
@@ -49,10 +63,9 @@ def test_scores_are_the_stages_steps_one_by_one(tiny_model, params, tokenizer):
     kept, probs, rejected = predictor.score(records)
     assert kept == list(range(12)) and rejected == {12: ("too_short", "5 chars < clean.min_chars=20")}
     texts = [cleaning.clean_text(record, params.clean)[0] for record in records[:12]]
-    ids = encoding.encode(tokenizer, texts, params.tokenize.max_length, encoding.Truncation.of(params.tokenize))
-    model = modeling.load_classifier(str(tiny_model), ["ham", "spam"])
-    one_by_one = modeling.softmax(modeling.predict_logits(model, [np.asarray(i) for i in ids], 1, 0,
-                                                          torch.device("cpu")))
+    ids = encoder.encode(tokenizer, texts, params.tokenize.max_length, encoder.Truncation.of(params.tokenize))
+    model = runtime.load_classifier(str(tiny_model), ["ham", "spam"])
+    one_by_one = runtime.softmax(runtime.predict_logits(model, [np.asarray(i) for i in ids], 1, 0, torch.device("cpu")))
     np.testing.assert_allclose(probs, one_by_one, atol=1e-6, rtol=0)
 
 
@@ -65,15 +78,27 @@ def write_csv(path, header, rows):
 
 def test_predict_writes_every_row_or_its_reject_in_either_format(tiny_model, tmp_path):
     mails = corpus_mails(3)
-    rows = [[f"m{i}", raw.decode("latin-1"), "spam" if "spam" in name else "ham"]
-            for i, (name, raw) in enumerate(mails)]
-    rows += [["short", "too short", "ham"], ["odd", mails[0][1].decode("latin-1"), "eggs"], ["empty", "", "ham"],
-             ["m0", "a repeated id with a long enough text", "ham"],
-             ["=cmd", "a text whose id looks like a formula", ""]]
+    rows = [
+        [f"m{i}", raw.decode("latin-1"), "spam" if "spam" in name else "ham"] for i, (name, raw) in enumerate(mails)
+    ]
+    rows += [
+        ["short", "too short", "ham"],
+        ["odd", mails[0][1].decode("latin-1"), "eggs"],
+        ["empty", "", "ham"],
+        ["m0", "a repeated id with a long enough text", "ham"],
+        ["=cmd", "a text whose id looks like a formula", ""],
+    ]
     write_csv(tmp_path / "in.csv", ["id", "text", "label"], rows)
     predictor = Predictor(tiny_model, batch_size=4)
-    summary = predict_source(predictor, str(tmp_path / "in.csv"), tmp_path / "out.parquet",
-                             tmp_path / "out.rejects.parquet", id_column="id", batch_rows=3, progress=False)
+    summary = predict_source(
+        predictor,
+        str(tmp_path / "in.csv"),
+        tmp_path / "out.parquet",
+        tmp_path / "out.rejects.parquet",
+        id_column="id",
+        batch_rows=3,
+        progress=False,
+    )
     assert (summary["rows_in"], summary["rows_predicted"], summary["rows_rejected"]) == (11, 7, 4)
     assert summary["rejected_by_reason"] == {"too_short": 1, "unknown_label": 1, "missing_text": 1, "duplicate_id": 1}
     table = pq.read_table(tmp_path / "out.parquet").to_pydict()
@@ -84,11 +109,21 @@ def test_predict_writes_every_row_or_its_reject_in_either_format(tiny_model, tmp
     assert table["predicted"] == [["ham", "spam"][i] for i in probs.argmax(axis=1)]
     rejects = pq.read_table(tmp_path / "out.rejects.parquet").to_pydict()
     assert sorted(zip(rejects["id"], rejects["reason"], strict=True)) == [
-        ("empty", "missing_text"), ("m0", "duplicate_id"), ("odd", "unknown_label"), ("short", "too_short")]
+        ("empty", "missing_text"),
+        ("m0", "duplicate_id"),
+        ("odd", "unknown_label"),
+        ("short", "too_short"),
+    ]
     assert set(rejects["stage"]) == {"predict"}
     # The same rows as CSV: formula-like cells guarded, probabilities to six digits.
-    predict_source(predictor, str(tmp_path / "in.csv"), tmp_path / "out.csv", tmp_path / "csv.rejects.parquet",
-                   id_column="id", progress=False)
+    predict_source(
+        predictor,
+        str(tmp_path / "in.csv"),
+        tmp_path / "out.csv",
+        tmp_path / "csv.rejects.parquet",
+        id_column="id",
+        progress=False,
+    )
     written = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert [row["id"] for row in written] == table["id"][:-1] + ["'=cmd"]
     assert written[-1]["actual"] == ""
@@ -98,16 +133,23 @@ def test_predict_writes_every_row_or_its_reject_in_either_format(tiny_model, tmp
 def test_unlabelled_lines_and_mail_folders_are_predicted(tiny_model, tmp_path):
     predictor = Predictor(tiny_model)
     (tmp_path / "notes.txt").write_text("a first message to classify\n\na second message to classify\n")
-    summary = predict_source(predictor, str(tmp_path / "notes.txt"), tmp_path / "lines.parquet",
-                             tmp_path / "lines.rejects.parquet", "lines", progress=False)
+    summary = predict_source(
+        predictor,
+        str(tmp_path / "notes.txt"),
+        tmp_path / "lines.parquet",
+        tmp_path / "lines.rejects.parquet",
+        "lines",
+        progress=False,
+    )
     assert summary["rows_predicted"] == 2
     assert pq.read_table(tmp_path / "lines.parquet")["id"].to_pylist() == ["notes.txt:1", "notes.txt:3"]
     for name, raw in corpus_mails(2):
         (tmp_path / "box" / name.split("/")[0]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "box" / name).write_bytes(raw)
     shutil.copy(tmp_path / "box" / name, tmp_path / "box" / "loose.txt")  # outside any label folder
-    summary = predict_source(predictor, str(tmp_path / "box"), tmp_path / "box.parquet",
-                             tmp_path / "box.rejects.parquet", progress=False)
+    summary = predict_source(
+        predictor, str(tmp_path / "box"), tmp_path / "box.parquet", tmp_path / "box.rejects.parquet", progress=False
+    )
     table = pq.read_table(tmp_path / "box.parquet").to_pydict()
     assert summary["rows_predicted"] == 5 and summary["rows_rejected"] == 0
     assert dict(zip(table["id"], table["actual"], strict=True))["loose.txt"] is None
@@ -121,8 +163,9 @@ def test_a_failed_predict_leaves_the_previous_outputs(tiny_model, tmp_path):
     before = (tmp_path / "out.csv").read_bytes(), (tmp_path / "r.parquet").read_bytes()
     (tmp_path / "bad.jsonl").write_text("not json at all\n")
     with pytest.raises(StageError, match="bad.jsonl: line 1: not JSON Lines"):
-        predict_source(predictor, str(tmp_path / "bad.jsonl"), tmp_path / "out.csv", tmp_path / "r.parquet",
-                       progress=False)
+        predict_source(
+            predictor, str(tmp_path / "bad.jsonl"), tmp_path / "out.csv", tmp_path / "r.parquet", progress=False
+        )
     assert ((tmp_path / "out.csv").read_bytes(), (tmp_path / "r.parquet").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "in.csv", "out.csv", "r.parquet"]  # no leftovers
     with pytest.raises(StageError, match="extension chooses its format"):
@@ -136,8 +179,9 @@ def test_the_pyfunc_frame_scores_raw_mails_and_names_rejects(tiny_model):
     assert list(frame.columns) == ["predicted", "prob_ham", "prob_spam", "reject"]
     assert frame["reject"].isna().tolist() == [True, False] and frame["reject"][1] == "too_short"
     assert frame["predicted"].isna().tolist() == [False, True] and np.isnan(frame["prob_ham"][1])
-    _, probs, _ = predictor.score([{"raw": raw.decode("latin-1").encode("utf-8"), "kind": "mail",
-                                    "checksum_status": "absent", "source": name}])
+    _, probs, _ = predictor.score(
+        [{"raw": raw.decode("latin-1").encode("utf-8"), "kind": "mail", "checksum_status": "absent", "source": name}]
+    )
     np.testing.assert_allclose(frame[["prob_ham", "prob_spam"]].to_numpy()[0], probs[0], atol=1e-7)
 
 
@@ -145,8 +189,10 @@ def test_onnx_export_scores_as_torch_and_int8_is_smaller(tiny_model, tmp_path, p
     onnx_export.export_folder(tiny_model, tmp_path / "export", 17)
     names = sorted(p.name for p in (tmp_path / "export").iterdir())
     assert "model.onnx" in names and "model.int8.onnx" in names and "model.safetensors" not in names
-    assert json.loads((tmp_path / "export/reprolab_preprocessing.json").read_text())["max_length"] == \
-        params.tokenize.max_length
+    assert (
+        json.loads((tmp_path / "export/reprolab_preprocessing.json").read_text())["max_length"]
+        == params.tokenize.max_length
+    )
     records = [{"raw": raw, "kind": "mail", "checksum_status": "ok", "source": name} for name, raw in corpus_mails(8)]
     torch_probs = Predictor(tiny_model).score(records)[1]
     fp32 = Predictor(tmp_path / "export", "onnx").score(records)[1]
@@ -162,7 +208,7 @@ def test_onnx_export_scores_as_torch_and_int8_is_smaller(tiny_model, tmp_path, p
 def test_compare_backends_reports_each_backend_against_torch(tiny_model, tmp_path, tokenizer):
     onnx_export.export_folder(tiny_model, tmp_path / "export", 17)
     texts = [cleaning.normalise(cleaning.mail_to_text(raw)) for _, raw in corpus_mails(6)]
-    sequences = [np.asarray(s, dtype=np.int32) for s in encoding.encode(tokenizer, texts, 32)]
+    sequences = [np.asarray(s, dtype=np.int32) for s in encoder.encode(tokenizer, texts, 32)]
     labels = np.array([0] * 6 + [1] * 6)
     report = onnx_export.compare_backends(tiny_model, tmp_path / "export", sequences, labels, 4, 3, 2, 1)
     assert list(report["backends"]) == ["torch", "onnx", "onnx-int8"]  # sorted only when written

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from reprolab import encoding, modeling
-from reprolab.checkpoints import Checkpointer, TrainingInterrupted
-from reprolab.cleaning import normalise
-from reprolab.training import STEP_FIELDS, history_csv, make_accelerator, seed_everything, train_model
+from reprolab.data.cleaning import normalise
+from reprolab.encoding import encoder
+from reprolab.model import runtime
+from reprolab.model.checkpoints import Checkpointer, TrainingInterrupted
+from reprolab.model.training import STEP_FIELDS, history_csv, make_accelerator, seed_everything, train_model
 from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
 
 CPU = torch.device("cpu")
@@ -28,11 +29,11 @@ def data(tokenizer):
 
 def fresh_model(seed=0):
     torch.manual_seed(seed)
-    return modeling.load_classifier(str(MODEL), ["ham", "spam"])
+    return runtime.load_classifier(str(MODEL), ["ham", "spam"])
 
 
-def batch_loss(model, data: modeling.TokenData) -> float:
-    input_ids, mask = modeling.collate(data.sequences, 0)
+def batch_loss(model, data: runtime.TokenData) -> float:
+    input_ids, mask = runtime.collate(data.sequences, 0)
     model.eval()
     with torch.no_grad():
         return model(input_ids=input_ids, attention_mask=mask, labels=torch.from_numpy(data.labels)).loss.item()
@@ -46,8 +47,9 @@ def trained(data):
     model = fresh_model()
     before = batch_loss(model, val)
     steps = []
-    result = train(model, rows, val, train_params(epochs=2),
-                   on_step=lambda step, values: steps.append(values["train_loss"]))
+    result = train(
+        model, rows, val, train_params(epochs=2), on_step=lambda step, values: steps.append(values["train_loss"])
+    )
     return model, result, steps, before
 
 
@@ -80,8 +82,8 @@ def test_padding_does_not_change_predictions(data):
     """Dynamic padding is an optimisation only: logits match a batch of one."""
     _, val = data
     model = fresh_model()
-    batched = modeling.predict_logits(model, val.take(np.arange(6)).sequences, 6, 0, torch.device("cpu"))
-    single = modeling.predict_logits(model, val.take(np.arange(6)).sequences, 1, 0, torch.device("cpu"))
+    batched = runtime.predict_logits(model, val.take(np.arange(6)).sequences, 6, 0, torch.device("cpu"))
+    single = runtime.predict_logits(model, val.take(np.arange(6)).sequences, 1, 0, torch.device("cpu"))
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
@@ -102,7 +104,7 @@ def test_torch_compile_trains_like_eager(data):
 
     rows, val = data[0].take(np.arange(32)), data[1].take(np.arange(8))
     # Rows cut to 5 lengths, so batches come in several lengths.
-    rows = modeling.TokenData(rows.ids, [s[: 24 + 8 * (i % 5)] for i, s in enumerate(rows.sequences)], rows.labels)
+    rows = runtime.TokenData(rows.ids, [s[: 24 + 8 * (i % 5)] for i, s in enumerate(rows.sequences)], rows.labels)
     losses = {}
     for compiled in (False, True):
         torch._dynamo.reset()
@@ -123,10 +125,11 @@ def test_cuda_bf16_training_step(data):
 
 
 def spam_probability(model, tokenizer, texts: list[str]) -> np.ndarray:
-    encoded = encoding.encode(tokenizer, [normalise(t) for t in texts], MAX_LENGTH)
-    data = modeling.TokenData([str(i) for i in range(len(texts))], [np.asarray(s) for s in encoded],
-                              np.zeros(len(texts), dtype=np.int64))
-    return modeling.softmax(modeling.predict_logits(model, data.sequences, 8, 0, torch.device("cpu")))[:, 1]
+    encoded = encoder.encode(tokenizer, [normalise(t) for t in texts], MAX_LENGTH)
+    data = runtime.TokenData(
+        [str(i) for i in range(len(texts))], [np.asarray(s) for s in encoded], np.zeros(len(texts), dtype=np.int64)
+    )
+    return runtime.softmax(runtime.predict_logits(model, data.sequences, 8, 0, torch.device("cpu")))[:, 1]
 
 
 HAM = "Re: meeting notes. Hi Tom, I attached the notes from yesterday's call about the DNS migration."
@@ -137,8 +140,9 @@ def test_behaviour_invariant_to_whitespace_and_invisible_characters(trained, tok
     """Harmless formatting edits go through the same cleaning, so predictions do not move at all."""
     model = trained[0]
     edited = [HAM.replace(" ", "  \n "), "\u200b" + SPAM.replace("!", "!\u00ad")]
-    np.testing.assert_array_equal(spam_probability(model, tokenizer, [HAM, SPAM]),
-                                  spam_probability(model, tokenizer, edited))
+    np.testing.assert_array_equal(
+        spam_probability(model, tokenizer, [HAM, SPAM]), spam_probability(model, tokenizer, edited)
+    )
 
 
 def test_behaviour_names_do_not_decide_the_class(trained, tokenizer):
@@ -223,8 +227,14 @@ def test_checkpoints_move_between_gpu_and_cpu(data, tmp_path):
         checkpointer = Checkpointer(directory)
         p_first = train_params(device=first, mixed_precision="no", epochs=2, early_stopping_patience=2)
         with pytest.raises(TrainingInterrupted):
-            train(fresh_model(), rows, val, p_first, checkpointer=checkpointer,
-                  on_step=lambda step, _v, c=checkpointer: setattr(c, "stop_requested", signal.SIGTERM))
+            train(
+                fresh_model(),
+                rows,
+                val,
+                p_first,
+                checkpointer=checkpointer,
+                on_step=lambda step, _v, c=checkpointer: setattr(c, "stop_requested", signal.SIGTERM),
+            )
         checkpointer.stop_requested = 0
         model = fresh_model()
         result = train(model, rows, val, p_first.model_copy(update={"device": second}), checkpointer=checkpointer)
@@ -251,8 +261,11 @@ def test_lora_trains_adapters_and_leaves_a_plain_merged_model(data, tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     sequences = val.sequences
-    np.testing.assert_allclose(modeling.predict_logits(reloaded, sequences, 8, 0, CPU),
-                               modeling.predict_logits(model, sequences, 8, 0, CPU), atol=1e-6)
+    np.testing.assert_allclose(
+        runtime.predict_logits(reloaded, sequences, 8, 0, CPU),
+        runtime.predict_logits(model, sequences, 8, 0, CPU),
+        atol=1e-6,
+    )
 
 
 def test_balanced_class_weights_lift_the_minority_class(data):
@@ -266,5 +279,5 @@ def test_balanced_class_weights_lift_the_minority_class(data):
         seed_everything(0, CPU, 2)
         model = fresh_model()
         train(model, imbalanced, val.take(np.arange(8)), train_params(class_weights=weights))
-        mean_spam[weights] = modeling.softmax(modeling.predict_logits(model, val.sequences, 16, 0, CPU))[:, 1].mean()
+        mean_spam[weights] = runtime.softmax(runtime.predict_logits(model, val.sequences, 16, 0, CPU))[:, 1].mean()
     assert mean_spam["balanced"] > mean_spam["none"] + 0.02, mean_spam

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from reprolab.audit import (
+from reprolab.audit.reproduce import (
     Check,
     compare_export,
     compare_hashes,
@@ -83,8 +83,10 @@ def test_a_changed_raw_file_shows_as_its_dependency_and_everything_downstream():
     reproduced["stages"]["ingest"]["outs"][0]["md5"] = "eeeeee"
     reproduced["stages"]["train"]["deps"][0]["md5"] = "eeeeee"
     assert failed(compare_hashes(LOCK, reproduced)) == {
-        ("dependency", "ingest:data/source"), ("output", "ingest:data/raw/raw.parquet"),
-        ("dependency", "train:data/raw/raw.parquet")}
+        ("dependency", "ingest:data/source"),
+        ("output", "ingest:data/raw/raw.parquet"),
+        ("dependency", "train:data/raw/raw.parquet"),
+    }
 
 
 def test_a_param_changed_without_a_rerun_is_named_with_both_values():
@@ -108,22 +110,29 @@ def test_kernels_decide_whether_bits_must_match():
     assert inexact_reason("cpu", "cpu", avx2, {**avx2, "kernels": "native"}) == ""
     arm = {"kernels": "portable", "machine": "aarch64", "torch_capability": "DEFAULT"}
     assert inexact_reason("cpu", "cpu", avx2, arm) == (
-        "across CPU kernels (x86_64 AVX2 (portable) recorded, aarch64 DEFAULT (portable) here)")
+        "across CPU kernels (x86_64 AVX2 (portable) recorded, aarch64 DEFAULT (portable) here)"
+    )
     assert inexact_reason("cpu", "cpu", None, arm) == ""  # an older result without the record: exact
     assert inexact_reason("cuda:0", "cpu", None, arm).startswith("on CUDA")
 
 
 def test_only_what_the_weights_decide_is_excused():
-    lock = {"stages": {"tokenize": {"outs": [{"path": "data/tokens"}]},
-                       "train": {"outs": [{"path": "models/model"}]},
-                       "evaluate": {"outs": [{"path": "reports/metrics.json"}]}}}
-    checks = [Check("output", "train:models/model", "a", "b", False),
-              Check("dependency", "evaluate:models/model", "a", "b", False),
-              Check("output", "evaluate:reports/metrics.json", "c", "d", False),
-              Check("mlflow_model", "models/model/model.safetensors", "e", "f", False),
-              Check("output", "tokenize:data/tokens", "g", "h", False),
-              Check("dependency", "train:data/tokens", "g", "h", False),
-              Check("metric", "transformer.macro_f1", 0.9, 0.8, False)]
+    lock = {
+        "stages": {
+            "tokenize": {"outs": [{"path": "data/tokens"}]},
+            "train": {"outs": [{"path": "models/model"}]},
+            "evaluate": {"outs": [{"path": "reports/metrics.json"}]},
+        }
+    }
+    checks = [
+        Check("output", "train:models/model", "a", "b", False),
+        Check("dependency", "evaluate:models/model", "a", "b", False),
+        Check("output", "evaluate:reports/metrics.json", "c", "d", False),
+        Check("mlflow_model", "models/model/model.safetensors", "e", "f", False),
+        Check("output", "tokenize:data/tokens", "g", "h", False),
+        Check("dependency", "train:data/tokens", "g", "h", False),
+        Check("metric", "transformer.macro_f1", 0.9, 0.8, False),
+    ]
     excuse_weights(checks, "across CPU kernels", trained_paths(lock))
     assert [c.ok for c in checks] == [True, True, True, True, False, False, False]
     assert checks[0].detail == "differs across CPU kernels; metrics decide"
@@ -132,8 +141,12 @@ def test_only_what_the_weights_decide_is_excused():
 def test_recorded_kernels_fall_back_to_the_run_tags():
     class Run:  # the part of an MLflow run the audit reads
         class data:  # noqa: N801
-            tags = {"cpu.kernels": "native", "cpu.machine": "x86_64", "cpu.torch_capability": "AVX512",
-                    "git.commit": "abc"}
+            tags = {
+                "cpu.kernels": "native",
+                "cpu.machine": "x86_64",
+                "cpu.torch_capability": "AVX512",
+                "git.commit": "abc",
+            }
 
     from_file = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2"}
     assert recorded_kernels({"cpu_kernels": from_file}, Run) == from_file
@@ -141,10 +154,18 @@ def test_recorded_kernels_fall_back_to_the_run_tags():
     assert recorded_kernels({}, None) is None
 
 
-AVX2 = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2", "numpy_simd": "X86_V3",
-        "blas_core": "Haswell"}
-SAME_SIDES = {"packages": {"recorded": {"numpy": "2.4.6"}, "reproduced": {"numpy": "2.4.6", "torch": "2.13.0"}},
-              "kernels": {"recorded": AVX2, "reproduced": AVX2}, "devices": {"recorded": "cpu", "reproduced": "cpu"}}
+AVX2 = {
+    "kernels": "portable",
+    "machine": "x86_64",
+    "torch_capability": "AVX2",
+    "numpy_simd": "X86_V3",
+    "blas_core": "Haswell",
+}
+SAME_SIDES = {
+    "packages": {"recorded": {"numpy": "2.4.6"}, "reproduced": {"numpy": "2.4.6", "torch": "2.13.0"}},
+    "kernels": {"recorded": AVX2, "reproduced": AVX2},
+    "devices": {"recorded": "cpu", "reproduced": "cpu"},
+}
 
 
 def test_a_result_without_a_kernel_record_runs_on_the_portable_caps_of_its_time():
@@ -168,22 +189,26 @@ def test_a_result_runs_on_the_kernels_it_recorded():
 def test_a_record_from_before_numpy_was_held_says_so():
     older = {"kernels": "portable", "machine": "x86_64", "torch_capability": "AVX2"}
     _, said = kernel_environment(older, {})
-    assert said == ("portable kernels, as recorded (numpy SIMD dispatch and OpenBLAS core not recorded then: "
-                    "held to AVX2 with the rest)")
+    assert said == (
+        "portable kernels, as recorded (numpy SIMD dispatch and OpenBLAS core not recorded then: "
+        "held to AVX2 with the rest)"
+    )
 
 
 def test_numpy_dispatch_alone_makes_the_kernels_differ():
     avx512_numpy = {**AVX2, "numpy_simd": "AVX512_SPR"}
     assert inexact_reason("cpu", "cpu", AVX2, avx512_numpy) == (
         "across CPU kernels (x86_64 AVX2 (portable), numpy SIMD dispatch X86_V3, OpenBLAS core Haswell recorded, "
-        "x86_64 AVX2 (portable), numpy SIMD dispatch AVX512_SPR, OpenBLAS core Haswell here)")
+        "x86_64 AVX2 (portable), numpy SIMD dispatch AVX512_SPR, OpenBLAS core Haswell here)"
+    )
 
 
 def test_another_cpu_vendor_makes_the_kernels_differ():
     """MKL's CBWR branch fixes Intel's code path only: the same caps on an AMD CPU gave other last bits."""
     intel, amd = {**AVX2, "cpu_vendor": "GenuineIntel"}, {**AVX2, "cpu_vendor": "AuthenticAMD"}
     assert inexact_reason("cpu", "cpu", intel, amd).startswith(
-        "across CPU kernels (x86_64 AVX2 (portable), CPU vendor (MKL's code path) GenuineIntel,")
+        "across CPU kernels (x86_64 AVX2 (portable), CPU vendor (MKL's code path) GenuineIntel,"
+    )
     assert inexact_reason("cpu", "cpu", AVX2, amd) == ""  # a record from before the vendor was: not compared
 
 
@@ -191,15 +216,15 @@ def test_another_cpu_vendor_makes_the_kernels_differ():
 PIPELINE = yaml.safe_load("""
 stages:
   ingest:
-    deps: [{path: data/source, md5: s1.dir}, {path: reprolab/ingestion.py, md5: c1}]
+    deps: [{path: data/source, md5: s1.dir}, {path: reprolab/data/ingestion.py, md5: c1}]
     outs: [{path: data/raw/raw.parquet, md5: r1}]
   train:
-    deps: [{path: data/raw/raw.parquet, md5: r1}, {path: reprolab/training.py, md5: c2}]
+    deps: [{path: data/raw/raw.parquet, md5: r1}, {path: reprolab/model/training.py, md5: c2}]
     params: {params.yaml: {train.epochs: 3}}
     outs: [{path: models/model, md5: m1.dir}]
   evaluate:
     deps: [{path: data/raw/raw.parquet, md5: r1}, {path: models/model, md5: m1.dir},
-           {path: reprolab/evaluation.py, md5: c3}]
+           {path: reprolab/results/evaluation.py, md5: c3}]
     outs: [{path: reports/metrics.json, md5: e1}, {path: reports/plots/roc_baseline.csv, md5: e2},
            {path: reports/plots/roc_transformer.csv, md5: e3}]
 """)
@@ -217,12 +242,19 @@ def test_a_pair_of_runs_differing_only_in_numpy_dispatch_names_it_as_the_cause()
     checks = audit_checks(PIPELINE, reproduced, {"baseline.macro_f1": 0.9585})
     sides = {**SAME_SIDES, "kernels": {"recorded": AVX2, "reproduced": {**AVX2, "numpy_simd": "X86_V4"}}}
     (cause,) = find_causes(PIPELINE, reproduced, checks, sides)
-    assert cause == {"stage": "evaluate", "known": ["numpy SIMD dispatch X86_V4 here, X86_V3 recorded"],
-                     "differences": ["output evaluate:reports/metrics.json",
-                                     "output evaluate:reports/plots/roc_baseline.csv", "metric baseline.macro_f1"],
-                     "metric_change": pytest.approx(0.0085)}
-    assert describe_cause(cause) == ("evaluate (3 differences): numpy SIMD dispatch X86_V4 here, X86_V3 recorded; "
-                                     "metrics moved by at most 0.0085")
+    assert cause == {
+        "stage": "evaluate",
+        "known": ["numpy SIMD dispatch X86_V4 here, X86_V3 recorded"],
+        "differences": [
+            "output evaluate:reports/metrics.json",
+            "output evaluate:reports/plots/roc_baseline.csv",
+            "metric baseline.macro_f1",
+        ],
+        "metric_change": pytest.approx(0.0085),
+    }
+    assert describe_cause(cause) == (
+        "evaluate (3 differences): numpy SIMD dispatch X86_V4 here, X86_V3 recorded; metrics moved by at most 0.0085"
+    )
 
 
 def test_differences_downstream_of_a_moved_stage_are_its_own():
@@ -245,10 +277,15 @@ def test_differences_downstream_of_a_moved_stage_are_its_own():
     causes = find_causes(PIPELINE, reproduced, audit_checks(PIPELINE, reproduced, {}), sides)
     assert [(c["stage"], c["known"][0], c["differences"]) for c in causes[1:]] == [
         ("train", "param train.epochs 5 here, 3 in dvc.lock", ["param train.epochs"]),
-        ("evaluate", "code changed after dvc.lock was written: reprolab/evaluation.py",
-         ["dependency evaluate:reprolab/evaluation.py"])]
-    assert describe_cause(causes[2], most=1) == ("evaluate (1 difference): code changed after dvc.lock was "
-                                                 "written: reprolab/evaluation.py; 1 more")
+        (
+            "evaluate",
+            "code changed after dvc.lock was written: reprolab/results/evaluation.py",
+            ["dependency evaluate:reprolab/results/evaluation.py"],
+        ),
+    ]
+    assert describe_cause(causes[2], most=1) == (
+        "evaluate (1 difference): code changed after dvc.lock was written: reprolab/results/evaluation.py; 1 more"
+    )
 
 
 def test_a_moved_stage_with_nothing_recorded_different_says_so():
@@ -261,19 +298,32 @@ def test_a_moved_stage_with_nothing_recorded_different_says_so():
 
 def test_export_timings_are_not_compared_but_its_other_figures_are(tmp_path):
     """export.json's timings differ run to run: its hash is excused, its sizes and scores must match."""
-    row = {"size_mb": 22.97, "macro_f1": 0.973, "agreement_with_torch": 0.9953, "latency_ms_p50": 10.8,
-           "latency_ms_p95": 11.8, "rows_per_second": 132.6, "speedup_vs_torch": 1.8}
+    row = {
+        "size_mb": 22.97,
+        "macro_f1": 0.973,
+        "agreement_with_torch": 0.9953,
+        "latency_ms_p50": 10.8,
+        "latency_ms_p95": 11.8,
+        "rows_per_second": 132.6,
+        "speedup_vs_torch": 1.8,
+    }
     recorded = {"backends": {"onnx-int8": row}, "targets": {"int8_speedup_at_least_2x": False}}
-    rerun = {"backends": {"onnx-int8": row | {"rows_per_second": 140.1, "latency_ms_p50": 9.9,
-                                              "speedup_vs_torch": 2.01}},
-             "targets": {"int8_speedup_at_least_2x": True}}
+    rerun = {
+        "backends": {"onnx-int8": row | {"rows_per_second": 140.1, "latency_ms_p50": 9.9, "speedup_vs_torch": 2.01}},
+        "targets": {"int8_speedup_at_least_2x": True},
+    }
     (tmp_path / "export.json").write_text(json.dumps(rerun))
-    checks = [Check("output", "export:reports/export.json", "a", "b", False),
-              Check("output", "train:models/model", "c", "d", False)]
+    checks = [
+        Check("output", "export:reports/export.json", "a", "b", False),
+        Check("output", "train:models/model", "c", "d", False),
+    ]
     added = compare_export(checks, json.dumps(recorded), tmp_path / "export.json", 0.0)
     assert checks[0].ok and "timings" in checks[0].detail and not checks[1].ok
-    assert sorted(c.name for c in added) == ["onnx-int8.agreement_with_torch", "onnx-int8.macro_f1",
-                                             "onnx-int8.size_mb"]
+    assert sorted(c.name for c in added) == [
+        "onnx-int8.agreement_with_torch",
+        "onnx-int8.macro_f1",
+        "onnx-int8.size_mb",
+    ]
     assert all(c.ok and c.kind == "export_metric" for c in added)
     (tmp_path / "export.json").write_text(json.dumps({"backends": {"onnx-int8": row | {"macro_f1": 0.95}}}))
     (moved,) = [c for c in compare_export(checks, json.dumps(recorded), tmp_path / "export.json", 0.0) if not c.ok]

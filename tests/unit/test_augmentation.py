@@ -4,8 +4,8 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from reprolab import encoding, storage
-from reprolab.augmentation import (
+from reprolab import storage
+from reprolab.data.augmentation import (
     augment_rows,
     augmented_tables,
     random_deletion,
@@ -14,7 +14,8 @@ from reprolab.augmentation import (
     synonym_replacement,
     synonyms,
 )
-from reprolab.cleaning import SPLIT_SCHEMA
+from reprolab.data.cleaning import SPLIT_SCHEMA
+from reprolab.encoding import encoder
 from reprolab.errors import StageError
 from reprolab.params import AugmentParams
 
@@ -22,8 +23,17 @@ TEXT = "Please review the attached quarterly report before the meeting with our 
 
 
 def params(**overrides) -> AugmentParams:
-    base = dict(enabled=True, seed=3, fraction=1.0, copies_per_example=2, synonym_replacement=0.2,
-                random_insertion=0.2, random_swap=0.2, random_deletion=0.2, max_words=50)
+    base = dict(
+        enabled=True,
+        seed=3,
+        fraction=1.0,
+        copies_per_example=2,
+        synonym_replacement=0.2,
+        random_insertion=0.2,
+        random_swap=0.2,
+        random_deletion=0.2,
+        max_words=50,
+    )
     return AugmentParams(**{**base, **overrides})
 
 
@@ -73,34 +83,50 @@ def test_operations():
 def test_streamed_copies_equal_the_whole_split_augmented_then_encoded(tmp_path, monkeypatch, tokenizer):
     source = tmp_path / "train.parquet"
     storage.write_parquet(pa.Table.from_pylist(ROWS, schema=SPLIT_SCHEMA), source)
-    monkeypatch.setattr("reprolab.augmentation.BATCH_ROWS", 7)  # 20 rows: batches of 7, 7 and 6
+    monkeypatch.setattr("reprolab.data.augmentation.BATCH_ROWS", 7)  # 20 rows: batches of 7, 7 and 6
     encoded_per_call = []
 
     def encode(texts):
         encoded_per_call.append(len(texts))
-        return encoding.encode(tokenizer, texts, 32)
+        return encoder.encode(tokenizer, texts, 32)
 
-    streamed = pa.concat_tables(augmented_tables(source, params(), encode, ["ham", "spam"],
-                                                  encoding.Truncation())).to_pylist()
+    streamed = pa.concat_tables(
+        augmented_tables(source, params(), encode, ["ham", "spam"], encoder.Truncation())
+    ).to_pylist()
     whole = augment_rows(ROWS, params())
     assert encoded_per_call == [14, 14, 12]  # two copies of every row, encoded batch by batch
-    assert [(r["id"], r["origin_id"], r["label"]) for r in streamed] == \
-        [(r["id"], r["origin_id"], ["ham", "spam"].index(r["label"])) for r in whole]
-    assert [r["input_ids"] for r in streamed] == encoding.encode(tokenizer, [r["text"] for r in whole], 32)
+    assert [(r["id"], r["origin_id"], r["label"]) for r in streamed] == [
+        (r["id"], r["origin_id"], ["ham", "spam"].index(r["label"])) for r in whole
+    ]
+    assert [r["input_ids"] for r in streamed] == encoder.encode(tokenizer, [r["text"] for r in whole], 32)
 
 
 def test_a_missing_training_split_names_the_file(tmp_path):
     with pytest.raises(StageError, match="absent.parquet: missing input"):
-        list(augmented_tables(tmp_path / "absent.parquet", params(), lambda texts: [], ["ham", "spam"],
-                              encoding.Truncation()))
+        list(
+            augmented_tables(
+                tmp_path / "absent.parquet", params(), lambda texts: [], ["ham", "spam"], encoder.Truncation()
+            )
+        )
 
 
 def test_copies_are_made_of_the_words_truncation_keeps():
     text = " ".join(f"w{i}" for i in range(40))
     row = [{"id": "long", "label": "ham", "text": text}]
-    only_deletion = params(copies_per_example=1, synonym_replacement=0, random_insertion=0, random_swap=0,
-                           random_deletion=1e-9, max_words=8)  # deletes nothing: the copy is its words
-    kept = {kind: augment_rows(row, only_deletion, encoding.Truncation(kind, 0.25))[0]["text"]
-            for kind in ("head", "tail", "head_tail")}
-    assert kept == {"head": "w0 w1 w2 w3 w4 w5 w6 w7", "tail": "w32 w33 w34 w35 w36 w37 w38 w39",
-                    "head_tail": "w0 w1 w34 w35 w36 w37 w38 w39"}
+    only_deletion = params(
+        copies_per_example=1,
+        synonym_replacement=0,
+        random_insertion=0,
+        random_swap=0,
+        random_deletion=1e-9,
+        max_words=8,
+    )  # deletes nothing: the copy is its words
+    kept = {
+        kind: augment_rows(row, only_deletion, encoder.Truncation(kind, 0.25))[0]["text"]
+        for kind in ("head", "tail", "head_tail")
+    }
+    assert kept == {
+        "head": "w0 w1 w2 w3 w4 w5 w6 w7",
+        "tail": "w32 w33 w34 w35 w36 w37 w38 w39",
+        "head_tail": "w0 w1 w34 w35 w36 w37 w38 w39",
+    }

@@ -9,7 +9,7 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from reprolab import paths, storage
-from reprolab.cleaning import (
+from reprolab.data.cleaning import (
     Fingerprinter,
     assign_splits,
     clean_file,
@@ -20,8 +20,8 @@ from reprolab.cleaning import (
     normalise,
     shingles,
 )
+from reprolab.data.ingestion import RAW_SCHEMA
 from reprolab.errors import StageError
-from reprolab.ingestion import RAW_SCHEMA
 from reprolab.params import CleanParams, SplitParams
 from tests.conftest import mail
 
@@ -72,14 +72,27 @@ def test_unknown_charset_falls_back():
 
 
 def clean_params(**overrides) -> CleanParams:
-    base = dict(min_chars=10, max_chars=5000, near_duplicate_threshold=0.8, shingle_words=3,
-                minhash_permutations=128, split=SplitParams(val_fraction=0.2, test_fraction=0.2, seed=1))
+    base = dict(
+        min_chars=10,
+        max_chars=5000,
+        near_duplicate_threshold=0.8,
+        shingle_words=3,
+        minhash_permutations=128,
+        split=SplitParams(val_fraction=0.2, test_fraction=0.2, seed=1),
+    )
     return CleanParams(**{**base, **overrides})
 
 
 def raw_row(row_id, text, label="ham", kind="text", status="absent"):
-    return {"id": row_id, "source": row_id, "group": "g", "label": label, "kind": kind,
-            "raw": text if isinstance(text, bytes) else text.encode(), "checksum_status": status}
+    return {
+        "id": row_id,
+        "source": row_id,
+        "group": "g",
+        "label": label,
+        "kind": kind,
+        "raw": text if isinstance(text, bytes) else text.encode(),
+        "checksum_status": status,
+    }
 
 
 def run_clean(directory: Path, rows: list[dict], p: CleanParams, workers: int = 1):
@@ -109,20 +122,33 @@ def test_rows_conserved_with_reasons_and_first_by_id_kept(tmp_path):
     kept = [r["id"] for split in splits.values() for r in split]
     assert sorted(kept) == ["a", "g", "h"]
     assert {r["id"]: r["reason"] for r in rejects} == {
-        "b": "exact_duplicate", "c": "near_duplicate", "d": "too_short",
-        "e": "empty_text", "f": "checksum_mismatch"}
+        "b": "exact_duplicate",
+        "c": "near_duplicate",
+        "d": "too_short",
+        "e": "empty_text",
+        "f": "checksum_mismatch",
+    }
     assert [r["id"] for r in rejects] == ["f", "e", "d", "c", "b"]  # h, g, ... a
     details = {r["id"]: r["detail"] for r in rejects}
     assert details["b"] == "same text as a" and details["c"].endswith("with a")
     assert all(r["raw"] is not None and r["stage"] == "clean" for r in rejects)  # the original bytes are kept
     assert summary["rows_in"] == 8 and summary["rows_kept"] + summary["rows_rejected"] == 8
-    assert summary["rejected_by_reason"] == {"checksum_mismatch": 1, "empty_text": 1, "exact_duplicate": 1,
-                                             "near_duplicate": 1, "too_short": 1}
+    assert summary["rejected_by_reason"] == {
+        "checksum_mismatch": 1,
+        "empty_text": 1,
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+        "too_short": 1,
+    }
 
 
 def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(tmp_path, monkeypatch):
-    rows = [raw_row("a", "a message that is long enough"), raw_row("b", "tiny"),
-            raw_row("c", "another message, long enough"), raw_row("d", "and a third one for the test split")]
+    rows = [
+        raw_row("a", "a message that is long enough"),
+        raw_row("b", "tiny"),
+        raw_row("c", "another message, long enough"),
+        raw_row("d", "and a third one for the test split"),
+    ]
     (tmp_path / "rejects.parquet").write_bytes(b"previous")
     write = storage.ParquetSink.write
 
@@ -148,8 +174,9 @@ def corpus_with_twins() -> list[dict]:
         text = normalise(mail_to_text(row["raw"]))
         words = text.split(" ")
         rows.append(raw_row(f"copy/{row['id']}", text.upper(), row["label"]))
-        rows.append(raw_row(f"near/{row['id']}", " ".join(words[:-1] if len(words) > 40 else words + ["x"]),
-                            row["label"]))
+        rows.append(
+            raw_row(f"near/{row['id']}", " ".join(words[:-1] if len(words) > 40 else words + ["x"]), row["label"])
+        )
     return rows
 
 
@@ -200,9 +227,15 @@ def test_find_duplicates_keeps_distinct_texts():
     texts = ["the quick brown fox jumps over the lazy dog today", "an entirely unrelated sentence about mail servers"]
     batch = pa.RecordBatch.from_pylist([raw_row(str(i), t) for i, t in enumerate(texts)], schema=RAW_SCHEMA)
     result = fingerprint(batch)
-    verdict, twin, _ = find_duplicates(np.arange(2), np.ones(2, bool), result.exact, result.bands,
-                                       lambda row: result.signatures[row], p.near_duplicate_threshold,
-                                       np.zeros(2, np.int32))
+    verdict, twin, _ = find_duplicates(
+        np.arange(2),
+        np.ones(2, bool),
+        result.exact,
+        result.bands,
+        lambda row: result.signatures[row],
+        p.near_duplicate_threshold,
+        np.zeros(2, np.int32),
+    )
     assert verdict.tolist() == [0, 0] and twin.tolist() == [-1, -1]
 
 
@@ -242,8 +275,11 @@ def test_identical_texts_with_different_labels_are_all_rejected(tmp_path):
     # 100 copies of one text, labelled both ways: no copy may be kept with either label.
     text = "claim your free prize now by replying to this message today"
     rows = [raw_row(f"x{i:03d}", text, label="spam" if i % 2 else "ham") for i in range(100)]
-    rows += [raw_row(f"{label}{i}", f"an ordinary {label} message number {i} " + "with some words " * i, label=label)
-             for label in ("ham", "spam") for i in range(3)]
+    rows += [
+        raw_row(f"{label}{i}", f"an ordinary {label} message number {i} " + "with some words " * i, label=label)
+        for label in ("ham", "spam")
+        for i in range(3)
+    ]
     splits, rejects, summary = run_clean(tmp_path, rows, clean_params())
     assert summary["rejected_by_reason"] == {"conflicting_labels": 100}
     assert all(r["text"] != text for split in splits.values() for r in split)
@@ -255,8 +291,11 @@ def test_identical_texts_with_different_labels_are_all_rejected(tmp_path):
 def test_a_class_too_small_for_every_split_stops_clean_naming_it(tmp_path):
     rows = [raw_row(f"h{i}", f"a ham message with its own words, number {i} " + "more " * i) for i in range(6)]
     rows += [raw_row("s0", "the only spam message left after cleaning", label="spam"), raw_row("s1", "tiny", "spam")]
-    with pytest.raises(StageError, match=r"class 'spam' has 1 row\(s\) after cleaning: too few for one in each of "
-                                         r"train, val, test.*; the commonest clean rejects: too_short x1"):
+    with pytest.raises(
+        StageError,
+        match=r"class 'spam' has 1 row\(s\) after cleaning: too few for one in each of "
+        r"train, val, test.*; the commonest clean rejects: too_short x1",
+    ):
         run_clean(tmp_path, rows, clean_params())
     assert not (tmp_path / "train.parquet").exists()
 
@@ -274,12 +313,19 @@ def split_row(row_id, text, split, label="ham"):
 
 
 def test_the_sources_own_splits_are_kept_and_a_twin_across_them_is_rejected_from_the_later(tmp_path):
-    rows = [split_row(f"{split}{i}-{label}", f"a {label} message for {split}, number {i} " + "pad " * i, split,
-                      label) for split in ("train", "val", "test") for label in ("ham", "spam") for i in range(2)]
+    rows = [
+        split_row(f"{split}{i}-{label}", f"a {label} message for {split}, number {i} " + "pad " * i, split, label)
+        for split in ("train", "val", "test")
+        for label in ("ham", "spam")
+        for i in range(2)
+    ]
     shared = "an identical text that the source put in two splits"
-    rows += [split_row("a-test", shared, "test"), split_row("z-train", shared, "train"),  # train's copy stays
-             split_row("b-train", "twice in train, the same words here", "train"),
-             split_row("c-train", "twice in train, the same words here", "train")]
+    rows += [
+        split_row("a-test", shared, "test"),
+        split_row("z-train", shared, "train"),  # train's copy stays
+        split_row("b-train", "twice in train, the same words here", "train"),
+        split_row("c-train", "twice in train, the same words here", "train"),
+    ]
     splits, rejects, summary = run_clean(tmp_path, rows, clean_params())
     assert summary["splits_from"] == "source"
     assert {r["id"]: r["reason"] for r in rejects} == {"a-test": "cross_split_duplicate", "c-train": "exact_duplicate"}
@@ -290,10 +336,15 @@ def test_the_sources_own_splits_are_kept_and_a_twin_across_them_is_rejected_from
 
 
 def test_a_source_split_without_a_class_stops_clean(tmp_path):
-    rows = [split_row(f"{split}{i}", f"a ham message for {split}, number {i}", split)
-            for split in ("train", "val", "test") for i in range(2)]
-    rows += [split_row("s1", "the only spam message, in train", "train", "spam"),
-             split_row("s2", "another spam message, in val", "val", "spam")]
+    rows = [
+        split_row(f"{split}{i}", f"a ham message for {split}, number {i}", split)
+        for split in ("train", "val", "test")
+        for i in range(2)
+    ]
+    rows += [
+        split_row("s1", "the only spam message, in train", "train", "spam"),
+        split_row("s2", "another spam message, in val", "val", "spam"),
+    ]
     with pytest.raises(StageError, match=r"the source's test split keeps no row of class\(es\) \['spam'\]"):
         run_clean(tmp_path, rows, clean_params())
 

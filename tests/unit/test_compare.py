@@ -3,7 +3,7 @@ counts as counts, a verdict where two revisions scored the same test rows, any p
 
 import json
 
-from reprolab.compare import compare, paired, ranking, snapshot
+from reprolab.results.compare import compare, paired, ranking, snapshot
 from reprolab.storage import csv_text
 
 TRUTH = ["ham"] * 60 + ["spam"] * 40
@@ -13,15 +13,20 @@ def write_revision(root, predicted: list[str], params: str, baseline: list[str] 
     (root / "reports/plots").mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(params)
     right = sum(p == t for p, t in zip(predicted, TRUTH, strict=True))
-    (root / "reports/metrics.json").write_text(json.dumps(
-        {"transformer": {"macro_f1": right / len(TRUTH), "accuracy": right / len(TRUTH)}, "test_rows": len(TRUTH)}))
+    (root / "reports/metrics.json").write_text(
+        json.dumps(
+            {"transformer": {"macro_f1": right / len(TRUTH), "accuracy": right / len(TRUTH)}, "test_rows": len(TRUTH)}
+        )
+    )
     rows = [[f"m{i}", t, p, 0.9] for i, (t, p) in enumerate(zip(TRUTH, predicted, strict=True))]
     (root / "reports/plots/test_predictions_transformer.csv").write_text(
-        csv_text(["id", "actual", "predicted", "score"], rows))
+        csv_text(["id", "actual", "predicted", "score"], rows)
+    )
     if baseline:
         rows = [[f"m{i}", t, p, 0.9] for i, (t, p) in enumerate(zip(TRUTH, baseline, strict=True))]
         (root / "reports/plots/test_predictions_baseline.csv").write_text(
-            csv_text(["id", "actual", "predicted", "score"], rows))
+            csv_text(["id", "actual", "predicted", "score"], rows)
+        )
 
 
 def test_params_of_any_schema_are_read_as_written(tmp_path):
@@ -38,8 +43,13 @@ def test_a_real_improvement_gets_its_verdict_and_the_report_leads_with_it(tmp_pa
     write_revision(tmp_path / "b", TRUTH, "train: {learning_rate: 1.0e-04}\n")
     snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("a", "b")]
     ((model, rev, result),) = paired(snaps)
-    assert (model, rev, result.only_a_right, result.only_b_right, result.verdict) == ("transformer", "b", 0, 15,
-                                                                                       "B better")
+    assert (model, rev, result.only_a_right, result.only_b_right, result.verdict) == (
+        "transformer",
+        "b",
+        0,
+        15,
+        "B better",
+    )
 
 
 def test_report_sections_and_cells(tmp_path):
@@ -57,8 +67,7 @@ def test_report_sections_and_cells(tmp_path):
 def test_experiments_rank_best_first_with_their_changed_params(tmp_path):
     worse = ["spam" if i < 30 else t for i, t in enumerate(TRUTH)]  # 30 ham rows wrong
     tfidf = worse[:10] + TRUTH[10:]  # the TF-IDF baseline misses 10 ham rows in every revision
-    for name, predicted, rate in (("base", tfidf, "5.0e-05"), ("exp-a", worse, "1.0e-04"),
-                                  ("exp-b", TRUTH, "3.0e-04")):
+    for name, predicted, rate in (("base", tfidf, "5.0e-05"), ("exp-a", worse, "1.0e-04"), ("exp-b", TRUTH, "3.0e-04")):
         write_revision(tmp_path / name, predicted, f"train: {{learning_rate: {rate}, epochs: 1}}\n", tfidf)
     snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("base", "exp-a", "exp-b")]
     rows = ranking(snaps, paired(snaps))

@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import REPO
 
 STAGES = ("ingest", "clean", "tokenize", "augment", "train", "evaluate", "export")
-# Stages that are not one of the six: a library module run as a script.
+# Stages that are not one of the seven: a library module run as a script.
 CHECKS = ("check_params",)
 PACKAGES = ("reprolab", "stages")
 
@@ -96,13 +96,14 @@ def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):
         copy(REPO / item, tmp_path / item)
     assert missing_and_extra(tmp_path, "evaluate") == (set(), set())
     dvc_yaml = (tmp_path / "dvc.yaml").read_text()
-    evaluate_figures = "      - reprolab/evaluation_figures.py\n      - reprolab/figures.py\n"  # evaluate's only
-    (tmp_path / "dvc.yaml").write_text(dvc_yaml.replace(evaluate_figures, "      - reprolab/evaluation_figures.py\n"))
-    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/figures.py"}, set())
+    evaluation_figures = "      - reprolab/results/evaluation_figures.py\n"
+    figures = "      - reprolab/results/figures.py\n"  # evaluate's only, after evaluation_figures.py
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml.replace(evaluation_figures + figures, evaluation_figures))
+    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/results/figures.py"}, set())
     (tmp_path / "dvc.yaml").write_text(dvc_yaml)
-    figures = tmp_path / "reprolab/figures.py"
-    figures.write_text(figures.read_text() + "\n\ndef later():\n    from reprolab import augmentation\n")
-    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/augmentation.py"}, set())
+    figures = tmp_path / "reprolab/results/figures.py"
+    figures.write_text(figures.read_text() + "\n\ndef later():\n    from reprolab.data import augmentation\n")
+    assert missing_and_extra(tmp_path, "evaluate") == ({"reprolab/data/augmentation.py"}, set())
     (tmp_path / "reprolab/__init__.py").write_text('"""docstring"""\nSETTING = 1\n')
     assert "reprolab/__init__.py" in missing_and_extra(tmp_path, "evaluate")[0]
 

@@ -2,8 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reprolab import encoding
-from reprolab.truncated_encoding import VerifiedEncoder, tokenize_split
+from reprolab.encoding import encoder
+from reprolab.encoding.truncated import VerifiedEncoder, tokenize_split
 
 
 def write_clean(path, texts, labels):
@@ -14,11 +14,11 @@ def write_clean(path, texts, labels):
 def test_token_table_schema_and_limits(tmp_path, tokenizer):
     texts = ["free money now", "meeting notes attached " * 50, "hello"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    encoder = VerifiedEncoder(tokenizer, 16, encoding.Truncation())
-    batches = list(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], batch_size=2))
+    verified = VerifiedEncoder(tokenizer, 16, encoder.Truncation())
+    batches = list(tokenize_split(tmp_path / "split.parquet", verified, ["ham", "spam"], batch_size=2))
     assert [b.num_rows for b in batches] == [2, 1]  # streamed batch by batch
     table = pa.concat_tables(batches)
-    assert table.schema == encoding.TOKEN_SCHEMA
+    assert table.schema == encoder.TOKEN_SCHEMA
     assert table.schema.field("input_ids").type == pa.list_(pa.int32())
     assert table["label"].to_pylist() == [1, 0, 0]
     assert table["id"].to_pylist() == ["id0", "id1", "id2"]
@@ -30,45 +30,57 @@ def test_token_table_schema_and_limits(tmp_path, tokenizer):
 
 def test_truncation_keeps_the_head_the_tail_or_both(tokenizer):
     text = "start first " + "middle " * 40 + "last finish"
-    for kind, words in [("head", ["start", "first"] + ["middle"] * 4), ("tail", ["middle"] * 4 + ["last", "finish"]),
-                        ("head_tail", ["start", "middle", "middle", "middle", "last", "finish"])]:
-        (seq,) = encoding.encode(tokenizer, [text], 8, encoding.Truncation(kind, 0.25))
+    for kind, words in [
+        ("head", ["start", "first"] + ["middle"] * 4),
+        ("tail", ["middle"] * 4 + ["last", "finish"]),
+        ("head_tail", ["start", "middle", "middle", "middle", "last", "finish"]),
+    ]:
+        (seq,) = encoder.encode(tokenizer, [text], 8, encoder.Truncation(kind, 0.25))
         assert tokenizer.convert_ids_to_tokens(seq) == ["[CLS]", *words, "[SEP]"], kind
     # The tokenizer's own truncation gives the same ids for head and tail (HF's right and left).
     for kind, side in [("head", "right"), ("tail", "left")]:
         tokenizer.truncation_side = side
         try:
-            assert encoding.encode(tokenizer, [text, "short"], 8, encoding.Truncation(kind)) == \
-                tokenizer([text, "short"], truncation=True, max_length=8)["input_ids"]
+            assert (
+                encoder.encode(tokenizer, [text, "short"], 8, encoder.Truncation(kind))
+                == tokenizer([text, "short"], truncation=True, max_length=8)["input_ids"]
+            )
         finally:
             tokenizer.truncation_side = "right"
     # A text that fits is kept whole whatever the kind.
-    assert len({tuple(encoding.encode(tokenizer, ["fits well"], 8, encoding.Truncation(kind))[0])
-                for kind in ("head", "tail", "head_tail")}) == 1
+    assert (
+        len(
+            {
+                tuple(encoder.encode(tokenizer, ["fits well"], 8, encoder.Truncation(kind))[0])
+                for kind in ("head", "tail", "head_tail")
+            }
+        )
+        == 1
+    )
 
 
 def test_truncation_keep_splits_the_budget():
-    head_tail = encoding.Truncation("head_tail", 0.25)
+    head_tail = encoder.Truncation("head_tail", 0.25)
     items = list(range(100))
     assert head_tail.keep(items, 10) == [0, 1, 92, 93, 94, 95, 96, 97, 98, 99]  # int(2.5) from the start
     assert head_tail.keep(items[:10], 10) == items[:10]
-    assert encoding.Truncation("tail").keep(items, 3) == [97, 98, 99]
-    assert encoding.Truncation("head").keep(items, 3) == [0, 1, 2]
-    assert encoding.Truncation("head").keep(items, 0) == [] == head_tail.keep(items, 0)
+    assert encoder.Truncation("tail").keep(items, 3) == [97, 98, 99]
+    assert encoder.Truncation("head").keep(items, 3) == [0, 1, 2]
+    assert encoder.Truncation("head").keep(items, 0) == [] == head_tail.keep(items, 0)
 
 
 def test_identity_names_what_the_ids_depend_on(tokenizer):
     from tests.conftest import MODEL
 
-    head = encoding.Truncation()
-    identity = encoding.identity(tokenizer, "m", 128, head)
-    assert identity == encoding.identity(encoding.load_tokenizer(str(MODEL)), "m", 128, head)  # a fresh load: the same
+    head = encoder.Truncation()
+    identity = encoder.identity(tokenizer, "m", 128, head)
+    assert identity == encoder.identity(encoder.load_tokenizer(str(MODEL)), "m", 128, head)  # a fresh load: the same
     assert len(identity["sha256"]) == 64 and identity["vocab_size"] == 30522
-    grown = encoding.load_tokenizer(str(MODEL))
+    grown = encoder.load_tokenizer(str(MODEL))
     grown.add_tokens(["reprolabword"])  # one more vocabulary entry changes the ids of some texts
-    assert encoding.identity(grown, "m", 128, head)["sha256"] != identity["sha256"]
+    assert encoder.identity(grown, "m", 128, head)["sha256"] != identity["sha256"]
     assert identity["truncation"] == "head" and "head_fraction" not in identity
-    both = encoding.identity(tokenizer, "m", 128, encoding.Truncation("head_tail", 0.3))
+    both = encoder.identity(tokenizer, "m", 128, encoder.Truncation("head_tail", 0.3))
     assert (both["truncation"], both["head_fraction"]) == ("head_tail", 0.3)
 
 
@@ -78,14 +90,14 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
     from reprolab.errors import StageError
 
     with pytest.raises(StageError, match="model directory not found"):
-        encoding.resolve_model("models/nope")
+        encoder.resolve_model("models/nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(StageError, match="no config.json"):
-        encoding.resolve_model(str(tmp_path / "empty"))
+        encoder.resolve_model(str(tmp_path / "empty"))
 
 
 def test_next_span_cuts_at_a_space_on_the_kept_side():
-    from reprolab.truncated_encoding import next_span
+    from reprolab.encoding.truncated import next_span
 
     text = "alpha beta gamma delta"  # spaces at 5, 10 and 16
     assert next_span(text, 0, 100, "right") == (0, len(text))
@@ -99,29 +111,32 @@ def test_next_span_cuts_at_a_space_on_the_kept_side():
 
 
 def test_special_tokens_are_those_around_a_text(tokenizer):
-    assert encoding.special_tokens(tokenizer) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
+    assert encoder.special_tokens(tokenizer) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
 
 
 @pytest.mark.parametrize("kind", ["head", "tail", "head_tail"])
 def test_chunked_ids_equal_whole_text_ids_on_real_mail(kind, tokenizer):
-    from reprolab.cleaning import mail_to_text, normalise
-    from reprolab.truncated_encoding import ChunkedEncoder
+    from reprolab.data.cleaning import mail_to_text, normalise
+    from reprolab.encoding.truncated import ChunkedEncoder
     from tests.conftest import CORPUS
 
-    truncation = encoding.Truncation(kind, 0.25)
+    truncation = encoder.Truncation(kind, 0.25)
     paths = sorted((CORPUS / "spam-2").glob("*.txt"))[:150] + sorted((CORPUS / "easy-ham-1").glob("*.txt"))[:150]
     texts = [normalise(mail_to_text(p.read_bytes())) for p in paths]
     # Long words ([UNK] each) give few tokens per character; dense punctuation gives many.
     texts += [" ".join(["q" * 150] * 80), "!?" * 2000, "", "word"]
     # ASCII with control characters and added tokens' text, and non-ASCII, which the tokenizer
     # normalises itself.
-    texts += ["Tab\there\x0bvertical\x0cfeed\x01bell\x7fdel\rCR " * 20, "see [CLS] and [MASK] or [cls] " * 20,
-              "Café naïve ÅNGSTRÖM 中文字 emoji 🙂 " * 20]
+    texts += [
+        "Tab\there\x0bvertical\x0cfeed\x01bell\x7fdel\rCR " * 20,
+        "see [CLS] and [MASK] or [cls] " * 20,
+        "Café naïve ÅNGSTRÖM 中文字 emoji 🙂 " * 20,
+    ]
     assert sum(len(t) > 64 * 10 for t in texts) > 100  # most rows are really cut short
     for max_length in (8, 16, 64, 256):
-        encoder = ChunkedEncoder(tokenizer, max_length, truncation)
-        assert encoder.encode_batch.ascii is not None  # BERT's normaliser: ASCII texts take the fast path
-        assert encoder(texts).to_pylist() == encoding.encode(tokenizer, texts, max_length, truncation)
+        verified = ChunkedEncoder(tokenizer, max_length, truncation)
+        assert verified.encode_batch.ascii is not None  # BERT's normaliser: ASCII texts take the fast path
+        assert verified(texts).to_pylist() == encoder.encode(tokenizer, texts, max_length, truncation)
 
 
 def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
@@ -130,7 +145,7 @@ def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
 
     from tokenizers import Tokenizer
 
-    from reprolab.truncated_encoding import ascii_translation
+    from reprolab.encoding.truncated import ascii_translation
 
     backend = tokenizer.backend_tokenizer
     table, deleted = ascii_translation(backend)
@@ -153,20 +168,20 @@ def test_ascii_translation_is_the_normaliser_on_ascii(tokenizer):
 
 
 def test_stage_encodes_whole_texts_when_windows_change_the_ids(tmp_path, tokenizer, monkeypatch, capsys):
-    from reprolab import truncated_encoding
+    from reprolab.encoding import truncated
 
     texts = ["free money now " * 100, "meeting notes attached " * 100, "hello there"]
     write_clean(tmp_path / "split.parquet", texts, ["spam", "ham", "ham"])
-    monkeypatch.setattr(truncated_encoding.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
-    encoder = VerifiedEncoder(tokenizer, 16, encoding.Truncation())
-    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 2))
-    assert table["input_ids"].to_pylist() == encoding.encode(tokenizer, texts, 16)
+    monkeypatch.setattr(truncated.ChunkedEncoder, "__call__", lambda self, batch: pa.array([[0]] * len(batch)))
+    verified = VerifiedEncoder(tokenizer, 16, encoder.Truncation())
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", verified, ["ham", "spam"], 2))
+    assert table["input_ids"].to_pylist() == encoder.encode(tokenizer, texts, 16)
     assert "encoding whole texts" in capsys.readouterr().out
 
 
 def test_stage_encodes_whole_texts_when_max_length_leaves_no_room_for_chunks(tmp_path, tokenizer, capsys):
     write_clean(tmp_path / "split.parquet", ["free money now", "hello there"], ["spam", "ham"])
-    encoder = VerifiedEncoder(tokenizer, 2, encoding.Truncation("head_tail"))
-    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", encoder, ["ham", "spam"], 1))
+    verified = VerifiedEncoder(tokenizer, 2, encoder.Truncation("head_tail"))
+    table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", verified, ["ham", "spam"], 1))
     assert table["input_ids"].to_pylist() == [[tokenizer.cls_token_id, tokenizer.sep_token_id]] * 2
     assert "leaves no room besides the special tokens; encoding whole texts" in capsys.readouterr().out

@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reprolab.evaluation import baseline_probs, classification_metrics, plot_data, scores, top_terms
 from reprolab.params import BaselineParams
+from reprolab.results.evaluation import baseline_probs, classification_metrics, plot_data, scores, top_terms
 
 
 def test_metrics_on_known_inputs():
@@ -50,8 +50,13 @@ def test_multiclass_and_single_class():
 def test_baseline_learns_separable_text():
     train = ["win free money now", "cheap pills free offer", "meeting at noon", "see notes from the meeting"] * 5
     labels = [1, 1, 0, 0] * 5
-    probs = baseline_probs(train, labels, ["free money offer", "notes for meeting"],
-                           BaselineParams(max_features=100, ngram_max=1, C=10.0), 2)
+    probs = baseline_probs(
+        train,
+        labels,
+        ["free money offer", "notes for meeting"],
+        BaselineParams(max_features=100, ngram_max=1, C=10.0),
+        2,
+    )
     assert probs.argmax(1).tolist() == [1, 0]
 
 
@@ -86,8 +91,11 @@ def test_plot_data_per_model_with_empty_curves_where_undefined():
     files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
     assert sorted(files) == ["pr_transformer.csv", "roc_transformer.csv", "test_predictions_transformer.csv"]
     assert files["test_predictions_transformer.csv"].splitlines() == [
-        "id,actual,predicted,score,prob_ham,prob_spam", "a,ham,ham,0.8,0.8,0.2", "'=b,spam,spam,0.7,0.3,0.7",
-        "c,spam,ham,0.6,0.6,0.4"]
+        "id,actual,predicted,score,prob_ham,prob_spam",
+        "a,ham,ham,0.8,0.8,0.2",
+        "'=b,spam,spam,0.7,0.3,0.7",
+        "c,spam,ham,0.6,0.6,0.4",
+    ]
     roc = [line.split(",") for line in files["roc_transformer.csv"].splitlines()]
     assert roc[0] == ["fpr", "tpr"] and roc[1] == ["0", "0"] and roc[-1] == ["1", "1"]
     one_class = plot_data(["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"])
@@ -105,8 +113,9 @@ def test_scores_say_whether_the_transformer_beats_the_baseline_beyond_noise():
     metrics = scores(labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"])
     versus = metrics["transformer_vs_baseline"]
     assert (versus["only_transformer_right"], versus["only_baseline_right"]) == (40, 0)
-    assert versus["macro_f1_difference"] == pytest.approx(metrics["transformer"]["macro_f1"]
-                                                          - metrics["baseline"]["macro_f1"])
+    assert versus["macro_f1_difference"] == pytest.approx(
+        metrics["transformer"]["macro_f1"] - metrics["baseline"]["macro_f1"]
+    )
     assert versus["interval_low"] > 0 and versus["mcnemar_p"] < 0.05 and versus["verdict"] == "transformer better"
     same = scores(labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"])["transformer_vs_baseline"]
     assert same["verdict"] == "within noise" and same["macro_f1_difference"] == 0

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from reprolab import evaluation_figures, figures
+from reprolab.results import evaluation_figures, figures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -50,6 +50,5 @@ def test_row_shares_normalise_each_actual_class():
 
 def test_training_curves_draw_steps_and_epochs(tmp_path):
     steps = [{"step": s, "epoch": 1 + s // 10, "train_loss": 1 / s, "learning_rate": 1e-4} for s in range(1, 20)]
-    history = [{"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.6 / e, "val_macro_f1": 0.8 + e / 100}
-               for e in (1, 2)]
+    history = [{"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.6 / e, "val_macro_f1": 0.8 + e / 100} for e in (1, 2)]
     assert figures.training_curves(steps, history, tmp_path / "c.png").read_bytes()[:8] == PNG

@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reprolab import storage
-from reprolab.errors import StageError
-from reprolab.ingestion import (
+from reprolab.data.ingestion import (
     IngestError,
     SourceCount,
     decode_text,
@@ -25,16 +24,21 @@ from reprolab.ingestion import (
     subsample_ids,
     write_outputs,
 )
+from reprolab.data.vendoring import pack_corpus
+from reprolab.errors import StageError
 from reprolab.params import IngestParams
-from reprolab.vendoring import pack_corpus
 from tests.conftest import CORPUS, kept_and_rejected
 
 MISMATCHED = "hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt"  # bytes differ from its name
 
 
 def corpus_params(path, **overrides) -> IngestParams:
-    base = dict(format="spam_assassin", path=str(path), labels=["ham", "spam"],
-                folder_labels={"easy-ham-1": "ham", "hard-ham-1": "ham", "spam-2": "spam"})
+    base = dict(
+        format="spam_assassin",
+        path=str(path),
+        labels=["ham", "spam"],
+        folder_labels={"easy-ham-1": "ham", "hard-ham-1": "ham", "spam-2": "spam"},
+    )
     return IngestParams(**{**base, **overrides})
 
 
@@ -154,15 +158,20 @@ def test_csv_row_problems_go_to_rejects_with_reasons(tmp_path):
         b"d,too,many,fields,ham\n"
         b"a,duplicate id here,ham\n"
         b"e,caf\xe9 latin-1 byte,ham\n"
-        b"f,\"quoted, with comma\",spam\n"
+        b'f,"quoted, with comma",spam\n'
     )
     p = table_params(path, "csv", id_column="id")
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["id"] for r in kept] == ["a", "f"]
     assert kept[1]["raw"] == b"quoted, with comma"
     reasons = {r["id"]: r["reason"] for r in rejects}
-    assert reasons == {"b": "missing_text", "c": "unknown_label", "data.csv:5": "malformed_row",
-                       "a": "duplicate_id", "e": "undecodable"}
+    assert reasons == {
+        "b": "missing_text",
+        "c": "unknown_label",
+        "data.csv:5": "malformed_row",
+        "a": "duplicate_id",
+        "e": "undecodable",
+    }
     assert any("line 5" in r["source"] or ":5" in r["source"] for r in rejects)
 
 
@@ -175,8 +184,11 @@ def test_csv_missing_column_names_file_and_columns(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "file is empty"), (b"PK\x03\x04zipdata", "a zip archive, not CSV"),
-     (b'text,label\n"unclosed,ham\n', "quoting error")],
+    [
+        (b"", "file is empty"),
+        (b"PK\x03\x04zipdata", "a zip archive, not CSV"),
+        (b'text,label\n"unclosed,ham\n', "quoting error"),
+    ],
 )
 def test_csv_file_level_errors(tmp_path, content, message):
     path = tmp_path / "data.csv"
@@ -187,14 +199,21 @@ def test_csv_file_level_errors(tmp_path, content, message):
 
 def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
     path = tmp_path / "data.jsonl"
-    lines = [json.dumps({"text": "a fine message", "label": "ham"}), "{not json",
-             json.dumps({"text": 42, "label": "spam"}), json.dumps({"text": "ok", "label": 1})]
+    lines = [
+        json.dumps({"text": "a fine message", "label": "ham"}),
+        "{not json",
+        json.dumps({"text": 42, "label": "spam"}),
+        json.dumps({"text": "ok", "label": 1}),
+    ]
     path.write_text("\n".join(lines) + "\n")
     p = table_params(path, "jsonl")
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert len(kept) == 1
     assert [(r["source"].split(":")[-1], r["reason"]) for r in rejects] == [
-        ("2", "malformed_json"), ("3", "wrong_type"), ("4", "unknown_label")]  # 1 is not a class here
+        ("2", "malformed_json"),
+        ("3", "wrong_type"),
+        ("4", "unknown_label"),
+    ]  # 1 is not a class here
 
 
 def test_parquet_source_and_size_limit(tmp_path):
@@ -214,8 +233,11 @@ def test_subsample_is_deterministic_and_conserves_rows(mini_corpus, tmp_path):
     by_label: dict[str, list[str]] = {}
     for row in kept_and_rejected(ingest(records, p))[0]:
         by_label.setdefault(row["label"], []).append(row["id"])
-    smallest = {row_id for ids in by_label.values()
-                for row_id in sorted(ids, key=lambda row_id: hashlib.sha256(row_id.encode()).digest())[:3]}
+    smallest = {
+        row_id
+        for ids in by_label.values()
+        for row_id in sorted(ids, key=lambda row_id: hashlib.sha256(row_id.encode()).digest())[:3]
+    }
     assert keep_ids == smallest  # the 3 ids with the smallest SHA-256 per label
     summary = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet").report()
     assert summary["kept_by_label"] == {"ham": 3, "spam": 3}
@@ -228,11 +250,14 @@ def test_outputs_hold_every_row_whatever_the_chunk_size(mini_corpus, tmp_path, m
     p = corpus_params(mini_corpus)
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     ingest_source(p, tmp_path / "one.parquet", tmp_path / "one-rejects.parquet")
-    monkeypatch.setattr("reprolab.ingestion._CHUNK_ROWS", 3)  # many chunks: the same bytes
+    monkeypatch.setattr("reprolab.data.ingestion._CHUNK_ROWS", 3)  # many chunks: the same bytes
     tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert pq.read_table(tmp_path / "raw.parquet").to_pylist() == kept
-    assert [(r["id"], r["reason"], r["stage"]) for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()] == [
-        ("spam-2/00999", "empty_text", "ingest")] == [(r["id"], r["reason"], "ingest") for r in rejects]
+    assert (
+        [(r["id"], r["reason"], r["stage"]) for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()]
+        == [("spam-2/00999", "empty_text", "ingest")]
+        == [(r["id"], r["reason"], "ingest") for r in rejects]
+    )
     assert (tmp_path / "raw.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
     assert tally.mismatched == [MISMATCHED] and tally.report()["rows_in"] == 17
 
@@ -248,14 +273,16 @@ def test_jsonl_lines_end_only_at_line_breaks(tmp_path):
     assert [r["source"] for r in kept] == [f"{path}:1", f"{path}:2"]
 
 
-def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(mini_corpus, tmp_path,
-                                                                                   monkeypatch):
+def test_rows_lost_on_the_way_to_the_outputs_stop_the_stage_with_outputs_untouched(mini_corpus, tmp_path, monkeypatch):
     (mini_corpus / "spam-2" / "00999.0123456789abcdef0123456789abcdef.txt").write_bytes(b"")
     p = corpus_params(mini_corpus)
     (tmp_path / "rejects.parquet").write_bytes(b"previous")
     monkeypatch.setattr("reprolab.storage.rejects_table", lambda rows, stage: storage.REJECT_SCHEMA.empty_table())
-    with pytest.raises(IngestError, match=r"ingest lost rows.*read 17 entries, counted 16 kept \+ 1 rejected, "
-                                          r"wrote 16 \+ 0"):
+    with pytest.raises(
+        IngestError,
+        match=r"ingest lost rows.*read 17 entries, counted 16 kept \+ 1 rejected, "
+        r"wrote 16 \+ 0",
+    ):
         ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert (tmp_path / "rejects.parquet").read_bytes() == b"previous"
     assert not (tmp_path / "raw.parquet").exists()
@@ -278,13 +305,16 @@ def test_fifos_and_undecodable_names_are_rejected_unread(tmp_path, tmp_path_fact
         (tmp_path / label / "good.eml").write_bytes(b"Subject: hi\n\nan ordinary message body")
     os.mkfifo(tmp_path / "ham" / "pipe.eml")
     (tmp_path / os.fsdecode(b"spam/caf\xe9.eml")).write_bytes(b"Subject: hi\n\nanother body")
-    p = IngestParams(format="mail_dir", path=str(tmp_path), labels=["ham", "spam"],
-                     folder_labels={"ham": "ham", "spam": "spam"})
+    p = IngestParams(
+        format="mail_dir", path=str(tmp_path), labels=["ham", "spam"], folder_labels={"ham": "ham", "spam": "spam"}
+    )
     out = tmp_path_factory.mktemp("out")
     tally = ingest_source(p, out / "raw.parquet", out / "rejects.parquet")
     rejects = {r["source"]: (r["reason"], r["detail"]) for r in pq.read_table(out / "rejects.parquet").to_pylist()}
-    assert rejects == {"ham/pipe.eml": ("not_a_regular_file", "a FIFO; only regular files are read"),
-                       "spam/caf\\xe9.eml": ("undecodable_name", "the name is not UTF-8; rename the file")}
+    assert rejects == {
+        "ham/pipe.eml": ("not_a_regular_file", "a FIFO; only regular files are read"),
+        "spam/caf\\xe9.eml": ("undecodable_name", "the name is not UTF-8; rename the file"),
+    }
     assert tally.report()["rows_in"] == 4
 
 
@@ -308,7 +338,8 @@ def test_pack_corpus_packs_a_link_as_a_link_never_what_it_points_to(mini_corpus,
     assert len(kept) == 16
     assert sorted((r["source"], r["reason"]) for r in rejects) == [
         ("spam-2/00998.0123456789abcdef0123456789abcdef.txt", "not_a_regular_file"),
-        ("spam-2/linked-folder", "not_a_regular_file")]
+        ("spam-2/linked-folder", "not_a_regular_file"),
+    ]
     assert all(b"not part of the corpus" not in (row["raw"] or b"") for row in kept + rejects)
 
 
@@ -325,8 +356,9 @@ def test_a_huge_member_is_rejected_from_its_header_without_reading_it(tmp_path, 
         info.size = 256 << 20
         with open("/dev/zero", "rb") as zeros:  # addfile copies info.size bytes: streamed, never held
             archive.addfile(info, zeros)
-    p = IngestParams(format="mail_dir", path=str(archive_path), labels=["ham", "spam"],
-                     folder_labels={"ham": "ham", "spam": "spam"})
+    p = IngestParams(
+        format="mail_dir", path=str(archive_path), labels=["ham", "spam"], folder_labels={"ham": "ham", "spam": "spam"}
+    )
     tracemalloc.start()
     tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     peak = tracemalloc.get_traced_memory()[1]
@@ -336,8 +368,11 @@ def test_a_huge_member_is_rejected_from_its_header_without_reading_it(tmp_path, 
     small = p.model_copy(update={"max_archive_bytes": 1 << 20})
     reads = []
     monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, member: reads.append(member))
-    with pytest.raises(IngestError, match=r"members add up to more than ingest.max_archive_bytes=1048576 bytes "
-                                          r"\(at spam/zeros.eml: 2684354\d\d\)"):
+    with pytest.raises(
+        IngestError,
+        match=r"members add up to more than ingest.max_archive_bytes=1048576 bytes "
+        r"\(at spam/zeros.eml: 2684354\d\d\)",
+    ):
         ingest_source(small, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert reads == []  # refused before any member was read
 
@@ -346,8 +381,11 @@ def test_no_row_kept_or_a_class_with_no_row_stops_ingest_naming_the_top_reasons(
     path = tmp_path / "data.csv"
     path.write_text("text,label\n" + "".join(f"text {i},positive\n" for i in range(5)) + "other,negative\n")
     typo = table_params(path, "csv", labels=["postive", "negative"])
-    with pytest.raises(IngestError, match=r"no row kept for class\(es\) \['postive'\] of ingest.labels.*"
-                                          r"unknown_label x5 \(e.g. .*data.csv:2: 'positive' \(str\) is not one of"):
+    with pytest.raises(
+        IngestError,
+        match=r"no row kept for class\(es\) \['postive'\] of ingest.labels.*"
+        r"unknown_label x5 \(e.g. .*data.csv:2: 'positive' \(str\) is not one of",
+    ):
         ingest_source(typo, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     none = table_params(path, "csv", labels=["ham", "spam"])
     with pytest.raises(IngestError, match=r"no row kept of 6 read: unknown_label x6"):
@@ -358,13 +396,20 @@ def test_no_row_kept_or_a_class_with_no_row_stops_ingest_naming_the_top_reasons(
 def test_a_long_first_json_line_is_a_row_reject_and_long_ids_are_cut_in_messages(tmp_path):
     path = tmp_path / "data.jsonl"
     long_id = "i" * 5000
-    path.write_text(json.dumps({"id": "a", "text": "x" * 80_000, "label": "ham"}) + "\n"  # past the line limit
-                    + "".join(json.dumps({"id": long_id, "text": f"text {n}", "label": label}) + "\n"
-                              for n, label in enumerate(["ham", "spam"])))
+    path.write_text(
+        json.dumps({"id": "a", "text": "x" * 80_000, "label": "ham"})
+        + "\n"  # past the line limit
+        + "".join(
+            json.dumps({"id": long_id, "text": f"text {n}", "label": label}) + "\n"
+            for n, label in enumerate(["ham", "spam"])
+        )
+    )
     p = table_params(path, "jsonl", id_column="id", max_text_bytes=1000)
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
-    assert [(r["reason"], len(r["detail"]) < 200) for r in rejects] == [("text_too_large", True),
-                                                                        ("duplicate_id", True)]
+    assert [(r["reason"], len(r["detail"]) < 200) for r in rejects] == [
+        ("text_too_large", True),
+        ("duplicate_id", True),
+    ]
     assert [r["id"] for r in kept] == [long_id]
 
 
@@ -383,12 +428,14 @@ def test_an_unreadable_mail_is_a_reject_and_an_unreadable_table_a_file_error(min
     p = corpus_params(mini_corpus)
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [(r["source"], r["reason"], r["detail"]) for r in rejects] == [
-        ("spam-2/00998.0123456789abcdef0123456789abcdef.txt", "unreadable", "cannot be read (Permission denied)")]
+        ("spam-2/00998.0123456789abcdef0123456789abcdef.txt", "unreadable", "cannot be read (Permission denied)")
+    ]
     assert len(kept) == 16
     locked = tmp_path / "locked.csv"
     locked.write_text("text,label\nhello,ham\n")
-    monkeypatch.setattr("reprolab.ingestion.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY),
-                        raising=False)
+    monkeypatch.setattr(
+        "reprolab.data.ingestion.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY), raising=False
+    )
     with pytest.raises(IngestError, match=r"locked.csv: cannot be read \(Permission denied\)"):
         list(records_from_source(table_params(locked, "csv")))
 
@@ -400,11 +447,15 @@ def test_integer_and_boolean_labels_match_by_value_and_type(tmp_path):
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["label"] for r in kept] == ["0", "1", "1"] and p.class_names == ["0", "1"]
     assert [(r["reason"], r["detail"]) for r in rejects] == [
-        ("unknown_label", "2 (int) is not one of ingest.labels [0, 1]")]
+        ("unknown_label", "2 (int) is not one of ingest.labels [0, 1]")
+    ]
     # A typed source: the boolean true is not the integer 1, nor the text "1".
     path = tmp_path / "data.jsonl"
-    path.write_text("".join(json.dumps({"text": f"text {n}", "label": label}) + "\n"
-                            for n, label in enumerate([True, 1, "1", False])))
+    path.write_text(
+        "".join(
+            json.dumps({"text": f"text {n}", "label": label}) + "\n" for n, label in enumerate([True, 1, "1", False])
+        )
+    )
     p = table_params(path, "jsonl", labels=[False, True])
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["label"] for r in kept] == ["true", "false"]
@@ -417,39 +468,44 @@ def test_a_text_column_matches_labels_by_their_text_and_label_map_after_strip_an
     kept, rejects = kept_and_rejected(ingest(records_from_source(p := table_params(path, "csv", labels=[0, 1])), p))
     assert [r["label"] for r in kept] == ["1", "0"] and [r["reason"] for r in rejects] == ["unknown_label"]
     path.write_text("text,label\nfirst, Ham\nsecond,SPAM\nthird,junk mail\nfourth,Spam \n")
-    p = table_params(path, "csv", labels=["ham", "spam"], label_strip=True, label_casefold=True,
-                     label_map={"Junk Mail": "spam"})
+    p = table_params(
+        path, "csv", labels=["ham", "spam"], label_strip=True, label_casefold=True, label_map={"Junk Mail": "spam"}
+    )
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["label"] for r in kept] == ["ham", "spam", "spam", "spam"] and rejects == []
     strict = table_params(path, "csv", labels=["ham", "spam"])  # without strip/casefold: none matches
-    assert {r["reason"] for r in kept_and_rejected(ingest(records_from_source(strict), strict))[1]} == {
-        "unknown_label"}
+    assert {r["reason"] for r in kept_and_rejected(ingest(records_from_source(strict), strict))[1]} == {"unknown_label"}
 
 
 def test_label_map_from_typed_values_to_class_names(tmp_path):
     path = tmp_path / "data.jsonl"
-    path.write_text("".join(json.dumps({"text": f"text {n}", "label": label}) + "\n"
-                            for n, label in enumerate([0, 1, True, "0"])))
+    path.write_text(
+        "".join(json.dumps({"text": f"text {n}", "label": label}) + "\n" for n, label in enumerate([0, 1, True, "0"]))
+    )
     p = table_params(path, "jsonl", labels=["ham", "spam"], label_map={0: "ham", 1: "spam"})
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["label"] for r in kept] == ["ham", "spam"]
     assert [r["detail"] for r in rejects] == [
         "True (bool) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map",
-        "'0' (str) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map"]
+        "'0' (str) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map",
+    ]
 
 
 def test_a_split_column_is_read_by_its_names_and_checked(tmp_path):
     path = tmp_path / "data.csv"
-    path.write_text("text,label,part\nfirst,ham,training\nsecond,spam,dev\nthird,ham,heldout\nfourth,spam,\n"
-                    "fifth,ham,other\n")
-    p = table_params(path, "csv", split_column="part",
-                     split_names={"train": "training", "val": "dev", "test": "heldout"})
+    path.write_text(
+        "text,label,part\nfirst,ham,training\nsecond,spam,dev\nthird,ham,heldout\nfourth,spam,\nfifth,ham,other\n"
+    )
+    p = table_params(
+        path, "csv", split_column="part", split_names={"train": "training", "val": "dev", "test": "heldout"}
+    )
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
     assert [r["split"] for r in kept] == ["train", "val", "test"]
     expected = "expected one of ['dev', 'heldout', 'training'] (ingest.split_names)"
     assert [(r["reason"], r["detail"]) for r in rejects] == [
         ("missing_split", f"field 'part' is empty; {expected}"),
-        ("unknown_split", f"field 'part' is 'other'; {expected}")]
+        ("unknown_split", f"field 'part' is 'other'; {expected}"),
+    ]
     with pytest.raises(IngestError, match=r"missing column\(s\) \['split'\]"):
         list(records_from_source(table_params(path, "csv", split_column="split")))
 
@@ -458,10 +514,14 @@ def text_corpus(root: Path) -> dict[str, str]:
     """A text_dir corpus in three encodings: {source: the text each file holds}."""
     texts = {
         "ham/utf8.txt": ("Breaking: markets fall as rates rise\nThe index lost 2% on Monday.", "utf-8"),
-        "ham/latin1.txt": ("Merger: the deal is worth £479m, the board said on Tuesday afternoon "
-                           "after a long meeting in the city.", "latin-1"),
-        "spam/cp1252.txt": ("Subject: “Win” a prize — click now, the offer ends today and will not "
-                            "come back again, so act fast!", "cp1252"),
+        "ham/latin1.txt": (
+            "Merger: the deal is worth £479m, the board said on Tuesday afternoon after a long meeting in the city.",
+            "latin-1",
+        ),
+        "spam/cp1252.txt": (
+            "Subject: “Win” a prize — click now, the offer ends today and will not come back again, so act fast!",
+            "cp1252",
+        ),
         "spam/bom.txt": ("\ufeffFrom: nobody\nA text that starts with a byte order mark.", "utf-8"),
     }
     for source, (text, encoding) in texts.items():
@@ -474,8 +534,9 @@ def text_corpus(root: Path) -> dict[str, str]:
 def test_text_dir_decodes_each_file_by_detection_and_parses_no_headers(tmp_path):
     root = tmp_path / "corpus"
     expected = text_corpus(root)
-    p = IngestParams(format="text_dir", path=str(root), labels=["ham", "spam"],
-                     folder_labels={"ham": "ham", "spam": "spam"})
+    p = IngestParams(
+        format="text_dir", path=str(root), labels=["ham", "spam"], folder_labels={"ham": "ham", "spam": "spam"}
+    )
     tally = ingest_source(p, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     rows = pq.read_table(tmp_path / "raw.parquet").to_pylist()
     assert {r["source"]: r["raw"].decode("utf-8") for r in rows} == expected  # "£479m", colons, quotes intact
@@ -488,7 +549,8 @@ def test_text_dir_decodes_each_file_by_detection_and_parses_no_headers(tmp_path)
     packed = pack_corpus(root, tmp_path / "corpus.tar")
     archived = records_from_source(p.model_copy(update={"path": str(packed)}))
     assert [(r["source"], r.get("text")) for r in archived] == [
-        (r["source"], r.get("text")) for r in records_from_source(p)]
+        (r["source"], r.get("text")) for r in records_from_source(p)
+    ]
 
 
 def test_decode_text_never_replaces_a_byte():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.ingestion import IngestError, SourceCount, ingest, records_from_source
+from reprolab.data.ingestion import IngestError, SourceCount, ingest, records_from_source
 from reprolab.params import IngestParams
 from tests.conftest import kept_and_rejected
 
@@ -95,8 +95,11 @@ EXPECTED = {
     "mail_empty_member.tar": ("rows", 2, {"empty_text": 1}),
     "mail_large_member.tar.gz": ("rows", 2, {"text_too_large": 1}),
     "mail_unsorted.tar.gz": ("rows", 3, {}),
-    "mail_over_archive_limit.tar": ("error", r"mail_over_archive_limit.tar: members add up to more than "
-                                             r"ingest.max_archive_bytes=200 bytes"),
+    "mail_over_archive_limit.tar": (
+        "error",
+        r"mail_over_archive_limit.tar: members add up to more than "
+        r"ingest.max_archive_bytes=200 bytes",
+    ),
     "mail_truncated.tar.gz": ("error", r"mail_truncated.tar.gz: the archive is damaged or truncated"),
     "mail_not_a_tar.tar": ("error", r"mail_not_a_tar.tar: neither a folder nor a readable tar archive"),
 }
@@ -117,8 +120,10 @@ def params_for(name: str) -> IngestParams:
     if name.startswith("mail_"):
         base |= dict(format="mail_dir", folder_labels={"ham": "ham", "spam": "spam"})
     else:
-        base |= dict(format="csv" if name.startswith("csvdir_") else path.suffix.lstrip("."),
-                     id_column="id" if name.startswith(("duplicate_ids", "empty_id", "null_id")) else None)
+        base |= dict(
+            format="csv" if name.startswith("csvdir_") else path.suffix.lstrip("."),
+            id_column="id" if name.startswith(("duplicate_ids", "empty_id", "null_id")) else None,
+        )
     return IngestParams(**base | OVERRIDES.get(name, {}))
 
 

@@ -106,7 +106,8 @@ FIXTURE_TEXT = FIXTURE_PARAMS.read_text()
 def test_an_alias_bomb_is_refused_at_its_first_alias_without_expanding(tmp_path):
     # Nine levels of nine aliases: 387 million strings if expanded; refused in bounded time and memory.
     bomb = "lol0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+        f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )
     (tmp_path / "params.yaml").write_text(FIXTURE_TEXT + bomb)
     tracemalloc.start()
     with pytest.raises(ParamsError) as err:
@@ -117,27 +118,33 @@ def test_an_alias_bomb_is_refused_at_its_first_alias_without_expanding(tmp_path)
     assert peak < 5_000_000
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("train:\n  epochs: 1\n  epochs: 50\n", r"key 'epochs' is repeated \(first on line 2, again on line 3\)"),
-    ("clean: {}\ntrain: {}\nclean: {}\n", r"key 'clean' is repeated \(first on line 1, again on line 3\)"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  epochs: 1\n  epochs: 50\n", r"key 'epochs' is repeated \(first on line 2, again on line 3\)"),
+        ("clean: {}\ntrain: {}\nclean: {}\n", r"key 'clean' is repeated \(first on line 1, again on line 3\)"),
+    ],
+)
 def test_a_repeated_key_names_the_key_and_both_lines(tmp_path, text, message):
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match=message):
         load_params(tmp_path / "params.yaml", check_paths=False)
 
 
-@pytest.mark.parametrize(("section", "key", "value", "message"), [
-    ("train", "weight_decay", float("inf"), "train.weight_decay: Input should be a finite number"),
-    ("train", "max_grad_norm", float("inf"), "train.max_grad_norm: Input should be a finite number"),
-    ("train", "learning_rate", float("nan"), "train.learning_rate: Input should be a finite number"),
-    ("train", "seed", 2**40, "train.seed: Input should be less than 4294967296"),
-    ("clean", "min_chars", 30000, r"clean: min_chars \(30000\) is above max_chars \(20000\)"),
-    ("train", "machine_rank", 1, r"train: machine_rank 1 must be below num_machines 1"),
-    ("train", "checkpoint_every_minutes", float("nan"), "train.checkpoint_every_minutes: Input should be a finite"),
-    ("train", "method", "qlora", "train.method: Input should be 'full' or 'lora'"),
-    ("train", "dataloader_workers", -1, "train.dataloader_workers"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "weight_decay", float("inf"), "train.weight_decay: Input should be a finite number"),
+        ("train", "max_grad_norm", float("inf"), "train.max_grad_norm: Input should be a finite number"),
+        ("train", "learning_rate", float("nan"), "train.learning_rate: Input should be a finite number"),
+        ("train", "seed", 2**40, "train.seed: Input should be less than 4294967296"),
+        ("clean", "min_chars", 30000, r"clean: min_chars \(30000\) is above max_chars \(20000\)"),
+        ("train", "machine_rank", 1, r"train: machine_rank 1 must be below num_machines 1"),
+        ("train", "checkpoint_every_minutes", float("nan"), "train.checkpoint_every_minutes: Input should be a finite"),
+        ("train", "method", "qlora", "train.method: Input should be 'full' or 'lora'"),
+        ("train", "dataloader_workers", -1, "train.dataloader_workers"),
+    ],
+)
 def test_values_that_cannot_run_are_refused_naming_the_key(raw, section, key, value, message):
     raw[section][key] = value
     with pytest.raises(ParamsError, match=message):
@@ -175,34 +182,46 @@ def test_max_length_is_checked_against_the_models_positions_before_any_work(raw,
     assert load_params(tmp_path / "params.yaml").tokenize.max_length == 128
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"train:\n  seed: \xff\n", "not UTF-8 \\(byte 15"),
-    (b"- just\n- a list\n", "expected a mapping of sections, got list"),
-    (b"x" * (2 << 20), "larger than 1048576 bytes"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"train:\n  seed: \xff\n", "not UTF-8 \\(byte 15"),
+        (b"- just\n- a list\n", "expected a mapping of sections, got list"),
+        (b"x" * (2 << 20), "larger than 1048576 bytes"),
+    ],
+)
 def test_unreadable_params_files_get_one_message(tmp_path, data, message):
     (tmp_path / "params.yaml").write_bytes(data)
     with pytest.raises(ParamsError, match=message):
         load_params(tmp_path / "params.yaml", check_paths=False)
 
 
-@pytest.mark.parametrize(("ingest", "message"), [
-    ({"labels": [1, "1"]}, r"labels must name distinct classes, got \['1', '1'\]"),
-    ({"labels": [True, "true"]}, r"labels must name distinct classes, got \['true', 'true'\]"),
-    ({"label_map": {0: "hma"}}, r"label_map maps to \['hma'\], which are not in labels \['ham', 'spam'\]"),
-    ({"labels": [1.5, 2]}, r"ingest.labels.0"),
-])
+@pytest.mark.parametrize(
+    ("ingest", "message"),
+    [
+        ({"labels": [1, "1"]}, r"labels must name distinct classes, got \['1', '1'\]"),
+        ({"labels": [True, "true"]}, r"labels must name distinct classes, got \['true', 'true'\]"),
+        ({"label_map": {0: "hma"}}, r"label_map maps to \['hma'\], which are not in labels \['ham', 'spam'\]"),
+        ({"labels": [1.5, 2]}, r"ingest.labels.0"),
+    ],
+)
 def test_labels_and_label_map_must_name_distinct_known_classes(raw, ingest, message):
     raw["ingest"] |= {"format": "csv", "path": "x.csv"} | ingest
     with pytest.raises(ParamsError, match=message):
         parse_params(raw)
 
 
-@pytest.mark.parametrize(("ingest", "message"), [
-    ({"split_column": "part"}, r"split_column is read from tables \(csv, jsonl, parquet\), not format 'spam_assassin'"),
-    ({"format": "csv", "split_names": {"train": "a", "val": "a", "test": "b"}}, r"distinct values for train, val"),
-    ({"format": "csv", "split_names": {"train": "a", "dev": "b", "test": "c"}}, r"ingest.split_names.dev"),
-])
+@pytest.mark.parametrize(
+    ("ingest", "message"),
+    [
+        (
+            {"split_column": "part"},
+            r"split_column is read from tables \(csv, jsonl, parquet\), not format 'spam_assassin'",
+        ),
+        ({"format": "csv", "split_names": {"train": "a", "val": "a", "test": "b"}}, r"distinct values for train, val"),
+        ({"format": "csv", "split_names": {"train": "a", "dev": "b", "test": "c"}}, r"ingest.split_names.dev"),
+    ],
+)
 def test_a_split_column_needs_a_table_and_distinct_split_names(raw, ingest, message):
     raw["ingest"] |= ingest
     with pytest.raises(ParamsError, match=message):

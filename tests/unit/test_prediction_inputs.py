@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
+from reprolab.data.ingestion import LabelMatcher, SourceCount, ingest, read_lines, records_from_source
 from reprolab.errors import StageError
-from reprolab.ingestion import LabelMatcher, SourceCount, ingest, read_lines, records_from_source
+from reprolab.inference.prediction import Recipe, input_format, model_folder
 from reprolab.params import IngestParams, parse_params
-from reprolab.prediction import Recipe, input_format, model_folder
 from tests.conftest import CORPUS, fixture_params_raw, kept_and_rejected
 
 
@@ -19,8 +19,12 @@ def table_params(path, fmt="csv", **overrides) -> IngestParams:
 
 def test_the_recipe_round_trips_with_typed_label_keys(tmp_path):
     raw = fixture_params_raw()
-    raw["ingest"] |= {"format": "parquet", "path": "x.parquet", "labels": ["ham", "spam"],
-                      "label_map": {0: "ham", 1: "spam", "yes": "spam"}}
+    raw["ingest"] |= {
+        "format": "parquet",
+        "path": "x.parquet",
+        "labels": ["ham", "spam"],
+        "label_map": {0: "ham", 1: "spam", "yes": "spam"},
+    }
     raw["clean"]["max_chars"] = 5000
     raw["tokenize"] |= {"max_length": 48, "truncation": "tail"}
     recipe = Recipe.of(parse_params(raw, "test"))
@@ -63,8 +67,13 @@ def test_the_input_format_follows_the_name_or_the_models_source(tmp_path, params
 
 def test_unlabelled_tables_are_read_and_a_present_label_must_still_be_known(tmp_path):
     (tmp_path / "a.csv").write_text("text\nhello there\nsecond text\n")
-    kept, rejected = kept_and_rejected(ingest(records_from_source(table_params(tmp_path / "a.csv"), labelled=False),
-                                              table_params(tmp_path / "a.csv"), labelled=False))
+    kept, rejected = kept_and_rejected(
+        ingest(
+            records_from_source(table_params(tmp_path / "a.csv"), labelled=False),
+            table_params(tmp_path / "a.csv"),
+            labelled=False,
+        )
+    )
     assert [row["label"] for row in kept] == [None, None] and not rejected
     # The pipeline's own ingest still wants the column.
     with pytest.raises(StageError, match=r"missing column\(s\) \['label'\]"):
@@ -87,7 +96,10 @@ def test_unlabelled_mail_folders_take_files_at_the_root_and_unknown_folders(tmp_
     count = SourceCount()
     kept, rejected = kept_and_rejected(ingest(records_from_source(p, count, labelled=False), p, labelled=False))
     assert sorted((row["id"], row["label"]) for row in kept) == [
-        ("easy-ham-1/two.eml", "ham"), ("inbox/one.eml", None), ("loose.eml", None)]
+        ("easy-ham-1/two.eml", "ham"),
+        ("inbox/one.eml", None),
+        ("loose.eml", None),
+    ]
     assert not rejected and count.rows == 3
     with pytest.raises(StageError, match="folders named in ingest.folder_labels are missing"):  # labelled: as before
         list(records_from_source(p.model_copy(update={"folder_labels": {"spam-2": "spam"}})))
@@ -99,6 +111,9 @@ def test_lines_are_records_blank_ones_skipped_and_long_ones_rejected():
     text = io.StringIO("first text\n\n   \nsecond one\r\n" + "x" * 50 + "\nlast")
     kept, rejected = kept_and_rejected(ingest(read_lines(text, p, count), p, labelled=False))
     assert [(row["id"], row["raw"]) for row in kept] == [
-        ("stdin:1", b"first text"), ("stdin:4", b"second one"), ("stdin:6", b"last")]
+        ("stdin:1", b"first text"),
+        ("stdin:4", b"second one"),
+        ("stdin:6", b"last"),
+    ]
     assert [(row["id"], row["reason"]) for row in rejected] == [("stdin:5", "text_too_large")]
     assert count.rows == 4

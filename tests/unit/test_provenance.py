@@ -5,7 +5,7 @@ import platform
 import psutil
 import pytest
 
-from reprolab import provenance
+from reprolab.records import provenance
 
 
 class FakeProcess:
@@ -25,17 +25,23 @@ def with_parents(monkeypatch, *parents: FakeProcess) -> None:
     monkeypatch.setattr(psutil, "Process", lambda: type("Me", (), {"parents": lambda self: list(parents)})())
 
 
-@pytest.mark.parametrize(("argv", "command"), [
-    (["/repo/.venv/bin/python", "/repo/.venv/bin/dvc", "repro"], "dvc repro"),
-    (["/usr/bin/dvc", "exp", "run", "--temp", "-n", "x"], "dvc exp run"),
-    (["python3", "-m", "dvc", "exp", "exec-run", "--infofile", "f"], "dvc exp exec-run"),
-])
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["/repo/.venv/bin/python", "/repo/.venv/bin/dvc", "repro"], "dvc repro"),
+        (["/usr/bin/dvc", "exp", "run", "--temp", "-n", "x"], "dvc exp run"),
+        (["python3", "-m", "dvc", "exp", "exec-run", "--infofile", "f"], "dvc exp exec-run"),
+    ],
+)
 def test_the_nearest_dvc_ancestor_names_the_execution(monkeypatch, argv, command):
-    with_parents(monkeypatch, FakeProcess(10, ["/bin/sh", "-c", "python -m stages.train"]),
-                 FakeProcess(11, argv), FakeProcess(12, ["/usr/bin/dvc", "queue", "start"]))
+    with_parents(
+        monkeypatch,
+        FakeProcess(10, ["/bin/sh", "-c", "python -m stages.train"]),
+        FakeProcess(11, argv),
+        FakeProcess(12, ["/usr/bin/dvc", "queue", "start"]),
+    )
     found = provenance.pipeline_execution()
-    assert found == {"key": f"{platform.node()}:11:1700000000500", "start_ms": 1_700_000_000_500,
-                     "command": command}
+    assert found == {"key": f"{platform.node()}:11:1700000000500", "start_ms": 1_700_000_000_500, "command": command}
 
 
 def test_a_parent_it_may_not_inspect_is_passed_over(monkeypatch):
@@ -46,3 +52,12 @@ def test_a_parent_it_may_not_inspect_is_passed_over(monkeypatch):
 def test_no_dvc_ancestor_is_a_stage_run_by_hand(monkeypatch):
     with_parents(monkeypatch, FakeProcess(10, ["bash"]), FakeProcess(1, ["/sbin/init"]))
     assert provenance.pipeline_execution() is None
+
+
+def test_recorded_versions_cover_every_runtime_dependency_of_the_project():
+    """The versions MLflow records and the audit compares come from pyproject's dependencies: the training
+    engine (accelerate, peft) and the export runtime (onnx, onnxruntime) were missing from a hand list."""
+    recorded = provenance.package_versions()
+    for name in ("torch", "accelerate", "peft", "onnx", "onnxruntime", "scipy", "matplotlib", "charset-normalizer"):
+        assert recorded[name] not in ("absent", None), name
+    assert "pytest" not in recorded and "ruff" not in recorded  # the dev extra is not what the pipeline runs

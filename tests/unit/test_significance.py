@@ -2,7 +2,7 @@
 
 import pytest
 
-from reprolab.significance import compare_predictions
+from reprolab.results.significance import compare_predictions
 
 TRUTH = ["ham"] * 120 + ["spam"] * 80
 
@@ -14,8 +14,12 @@ def wrong_at(rows: set[int]) -> list[str]:
 
 def test_identical_predictions_are_within_noise():
     result = compare_predictions(TRUTH, wrong_at({1, 150}), wrong_at({1, 150}))
-    assert (result.difference, result.interval, result.mcnemar_p, result.verdict) == (0.0, (0.0, 0.0), 1.0,
-                                                                                       "within noise")
+    assert (result.difference, result.interval, result.mcnemar_p, result.verdict) == (
+        0.0,
+        (0.0, 0.0),
+        1.0,
+        "within noise",
+    )
 
 
 def test_forty_rows_fixed_and_none_broken_is_a_real_improvement():
@@ -43,8 +47,9 @@ def test_a_small_gain_on_a_small_test_set_is_noise():
 
 def test_macro_f1_by_hand():
     # ham: 3 true, predicted [ham, ham, spam]; spam: 1 true, predicted spam. F1 ham 0.8, spam 2/3.
-    result = compare_predictions(["ham", "ham", "ham", "spam"], ["ham", "ham", "spam", "spam"],
-                                 ["ham", "ham", "ham", "spam"])
+    result = compare_predictions(
+        ["ham", "ham", "ham", "spam"], ["ham", "ham", "spam", "spam"], ["ham", "ham", "ham", "spam"]
+    )
     assert result.a_macro_f1 == pytest.approx((0.8 + 2 / 3) / 2) and result.b_macro_f1 == 1.0
 
 

@@ -96,10 +96,10 @@ def test_a_swap_killed_between_two_renames_gets_the_old_directory_back(tmp_path,
 
 
 def test_csv_cells_are_guarded_against_formula_injection():
-    text = storage.csv_text(["id", "score"], [["=HYPERLINK(\"http://x\")", 0.5], ["-2", -0.25], ["@SUM(A1)", 1.0],
-                                          ["a,b", 2.0]])
-    assert text.splitlines() == ["id,score", "\"'=HYPERLINK(\"\"http://x\"\")\",0.5", "-2,-0.25",
-                                 "'@SUM(A1),1", "\"a,b\",2"]
+    text = storage.csv_text(
+        ["id", "score"], [['=HYPERLINK("http://x")', 0.5], ["-2", -0.25], ["@SUM(A1)", 1.0], ["a,b", 2.0]]
+    )
+    assert text.splitlines() == ["id,score", '"\'=HYPERLINK(""http://x"")",0.5', "-2,-0.25", "'@SUM(A1),1", '"a,b",2']
 
 
 def test_streamed_parquet_has_the_rows_and_row_groups_of_one_write(tmp_path, monkeypatch):

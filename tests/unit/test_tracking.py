@@ -2,7 +2,7 @@
 
 import os
 
-from reprolab import tracking
+from reprolab.records import tracking
 
 
 def test_each_repository_gets_its_own_default_store_in_one_process(tmp_path, monkeypatch):
@@ -50,11 +50,20 @@ def test_metric_names_from_data_are_names_mlflow_takes():
     layout)", a class "a/b"): MLflow refused the parentheses, and the whole stage record was spooled."""
     from mlflow.utils.validation import _validate_metric_name
 
-    report = {"skipped_by_rule": {"not_in_folder (spam_assassin layout)": 2, "not_mail": 3},
-              "kept_by_label": {"très bon": 1, "a/b": 4, "x:y,z+1": 5}, "rows_in": 15, "note": "text"}
+    report = {
+        "skipped_by_rule": {"not_in_folder (spam_assassin layout)": 2, "not_mail": 3},
+        "kept_by_label": {"très bon": 1, "a/b": 4, "x:y,z+1": 5},
+        "rows_in": 15,
+        "note": "text",
+    }
     flat = tracking.flat_metrics(report)
-    assert flat == {"skipped_by_rule.not_in_folder__spam_assassin_layout_": 2.0, "skipped_by_rule.not_mail": 3.0,
-                    "kept_by_label.très_bon": 1.0, "kept_by_label.a_b": 4.0, "kept_by_label.x_y_z_1": 5.0,
-                    "rows_in": 15.0}
+    assert flat == {
+        "skipped_by_rule.not_in_folder__spam_assassin_layout_": 2.0,
+        "skipped_by_rule.not_mail": 3.0,
+        "kept_by_label.très_bon": 1.0,
+        "kept_by_label.a_b": 4.0,
+        "kept_by_label.x_y_z_1": 5.0,
+        "rows_in": 15.0,
+    }
     for name in flat:
         _validate_metric_name(name)

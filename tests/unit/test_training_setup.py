@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from reprolab import launching, modeling, training
 from reprolab.errors import StageError
+from reprolab.model import launching, runtime, training
 from tests.conftest import train_params
 
 
@@ -19,8 +19,8 @@ def test_epoch_batches_are_each_epochs_draw_whatever_epoch_a_run_starts_at():
     sees), whether the sampler went through epochs 1..e-1 first or a resumed run starts at e."""
     lengths = np.random.default_rng(0).integers(5, 60, size=103)
     generator = np.random.default_rng(7)
-    straight = [modeling.length_grouped_batches(lengths, 8, generator) for _ in range(3)]
-    batches = modeling.EpochBatches(lengths, 8, seed=7, group=True)
+    straight = [runtime.length_grouped_batches(lengths, 8, generator) for _ in range(3)]
+    batches = runtime.EpochBatches(lengths, 8, seed=7, group=True)
     for epoch in (3, 1, 2):
         batches.use_epoch(epoch)
         assert [b for b in batches] == [b.tolist() for b in straight[epoch - 1]]
@@ -30,51 +30,62 @@ def test_epoch_batches_are_each_epochs_draw_whatever_epoch_a_run_starts_at():
 
 
 def test_collator_pads_to_a_multiple_and_leaves_out_a_mask_with_nothing_to_mask():
-    collate = modeling.Collator(pad_id=0, multiple_of=8)
+    collate = runtime.Collator(pad_id=0, multiple_of=8)
     batch = collate([(np.array([5, 6, 7]), 1), (np.array([8]), 0)])
     assert batch["input_ids"].shape == (2, 8) and batch["labels"].tolist() == [1, 0]
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    assert "attention_mask" not in modeling.Collator(pad_id=0)([(np.array([5, 6]), 1), (np.array([7, 8]), 0)])
-    assert modeling.Collator(pad_id=0, pad_to=5)([(np.array([5]), 0)])["input_ids"].shape == (1, 5)
+    assert "attention_mask" not in runtime.Collator(pad_id=0)([(np.array([5, 6]), 1), (np.array([7, 8]), 0)])
+    assert runtime.Collator(pad_id=0, pad_to=5)([(np.array([5]), 0)])["input_ids"].shape == (1, 5)
 
 
 def test_balanced_class_weights_are_scikit_learns():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])
     weights = training.class_weights(labels, 3, "balanced")
-    np.testing.assert_allclose(weights.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=labels),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        weights.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=labels), rtol=1e-6
+    )
     assert training.class_weights(labels, 3, "none") is None
     with pytest.raises(StageError, match=r"class ids \[3\] have no training rows"):
         training.class_weights(labels, 4, "balanced")
 
 
-@pytest.mark.parametrize(("requested", "device", "bf16", "expected"), [
-    ("auto", "cpu", False, "no"),
-    ("auto", "cuda", True, "bf16"),
-    ("auto", "cuda", False, "fp16"),  # a GPU without bf16 (V100, T4): fp16 with a loss scaler
-    ("no", "cuda", True, "no"),
-    ("fp16", "cuda", True, "fp16"),
-])
+@pytest.mark.parametrize(
+    ("requested", "device", "bf16", "expected"),
+    [
+        ("auto", "cpu", False, "no"),
+        ("auto", "cuda", True, "bf16"),
+        ("auto", "cuda", False, "fp16"),  # a GPU without bf16 (V100, T4): fp16 with a loss scaler
+        ("no", "cuda", True, "no"),
+        ("fp16", "cuda", True, "fp16"),
+    ],
+)
 def test_mixed_precision_is_bf16_only_where_supported(monkeypatch, requested, device, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: bf16)
-    assert modeling.mixed_precision(requested, torch.device(device)) == expected
+    assert runtime.mixed_precision(requested, torch.device(device)) == expected
 
 
 def test_mixed_precision_refusals_say_what_to_use(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: False)
     with pytest.raises(StageError, match="this GPU has no bf16"):
-        modeling.mixed_precision("bf16", torch.device("cuda"))
+        runtime.mixed_precision("bf16", torch.device("cuda"))
     with pytest.raises(StageError, match="needs a CUDA device"):
-        modeling.mixed_precision("bf16", torch.device("cpu"))
+        runtime.mixed_precision("bf16", torch.device("cpu"))
 
 
 def test_launch_command_names_every_setting_of_the_job():
-    p = train_params(num_processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.5",
-                     main_process_port=29555)
+    p = train_params(
+        num_processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.5", main_process_port=29555
+    )
     argv = launching.launch_command("stages.train", p)
     assert argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    for option in ("--multi_gpu", "--num_processes=8", "--num_machines=2", "--machine_rank=1",
-                   "--main_process_ip=10.0.0.5", "--main_process_port=29555"):
+    for option in (
+        "--multi_gpu",
+        "--num_processes=8",
+        "--num_machines=2",
+        "--machine_rank=1",
+        "--main_process_ip=10.0.0.5",
+        "--main_process_port=29555",
+    ):
         assert option in argv
     assert argv[-2:] == ["--module", "stages.train"]
 
@@ -99,7 +110,7 @@ def test_every_machine_of_a_job_finds_the_same_checkpoint(tmp_path, monkeypatch)
 
 def test_best_weights_are_never_left_half_written(tmp_path, monkeypatch):
     """The best epoch's file is written once (skipped when it exists), so a torn write would stay."""
-    from reprolab import checkpoints
+    from reprolab.model import checkpoints
 
     def torn_write(_tensors, path):
         Path(path).write_bytes(b"half a file")

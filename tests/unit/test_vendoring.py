@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from reprolab.data.vendoring import vendor_model
 from reprolab.errors import StageError
-from reprolab.vendoring import vendor_model
 
 
 def model_dir(path):

@@ -64,15 +64,20 @@ def pack_corpus(source: Path, dest: Path) -> Path:
                 with open(path, "rb", opener=_no_follow) as handle:
                     archive.addfile(info, handle)
             else:
-                raise StageError(f"{path}: neither a file nor a link (a FIFO, device or socket); move it out "
-                                 "of the corpus (pack-corpus)")
+                raise StageError(
+                    f"{path}: neither a file nor a link (a FIFO, device or socket); move it out "
+                    "of the corpus (pack-corpus)"
+                )
     return dest
 
 
 def _entries(root: Path) -> list[Path]:
     """Every non-folder entry under `root`, without descending into linked folders."""
-    return [Path(folder) / name for folder, folders, files in os.walk(root, followlinks=False)
-            for name in files + [f for f in folders if (Path(folder) / f).is_symlink()]]
+    return [
+        Path(folder) / name
+        for folder, folders, files in os.walk(root, followlinks=False)
+        for name in files + [f for f in folders if (Path(folder) / f).is_symlink()]
+    ]
 
 
 def _no_follow(path: str, flags: int) -> int:

@@ -1,7 +1,7 @@
 """Evaluation: scores of the fine-tuned model and of a TF-IDF + logistic-regression baseline.
 
 Metrics (accuracy, macro-F1, per-class precision/recall/F1, ROC-AUC, PR-AUC), per-row predictions
-and ROC / PR curve points as DVC plot data (the figures are `reprolab.figures`).
+and ROC / PR curve points as DVC plot data (the figures are `reprolab.results.evaluation_figures`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import label_binarize
 
 from reprolab import storage
+from reprolab.inference.prediction import probability_column
 from reprolab.params import BaselineParams
-from reprolab.prediction import probability_column
-from reprolab.significance import compare_predictions
+from reprolab.results.significance import compare_predictions
 
 
 def scores_for_curves(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,15 +41,17 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
     """Accuracy, macro-F1, per-class P/R/F1 and support, ROC-AUC and PR-AUC (when both classes occur)."""
     predicted = probs.argmax(axis=1)
     classes = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(labels, predicted)),
         "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(names)
         },
     }
@@ -73,8 +75,14 @@ def top_terms(texts: list[str], ngram_max: int, max_features: int) -> list[str]:
     return sorted(alphabetical[np.argsort(-counts, kind="stable")[:max_features]].tolist())
 
 
-def baseline_probs(train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                   p: BaselineParams, num_labels: int, class_weights: str = "none") -> np.ndarray:
+def baseline_probs(
+    train_texts: list[str],
+    train_labels: list[int],
+    test_texts: list[str],
+    p: BaselineParams,
+    num_labels: int,
+    class_weights: str = "none",
+) -> np.ndarray:
     """TF-IDF (word n-grams, sublinear tf) + logistic regression: the classical peer, its classes
     weighted as the transformer's loss is (train.class_weights: none or balanced)."""
     vocabulary = top_terms(train_texts, p.ngram_max, p.max_features)
@@ -95,8 +103,10 @@ def curve_csv(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray) -> str:
 def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> str:
     """One row per test example with every class's probability (the columns `reprolab predict` writes);
     ids and labels come from user data, so cells are guarded."""
-    rows = [[row_id, names[label], names[int(prob.argmax())], float(prob.max()), *map(float, prob)]
-            for row_id, label, prob in zip(ids, labels, probs, strict=True)]
+    rows = [
+        [row_id, names[label], names[int(prob.argmax())], float(prob.max()), *map(float, prob)]
+        for row_id, label, prob in zip(ids, labels, probs, strict=True)
+    ]
     return storage.csv_text(["id", "actual", "predicted", "score", *map(probability_column, names)], rows)
 
 
@@ -122,12 +132,15 @@ def scores(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str])
     metrics = {model: classification_metrics(labels, probs, names) for model, probs in results.items()}
     if {"transformer", "baseline"} <= results.keys():
         truth = [names[i] for i in labels]
-        paired = compare_predictions(truth, *([names[i] for i in results[m].argmax(axis=1)]
-                                              for m in ("baseline", "transformer")))
+        paired = compare_predictions(
+            truth, *([names[i] for i in results[m].argmax(axis=1)] for m in ("baseline", "transformer"))
+        )
         metrics["transformer_vs_baseline"] = {
             "macro_f1_difference": paired.difference,
-            "interval_low": paired.interval[0], "interval_high": paired.interval[1],
-            "only_baseline_right": paired.only_a_right, "only_transformer_right": paired.only_b_right,
+            "interval_low": paired.interval[0],
+            "interval_high": paired.interval[1],
+            "only_baseline_right": paired.only_a_right,
+            "only_transformer_right": paired.only_b_right,
             "mcnemar_p": paired.mcnemar_p,
             "verdict": paired.verdict_for("baseline", "transformer"),
         }

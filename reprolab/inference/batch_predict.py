@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from reprolab import ingestion, storage
+from reprolab import storage
+from reprolab.data import ingestion
 from reprolab.errors import StageError
+from reprolab.inference.prediction import Predictor, input_format, probability_column
 from reprolab.params import IngestParams
-from reprolab.prediction import Predictor, input_format, probability_column
 
 OUTPUT_FORMATS = (".parquet", ".csv")
 BATCH_ROWS = 1024
@@ -35,8 +36,14 @@ BATCH_ROWS = 1024
 
 def output_schema(labels: list[str]) -> pa.Schema:
     """id, the record's own label where it has one (else null), the predicted label, each class's probability."""
-    return pa.schema([("id", pa.string()), ("actual", pa.string()), ("predicted", pa.string()),
-                      *[(probability_column(label), pa.float64()) for label in labels]])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("actual", pa.string()),
+            ("predicted", pa.string()),
+            *[(probability_column(label), pa.float64()) for label in labels],
+        ]
+    )
 
 
 class _CsvSink:
@@ -47,8 +54,9 @@ class _CsvSink:
 
     def write(self, table: pa.Table) -> None:
         columns = [column.to_pylist() for column in table.columns]
-        self.writer.writerows([["" if v is None else storage.csv_cell(v) for v in row]
-                               for row in zip(*columns, strict=True)])
+        self.writer.writerows(
+            [["" if v is None else storage.csv_cell(v) for v in row] for row in zip(*columns, strict=True)]
+        )
         self.rows += table.num_rows
 
 
@@ -63,23 +71,32 @@ def prediction_sink(dest: Path, schema: pa.Schema) -> Iterator:
             yield _CsvSink(handle, schema)
 
 
-def source_params(path: str, fmt: str, predictor: Predictor, text_column: str, label_column: str,
-                  id_column: str | None) -> IngestParams:
+def source_params(
+    path: str, fmt: str, predictor: Predictor, text_column: str, label_column: str, id_column: str | None
+) -> IngestParams:
     """Ingest params to read a prediction source with: the model's label params, the user's columns."""
     source = predictor.recipe.source
     return IngestParams.model_construct(  # the label params were validated when the model was trained
-        format=fmt if fmt != "lines" else "csv", path=path, labels=source["labels"],
-        label_map={key: value for key, value in source["label_map"]}, label_strip=source["label_strip"],
-        label_casefold=source["label_casefold"], folder_labels=source["folder_labels"], text_column=text_column,
-        label_column=label_column, id_column=id_column)
+        format=fmt if fmt != "lines" else "csv",
+        path=path,
+        labels=source["labels"],
+        label_map={key: value for key, value in source["label_map"]},
+        label_strip=source["label_strip"],
+        label_casefold=source["label_casefold"],
+        folder_labels=source["folder_labels"],
+        text_column=text_column,
+        label_column=label_column,
+        id_column=id_column,
+    )
 
 
 def _records(path: str, fmt: str, p: IngestParams, count: ingestion.SourceCount) -> Iterator[dict]:
     if fmt != "lines":
         return ingestion.records_from_source(p, count, labelled=False)
     if path == "-":
-        return ingestion.read_lines(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape"),
-                                    p, count)
+        return ingestion.read_lines(
+            io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape"), p, count
+        )
     return _file_lines(Path(path), p, count)
 
 
@@ -89,15 +106,27 @@ def _file_lines(path: Path, p: IngestParams, count: ingestion.SourceCount) -> It
 
 
 def _batch_table(rows: list[dict], probs: np.ndarray, labels: list[str], schema: pa.Schema) -> pa.Table:
-    columns = {"id": [row["id"] for row in rows], "actual": [row["label"] for row in rows],
-               "predicted": [labels[i] for i in probs.argmax(axis=1)]}
+    columns = {
+        "id": [row["id"] for row in rows],
+        "actual": [row["label"] for row in rows],
+        "predicted": [labels[i] for i in probs.argmax(axis=1)],
+    }
     columns |= {probability_column(label): probs[:, i].astype(np.float64) for i, label in enumerate(labels)}
     return pa.table(columns, schema=schema)
 
 
-def predict_source(predictor: Predictor, path: str, dest: Path, rejects_dest: Path, fmt: str | None = None,
-                   text_column: str = "text", label_column: str = "label", id_column: str | None = None,
-                   batch_rows: int = BATCH_ROWS, progress: bool = True) -> dict:
+def predict_source(
+    predictor: Predictor,
+    path: str,
+    dest: Path,
+    rejects_dest: Path,
+    fmt: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    batch_rows: int = BATCH_ROWS,
+    progress: bool = True,
+) -> dict:
     """Predictions for every record of `path` to `dest`, rejects to `rejects_dest`; returns the counts."""
     if dest.suffix.lower() not in OUTPUT_FORMATS:
         raise StageError(f"{dest}: the output's extension chooses its format: .parquet or .csv")
@@ -109,8 +138,11 @@ def predict_source(predictor: Predictor, path: str, dest: Path, rejects_dest: Pa
     rows = ingestion.ingest(_records(path, fmt, p, count), p, labelled=False)
     schema = output_schema(predictor.labels)
     reasons: Counter[str] = Counter()
-    with prediction_sink(dest, schema) as sink, storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as rejects, \
-            tqdm(desc="predict", unit=" rows", disable=not progress, file=sys.stderr) as bar:
+    with (
+        prediction_sink(dest, schema) as sink,
+        storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as rejects,
+        tqdm(desc="predict", unit=" rows", disable=not progress, file=sys.stderr) as bar,
+    ):
         while batch := list(islice(rows, batch_rows)):
             kept = [row for ok, row in batch if ok]
             refused = [row for ok, row in batch if not ok]
@@ -123,7 +155,15 @@ def predict_source(predictor: Predictor, path: str, dest: Path, rejects_dest: Pa
             reasons.update(row["reason"] for row in refused)
             bar.update(len(batch))
         if count.rows != sink.rows + rejects.rows:  # inside the block: neither file replaces a previous one
-            raise StageError(f"{path}: {count.rows} rows read but {sink.rows} predicted and {rejects.rows} "
-                             "rejected: a reader lost rows; please report this")
-    return {"rows_in": count.rows, "rows_predicted": sink.rows, "rows_rejected": rejects.rows,
-            "rejected_by_reason": dict(reasons.most_common()), "output": str(dest), "rejects": str(rejects_dest)}
+            raise StageError(
+                f"{path}: {count.rows} rows read but {sink.rows} predicted and {rejects.rows} "
+                "rejected: a reader lost rows; please report this"
+            )
+    return {
+        "rows_in": count.rows,
+        "rows_predicted": sink.rows,
+        "rows_rejected": rejects.rows,
+        "rejected_by_reason": dict(reasons.most_common()),
+        "output": str(dest),
+        "rejects": str(rejects_dest),
+    }

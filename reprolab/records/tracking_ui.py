@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 
-from reprolab import tracking
 from reprolab.errors import StageError
+from reprolab.records import tracking
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_SECONDS = 180  # the first start creates the store's tables
@@ -52,8 +52,11 @@ def listening(host: str, port: int) -> bool:
 def serve(host: str, port: int) -> int:
     """Run the MLflow UI of this project's store until it exits or this process is told to stop."""
     if host not in LOCAL_HOSTS:
-        print(f"ui: WARNING --host {host} serves the tracking store (every run, param and artifact) to "
-              "other machines without authentication; 127.0.0.1 keeps it on this one", file=sys.stderr)
+        print(
+            f"ui: WARNING --host {host} serves the tracking store (every run, param and artifact) to "
+            "other machines without authentication; 127.0.0.1 keeps it on this one",
+            file=sys.stderr,
+        )
     uri = tracking.tracking_uri()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     return run_server(command, host, port, f"the MLflow UI of {uri}")
@@ -63,10 +66,12 @@ def run_server(command: list[str], host: str, port: int, what: str) -> int:
     """Start the server `command` (which listens on host:port), announce it once it listens, stop its whole
     process group on SIGINT/SIGTERM; returns 0 when stopped that way, else the server's exit status."""
     if not port_free(host, port):
-        raise StageError(f"port {port} on {host} is in use (another `reprolab ui`?): stop it or choose "
-                         "another with --port")
-    server = subprocess.Popen(command, start_new_session=True,
-                              preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None)
+        raise StageError(
+            f"port {port} on {host} is in use (another `reprolab ui`?): stop it or choose another with --port"
+        )
+    server = subprocess.Popen(
+        command, start_new_session=True, preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None
+    )
     stop_asked: list[float] = []
 
     def signal_group(signum: int) -> None:
@@ -89,8 +94,10 @@ def run_server(command: list[str], host: str, port: int, what: str) -> int:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not stop_asked and not listening(host, port):
             if server.poll() is not None:
-                raise StageError(f"{what} exited with status {server.returncode} before it listened "
-                                 f"on {host}:{port} (its messages are above)")
+                raise StageError(
+                    f"{what} exited with status {server.returncode} before it listened "
+                    f"on {host}:{port} (its messages are above)"
+                )
             if time.monotonic() > deadline:
                 raise StageError(f"{what} did not listen on {host}:{port} within {START_TIMEOUT_SECONDS} s")
             time.sleep(0.2)

@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from reprolab import cleaning, encoding, modeling, storage
+from reprolab import storage
+from reprolab.data import cleaning
+from reprolab.encoding import encoder
+from reprolab.encoding.truncated import VerifiedEncoder
 from reprolab.errors import StageError
+from reprolab.model import runtime
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, CleanParams, Params, class_name
-from reprolab.truncated_encoding import VerifiedEncoder
 
 RECIPE_FILE = "reprolab_preprocessing.json"
 # The exported files of a model folder (the export stage's): backend name -> file.
@@ -47,34 +50,53 @@ class Recipe:
     source: dict[str, Any]  # the training source's format and label params (_SOURCE_KEYS)
     clean: dict[str, Any]  # the clean params that decide one text (_TEXT_RULES)
     max_length: int
-    truncation: encoding.Truncation = field(default_factory=encoding.Truncation)
+    truncation: encoder.Truncation = field(default_factory=encoder.Truncation)
 
     @classmethod
     def of(cls, params: Params) -> Recipe:
         ingest = params.ingest.model_dump(mode="json") | {
-            "label_map": [[key, value] for key, value in params.ingest.label_map.items()]}  # keys keep their type
+            "label_map": [[key, value] for key, value in params.ingest.label_map.items()]
+        }  # keys keep their type
         clean = params.clean.model_dump(mode="json")
-        return cls({k: ingest[k] for k in _SOURCE_KEYS}, {k: clean[k] for k in _TEXT_RULES},
-                   params.tokenize.max_length, encoding.Truncation.of(params.tokenize))
+        return cls(
+            {k: ingest[k] for k in _SOURCE_KEYS},
+            {k: clean[k] for k in _TEXT_RULES},
+            params.tokenize.max_length,
+            encoder.Truncation.of(params.tokenize),
+        )
 
     @classmethod
     def read(cls, model_dir: Path) -> Recipe:
         path = Path(model_dir) / RECIPE_FILE
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-            return cls(saved["source"], saved["clean"], saved["max_length"],
-                       encoding.Truncation(saved["truncation"], saved["head_fraction"]))
+            return cls(
+                saved["source"],
+                saved["clean"],
+                saved["max_length"],
+                encoder.Truncation(saved["truncation"], saved["head_fraction"]),
+            )
         except FileNotFoundError:
-            raise StageError(f"{model_dir}: not a model folder of this pipeline (no {RECIPE_FILE}); "
-                             "point --model at models/model, an MLflow run id or models:/<name>/<version>") from None
+            raise StageError(
+                f"{model_dir}: not a model folder of this pipeline (no {RECIPE_FILE}); "
+                "point --model at models/model, an MLflow run id or models:/<name>/<version>"
+            ) from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise StageError(f"{path}: unreadable recipe ({type(exc).__name__}: {exc}); train the model "
-                             "again") from None
+            raise StageError(
+                f"{path}: unreadable recipe ({type(exc).__name__}: {exc}); train the model again"
+            ) from None
 
     def write(self, model_dir: Path) -> None:
-        storage.write_json({"source": self.source, "clean": self.clean, "max_length": self.max_length,
-                            "truncation": self.truncation.kind, "head_fraction": self.truncation.head_fraction},
-                           Path(model_dir) / RECIPE_FILE)
+        storage.write_json(
+            {
+                "source": self.source,
+                "clean": self.clean,
+                "max_length": self.max_length,
+                "truncation": self.truncation.kind,
+                "head_fraction": self.truncation.head_fraction,
+            },
+            Path(model_dir) / RECIPE_FILE,
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -92,10 +114,11 @@ class Recipe:
 
 
 def _torch_logits(model_dir: Path, labels: list[str], device: str, bf16: bool) -> Callable:
-    target = modeling.select_device(device)
-    model = modeling.load_classifier(str(model_dir), labels).to(target)
-    return lambda sequences, batch_size, pad_id: modeling.predict_logits(model, sequences, batch_size, pad_id,
-                                                                         target, bf16)
+    target = runtime.select_device(device)
+    model = runtime.load_classifier(str(model_dir), labels).to(target)
+    return lambda sequences, batch_size, pad_id: runtime.predict_logits(
+        model, sequences, batch_size, pad_id, target, bf16
+    )
 
 
 def onnx_session(path: Path, threads: int):
@@ -115,19 +138,26 @@ def onnx_logits(session, sequences: list[np.ndarray], batch_size: int, pad_id: i
         attention = np.ones_like(ids) if mask is None else mask.numpy()
         return session.run(["logits"], {"input_ids": ids, "attention_mask": attention})[0]
 
-    return modeling.batched_logits(sequences, batch_size, pad_id, forward)
+    return runtime.batched_logits(sequences, batch_size, pad_id, forward)
 
 
 class Predictor:
     """A model folder's recipe, tokenizer and backend: raw records in, class probabilities out."""
 
-    def __init__(self, model_dir: Path, backend: str = "torch", device: str = "cpu", batch_size: int = 64,
-                 threads: int = 2, bf16: bool = False):
+    def __init__(
+        self,
+        model_dir: Path,
+        backend: str = "torch",
+        device: str = "cpu",
+        batch_size: int = 64,
+        threads: int = 2,
+        bf16: bool = False,
+    ):
         model_dir = Path(model_dir)
         self.recipe = Recipe.read(model_dir)
         self.labels = self.recipe.labels
         self.batch_size = batch_size
-        tokenizer = encoding.load_tokenizer(str(model_dir))
+        tokenizer = encoder.load_tokenizer(str(model_dir))
         self.pad_id = tokenizer.pad_token_id or 0
         self._encoder = VerifiedEncoder(tokenizer, self.recipe.max_length, self.recipe.truncation, "predict")
         self._encode: Callable | None = None
@@ -136,8 +166,10 @@ class Predictor:
         elif backend in ONNX_FILES:
             path = model_dir / ONNX_FILES[backend]
             if not path.is_file():
-                raise StageError(f"{model_dir}: no {ONNX_FILES[backend]} (--format {backend} reads the export "
-                                 "stage's folder, models/export: run `dvc repro export`)")
+                raise StageError(
+                    f"{model_dir}: no {ONNX_FILES[backend]} (--format {backend} reads the export "
+                    "stage's folder, models/export: run `dvc repro export`)"
+                )
             session = onnx_session(path, threads)
             logits = lambda sequences, batch_size, pad_id: onnx_logits(session, sequences, batch_size, pad_id)  # noqa: E731
         else:
@@ -165,7 +197,7 @@ class Predictor:
         """Class probabilities (rows: sequences, columns: `labels`)."""
         if not sequences:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return modeling.softmax(self._logits(sequences, self.batch_size, self.pad_id))
+        return runtime.softmax(self._logits(sequences, self.batch_size, self.pad_id))
 
     def score(self, records: Iterable[dict]) -> tuple[list[int], np.ndarray, dict[int, tuple[str, str]]]:
         """(positions of the scored records, their probabilities, position -> (reason, detail) of the others)."""
@@ -181,9 +213,12 @@ class Predictor:
 
     def text_record(self, text: str) -> dict:
         """A text given on its own as a raw record of the kind the model learnt from."""
-        return {"raw": text.encode("utf-8", "surrogatepass"), "kind": self.recipe.kind, "checksum_status": "absent",
-                "source": "input"}
-
+        return {
+            "raw": text.encode("utf-8", "surrogatepass"),
+            "kind": self.recipe.kind,
+            "checksum_status": "absent",
+            "source": "input",
+        }
 
 
 def input_format(path: str, recipe: Recipe, given: str | None) -> str:
@@ -198,8 +233,10 @@ def input_format(path: str, recipe: Recipe, given: str | None) -> str:
         return suffix
     if Path(path).is_dir() or ".tar" in Path(path).name.lower() or suffix in ("tgz", "tar"):
         return recipe.source["format"] if recipe.source["format"] in FOLDER_FORMATS else "text_dir"
-    raise StageError(f"{path}: cannot tell its format from the name; give --input-format "
-                     "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)")
+    raise StageError(
+        f"{path}: cannot tell its format from the name; give --input-format "
+        "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)"
+    )
 
 
 def model_folder(reference: str) -> Path:
@@ -213,7 +250,7 @@ def model_folder(reference: str) -> Path:
         raise StageError(f"--model {reference}: no such folder, and not an MLflow run id or models:/<name>/<version>")
     import mlflow
 
-    from reprolab.tracking import connect
+    from reprolab.records.tracking import connect
 
     connect()  # the project's store, wherever the command runs from
     try:

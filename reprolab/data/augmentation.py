@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from reprolab import encoding, storage
+from reprolab import storage
+from reprolab.encoding import encoder
 from reprolab.params import AugmentParams
 
-AUGMENTED_SCHEMA = encoding.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
+AUGMENTED_SCHEMA = encoder.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
 BATCH_ROWS = 1024
 
 # EDA's stop words: never replaced, nor used as insertion seeds.
@@ -48,11 +49,7 @@ def synonyms(word: str) -> tuple[str, ...]:
     """WordNet synonyms of a word, sorted for determinism."""
     if not word.isalpha() or word in STOP_WORDS:
         return ()
-    names = {
-        lemma.replace("_", " ")
-        for synset in _wordnet().synsets(word)
-        for lemma in synset.lemma_names()
-    }
+    names = {lemma.replace("_", " ") for synset in _wordnet().synsets(word) for lemma in synset.lemma_names()}
     names.discard(word)
     return tuple(sorted(n for n in names if n.isascii()))
 
@@ -100,10 +97,12 @@ def operations(p: AugmentParams) -> list[tuple[str, Callable[[list[str], random.
         return max(1, int(alpha * len(words)))
 
     ops = [
-        ("synonym_replacement", p.synonym_replacement,
-         lambda w, r: synonym_replacement(w, count(p.synonym_replacement, w), r)),
-        ("random_insertion", p.random_insertion,
-         lambda w, r: random_insertion(w, count(p.random_insertion, w), r)),
+        (
+            "synonym_replacement",
+            p.synonym_replacement,
+            lambda w, r: synonym_replacement(w, count(p.synonym_replacement, w), r),
+        ),
+        ("random_insertion", p.random_insertion, lambda w, r: random_insertion(w, count(p.random_insertion, w), r)),
         ("random_swap", p.random_swap, lambda w, r: random_swap(w, count(p.random_swap, w), r)),
         ("random_deletion", p.random_deletion, lambda w, r: random_deletion(w, p.random_deletion, r)),
     ]
@@ -116,7 +115,7 @@ def selected(origin_id: str, p: AugmentParams) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < p.fraction
 
 
-def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoding.Truncation = encoding.HEAD) -> list[dict]:
+def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoder.Truncation = encoder.HEAD) -> list[dict]:
     """EDA copies of the selected rows: id `<origin>#aug<k>`, same label, one operation each, made of
     the `max_words` words that tokenize's truncation keeps (the first, the last, or both ends)."""
     ops = operations(p)
@@ -131,30 +130,42 @@ def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoding.Trunca
             rng = _rng(p.seed, row["id"], copy)
             _, op = ops[rng.randrange(len(ops))]
             out.append(
-                {"id": f"{row['id']}#aug{copy}", "origin_id": row["id"], "label": row["label"],
-                 "text": " ".join(op(words, rng))}
+                {
+                    "id": f"{row['id']}#aug{copy}",
+                    "origin_id": row["id"],
+                    "label": row["label"],
+                    "text": " ".join(op(words, rng)),
+                }
             )
     return out
 
 
-def augmented_tables(source: Path, p: AugmentParams, encode: Callable[[list[str]], list[list[int]]],
-                     labels: list[str], truncation: encoding.Truncation) -> Iterator[pa.Table]:
+def augmented_tables(
+    source: Path,
+    p: AugmentParams,
+    encode: Callable[[list[str]], list[list[int]]],
+    labels: list[str],
+    truncation: encoder.Truncation,
+) -> Iterator[pa.Table]:
     """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read."""
     for batch in storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
         augmented = augment_rows(batch.to_pylist(), p, truncation)
         if augmented:
-            tokens = encoding.token_table([r["id"] for r in augmented], encode([r["text"] for r in augmented]),
-                                          encoding.label_ids([r["label"] for r in augmented], labels))
+            tokens = encoder.token_table(
+                [r["id"] for r in augmented],
+                encode([r["text"] for r in augmented]),
+                encoder.label_ids([r["label"] for r in augmented], labels),
+            )
             yield tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
 
 
-
-def lazy_encoder(name_or_path: str, max_length: int,
-                 truncation: encoding.Truncation) -> Callable[[list[str]], list[list[int]]]:
-    """`encoding.encode` with the model's tokenizer, loaded at the first call: a run without copies needs none."""
+def lazy_encoder(
+    name_or_path: str, max_length: int, truncation: encoder.Truncation
+) -> Callable[[list[str]], list[list[int]]]:
+    """`encoder.encode` with the model's tokenizer, loaded at the first call: a run without copies needs none."""
 
     @functools.cache
     def tokenizer():
-        return encoding.load_tokenizer(name_or_path)
+        return encoder.load_tokenizer(name_or_path)
 
-    return lambda texts: encoding.encode(tokenizer(), texts, max_length, truncation)
+    return lambda texts: encoder.encode(tokenizer(), texts, max_length, truncation)

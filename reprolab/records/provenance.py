@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -14,10 +15,14 @@ from reprolab.errors import StageError
 # Files a pipeline run rewrites itself: their changes do not make the code or params dirty.
 _RUN_OUTPUT_PREFIXES = ("dvc.lock", "reports/")
 
-PACKAGES = (
-    "torch", "transformers", "tokenizers", "safetensors", "mlflow", "dvc", "pandas", "pyarrow",
-    "numpy", "scikit-learn", "datasketch", "selectolax", "wn", "pydantic",
-)
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def pipeline_packages() -> tuple[str, ...]:
+    """Every distribution the pipeline imports: the installed project's own runtime requirements (extras
+    left out), so a dependency added to pyproject.toml is recorded without a second list to keep."""
+    requirements = metadata.requires("reprolab") or []
+    return tuple(sorted({_REQUIREMENT_NAME.match(r).group(0).lower() for r in requirements if "extra ==" not in r}))
 
 
 def repo_root() -> Path:
@@ -74,7 +79,7 @@ def dvc_experiment() -> dict[str, str]:
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in pipeline_packages():
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -124,7 +129,6 @@ def numpy_simd() -> str:
     return enabled[-1] if enabled else "baseline"
 
 
-
 def process_start_ms() -> int:
     """When this process started (epoch ms): a stage's run spans its imports and setup, not only its end."""
     import psutil
@@ -150,6 +154,9 @@ def pipeline_execution() -> dict[str, str | int] | None:
         names = [Path(arg).name for arg in argv[:3]]  # dvc, python .../dvc or python -m dvc
         if "dvc" in names[:2] or names[1:3] == ["-m", "dvc"]:
             at = names.index("dvc")
-            return {"key": f"{platform.node()}:{process.pid}:{started}", "start_ms": started,
-                    "command": " ".join(["dvc", *argv[at + 1 : at + 3]])}
+            return {
+                "key": f"{platform.node()}:{process.pid}:{started}",
+                "start_ms": started,
+                "command": " ".join(["dvc", *argv[at + 1 : at + 3]]),
+            }
     return None

@@ -26,7 +26,8 @@ from itertools import chain
 import numpy as np
 import pyarrow as pa
 
-from reprolab import encoding, storage
+from reprolab import storage
+from reprolab.encoding import encoder
 
 # WordPiece on English mail: 3.45 characters per token at the median. A first chunk this long
 # covers about half the rows; the others need one or two short continuations, which cost less than
@@ -124,9 +125,9 @@ class BatchEncoder:
 
 
 class ChunkedEncoder:
-    """`encoding.encode`, reading only as much of each text as truncation can keep."""
+    """`encoder.encode`, reading only as much of each text as truncation can keep."""
 
-    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation):
+    def __init__(self, tokenizer, max_length: int, truncation: encoder.Truncation):
         from tokenizers import Tokenizer
 
         self.truncation = truncation
@@ -135,7 +136,7 @@ class ChunkedEncoder:
         self.backend.no_truncation()
         self.backend.no_padding()
         self.encode_batch = BatchEncoder(self.backend)
-        self.prefix, self.suffix = encoding.special_tokens(tokenizer)
+        self.prefix, self.suffix = encoder.special_tokens(tokenizer)
         self.budget = max_length - len(self.prefix) - len(self.suffix)  # text tokens that survive
         if self.budget < 1:
             raise ValueError(f"max_length {max_length} leaves no room besides the special tokens")
@@ -188,8 +189,10 @@ class ChunkedEncoder:
         np.cumsum(lengths + len(self.prefix) + len(self.suffix), out=offsets[1:])
         values = np.empty(offsets[-1], np.int32)
         special = np.zeros(offsets[-1], bool)
-        for place, token in [*((offsets[:-1] + j, t) for j, t in enumerate(self.prefix)),
-                             *((offsets[1:] - len(self.suffix) + j, t) for j, t in enumerate(self.suffix))]:
+        for place, token in [
+            *((offsets[:-1] + j, t) for j, t in enumerate(self.prefix)),
+            *((offsets[1:] - len(self.suffix) + j, t) for j, t in enumerate(self.suffix)),
+        ]:
             values[place], special[place] = token, True
         values[~special] = np.fromiter(chain.from_iterable(tokens), np.int32, int(lengths.sum()))
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
@@ -199,10 +202,10 @@ class VerifiedEncoder:
     """Encodes with `ChunkedEncoder` where it gives the tokenizer's own ids, else whole texts; built
     once for all splits (its tokenizer copies take 0.3 s), checked on the first batch of each."""
 
-    def __init__(self, tokenizer, max_length: int, truncation: encoding.Truncation, caller: str = "tokenize"):
+    def __init__(self, tokenizer, max_length: int, truncation: encoder.Truncation, caller: str = "tokenize"):
         self.name = type(tokenizer).__name__
         self.caller = caller  # who says so, when the fast encoder is not used
-        self.whole = partial(encoding.encode, tokenizer, max_length=max_length, truncation=truncation)
+        self.whole = partial(encoder.encode, tokenizer, max_length=max_length, truncation=truncation)
         try:
             self.chunked, self.reason = ChunkedEncoder(tokenizer, max_length, truncation), ""
         except ValueError as exc:
@@ -220,14 +223,13 @@ class VerifiedEncoder:
         return self.whole, expected
 
 
-def tokenize_split(source, encoder: VerifiedEncoder, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
+def tokenize_split(source, verified: VerifiedEncoder, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
     """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded."""
     encode = None
     for batch in storage.iter_batches(source, ["id", "label", "text"], batch_size):
         columns = batch.to_pydict()
         if encode is None:
-            encode, ids = encoder.verified(columns["text"])
+            encode, ids = verified.verified(columns["text"])
         else:
             ids = encode(columns["text"])
-        yield encoding.token_table(columns["id"], ids, encoding.label_ids(columns["label"], labels))
-
+        yield encoder.token_table(columns["id"], ids, encoder.label_ids(columns["label"], labels))

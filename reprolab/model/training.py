@@ -2,7 +2,7 @@
 
 One loop on Hugging Face `accelerate` (as in `run_glue_no_trainer.py`): it places the model and
 batches on the device, runs mixed precision, DDP across processes and machines (each process takes
-whole batches of the epoch's order), gradient accumulation, and checkpoints (`reprolab.checkpoints`).
+whole batches of the epoch's order), gradient accumulation, and checkpoints (`reprolab.model.checkpoints`).
 AdamW with linear (or cosine) warmup and decay, clipping, dynamic padding with length-grouped
 batches, early stopping on validation macro-F1, full fine-tuning or LoRA adapters (peft), optional
 class weights. On the CPU the run is deterministic: fixed seeds, thread count and deterministic
@@ -26,17 +26,27 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from tqdm import tqdm
 
-from reprolab import encoding, modeling, paths, prediction, storage
-from reprolab.checkpoints import Checkpointer, LoopState, TrainingInterrupted
+from reprolab import paths, storage
+from reprolab.encoding import encoder
 from reprolab.errors import StageError
+from reprolab.inference import prediction
+from reprolab.model import runtime
+from reprolab.model.checkpoints import Checkpointer, LoopState, TrainingInterrupted
 from reprolab.params import LoraParams, Params, TrainParams
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
 STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
 # Params that change how a run is observed or where its processes meet, not what it computes: a
 # checkpoint stays valid across them (and every machine of a job finds the same one).
-_NOT_COMPUTING = {"log_every_steps", "checkpoint_every_steps", "checkpoint_every_minutes", "dataloader_workers",
-                  "machine_rank", "main_process_ip", "main_process_port"}
+_NOT_COMPUTING = {
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "checkpoint_every_minutes",
+    "dataloader_workers",
+    "machine_rank",
+    "main_process_ip",
+    "main_process_port",
+}
 CUDA_WORKERS = 4  # dataloader_workers: auto on CUDA
 
 
@@ -72,18 +82,20 @@ def make_accelerator(p: TrainParams):
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
-    device = modeling.select_device(p.device)
+    device = runtime.select_device(p.device)
     # accelerate keeps its settings in process-wide singletons; a second run in one process (tests,
     # benchmarks) starts from fresh ones. A launched job's process group is left alone.
     AcceleratorState._reset_state()
     GradientState._reset_state()
     return Accelerator(
-        cpu=device.type == "cpu", mixed_precision=modeling.mixed_precision(p.mixed_precision, device),
+        cpu=device.type == "cpu",
+        mixed_precision=runtime.mixed_precision(p.mixed_precision, device),
         gradient_accumulation_steps=p.gradient_accumulation_steps,
         # The scheduler is stepped by the loop, once per optimizer step, whatever the number of processes.
         step_scheduler_with_optimizer=False,
         dataloader_config=DataLoaderConfiguration(non_blocking=device.type == "cuda"),
-        project_config=ProjectConfiguration(save_on_each_node=True))
+        project_config=ProjectConfiguration(save_on_each_node=True),
+    )
 
 
 def _optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
@@ -96,17 +108,21 @@ def _optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=p.learning_rate, fused=True)
 
 
-def _train_loader(train: modeling.TokenData, p: TrainParams, pad_id: int, max_length: int, cuda: bool):
+def _train_loader(train: runtime.TokenData, p: TrainParams, pad_id: int, max_length: int, cuda: bool):
     """The epoch batch sampler (at epoch 1) and a DataLoader over it: collation in worker processes,
     into pinned memory, padded to a multiple of 8 on CUDA."""
-    batches = modeling.EpochBatches(train.lengths, p.batch_size, p.seed, p.group_by_length)
+    batches = runtime.EpochBatches(train.lengths, p.batch_size, p.seed, p.group_by_length)
     batches.use_epoch(1)
     workers = (CUDA_WORKERS if cuda else 0) if p.dataloader_workers == "auto" else p.dataloader_workers
     loader = torch.utils.data.DataLoader(
-        modeling.TokenDataset(train), batch_sampler=batches, num_workers=workers, pin_memory=cuda,
+        runtime.TokenDataset(train),
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=cuda,
         persistent_workers=workers > 0,
-        collate_fn=modeling.Collator(pad_id, max_length if p.padding == "max_length" else None, 8 if cuda else 1),
-        generator=torch.Generator())  # its own: the global one draws dropout masks
+        collate_fn=runtime.Collator(pad_id, max_length if p.padding == "max_length" else None, 8 if cuda else 1),
+        generator=torch.Generator(),
+    )  # its own: the global one draws dropout masks
     return batches, loader
 
 
@@ -115,16 +131,22 @@ def _scheduler(optimizer: torch.optim.Optimizer, p: TrainParams, steps_per_epoch
     from transformers import get_scheduler
 
     total_steps = steps_per_epoch * p.epochs
-    return get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=round(p.warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        p.lr_scheduler, optimizer, num_warmup_steps=round(p.warmup_ratio * total_steps), num_training_steps=total_steps
+    )
 
 
 def with_lora(model, lora: LoraParams):
     """`model` with low-rank adapters on `lora.target_modules` (peft); the classifier head trains in full."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.alpha,
-                        lora_dropout=lora.dropout, target_modules=list(lora.target_modules))
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # no module matched a name
@@ -137,19 +159,27 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tens
         return None
     counts = np.bincount(labels, minlength=num_classes)
     if not counts.all():
-        raise StageError(f"train.class_weights=balanced: class ids {np.flatnonzero(counts == 0).tolist()} have no "
-                         "training rows (use none, or give every class rows)")
+        raise StageError(
+            f"train.class_weights=balanced: class ids {np.flatnonzero(counts == 0).tolist()} have no "
+            "training rows (use none, or give every class rows)"
+        )
     return torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32)
 
 
-def validate(accelerator, model, val: modeling.TokenData, p: TrainParams, pad_id: int) -> dict:
+def validate(accelerator, model, val: runtime.TokenData, p: TrainParams, pad_id: int) -> dict:
     """Validation scores; each process scores its share of the rows and every process gets them all."""
     rows = list(range(len(val)))
     with accelerator.split_between_processes(rows) as mine:
-        logits = modeling.predict_logits(model, [val.sequences[i] for i in mine], p.eval_batch_size, pad_id,
-                                         accelerator.device, accelerator.mixed_precision == "bf16")
+        logits = runtime.predict_logits(
+            model,
+            [val.sequences[i] for i in mine],
+            p.eval_batch_size,
+            pad_id,
+            accelerator.device,
+            accelerator.mixed_precision == "bf16",
+        )
     shares = accelerator.gather_for_metrics([logits], use_gather_object=True)  # in process order: row order
-    probs = modeling.softmax(np.concatenate([share for share in shares if len(share)]))
+    probs = runtime.softmax(np.concatenate([share for share in shares if len(share)]))
     predicted = probs.argmax(axis=1)
     return {
         "val_loss": float(log_loss(val.labels, probs, labels=list(range(probs.shape[1])))),
@@ -168,8 +198,8 @@ def _sum(accelerator, value: torch.Tensor) -> float:
 def train_model(
     accelerator,
     model,
-    train: modeling.TokenData,
-    val: modeling.TokenData,
+    train: runtime.TokenData,
+    val: runtime.TokenData,
     p: TrainParams,
     pad_id: int,
     max_length: int,
@@ -212,9 +242,14 @@ def train_model(
 
     def snapshot() -> LoopState:
         """The loop state with its sums over all processes, for a checkpoint."""
-        return LoopState(**{**state.to_json(), "epoch_loss": _sum(accelerator, epoch_loss),
-                            "window_loss": _sum(accelerator, window_loss),
-                            "samples_seen": int(_sum(accelerator, samples))})
+        return LoopState(
+            **{
+                **state.to_json(),
+                "epoch_loss": _sum(accelerator, epoch_loss),
+                "window_loss": _sum(accelerator, window_loss),
+                "samples_seen": int(_sum(accelerator, samples)),
+            }
+        )
 
     def stop_or_save(due_here: bool) -> None:
         """Agree over the processes whether a signal arrived or a save is due; save, and stop on a signal."""
@@ -233,8 +268,14 @@ def train_model(
         batches.use_epoch(state.epoch)
         forward.train()
         epoch_batches = accelerator.skip_first_batches(loader, state.batch) if state.batch else loader
-        progress = tqdm(total=len(loader), initial=state.batch, desc=f"epoch {state.epoch}", unit="batch",
-                        mininterval=10, disable=not accelerator.is_local_main_process)
+        progress = tqdm(
+            total=len(loader),
+            initial=state.batch,
+            desc=f"epoch {state.epoch}",
+            unit="batch",
+            mininterval=10,
+            disable=not accelerator.is_local_main_process,
+        )
         for batch in epoch_batches:
             labels = batch.pop("labels")
             with accelerator.accumulate(forward):
@@ -259,8 +300,14 @@ def train_model(
             logging_step = state.step % p.log_every_steps == 0
             if logging_step:
                 mean = _sum(accelerator, window_loss) / (state.window_batches * processes)
-                state.steps.append({"step": state.step, "epoch": state.epoch, "train_loss": mean,
-                                    "learning_rate": scheduler.get_last_lr()[0]})
+                state.steps.append(
+                    {
+                        "step": state.step,
+                        "epoch": state.epoch,
+                        "train_loss": mean,
+                        "learning_rate": scheduler.get_last_lr()[0],
+                    }
+                )
                 window_loss.zero_()
                 state.window_batches = 0
                 if on_step:
@@ -275,8 +322,9 @@ def train_model(
         scores = validate(accelerator, trained, val, p, pad_id)
         validation_seconds += time.perf_counter() - validation_started
         train_loss = _sum(accelerator, epoch_loss) / (state.batch * processes)
-        state.history.append({"epoch": state.epoch, "train_loss": train_loss, **scores,
-                              "learning_rate": scheduler.get_last_lr()[0]})
+        state.history.append(
+            {"epoch": state.epoch, "train_loss": train_loss, **scores, "learning_rate": scheduler.get_last_lr()[0]}
+        )
         say(f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items()))
         if scores["val_macro_f1"] > state.best_f1:
             state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
@@ -294,9 +342,15 @@ def train_model(
     trained.load_state_dict(best)
     if p.method == "lora":
         trained.merge_and_unload()  # the adapters folded into `model`'s own weights, which it keeps
-    return TrainResult(state.history, state.steps, state.best_epoch,
-                       int(_sum(accelerator, samples) - samples_before), seconds, accelerator.mixed_precision,
-                       trainable)
+    return TrainResult(
+        state.history,
+        state.steps,
+        state.best_epoch,
+        int(_sum(accelerator, samples) - samples_before),
+        seconds,
+        accelerator.mixed_precision,
+        trainable,
+    )
 
 
 def history_csv(history: list[dict[str, float]], fields: tuple[str, ...] = HISTORY_FIELDS) -> str:
@@ -310,7 +364,7 @@ def save_model(model, model_source: str, params: Params) -> None:
     the test split was. The tokenizer truncates from the side nearest tokenize.truncation, for whoever
     uses it on its own."""
     recipe = prediction.Recipe.of(params)
-    tokenizer = encoding.load_tokenizer(model_source, recipe.truncation.tokenizer_side)
+    tokenizer = encoder.load_tokenizer(model_source, recipe.truncation.tokenizer_side)
     with storage.atomic_dir(paths.MODEL_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -320,21 +374,33 @@ def save_model(model, model_source: str, params: Params) -> None:
 def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
     """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
     computing = {k: v for k, v in params.train.model_dump().items() if k not in _NOT_COMPUTING}
-    key = json.dumps({"train": computing, "max_length": params.tokenize.max_length,
-                      "model": params.model.name_or_path, "labels": params.ingest.class_names,
-                      "inputs": {name: storage.file_md5(path) for name, path in inputs.items()}}, sort_keys=True)
+    key = json.dumps(
+        {
+            "train": computing,
+            "max_length": params.tokenize.max_length,
+            "model": params.model.name_or_path,
+            "labels": params.ingest.class_names,
+            "inputs": {name: storage.file_md5(path) for name, path in inputs.items()},
+        },
+        sort_keys=True,
+    )
     return paths.CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-
-def train_report(result: TrainResult, device: torch.device, train_rows: int,
-                 cpu_kernels: dict[str, str]) -> dict[str, Any]:
+def train_report(
+    result: TrainResult, device: torch.device, train_rows: int, cpu_kernels: dict[str, str]
+) -> dict[str, Any]:
     """reports/train.json: the best epoch's validation scores and where the weights were computed; on the
     CPU, which kernels they are exact for (`reprolab audit` compares them)."""
     best = result.history[result.best_epoch - 1]
-    report = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "device": device.type,
-              "mixed_precision": result.mixed_precision, "train_rows": train_rows,
-              **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}}
+    report = {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "device": device.type,
+        "mixed_precision": result.mixed_precision,
+        "train_rows": train_rows,
+        **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")},
+    }
     if device.type == "cpu":
         report["cpu_kernels"] = cpu_kernels
     return report

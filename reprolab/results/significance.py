@@ -27,8 +27,7 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> n
     for label in classes:
         true_positive = ((predicted == label) & (truth == label)).sum(axis=-1)
         denominator = (predicted == label).sum(axis=-1) + (truth == label).sum(axis=-1)
-        scores.append(np.divide(2 * true_positive, denominator, out=np.zeros(denominator.shape),
-                                where=denominator > 0))
+        scores.append(np.divide(2 * true_positive, denominator, out=np.zeros(denominator.shape), where=denominator > 0))
     return np.mean(scores, axis=0)
 
 
@@ -61,8 +60,9 @@ def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int 
     labels = np.arange(len(classes))
     generator = np.random.default_rng(seed)
     samples = generator.integers(0, len(truth_codes), size=(RESAMPLES, len(truth_codes)))
-    differences = (macro_f1(truth_codes[samples], b_codes[samples], labels)
-                   - macro_f1(truth_codes[samples], a_codes[samples], labels))
+    differences = macro_f1(truth_codes[samples], b_codes[samples], labels) - macro_f1(
+        truth_codes[samples], a_codes[samples], labels
+    )
     low, high = np.quantile(differences, [LEVEL / 2, 1 - LEVEL / 2])
     only_a = int(((a_codes == truth_codes) & (b_codes != truth_codes)).sum())
     only_b = int(((b_codes == truth_codes) & (a_codes != truth_codes)).sum())
@@ -74,6 +74,9 @@ def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int 
         rows=len(truth_codes),
         a_macro_f1=float(macro_f1(truth_codes, a_codes, labels)),
         b_macro_f1=float(macro_f1(truth_codes, b_codes, labels)),
-        interval=(float(low), float(high)), only_a_right=only_a, only_b_right=only_b,
-        mcnemar_p=float(p_value), verdict=verdict,
+        interval=(float(low), float(high)),
+        only_a_right=only_a,
+        only_b_right=only_b,
+        mcnemar_p=float(p_value),
+        verdict=verdict,
     )

@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reprolab import provenance, storage
+from reprolab import storage
 from reprolab.params import Params, flatten
+from reprolab.records import provenance
 
 EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
 MODEL_DIGEST_TAG = "reprolab.model_md5"
@@ -115,13 +116,18 @@ def pipeline_parent(mlflow, pipeline: Mapping[str, Any], tags: Mapping[str, str]
     command started."""
     client = mlflow.MlflowClient()
     experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline['key']}'",
-                               max_results=1)
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline['key']}'", max_results=1
+    )
     if found:
         return found[0].info.run_id
     name = " ".join([pipeline["command"], *([tags["dvc.exp_name"]] if tags.get("dvc.exp_name") else [])])
-    run = client.create_run(experiment_id, start_time=pipeline["start_ms"], run_name=name,
-                            tags={**tags, "reprolab.stage": "pipeline", PIPELINE_TAG: pipeline["key"]})
+    run = client.create_run(
+        experiment_id,
+        start_time=pipeline["start_ms"],
+        run_name=name,
+        tags={**tags, "reprolab.stage": "pipeline", PIPELINE_TAG: pipeline["key"]},
+    )
     return run.info.run_id
 
 
@@ -137,17 +143,21 @@ def _begin(mlflow, record: Mapping[str, Any]):
     stays where it began), else a new run from the stage process's start, nested under its pipeline's."""
     if record["resume_run_id"]:
         return mlflow.start_run(run_id=record["resume_run_id"]), None
-    parent_id = pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {})) \
-        if record.get("pipeline") else None
+    parent_id = (
+        pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {})) if record.get("pipeline") else None
+    )
     experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     created = mlflow.MlflowClient().create_run(
-        experiment_id, start_time=record.get("start_ms") or int(time.time() * 1000), run_name=record["stage"],
-        tags={"mlflow.parentRunId": parent_id} if parent_id else {})
+        experiment_id,
+        start_time=record.get("start_ms") or int(time.time() * 1000),
+        run_name=record["stage"],
+        tags={"mlflow.parentRunId": parent_id} if parent_id else {},
+    )
     return mlflow.start_run(run_id=created.info.run_id), parent_id
 
 
 # How a model folder becomes the run's MLflow model: (mlflow module, model folder) -> None. The caller
-# gives it (`reprolab.serving.log_model`), so the stages that never log a model do not run its code.
+# gives it (`reprolab.inference.serving.log_model`), so the stages that never log a model do not run its code.
 ModelLogger = Callable[[Any, Path], None]
 
 
@@ -161,10 +171,21 @@ class StageRun:
 
     def __init__(self, stage: str, record: dict[str, Any] | None = None):
         self.stage = stage
-        self.record = record or {"stage": stage, "resume_run_id": None, "tags": {}, "params": {},
-                                 "metrics": [], "inputs": [], "artifacts": [], "model_dir": None,
-                                 "start_ms": provenance.process_start_ms(), "end_ms": None, "status": None,
-                                 "pipeline": provenance.pipeline_execution(), "pipeline_tags": {}}
+        self.record = record or {
+            "stage": stage,
+            "resume_run_id": None,
+            "tags": {},
+            "params": {},
+            "metrics": [],
+            "inputs": [],
+            "artifacts": [],
+            "model_dir": None,
+            "start_ms": provenance.process_start_ms(),
+            "end_ms": None,
+            "status": None,
+            "pipeline": provenance.pipeline_execution(),
+            "pipeline_tags": {},
+        }
         self.spool = spool_dir() / f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:8]}"
         self.mlflow = None
         self.run_id: str | None = None
@@ -172,8 +193,13 @@ class StageRun:
         self.offline_reason: str | None = None
 
     @classmethod
-    def start(cls, stage: str, params: Params | None = None, inputs: Mapping[str, Path] | None = None,
-              resume_run_id: str | None = None) -> StageRun:
+    def start(
+        cls,
+        stage: str,
+        params: Params | None = None,
+        inputs: Mapping[str, Path] | None = None,
+        resume_run_id: str | None = None,
+    ) -> StageRun:
         run = cls(stage)
         run.record["resume_run_id"] = resume_run_id
         if run.record["pipeline"]:
@@ -199,9 +225,12 @@ class StageRun:
             action(*args)
         except Exception as exc:  # noqa: BLE001 - any store failure means: keep the record locally
             self.offline_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            print(f"tracking: WARNING the MLflow store {tracking_uri()} failed ({self.offline_reason}). "
-                  f"The stage goes on; its record is kept in {self.spool} - send it later with "
-                  "`reprolab replay`.", file=sys.stderr)
+            print(
+                f"tracking: WARNING the MLflow store {tracking_uri()} failed ({self.offline_reason}). "
+                f"The stage goes on; its record is kept in {self.spool} - send it later with "
+                "`reprolab replay`.",
+                file=sys.stderr,
+            )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.record["tags"].update(tags)
@@ -268,8 +297,13 @@ class StageRun:
         self.close("FINISHED" if exc_type is None else "FAILED")
 
 
-def log_stage(stage: str, params: Params, outputs: list[Path], metrics: Mapping[str, Any],
-              inputs: Mapping[str, Path] | None = None) -> None:
+def log_stage(
+    stage: str,
+    params: Params,
+    outputs: list[Path],
+    metrics: Mapping[str, Any],
+    inputs: Mapping[str, Path] | None = None,
+) -> None:
     """Record a data stage: its params, inputs, output hashes and report."""
     with StageRun.start(stage, params, inputs) as run:
         run.log_metrics(flat_metrics(metrics))
@@ -285,7 +319,9 @@ def find_run_for_model(model_md5: str) -> str | None:
         mlflow = connect()
         runs = mlflow.search_runs(
             filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}' and tags.`reprolab.stage` = 'train'",
-            order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
         )
     except Exception:  # noqa: BLE001 - the evaluate record then goes to the spool on its own
         return None
@@ -295,8 +331,12 @@ def find_run_for_model(model_md5: str) -> str | None:
 def latest_evaluation(train_run_id: str):
     """The latest evaluate run that scored this train run's model, or None."""
     mlflow = connect()
-    runs = mlflow.search_runs(filter_string=f"tags.`{TRAIN_RUN_TAG}` = '{train_run_id}'",
-                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`{TRAIN_RUN_TAG}` = '{train_run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
     return runs[0] if runs else None
 
 

@@ -87,8 +87,10 @@ class TokenData:
         while quota.sum() > limit:  # the minimum of one row per class overshot: trim the largest
             quota[np.argmax(quota)] -= 1
         generator = np.random.default_rng(seed)
-        rows = [generator.permutation(np.flatnonzero(self.labels == label))[:n]
-                for label, n in zip(classes, quota, strict=True)]
+        rows = [
+            generator.permutation(np.flatnonzero(self.labels == label))[:n]
+            for label, n in zip(classes, quota, strict=True)
+        ]
         return self.take(np.sort(np.concatenate(rows)))
 
 
@@ -219,8 +221,12 @@ def to_device(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def batched_logits(sequences: list[np.ndarray], batch_size: int, pad_id: int,
-                   forward: Callable[[torch.Tensor, torch.Tensor | None], np.ndarray]) -> np.ndarray:
+def batched_logits(
+    sequences: list[np.ndarray],
+    batch_size: int,
+    pad_id: int,
+    forward: Callable[[torch.Tensor, torch.Tensor | None], np.ndarray],
+) -> np.ndarray:
     """Logits of token id sequences in their order, from `forward(input_ids, attention_mask)` on padded
     batches; rows are batched longest-first to keep padding small. Any backend (torch, onnxruntime)."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))

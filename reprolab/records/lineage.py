@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reprolab.errors import StageError
-from reprolab.tracking import MODEL_DIGEST_TAG, connect, tracking_uri
+from reprolab.records.tracking import MODEL_DIGEST_TAG, connect, tracking_uri
 
 
 def trace(run_id: str) -> dict[str, Any]:
@@ -22,14 +22,22 @@ def trace(run_id: str) -> dict[str, Any]:
         producer = mlflow.search_runs(
             experiment_ids=[run.info.experiment_id],
             filter_string=f"tags.`output.{name}` = '{digest}'",
-            order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
         )
-        inputs.append({
-            "context": next((t.value for t in item.tags if t.key == "mlflow.data.context"), ""),
-            "path": name, "md5": digest,
-            "produced_by": (f"{producer[0].data.tags.get('reprolab.stage')} run {producer[0].info.run_id}"
-                            if producer else "not found in this store"),
-        })
+        inputs.append(
+            {
+                "context": next((t.value for t in item.tags if t.key == "mlflow.data.context"), ""),
+                "path": name,
+                "md5": digest,
+                "produced_by": (
+                    f"{producer[0].data.tags.get('reprolab.stage')} run {producer[0].info.run_id}"
+                    if producer
+                    else "not found in this store"
+                ),
+            }
+        )
     return {
         "run_id": run.info.run_id,
         "stage": tags.get("reprolab.stage"),
@@ -41,10 +49,10 @@ def trace(run_id: str) -> dict[str, Any]:
         "dvc_baseline": tags.get("dvc.exp_baseline_rev", ""),
         "model_md5": tags.get(MODEL_DIGEST_TAG, ""),
         "inputs": inputs,
-        "outputs": {k[len("output."):]: v for k, v in tags.items() if k.startswith("output.")},
+        "outputs": {k[len("output.") :]: v for k, v in tags.items() if k.startswith("output.")},
         "params": dict(sorted(run.data.params.items())),
         "metrics": dict(sorted(run.data.metrics.items())),
-        "versions": {k[len("version."):]: v for k, v in sorted(tags.items()) if k.startswith("version.")},
+        "versions": {k[len("version.") :]: v for k, v in sorted(tags.items()) if k.startswith("version.")},
     }
 
 

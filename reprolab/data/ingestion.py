@@ -146,6 +146,7 @@ def _bounded_read(path: Path, limit: int) -> bytes:
 def _folder_entries(root: Path, limit: int) -> Iterator[_Entry]:
     """Every non-folder entry under `root`, in the order of their path parts (as `_archive_entries`),
     depth first without following links; the stack holds one sorted listing per level."""
+
     def listing(folder: Path) -> Iterator[os.DirEntry]:
         try:
             with os.scandir(folder) as entries:
@@ -170,17 +171,31 @@ def _folder_entry(parts: tuple[str, ...], entry: os.DirEntry, limit: int) -> _En
     info = entry.stat(follow_symlinks=False)
     mode = info.st_mode
     if stat.S_ISLNK(mode):
-        return _Entry(parts, ("not_a_regular_file", f"a symbolic link (to {escaped(os.readlink(entry.path))}); "
-                                                    "links are not followed: copy the file in"))
+        return _Entry(
+            parts,
+            (
+                "not_a_regular_file",
+                f"a symbolic link (to {escaped(os.readlink(entry.path))}); links are not followed: copy the file in",
+            ),
+        )
     if not stat.S_ISREG(mode):
-        return _Entry(parts, ("not_a_regular_file", f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; only "
-                                                    "regular files are read"))
+        return _Entry(
+            parts,
+            (
+                "not_a_regular_file",
+                f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; only regular files are read",
+            ),
+        )
     path = Path(entry.path)
     return _Entry(parts, size=info.st_size, read=lambda: _bounded_read(path, limit))
 
 
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 # What a tar stream raises when it is truncated or damaged, by compression.
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
 
@@ -198,17 +213,25 @@ def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> I
         members.append(member)
         declared += member.size if member.isfile() else 0
         if declared > p.max_archive_bytes:
-            raise IngestError(f"{root}: members add up to more than ingest.max_archive_bytes={p.max_archive_bytes} "
-                              f"bytes (at {escaped(member.name)[:100]}: {declared}); raise it if the archive is "
-                              "trusted")
+            raise IngestError(
+                f"{root}: members add up to more than ingest.max_archive_bytes={p.max_archive_bytes} "
+                f"bytes (at {escaped(member.name)[:100]}: {declared}); raise it if the archive is "
+                "trusted"
+            )
     located = [(m, _parts(m.name)) for m in members]  # each member with its path under the root
     _check_folders(root, {parts[0] for m, parts in located if len(parts) > 1 or (m.isdir() and parts)}, p)
     located = [(m, parts) for m, parts in located if not m.isdir()]
     members = [m for m, _ in located]
     limit = p.max_text_bytes + 1
     # The members _mail_records will read, so no other waits in `early` for a turn that never comes.
-    wanted = {i for i, (m, parts) in enumerate(located) if m.isfile() and m.size <= p.max_text_bytes
-              and not _undecodable(m.name) and _mail_rule(parts, p.format == "spam_assassin") is None}
+    wanted = {
+        i
+        for i, (m, parts) in enumerate(located)
+        if m.isfile()
+        and m.size <= p.max_text_bytes
+        and not _undecodable(m.name)
+        and _mail_rule(parts, p.format == "spam_assassin") is None
+    }
     early: dict[int, bytes] = {}
     buffered = 0  # bytes in `early`
     arrived = 0  # members before this one were passed in archive order (read into `early` or not)
@@ -231,11 +254,16 @@ def _archive_entries(root: Path, archive: tarfile.TarFile, p: IngestParams) -> I
     for i in sorted(range(len(located)), key=lambda i: located[i][1]):
         member, parts = located[i]
         if member.name.startswith("/") or ".." in parts or not parts:
-            yield _Entry((member.name,), ("outside_source", "an absolute or empty path, or one with '..': it "
-                                          "names no place inside the archive"))
+            yield _Entry(
+                (member.name,),
+                ("outside_source", "an absolute or empty path, or one with '..': it names no place inside the archive"),
+            )
         elif not member.isfile():
-            what = f"a link (to {escaped(member.linkname)[:200]})" if member.issym() or member.islnk() else \
-                "a device or FIFO"
+            what = (
+                f"a link (to {escaped(member.linkname)[:200]})"
+                if member.issym() or member.islnk()
+                else "a device or FIFO"
+            )
             yield _Entry(parts, ("not_a_regular_file", f"{what} in the archive; only regular files are read"))
         else:
             yield _Entry(parts, size=member.size, read=lambda i=i: read(i))
@@ -272,12 +300,14 @@ def read_mail_folders(root: Path, p: IngestParams, count: SourceCount, labelled:
         with archive:
             yield from _mail_records(_archive_entries(root, archive, p), p, count, labelled)
     except _ARCHIVE_ERRORS as exc:
-        raise IngestError(f"{root}: the archive is damaged or truncated ({type(exc).__name__}: {exc}); "
-                          "pack or download it again") from None
+        raise IngestError(
+            f"{root}: the archive is damaged or truncated ({type(exc).__name__}: {exc}); pack or download it again"
+        ) from None
 
 
-def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount,
-                  labelled: bool = True) -> Iterator[dict]:
+def _mail_records(
+    entries: Iterator[_Entry], p: IngestParams, count: SourceCount, labelled: bool = True
+) -> Iterator[dict]:
     md5_names = p.format == "spam_assassin"
     for entry in entries:
         relative = "/".join(entry.parts)
@@ -300,13 +330,21 @@ def _mail_records(entries: Iterator[_Entry], p: IngestParams, count: SourceCount
         try:
             raw = entry.read()
         except PermissionError as exc:  # one unreadable file is a row problem, not the source's
-            yield {"id": source, "source": source, "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
-                   "raw": None}
+            yield {
+                "id": source,
+                "source": source,
+                "reject": ("unreadable", f"cannot be read ({exc.strerror})"),
+                "raw": None,
+            }
             continue
-        record = {"id": relative if not folder else f"{folder}/{name.split('.')[0] if md5_names else name}",
-                  "source": source,
-                  "group": folder, "label": p.folder_labels.get(folder),
-                  "label_detail": f"folder {folder!r} is not in ingest.folder_labels", "checksum_status": "absent"}
+        record = {
+            "id": relative if not folder else f"{folder}/{name.split('.')[0] if md5_names else name}",
+            "source": source,
+            "group": folder,
+            "label": p.folder_labels.get(folder),
+            "label_detail": f"folder {folder!r} is not in ingest.folder_labels",
+            "checksum_status": "absent",
+        }
         if p.format not in MAIL_FORMATS:  # text_dir
             yield _text_file_record(record, raw, p)
             continue
@@ -348,12 +386,13 @@ def _text_file_record(record: dict, raw: bytes, p: IngestParams) -> dict:
     if what:  # before detection: a detector finds some encoding for any bytes
         return record | {"reject": ("binary_content", f"file holds {what}"), "raw": raw}
     if len(raw) > p.max_text_bytes:
-        return record | {"reject": ("text_too_large", f"over ingest.max_text_bytes={p.max_text_bytes} bytes"),
-                         "raw": None}
+        return record | {
+            "reject": ("text_too_large", f"over ingest.max_text_bytes={p.max_text_bytes} bytes"),
+            "raw": None,
+        }
     decoded = decode_text(raw)
     if decoded is None:
-        return record | {"reject": ("undecodable", "no encoding decodes it without replacement characters"),
-                         "raw": raw}
+        return record | {"reject": ("undecodable", "no encoding decodes it without replacement characters"), "raw": raw}
     text, encoding = decoded
     return record | {"text": text, "raw": text.encode("utf-8", "surrogatepass"), "encoding": encoding}
 
@@ -401,8 +440,10 @@ def _check_columns(path: Path, columns: Iterable[str], p: IngestParams, labelled
     columns = list(columns)
     repeated = sorted({escaped(c) for c in columns if columns.count(c) > 1})
     if repeated:
-        raise IngestError(f"{path}: line 1: column name(s) {repeated} repeated in the header; a row would keep "
-                          "only one of each: rename them")
+        raise IngestError(
+            f"{path}: line 1: column name(s) {repeated} repeated in the header; a row would keep "
+            "only one of each: rename them"
+        )
     wanted = [p.text_column] + [c for c in (p.label_column if labelled else None, p.id_column, p.split_column) if c]
     missing = [c for c in wanted if c not in set(columns)]
     if missing:
@@ -436,9 +477,11 @@ def read_csv(path: Path, p: IngestParams, count: SourceCount, labelled: bool = T
             except csv.Error as exc:
                 # The reader's position is unreliable after an error: stop with the line named.
                 if "field larger than field limit" in str(exc):
-                    raise IngestError(f"{path}: line {reader.line_num}: a field passes 4 x ingest.max_text_bytes="
-                                      f"{p.max_text_bytes} characters; raise it, or look for a quote that is "
-                                      "never closed") from None
+                    raise IngestError(
+                        f"{path}: line {reader.line_num}: a field passes 4 x ingest.max_text_bytes="
+                        f"{p.max_text_bytes} characters; raise it, or look for a quote that is "
+                        "never closed"
+                    ) from None
                 raise IngestError(f"{path}: line {reader.line_num}: CSV quoting error: {exc}") from None
             row_number += 1
             count.rows += 1
@@ -477,11 +520,22 @@ def read_lines(text: TextIO, p: IngestParams, count: SourceCount, name: str = "s
         if line is not None and not line.strip():
             continue
         count.rows += 1
-        record = {"id": f"{name}:{number}", "source": f"{name}:{number}", "group": name, "label": None,
-                  "kind": "text", "checksum_status": "absent"}
+        record = {
+            "id": f"{name}:{number}",
+            "source": f"{name}:{number}",
+            "group": name,
+            "label": None,
+            "kind": "text",
+            "checksum_status": "absent",
+        }
         if line is None:
-            yield record | {"reject": ("text_too_large", f"line longer than ingest.max_text_bytes={p.max_text_bytes} "
-                                                         "characters; not read"), "raw": None}
+            yield record | {
+                "reject": (
+                    "text_too_large",
+                    f"line longer than ingest.max_text_bytes={p.max_text_bytes} characters; not read",
+                ),
+                "raw": None,
+            }
         else:
             yield record | {"text": line.rstrip("\r\n")}
 
@@ -506,8 +560,10 @@ def read_jsonl(path: Path, p: IngestParams, count: SourceCount, labelled: bool =
             count.rows += 1
             problem = None
             if line is None:
-                problem = ("text_too_large", f"line longer than {limit} characters (6 x ingest.max_text_bytes "
-                                             "+ 64 KiB); not read")
+                problem = (
+                    "text_too_large",
+                    f"line longer than {limit} characters (6 x ingest.max_text_bytes + 64 KiB); not read",
+                )
             else:
                 try:
                     values = json.loads(line, object_pairs_hook=_object_without_repeats)
@@ -540,8 +596,10 @@ def _python_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     columns = {}
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            columns[name] = [None if value is None else value.decode("utf-8", "surrogateescape")
-                             for value in column.cast(pa.large_binary()).to_pylist()]
+            columns[name] = [
+                None if value is None else value.decode("utf-8", "surrogateescape")
+                for value in column.cast(pa.large_binary()).to_pylist()
+            ]
         else:
             columns[name] = column.to_pylist()
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -564,8 +622,9 @@ def read_parquet_source(path: Path, p: IngestParams, count: SourceCount, labelle
                 row_number += 1
                 yield _table_record(path, row_number, values, p)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path}: row {row_number + 1} on: unreadable Parquet data ({str(exc)[:200]}); "
-                          "write the file again") from None
+        raise IngestError(
+            f"{path}: row {row_number + 1} on: unreadable Parquet data ({str(exc)[:200]}); write the file again"
+        ) from None
 
 
 class LabelMatcher:
@@ -599,14 +658,18 @@ class LabelMatcher:
 
 def _label_problem(label: Any, p: IngestParams, labels: LabelMatcher) -> tuple[str, str] | None:
     if not isinstance(label, bool | int | str):
-        return ("wrong_type", f"field {p.label_column!r} is {type(label).__name__}, expected text, an integer "
-                              "or a boolean")
+        return (
+            "wrong_type",
+            f"field {p.label_column!r} is {type(label).__name__}, expected text, an integer or a boolean",
+        )
     if isinstance(label, str) and _undecodable(label):
         return ("undecodable", f"field {p.label_column!r}: not UTF-8: {escaped(label)[:80]}")
     if labels(label) is None:
         mapped = " or a key of ingest.label_map" if p.label_map else ""
-        return ("unknown_label", f"{preview(label)} ({type(label).__name__}) is not one of ingest.labels "
-                                 f"{p.labels}{mapped}")
+        return (
+            "unknown_label",
+            f"{preview(label)} ({type(label).__name__}) is not one of ingest.labels {p.labels}{mapped}",
+        )
     return None
 
 
@@ -628,9 +691,11 @@ def validate(record: dict, p: IngestParams, labels: LabelMatcher, labelled: bool
         return problem
     if p.split_column and record["split"] not in p.split_names.values():
         missing = record["split"] is None or record["split"] == ""
-        return ("missing_split" if missing else "unknown_split",
-                f"field {p.split_column!r} is {'empty' if missing else preview(record['split'])}; expected one of "
-                f"{sorted(p.split_names.values())} (ingest.split_names)")
+        return (
+            "missing_split" if missing else "unknown_split",
+            f"field {p.split_column!r} is {'empty' if missing else preview(record['split'])}; expected one of "
+            f"{sorted(p.split_names.values())} (ingest.split_names)",
+        )
     if record["kind"] == "mail":
         raw = record["raw"]
         if not raw.strip():
@@ -699,8 +764,9 @@ def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path
         if _undecodable(entry.name):
             raise IngestError(f"{name}: the file name is not UTF-8; rename it")
         if not entry.is_file(follow_symlinks=False):
-            raise IngestError(f"{name}: not a regular file (a folder, link or device named like a table); "
-                              "move it out of ingest.path")
+            raise IngestError(
+                f"{name}: not a regular file (a folder, link or device named like a table); move it out of ingest.path"
+            )
         if entry.stat(follow_symlinks=False).st_size == 0:
             raise IngestError(f"{name}: file is empty")
         files.append(Path(entry.path))
@@ -709,8 +775,9 @@ def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path
     return files
 
 
-def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None,
-           labelled: bool = True) -> Iterator[tuple[bool, dict]]:
+def ingest(
+    records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None, labelled: bool = True
+) -> Iterator[tuple[bool, dict]]:
     """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
     reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
     whose id is not in it are rejected as subsampled; with `labelled=False`, a row without a label is
@@ -731,16 +798,32 @@ def ingest(records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None =
                 problem = ("subsampled", f"ingest.max_rows_per_label={p.max_rows_per_label}")
         if problem:
             label = record.get("label")
-            yield False, {"id": escaped(record["id"]), "source": escaped(record["source"]), "reason": problem[0],
-                          "detail": escaped(problem[1]),
-                          "label": None if label is None else
-                          escaped(label if isinstance(label, str) else preview(label)), "raw": _raw_bytes(record)}
+            yield (
+                False,
+                {
+                    "id": escaped(record["id"]),
+                    "source": escaped(record["source"]),
+                    "reason": problem[0],
+                    "detail": escaped(problem[1]),
+                    "label": None if label is None else escaped(label if isinstance(label, str) else preview(label)),
+                    "raw": _raw_bytes(record),
+                },
+            )
         else:
-            yield True, {"id": record["id"], "source": record["source"], "group": record["group"],
-                         "label": labels(record["label"]) if record["label"] not in (None, "") else None,
-                         "kind": record["kind"], "raw": _raw_bytes(record),
-                         "checksum_status": record["checksum_status"], "split": splits.get(record.get("split")),
-                         "encoding": record.get("encoding")}
+            yield (
+                True,
+                {
+                    "id": record["id"],
+                    "source": record["source"],
+                    "group": record["group"],
+                    "label": labels(record["label"]) if record["label"] not in (None, "") else None,
+                    "kind": record["kind"],
+                    "raw": _raw_bytes(record),
+                    "checksum_status": record["checksum_status"],
+                    "split": splits.get(record.get("split")),
+                    "encoding": record.get("encoding"),
+                },
+            )
 
 
 def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[str]:
@@ -789,8 +872,10 @@ class Tally:
         """The commonest reject reasons with their counts and an example each, for a message."""
         if not self.rejected_by_reason:
             return "no row was rejected"
-        return "; ".join(f"{reason} x{n} (e.g. {self.example_by_reason[reason]})"
-                         for reason, n in self.rejected_by_reason.most_common(most))
+        return "; ".join(
+            f"{reason} x{n} (e.g. {self.example_by_reason[reason]})"
+            for reason, n in self.rejected_by_reason.most_common(most)
+        )
 
     def report(self) -> dict[str, Any]:
         return {
@@ -809,14 +894,18 @@ class Tally:
         every class has rows."""
         kept, rejected = self.kept_by_label.total(), self.rejected_by_reason.total()
         if written != (kept, rejected) or self.source.rows != kept + rejected:
-            raise IngestError(f"ingest lost rows (a bug; please report it): read {self.source.rows} entries, "
-                              f"counted {kept} kept + {rejected} rejected, wrote {written[0]} + {written[1]}")
+            raise IngestError(
+                f"ingest lost rows (a bug; please report it): read {self.source.rows} entries, "
+                f"counted {kept} kept + {rejected} rejected, wrote {written[0]} + {written[1]}"
+            )
         if not kept:
             raise IngestError(f"no row kept of {self.source.rows} read: {self.top_rejects()}")
         empty = [label for label in labels if not self.kept_by_label[label]]
         if empty:
-            raise IngestError(f"no row kept for class(es) {empty} of ingest.labels (kept {dict(self.kept_by_label)}); "
-                              f"a classifier needs every class: {self.top_rejects()}")
+            raise IngestError(
+                f"no row kept for class(es) {empty} of ingest.labels (kept {dict(self.kept_by_label)}); "
+                f"a classifier needs every class: {self.top_rejects()}"
+            )
 
 
 # Rows are handed to the Parquet writers in chunks of this many rows or bytes, whichever comes first.
@@ -824,13 +913,16 @@ _CHUNK_ROWS = 1024
 _CHUNK_BYTES = 16 << 20
 
 
-def write_outputs(rows: Iterable[tuple[bool, dict]], count: SourceCount, labels: list[str], raw_dest: Path,
-                  rejects_dest: Path) -> Tally:
+def write_outputs(
+    rows: Iterable[tuple[bool, dict]], count: SourceCount, labels: list[str], raw_dest: Path, rejects_dest: Path
+) -> Tally:
     """Stream kept rows to `raw_dest` and rejects to `rejects_dest` (`count` being filled by the reader
     of `rows`); memory holds one chunk of each plus the writers' row group, whatever the source's size."""
     tally = Tally(count)
-    with storage.parquet_sink(raw_dest, RAW_SCHEMA) as raw_sink, \
-            storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as reject_sink:
+    with (
+        storage.parquet_sink(raw_dest, RAW_SCHEMA) as raw_sink,
+        storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as reject_sink,
+    ):
         chunks: dict[bool, list[dict]] = {True: [], False: []}
         sizes = {True: 0, False: 0}
 
@@ -861,5 +953,6 @@ def ingest_source(p: IngestParams, raw_dest: Path, rejects_dest: Path) -> Tally:
     if p.max_rows_per_label is not None:
         keep_ids = subsample_ids(ingest(records_from_source(p), p), p.max_rows_per_label)
     count = SourceCount()
-    return write_outputs(ingest(records_from_source(p, count), p, keep_ids), count, p.class_names, raw_dest,
-                         rejects_dest)
+    return write_outputs(
+        ingest(records_from_source(p, count), p, keep_ids), count, p.class_names, raw_dest, rejects_dest
+    )

@@ -20,8 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from reprolab.evaluation import scores_for_curves
-from reprolab.figures import save_png, short
+from reprolab.results.evaluation import scores_for_curves
+from reprolab.results.figures import save_png, short
 
 BINARY_THRESHOLD = 0.5  # with two classes, argmax predicts the positive class at this probability
 
@@ -53,8 +53,10 @@ def confusion_matrices(labels: np.ndarray, results: dict[str, np.ndarray], names
     for (count_ax, share_ax), (model, probs) in zip(axes, results.items(), strict=True):
         counts = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(len(names))))
         shares = row_shares(counts)
-        for ax, text, title in ((count_ax, counts.astype(str), "counts"),
-                                (share_ax, np.char.mod("%.2f", shares), "share of each actual class")):
+        for ax, text, title in (
+            (count_ax, counts.astype(str), "counts"),
+            (share_ax, np.char.mod("%.2f", shares), "share of each actual class"),
+        ):
             ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
             for (i, j), cell in np.ndenumerate(text):
                 ax.text(j, i, cell, ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
@@ -67,12 +69,12 @@ def confusion_matrices(labels: np.ndarray, results: dict[str, np.ndarray], names
 
 def per_class_bars(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], dest: Path) -> Path:
     """Precision, recall and F1 of each class, one panel per model, the support under each class."""
-    fig, axes = plt.subplots(1, len(results), figsize=(max(5.0, 1.2 * len(names) + 2) * len(results), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(max(5.0, 1.2 * len(names) + 2) * len(results), 4), squeeze=False)
     x = np.arange(len(names))
     for ax, (model, probs) in zip(axes[0], results.items(), strict=True):
-        values = precision_recall_fscore_support(labels, probs.argmax(axis=1), labels=list(range(len(names))),
-                                                 zero_division=0)
+        values = precision_recall_fscore_support(
+            labels, probs.argmax(axis=1), labels=list(range(len(names))), zero_division=0
+        )
         for k, (metric, column) in enumerate(zip(("precision", "recall", "F1"), values[:3], strict=True)):
             ax.bar(x + (k - 1) * 0.27, column, width=0.27, label=metric)
         ax.set(title=f"{model}: per class", ylim=(0, 1.05), ylabel="score")
@@ -105,16 +107,18 @@ def roc_and_pr(labels: np.ndarray, results: dict[str, np.ndarray], names: list[s
     return files
 
 
-def threshold_scores(positive: np.ndarray, score: np.ndarray,
-                     thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def threshold_scores(
+    positive: np.ndarray, score: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and F1 of the positive class when a row is called positive at score >= each
     threshold (precision 1 where nothing is called positive, as sklearn's curves have it)."""
     called = score[None, :] >= thresholds[:, None]
     hits = (called & positive).sum(axis=1)
     precision = np.divide(hits, called.sum(axis=1), out=np.ones(len(thresholds)), where=called.any(axis=1))
     recall = hits / max(int(positive.sum()), 1)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(thresholds)),
-                   where=precision + recall > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(len(thresholds)), where=precision + recall > 0
+    )
     return precision, recall, f1
 
 
@@ -124,21 +128,28 @@ def threshold_curves(labels: np.ndarray, results: dict[str, np.ndarray], names: 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     thresholds = np.linspace(0.01, 0.99, 99)
     for ax, (model, probs) in zip(axes[0], results.items(), strict=True):
-        for values, name in zip(threshold_scores(labels == 1, probs[:, 1], thresholds), ("precision", "recall", "F1"),
-                                strict=True):
+        for values, name in zip(
+            threshold_scores(labels == 1, probs[:, 1], thresholds), ("precision", "recall", "F1"), strict=True
+        ):
             ax.plot(thresholds, values, label=name)
         ax.axvline(BINARY_THRESHOLD, color="grey", linestyle="--", label=f"used: {BINARY_THRESHOLD} (argmax)")
-        ax.set(title=f"{model}: {short(names[1])} against the threshold", xlabel=f"threshold on P({short(names[1])})",
-               ylabel="score", ylim=(0, 1.05))
+        ax.set(
+            title=f"{model}: {short(names[1])} against the threshold",
+            xlabel=f"threshold on P({short(names[1])})",
+            ylabel="score",
+            ylim=(0, 1.05),
+        )
         ax.legend(loc="lower center", fontsize=8)
     return save_png(fig, dest)
 
 
 def test_figures(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
     """Every evaluate figure of the test split; the threshold plot only for two classes."""
-    files = [confusion_matrices(labels, results, names, out / "confusion_matrix.png"),
-             per_class_bars(labels, results, names, out / "per_class.png"),
-             *roc_and_pr(labels, results, names, out)]
+    files = [
+        confusion_matrices(labels, results, names, out / "confusion_matrix.png"),
+        per_class_bars(labels, results, names, out / "per_class.png"),
+        *roc_and_pr(labels, results, names, out),
+    ]
     if len(names) == 2:
         files.append(threshold_curves(labels, results, names, out / "threshold.png"))
     return files

@@ -32,12 +32,13 @@ from typing import Any
 
 import yaml
 
-from reprolab import paths, provenance, storage, tracking
+from reprolab import paths, storage
 from reprolab.errors import StageError
 from reprolab.params import load_params, parse_audit_params
 from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
-from reprolab.provenance import GitError, git_show
-from reprolab.tracking import MODEL_DIGEST_TAG, flat_metrics
+from reprolab.records import provenance, tracking
+from reprolab.records.provenance import GitError, git_show
+from reprolab.records.tracking import MODEL_DIGEST_TAG, flat_metrics
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 METRICS_FILE = paths.METRICS.as_posix()
@@ -72,7 +73,8 @@ def resolve_target(repo: Path, target: str) -> tuple[str, Any]:
             if tags.get("git.dirty") == "true":
                 raise AuditError(
                     f"MLflow run {target} was recorded from a dirty tree "
-                    f"({tags.get('git.dirty_paths', 'uncommitted changes')}): its code is in no commit")
+                    f"({tags.get('git.dirty_paths', 'uncommitted changes')}): its code is in no commit"
+                )
             if tags.get("git.commit", "unknown") == "unknown":
                 raise AuditError(f"MLflow run {target} has no git.commit tag")
             return tags["git.commit"], run
@@ -85,9 +87,18 @@ def resolve_target(repo: Path, target: str) -> tuple[str, Any]:
 def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
     """The revision's pipeline files. A run id may point at a commit without dvc.lock (results are
     often committed after the run): MLflow's record is then what the audit compares against."""
-    files = {name: git_show(repo, commit, name) for name in ("dvc.yaml", "dvc.lock", "params.yaml",
-                                                          METRICS_FILE, TRAIN_REPORT, EXPORT_REPORT,
-                                                          "requirements.lock")}
+    files = {
+        name: git_show(repo, commit, name)
+        for name in (
+            "dvc.yaml",
+            "dvc.lock",
+            "params.yaml",
+            METRICS_FILE,
+            TRAIN_REPORT,
+            EXPORT_REPORT,
+            "requirements.lock",
+        )
+    }
     if files["dvc.yaml"] is None:
         raise AuditError(f"revision {commit[:12]} has no dvc.yaml: it predates the pipeline")
     if files["dvc.lock"] is None and run is None:
@@ -100,7 +111,7 @@ def logged_test_metrics(run: Any) -> dict[str, float]:
     latest evaluate run that scored its model."""
     if run.data.tags.get("reprolab.stage") == "train":
         run = tracking.latest_evaluation(run.info.run_id) or run
-    return {k[len("test."):]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
+    return {k[len("test.") :]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
 
 
 def compare_run_record(run: Any, worktree: Path) -> list[Check]:
@@ -109,20 +120,25 @@ def compare_run_record(run: Any, worktree: Path) -> list[Check]:
     for item in run.inputs.dataset_inputs:
         path = worktree / item.dataset.name
         reproduced = storage.file_md5(path) if path.is_file() else None
-        checks.append(Check("mlflow_input", item.dataset.name, item.dataset.digest, reproduced,
-                            item.dataset.digest == reproduced))
+        checks.append(
+            Check("mlflow_input", item.dataset.name, item.dataset.digest, reproduced, item.dataset.digest == reproduced)
+        )
     model_md5 = run.data.tags.get(MODEL_DIGEST_TAG)
     if model_md5:
         weights = worktree / "models/model/model.safetensors"
         reproduced = storage.file_md5(weights) if weights.is_file() else None
-        checks.append(Check("mlflow_model", "models/model/model.safetensors", model_md5, reproduced,
-                            model_md5 == reproduced))
+        checks.append(
+            Check("mlflow_model", "models/model/model.safetensors", model_md5, reproduced, model_md5 == reproduced)
+        )
     return checks
 
 
 def _lock_entries(lock: dict, section: str) -> dict[str, str]:
-    return {f"{stage}:{entry['path']}": entry.get("md5") for stage, body in lock.get("stages", {}).items()
-            for entry in body.get(section) or []}
+    return {
+        f"{stage}:{entry['path']}": entry.get("md5")
+        for stage, body in lock.get("stages", {}).items()
+        for entry in body.get(section) or []
+    }
 
 
 def _lock_params(lock: dict) -> dict[str, Any]:
@@ -167,8 +183,11 @@ def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None
     """`.dvc`-tracked inputs, restored into the worktree's own cache: from the user's DVC cache where
     it holds them (read only, no network), else from the revision's DVC remote. Outputs are
     re-derived, never pulled."""
-    targets = [str(p.relative_to(worktree)) for p in worktree.rglob("*.dvc")
-               if p.is_file() and ".dvc" not in p.relative_to(worktree).parts[:-1]]
+    targets = [
+        str(p.relative_to(worktree))
+        for p in worktree.rglob("*.dvc")
+        if p.is_file() and ".dvc" not in p.relative_to(worktree).parts[:-1]
+    ]
     if not targets:
         return
     # DVC resolves a relative remote URL against the worktree, which holds no data: it means the
@@ -186,8 +205,10 @@ def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None
             return
     done = _dvc(worktree, env, "pull", *targets)
     if done.returncode:
-        raise AuditError(f"cannot restore DVC-tracked inputs {targets}: not in the DVC cache {cache or '(none)'} "
-                         f"nor in the remote: {done.stderr.strip()[-500:]}")
+        raise AuditError(
+            f"cannot restore DVC-tracked inputs {targets}: not in the DVC cache {cache or '(none)'} "
+            f"nor in the remote: {done.stderr.strip()[-500:]}"
+        )
 
 
 def compare_hashes(recorded: dict, reproduced: dict) -> list[Check]:
@@ -199,13 +220,22 @@ def compare_hashes(recorded: dict, reproduced: dict) -> list[Check]:
     before, after = _lock_params(recorded), _lock_params(reproduced)
     for name in sorted(before.keys() | after.keys()):
         if before.get(name) != after.get(name):
-            checks.append(Check("param", name, before.get(name), after.get(name), False,
-                                "dvc.lock was produced with other params than the revision's params.yaml"))
+            checks.append(
+                Check(
+                    "param",
+                    name,
+                    before.get(name),
+                    after.get(name),
+                    False,
+                    "dvc.lock was produced with other params than the revision's params.yaml",
+                )
+            )
     return checks
 
 
-def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float], tolerance: float,
-                    kind: str = "metric") -> list[Check]:
+def compare_metrics(
+    recorded: dict[str, float], reproduced: dict[str, float], tolerance: float, kind: str = "metric"
+) -> list[Check]:
     checks = []
     for name in sorted(recorded.keys() | reproduced.keys()):
         a, b = recorded.get(name), reproduced.get(name)
@@ -218,15 +248,16 @@ def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float], to
 def compare_export(checks: list[Check], recorded: str | None, reproduced: Path, tolerance: float) -> list[Check]:
     """export.json holds timings, which differ run to run: its hash is excused, and its other figures
     (sizes, macro-F1, agreement) are compared as metrics instead."""
-    from reprolab.onnx_export import measured_on_this_run
+    from reprolab.inference.onnx_export import measured_on_this_run
 
     if recorded is None or not reproduced.is_file():
         return []
     for check in checks:
         if check.kind == "output" and check.name.split(":", 1)[-1] == EXPORT_REPORT and not check.ok:
             check.ok, check.detail = True, "holds timings, which differ run to run: its other figures are compared"
-    before, after = (flat_metrics(measured_on_this_run(json.loads(text), keep=False))
-                     for text in (recorded, reproduced.read_text()))
+    before, after = (
+        flat_metrics(measured_on_this_run(json.loads(text), keep=False)) for text in (recorded, reproduced.read_text())
+    )
     return compare_metrics(before, after, tolerance, "export_metric")
 
 
@@ -236,13 +267,18 @@ def _pins(requirements: str | None) -> dict[str, str]:
         name, sep, version = line.partition("==")
         if sep and not line.startswith("#"):
             pins[name.strip().lower()] = version.strip()
-    return {k: v for k, v in pins.items() if k in provenance.PACKAGES}
+    return {k: v for k, v in pins.items() if k in provenance.pipeline_packages()}
 
 
 def trained_paths(*locks: dict) -> set[str]:
     """What the trained weights decide: the train, evaluate and export stages' outputs."""
-    return {entry["path"] for lock in locks for stage, body in lock.get("stages", {}).items()
-            if stage in ("train", "evaluate", "export") for entry in body.get("outs") or []}
+    return {
+        entry["path"]
+        for lock in locks
+        for stage, body in lock.get("stages", {}).items()
+        if stage in ("train", "evaluate", "export")
+        for entry in body.get("outs") or []
+    }
 
 
 def excuse_weights(checks: list[Check], reason: str, trained: set[str]) -> None:
@@ -250,7 +286,8 @@ def excuse_weights(checks: list[Check], reason: str, trained: set[str]) -> None:
     output, as the next stage's dependency, in MLflow's record): the metrics decide instead."""
     for check in checks:
         weights = check.kind == "mlflow_model" or (
-            check.kind in ("output", "dependency") and check.name.split(":", 1)[-1] in trained)
+            check.kind in ("output", "dependency") and check.name.split(":", 1)[-1] in trained
+        )
         if weights and not check.ok:
             check.ok, check.detail = True, f"differs {reason}; metrics decide"
 
@@ -264,8 +301,13 @@ def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
 
 
 # What ran, library by library (provenance.cpu_kernels), and how a reader knows each.
-KERNEL_FIELDS = {"machine": "machine", "cpu_vendor": "CPU vendor (MKL's code path)", "torch_capability": "torch SIMD",
-                 "numpy_simd": "numpy SIMD dispatch", "blas_core": "OpenBLAS core"}
+KERNEL_FIELDS = {
+    "machine": "machine",
+    "cpu_vendor": "CPU vendor (MKL's code path)",
+    "torch_capability": "torch SIMD",
+    "numpy_simd": "numpy SIMD dispatch",
+    "blas_core": "OpenBLAS core",
+}
 
 
 def kernel_environment(recorded: dict | None, env: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -283,37 +325,44 @@ def kernel_environment(recorded: dict | None, env: dict[str, str]) -> tuple[dict
     for name, value in portable_caps().items():
         env.setdefault(name, value)
     if not recorded:
-        return env, ("kernels not recorded (a result from before they were): run under the portable AVX2 caps, "
-                     "the kernels of the AVX2 machines that made results then")
+        return env, (
+            "kernels not recorded (a result from before they were): run under the portable AVX2 caps, "
+            "the kernels of the AVX2 machines that made results then"
+        )
     unrecorded = [KERNEL_FIELDS[field] for field in ("numpy_simd", "blas_core") if field not in recorded]
     return env, "portable kernels, as recorded" + (
-        f" ({' and '.join(unrecorded)} not recorded then: held to AVX2 with the rest)" if unrecorded else "")
+        f" ({' and '.join(unrecorded)} not recorded then: held to AVX2 with the rest)" if unrecorded else ""
+    )
 
 
 def kernel_differences(recorded: dict | None, reproduced: dict | None) -> list[str]:
     """What ran differently, compared by what ran (native on an AVX2 machine is AVX2), field by field."""
     if not recorded or not reproduced:
         return []
-    return [f"{label} {reproduced[field]} here, {recorded[field]} recorded" for field, label in KERNEL_FIELDS.items()
-            if field in recorded and field in reproduced and recorded[field] != reproduced[field]]
+    return [
+        f"{label} {reproduced[field]} here, {recorded[field]} recorded"
+        for field, label in KERNEL_FIELDS.items()
+        if field in recorded and field in reproduced and recorded[field] != reproduced[field]
+    ]
 
 
-def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None,
-                   reproduced: dict | None) -> str:
+def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None, reproduced: dict | None) -> str:
     """Why the trained weights cannot match bit for bit ("" when they must)."""
     if "cuda" in recorded_device or "cuda" in reproduced_device:
         return "on CUDA (bf16 and atomics are not bit-stable)"
     if kernel_differences(recorded, reproduced):
-        return (f"across CPU kernels ({describe_kernels(recorded)} recorded, "
-                f"{describe_kernels(reproduced)} here)")
+        return f"across CPU kernels ({describe_kernels(recorded)} recorded, {describe_kernels(reproduced)} here)"
     return ""
 
 
 def describe_kernels(kernels: dict | None) -> str:
     if not kernels:
         return "not recorded"
-    extra = "".join(f", {KERNEL_FIELDS[field]} {kernels[field]}" for field in ("cpu_vendor", "numpy_simd", "blas_core")
-                    if field in kernels)
+    extra = "".join(
+        f", {KERNEL_FIELDS[field]} {kernels[field]}"
+        for field in ("cpu_vendor", "numpy_simd", "blas_core")
+        if field in kernels
+    )
     return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')}){extra}"
 
 
@@ -322,8 +371,12 @@ def _stage(lock: dict, stage: str) -> dict:
 
 
 def _producers(*locks: dict) -> dict[str, str]:
-    return {entry["path"]: stage for lock in locks for stage, body in lock.get("stages", {}).items()
-            for entry in body.get("outs") or []}
+    return {
+        entry["path"]: stage
+        for lock in locks
+        for stage, body in lock.get("stages", {}).items()
+        for entry in body.get("outs") or []
+    }
 
 
 def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check], known: dict[str, Any]) -> list[dict]:
@@ -334,8 +387,14 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
     producers = _producers(recorded_lock, reproduced_lock)
     failed = [c for c in checks if not c.ok]
     moved = {c.name.split(":", 1)[0] for c in failed if c.kind == "output"}
-    deps = {stage: [entry["path"] for lock in (recorded_lock, reproduced_lock)
-                    for entry in _stage(lock, stage).get("deps") or []] for stage in stages}
+    deps = {
+        stage: [
+            entry["path"]
+            for lock in (recorded_lock, reproduced_lock)
+            for entry in _stage(lock, stage).get("deps") or []
+        ]
+        for stage in stages
+    }
 
     def origin(stage: str) -> str:
         """The first moved stage upstream of a moved stage (itself when nothing upstream moved)."""
@@ -360,9 +419,18 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
                     return stage
                 stage = producers[path]
         elif check.kind == "param":
-            return next((s for s in stages if any(check.name in values for lock in (recorded_lock, reproduced_lock)
-                                                  for values in _stage(lock, s).get("params", {}).values())),
-                        stages[0])
+            return next(
+                (
+                    s
+                    for s in stages
+                    if any(
+                        check.name in values
+                        for lock in (recorded_lock, reproduced_lock)
+                        for values in _stage(lock, s).get("params", {}).values()
+                    )
+                ),
+                stages[0],
+            )
         else:  # metrics come from the metrics file, MLflow's model and inputs from their stages' outputs
             stage = producer_of(METRICS_FILE if check.kind in ("metric", "mlflow_metric") else check.name) or stages[-1]
         return origin(stage) if stage in moved else stage
@@ -371,15 +439,26 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
     for check in failed:
         groups.setdefault(stage_of(check), []).append(check)
     order = {stage: i for i, stage in enumerate(stages)}
-    return [{"stage": stage, "differences": [f"{c.kind} {c.name}" for c in group],
-             "known": _known_differences(stage, group, producers, known), "metric_change": _metric_change(group)}
-            for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))]
+    return [
+        {
+            "stage": stage,
+            "differences": [f"{c.kind} {c.name}" for c in group],
+            "known": _known_differences(stage, group, producers, known),
+            "metric_change": _metric_change(group),
+        }
+        for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
+    ]
 
 
 def _metric_change(group: list[Check]) -> float | None:
     """How far the group's metrics moved at most: whether different bits mean a different result."""
-    moves = [abs(c.reproduced - c.recorded) for c in group if c.kind in ("metric", "mlflow_metric")
-             and isinstance(c.recorded, float | int) and isinstance(c.reproduced, float | int)]
+    moves = [
+        abs(c.reproduced - c.recorded)
+        for c in group
+        if c.kind in ("metric", "mlflow_metric")
+        and isinstance(c.recorded, float | int)
+        and isinstance(c.reproduced, float | int)
+    ]
     return max(moves) if moves else None
 
 
@@ -396,10 +475,12 @@ def _known_differences(stage: str, group: list[Check], producers: dict[str, str]
             found.append(f"param {check.name} {check.reproduced} here, {check.recorded} in dvc.lock")
     if stale_code:  # the revision's code is not what produced its dvc.lock: committed without a re-run
         found.insert(0, f"code changed after dvc.lock was written: {', '.join(stale_code)}")
-    packages = known["packages"]
-    found += [f"{name} {packages['reproduced'].get(name, 'absent')} here, {packages['recorded'][name]} recorded"
-              for name in sorted(packages["recorded"])
-              if name in provenance.PACKAGES and packages["recorded"][name] != packages["reproduced"].get(name)]
+    packages, tracked = known["packages"], provenance.pipeline_packages()
+    found += [
+        f"{name} {packages['reproduced'].get(name, 'absent')} here, {packages['recorded'][name]} recorded"
+        for name in sorted(packages["recorded"])
+        if name in tracked and packages["recorded"][name] != packages["reproduced"].get(name)
+    ]
     found += kernel_differences(known["kernels"]["recorded"], known["kernels"]["reproduced"])
     devices = known["devices"]
     if stage in ("train", "evaluate") and devices["recorded"] != devices["reproduced"]:
@@ -417,7 +498,8 @@ def describe_cause(cause: dict, most: int | None = None) -> str:
     hidden = len(cause["known"]) - len(shown)
     known = "; ".join(shown + ([f"{hidden} more"] if hidden else [])) or (
         "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
-        "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation")
+        "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation"
+    )
     count = len(cause["differences"])
     moved = "" if cause.get("metric_change") is None else f"; metrics moved by at most {cause['metric_change']:.3g}"
     return f"{cause['stage']} ({count} difference{'s' if count != 1 else ''}): {known}{moved}"
@@ -434,8 +516,9 @@ def remove_outputs(worktree: Path, lock: dict) -> None:
             target.unlink()
 
 
-def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = False,
-          cache_dir: Path | None = None) -> dict[str, Any]:
+def audit(
+    repo: Path, target: str, out_dir: Path | None = None, keep: bool = False, cache_dir: Path | None = None
+) -> dict[str, Any]:
     """Re-derive `target` and compare. `cache_dir`: a DVC cache shared with other audits (`audit_history`),
     whose run cache gives a stage already computed there, with the same code, params and inputs, its
     outputs instead of computing them again; by default the audit's own, empty cache."""
@@ -446,15 +529,22 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
     recorded_lock = yaml.safe_load(files["dvc.lock"] or "{}") or {}
     recorded_report = json.loads(files[TRAIN_REPORT] or "{}")
     kernels = {"recorded": recorded_kernels(recorded_report, run)}
-    audit_params = (parse_audit_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
-                    or load_params(repo / "params.yaml", check_paths=False).audit)
+    audit_params = (
+        parse_audit_params(yaml.safe_load(files["params.yaml"] or "{}"), f"{commit[:12]}:params.yaml")
+        or load_params(repo / "params.yaml", check_paths=False).audit
+    )
     scratch = Path(tempfile.mkdtemp(prefix=f"reprolab-audit-{commit[:8]}-"))
     worktree = scratch / "worktree"
     provenance.git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
-    env, kernels["audited_on"] = kernel_environment(kernels["recorded"], {
-        **os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(worktree)})
+    env, kernels["audited_on"] = kernel_environment(
+        kernels["recorded"],
+        {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(worktree),
+        },
+    )
     env.pop("DVC_ROOT", None)
     try:
         if cache_dir is not None:
@@ -469,16 +559,23 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         done = _dvc(worktree, env, "repro")
         (scratch / "repro.log").write_text(done.stdout + done.stderr)
         if done.returncode:
-            raise AuditError(f"the pipeline failed at {commit[:12]}; log: {scratch / 'repro.log'}\n"
-                             f"{(done.stdout + done.stderr)[-1500:]}")
+            raise AuditError(
+                f"the pipeline failed at {commit[:12]}; log: {scratch / 'repro.log'}\n"
+                f"{(done.stdout + done.stderr)[-1500:]}"
+            )
         pipeline_seconds = time.perf_counter() - run_started
         reused = re.findall(r"Stage '([^']+)' is cached - skipping run", done.stdout + done.stderr)
         reproduced_lock = yaml.safe_load((worktree / "dvc.lock").read_text()) or {}
         reproduced_metrics = json.loads((worktree / METRICS_FILE).read_text())
         reproduced_report = json.loads((worktree / TRAIN_REPORT).read_text())
-        devices = {"recorded": (recorded_report.get("device")
-                                or (run.data.tags.get("train.device") if run is not None else None) or "cpu"),
-                   "reproduced": reproduced_report.get("device", "cpu")}
+        devices = {
+            "recorded": (
+                recorded_report.get("device")
+                or (run.data.tags.get("train.device") if run is not None else None)
+                or "cpu"
+            ),
+            "reproduced": reproduced_report.get("device", "cpu"),
+        }
         kernels["reproduced"] = reproduced_report.get("cpu_kernels")
         inexact = inexact_reason(devices["recorded"], devices["reproduced"], kernels["recorded"], kernels["reproduced"])
         tolerance = audit_params.inexact_metric_tolerance if inexact else 0.0
@@ -500,8 +597,11 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
             shutil.rmtree(worktree, ignore_errors=True)
             provenance.git(repo, "worktree", "prune")
     environment = {
-        "recorded": ({k[len("version."):]: v for k, v in run.data.tags.items() if k.startswith("version.")}
-                     if run is not None else _pins(files["requirements.lock"])),
+        "recorded": (
+            {k[len("version.") :]: v for k, v in run.data.tags.items() if k.startswith("version.")}
+            if run is not None
+            else _pins(files["requirements.lock"])
+        ),
         "reproduced": provenance.package_versions(),
     }
     report = {
@@ -518,8 +618,9 @@ def audit(repo: Path, target: str, out_dir: Path | None = None, keep: bool = Fal
         "pipeline_seconds": round(pipeline_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "environment": environment,
-        "causes": find_causes(recorded_lock, reproduced_lock, checks,
-                              {"packages": environment, "kernels": kernels, "devices": devices}),
+        "causes": find_causes(
+            recorded_lock, reproduced_lock, checks, {"packages": environment, "kernels": kernels, "devices": devices}
+        ),
         "checks": [asdict(c) for c in checks],
         "scratch": str(scratch),
     }
@@ -545,31 +646,56 @@ def markdown(report: dict[str, Any]) -> str:
         f"- metric tolerance {report['metric_tolerance']}"
         + (f": bits cannot match {report['inexact']}" if report["inexact"] else ": every bit must match"),
         f"- pipeline re-run: {report['pipeline_seconds']} s"
-        + (f" (outputs of {', '.join(report['reused_stages'])} from an earlier audit's run cache)"
-           if report["reused_stages"] else "") + f"; audit wall time {report['wall_seconds']} s",
+        + (
+            f" (outputs of {', '.join(report['reused_stages'])} from an earlier audit's run cache)"
+            if report["reused_stages"]
+            else ""
+        )
+        + f"; audit wall time {report['wall_seconds']} s",
         "",
     ]
     if report["causes"]:
-        lines += ["## Causes", "", "Each difference under the first stage whose output moved upstream of it, with what "
-                  "is known to differ between the two runs there.", ""]
-        lines += [f"- **{describe_cause(cause)}**: " + ", ".join(f"`{name}`" for name in cause["differences"])
-                  for cause in report["causes"]]
+        lines += [
+            "## Causes",
+            "",
+            "Each difference under the first stage whose output moved upstream of it, with what "
+            "is known to differ between the two runs there.",
+            "",
+        ]
+        lines += [
+            f"- **{describe_cause(cause)}**: " + ", ".join(f"`{name}`" for name in cause["differences"])
+            for cause in report["causes"]
+        ]
         lines.append("")
     if failed:
-        lines += ["## What differed", "", "| kind | name | recorded | reproduced | detail |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |"
-                  for c in failed]
+        lines += [
+            "## What differed",
+            "",
+            "| kind | name | recorded | reproduced | detail |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |" for c in failed
+        ]
         lines.append("")
     lines += ["## What matched", "", "| kind | name | value |", "| --- | --- | --- |"]
-    lines += [f"| {c['kind']} | `{c['name']}` | {c['reproduced']} |" for c in checks
-              if c["ok"] and c["recorded"] == c["reproduced"]]
+    lines += [
+        f"| {c['kind']} | `{c['name']}` | {c['reproduced']} |"
+        for c in checks
+        if c["ok"] and c["recorded"] == c["reproduced"]
+    ]
     excused = [c for c in checks if c["ok"] and c["recorded"] != c["reproduced"]]
     if excused:
-        lines += ["", "## What differed within what this audit allows", "",
-                  "| kind | name | recorded | reproduced | detail |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |"
-                  for c in excused]
+        lines += [
+            "",
+            "## What differed within what this audit allows",
+            "",
+            "| kind | name | recorded | reproduced | detail |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |" for c in excused
+        ]
     env = report["environment"]
     lines += ["", "## Environment", "", "| package | recorded | audit |", "| --- | --- | --- |"]
     for name in sorted(env["recorded"].keys() | env["reproduced"].keys()):

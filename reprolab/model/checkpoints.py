@@ -74,8 +74,11 @@ class Checkpointer:
 
     def due_here(self, step: int) -> bool:
         """Whether this process wants a checkpoint after `step` (the processes agree before saving)."""
-        return bool(self.stop_requested or (self.every_steps and step % self.every_steps == 0)
-                    or (self.every_seconds and time.monotonic() - self.last_save >= self.every_seconds))
+        return bool(
+            self.stop_requested
+            or (self.every_steps and step % self.every_steps == 0)
+            or (self.every_seconds and time.monotonic() - self.last_save >= self.every_seconds)
+        )
 
     def _latest(self) -> Path | None:
         pointer = self.directory / LATEST

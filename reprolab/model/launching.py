@@ -25,10 +25,19 @@ def launch_command(module: str, p: TrainParams) -> list[str]:
     Every setting is given on the command line, so a user's accelerate config file cannot change the
     job; `--multi_gpu` is accelerate's name for torchrun, on CPUs too (each process then asks for gloo).
     """
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-            f"--num_processes={p.world_size}", f"--num_machines={p.num_machines}",
-            f"--machine_rank={p.machine_rank}", f"--main_process_ip={p.main_process_ip}",
-            f"--main_process_port={p.main_process_port}", "--mixed_precision=no", "--dynamo_backend=no"]
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        f"--num_processes={p.world_size}",
+        f"--num_machines={p.num_machines}",
+        f"--machine_rank={p.machine_rank}",
+        f"--main_process_ip={p.main_process_ip}",
+        f"--main_process_port={p.main_process_port}",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+    ]
     return [*argv, "--module", module]
 
 

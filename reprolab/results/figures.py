@@ -1,6 +1,6 @@
 """PNG figures drawn offline with matplotlib, whose bytes depend only on what they show (so DVC and git
 see no change without one), and the training curves (train). The test-split figures are in
-`reprolab.evaluation_figures`, so that a change to them does not re-run training.
+`reprolab.results.evaluation_figures`, so that a change to them does not re-run training.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def training_curves(steps: list[dict], history: list[dict], dest: Path) -> Path:
     """Training loss per logged step; validation loss and macro-F1 per epoch (training loss beside)."""
     fig, (loss_ax, epoch_ax, f1_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], color="tab:blue")
-    loss_ax.set(xlabel="optimizer step", ylabel="training loss (mean over the logged window)",
-                title="Training loss per logged step")
+    loss_ax.set(
+        xlabel="optimizer step",
+        ylabel="training loss (mean over the logged window)",
+        title="Training loss per logged step",
+    )
     epochs = [int(r["epoch"]) for r in history]
     epoch_ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="training (epoch mean)")
     epoch_ax.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")

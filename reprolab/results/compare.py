@@ -21,11 +21,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import yaml
 
-from reprolab import paths, provenance, storage
+from reprolab import paths, storage
 from reprolab.errors import StageError
-from reprolab.figures import save_png
-from reprolab.provenance import GitError
-from reprolab.significance import PairedComparison, compare_predictions
+from reprolab.records import provenance
+from reprolab.records.provenance import GitError
+from reprolab.results.figures import save_png
+from reprolab.results.significance import PairedComparison, compare_predictions
 
 WORKSPACE = "workspace"
 METRIC_FILES = tuple(path.as_posix() for path in (paths.METRICS, paths.TRAIN_REPORT, paths.DATA_REPORT))
@@ -76,8 +77,10 @@ def resolve(repo: Path, rev: str) -> str:
     if len(matches) == 1:
         return matches[0][0]
     if matches:
-        raise StageError(f"{rev!r}: {len(matches)} DVC experiments have this name (baselines "
-                         f"{', '.join(base[:7] for _, base in matches)}): name one by its ref")
+        raise StageError(
+            f"{rev!r}: {len(matches)} DVC experiments have this name (baselines "
+            f"{', '.join(base[:7] for _, base in matches)}): name one by its ref"
+        )
     raise StageError(f"{rev!r}: neither a git revision nor a DVC experiment name (`dvc exp list`)")
 
 
@@ -108,10 +111,18 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
     for model in MODELS:
         if rows := read_rows_at(repo, rev, PREDICTIONS.format(model=model)):
             predictions[model] = {row["id"]: (row["actual"], row["predicted"]) for row in rows}
-    params = {key: "null" if value is None else str(value)
-              for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()}
-    return {"rev": shown, "params": params, "metrics": metrics, "curves": curves, "history": history,
-            "predictions": predictions}
+    params = {
+        key: "null" if value is None else str(value)
+        for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()
+    }
+    return {
+        "rev": shown,
+        "params": params,
+        "metrics": metrics,
+        "curves": curves,
+        "history": history,
+        "predictions": predictions,
+    }
 
 
 def flat_values(tree: dict, prefix: str = "", numbers_only: bool = True) -> dict[str, Any]:
@@ -189,8 +200,9 @@ def _change(first: Any, last: Any) -> str:
     return f"{last - first:+d}" if isinstance(first, int) and isinstance(last, int) else f"{last - first:+.4f}"
 
 
-def _table(snapshots: list[dict], key: str, names: list[str] | None = None, only_different: bool = False,
-           change: bool = False) -> list[list[str]]:
+def _table(
+    snapshots: list[dict], key: str, names: list[str] | None = None, only_different: bool = False, change: bool = False
+) -> list[list[str]]:
     """One row per name: its value in each revision and, with `change`, last minus first."""
     rows = []
     for name in names if names is not None else sorted(set().union(*(s[key] for s in snapshots))):
@@ -205,9 +217,19 @@ def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: s
     rows = []
     for model, rev, c in comparisons:
         verdict = c.verdict_for(first, rev)
-        rows.append([model, f"{rev} vs {first}", str(c.rows), f"{c.difference:+.4f}",
-                     f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}]", str(c.only_a_right), str(c.only_b_right),
-                     f"{c.mcnemar_p:.3g}", verdict])
+        rows.append(
+            [
+                model,
+                f"{rev} vs {first}",
+                str(c.rows),
+                f"{c.difference:+.4f}",
+                f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}]",
+                str(c.only_a_right),
+                str(c.only_b_right),
+                f"{c.mcnemar_p:.3g}",
+                verdict,
+            ]
+        )
     return rows
 
 
@@ -229,21 +251,40 @@ def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedCompa
     """Every revision by the transformer's test macro-F1, best first, with its validation macro-F1 (the
     score to choose by), its change from the first revision, the paired verdict against it, how it
     stands against the TF-IDF baseline of the same revision, and the params it changed."""
-    verdicts = {rev: c.verdict.replace("B better", "better").replace("A better", "worse")
-                for model, rev, c in comparisons if model == "transformer"}
+    verdicts = {
+        rev: c.verdict.replace("B better", "better").replace("A better", "worse")
+        for model, rev, c in comparisons
+        if model == "transformer"
+    }
     first = snapshots[0]
     rows = []
     for snap in sorted(snapshots, key=lambda s: -s["metrics"].get(RANKED_BY, float("-inf"))):
         changed = [f"{k}={v}" for k, v in sorted(snap["params"].items()) if first["params"].get(k) != v]
-        rows.append([snap["rev"], _cell(snap["metrics"].get(RANKED_BY)), _cell(snap["metrics"].get(SELECTED_BY)),
-                     _change(first["metrics"].get(RANKED_BY), snap["metrics"].get(RANKED_BY)),
-                     "baseline" if snap is first else verdicts.get(snap["rev"], "-"), versus_tfidf(snap),
-                     "; ".join(changed) or "-"])
+        rows.append(
+            [
+                snap["rev"],
+                _cell(snap["metrics"].get(RANKED_BY)),
+                _cell(snap["metrics"].get(SELECTED_BY)),
+                _change(first["metrics"].get(RANKED_BY), snap["metrics"].get(RANKED_BY)),
+                "baseline" if snap is first else verdicts.get(snap["rev"], "-"),
+                versus_tfidf(snap),
+                "; ".join(changed) or "-",
+            ]
+        )
     return [[str(rank), *row] for rank, row in enumerate(rows, start=1)]
 
 
-VERDICT_HEADER = ["model", "revisions", "test rows", "macro-F1 change", "95% paired bootstrap interval",
-                  "only the first right", "only the other right", "McNemar p", "verdict"]
+VERDICT_HEADER = [
+    "model",
+    "revisions",
+    "test rows",
+    "macro-F1 change",
+    "95% paired bootstrap interval",
+    "only the first right",
+    "only the other right",
+    "McNemar p",
+    "verdict",
+]
 
 
 def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[str, Path]:
@@ -252,19 +293,38 @@ def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[
     if len(revs) < 2:
         raise StageError("compare needs at least two revisions (use `workspace` for the working tree)")
     snapshots = [snapshot(repo, rev) for rev in revs]
-    figures = [f for f in (_figure(snapshots, "roc", out), _figure(snapshots, "pr", out),
-                           _history_figure(snapshots, out)) if f]
+    figures = [
+        f for f in (_figure(snapshots, "roc", out), _figure(snapshots, "pr", out), _history_figure(snapshots, out)) if f
+    ]
     change = f"change ({revs[-1]} - {revs[0]})"
-    headline = _table(snapshots, "metrics", [n for n in HEADLINE if any(n in s["metrics"] for s in snapshots)],
-                      change=True)
+    headline = _table(
+        snapshots, "metrics", [n for n in HEADLINE if any(n in s["metrics"] for s in snapshots)], change=True
+    )
     comparisons = paired(snapshots)
     verdicts = _verdict_rows(comparisons, revs[0])
     metric_rows = _table(snapshots, "metrics", change=True)
     param_rows = _table(snapshots, "params", only_different=True)
-    ranked = [(f"Ranked by the transformer's test macro-F1 (against {revs[0]})",
-               ["rank", "revision", "macro-F1", "val macro-F1", "change", "verdict", "vs TF-IDF (95% interval)",
-                "params changed"],
-               ranking(snapshots, comparisons), False)] if rank else []
+    ranked = (
+        [
+            (
+                f"Ranked by the transformer's test macro-F1 (against {revs[0]})",
+                [
+                    "rank",
+                    "revision",
+                    "macro-F1",
+                    "val macro-F1",
+                    "change",
+                    "verdict",
+                    "vs TF-IDF (95% interval)",
+                    "params changed",
+                ],
+                ranking(snapshots, comparisons),
+                False,
+            )
+        ]
+        if rank
+        else []
+    )
     sections = [  # (title, header, rows, folded)
         *ranked,
         ("Headline", ["metric", *revs, change], headline, False),
@@ -293,11 +353,13 @@ def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[
     blocks = []
     for title, header, rows, folded in sections:
         body = html_table(header, rows) if rows else f"<p>{none_paired if header is VERDICT_HEADER else '(none)'}</p>"
-        blocks.append(f"<details><summary>{html.escape(title)}</summary>{body}</details>" if folded
-                      else f"<h2>{html.escape(title)}</h2>{body}")
+        blocks.append(
+            f"<details><summary>{html.escape(title)}</summary>{body}</details>"
+            if folded
+            else f"<h2>{html.escape(title)}</h2>{body}"
+        )
     images = "".join(
-        f'<img alt="{f.stem}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">'
-        for f in figures
+        f'<img alt="{f.stem}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">' for f in figures
     )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>reprolab compare</title><style>"

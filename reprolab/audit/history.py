@@ -1,6 +1,6 @@
 """`reprolab audit --all [--since REV]`: audit every result published on the current branch.
 
-Every commit on the branch's first-parent history that holds a dvc.lock is audited (reprolab.audit),
+Every commit on the branch's first-parent history that holds a dvc.lock is audited (reprolab.audit.reproduce),
 oldest first, except a commit whose pipeline, params, recorded results and every dependency git holds
 are identical to an already audited commit's: its result is the same, and it takes that verdict.
 All audits share one scratch DVC cache, so a stage that an earlier commit already ran with the same
@@ -23,10 +23,11 @@ from typing import Any
 
 import yaml
 
-from reprolab import provenance, storage
-from reprolab.audit import AuditError, audit, describe_cause
+from reprolab import storage
+from reprolab.audit.reproduce import AuditError, audit, describe_cause
 from reprolab.errors import StageError
-from reprolab.provenance import git_show
+from reprolab.records import provenance
+from reprolab.records.provenance import git_show
 
 IDENTITY_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
 
@@ -40,8 +41,12 @@ def revision_key(repo: Path, commit: str) -> str | None:
     if lock_text is None:
         return None
     lock = yaml.safe_load(lock_text) or {}
-    paths = set(IDENTITY_FILES) | {dep["path"] for body in lock.get("stages", {}).values()
-                                   for dep in body.get("deps") or [] if not Path(dep["path"]).is_absolute()}
+    paths = set(IDENTITY_FILES) | {
+        dep["path"]
+        for body in lock.get("stages", {}).values()
+        for dep in body.get("deps") or []
+        if not Path(dep["path"]).is_absolute()
+    }
     listing = provenance.git(repo, "ls-tree", "--full-tree", commit, "--", *sorted(paths))
     return hashlib.sha256(listing.encode()).hexdigest()
 
@@ -57,11 +62,15 @@ def branch_commits(repo: Path, since: str | None) -> list[str]:
         raise AuditError(f"--since {since!r}: not a git revision") from None
     if first not in commits:
         raise AuditError(f"--since {since!r}: {first[:12]} is not on the current branch's first-parent history")
-    return commits[commits.index(first):]
+    return commits[commits.index(first) :]
 
 
-def audit_history(repo: Path, since: str | None = None, out_dir: Path | None = None,
-                  progress: Callable[[dict], None] = lambda row: None) -> dict[str, Any]:
+def audit_history(
+    repo: Path,
+    since: str | None = None,
+    out_dir: Path | None = None,
+    progress: Callable[[dict], None] = lambda row: None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     repo = repo.resolve()
     commits = branch_commits(repo, since)
@@ -78,9 +87,12 @@ def audit_history(repo: Path, since: str | None = None, out_dir: Path | None = N
             row = {"commit": commit, "date": date, "subject": subject[:72]}
             if key in audited:
                 first = audited[key]
-                row.update({name: first[name] for name in ("verdict", "matched", "checks")},
-                           cause=f"same pipeline, params, results and dependencies as {first['commit'][:12]}",
-                           same_as=first["commit"], seconds=0.0)
+                row.update(
+                    {name: first[name] for name in ("verdict", "matched", "checks")},
+                    cause=f"same pipeline, params, results and dependencies as {first['commit'][:12]}",
+                    same_as=first["commit"],
+                    seconds=0.0,
+                )
             else:
                 row.update(_audit_row(repo, commit, out_dir / commit[:12], scratch / "dvc-cache"))
                 audited[key] = row
@@ -90,18 +102,27 @@ def audit_history(repo: Path, since: str | None = None, out_dir: Path | None = N
     finally:
         shutil.rmtree(scratch / "dvc-cache", ignore_errors=True)  # the results' own reports stay
     if not rows:
-        raise AuditError("no commit on the current branch" + (f" since {since}" if since else "")
-                         + " holds a dvc.lock: there is no result to audit")
+        raise AuditError(
+            "no commit on the current branch"
+            + (f" since {since}" if since else "")
+            + " holds a dvc.lock: there is no result to audit"
+        )
     return summary
 
 
-def _write_summary(repo: Path, since: str | None, rows: list[dict], audited: int, started: float,
-                   out_dir: Path) -> dict[str, Any]:
-    summary = {"head": provenance.git(repo, "rev-parse", "HEAD").strip(), "since": since,
-               "verdict": "pass" if all(row["verdict"] == "pass" for row in rows) else "fail",
-               "commits": len(rows), "audited": audited,
-               "wall_seconds": round(time.perf_counter() - started, 1), "rows": rows,
-               "report_files": [str(out_dir / "audit-history.json"), str(out_dir / "audit-history.md")]}
+def _write_summary(
+    repo: Path, since: str | None, rows: list[dict], audited: int, started: float, out_dir: Path
+) -> dict[str, Any]:
+    summary = {
+        "head": provenance.git(repo, "rev-parse", "HEAD").strip(),
+        "since": since,
+        "verdict": "pass" if all(row["verdict"] == "pass" for row in rows) else "fail",
+        "commits": len(rows),
+        "audited": audited,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+        "report_files": [str(out_dir / "audit-history.json"), str(out_dir / "audit-history.md")],
+    }
     storage.write_json(summary, out_dir / "audit-history.json")
     storage.write_text(markdown(summary), out_dir / "audit-history.md")
     return summary
@@ -112,10 +133,15 @@ def _audit_row(repo: Path, commit: str, out_dir: Path, cache: Path) -> dict[str,
         report = audit(repo, commit, out_dir, cache_dir=cache)
     except StageError as exc:  # a revision whose pipeline cannot run here is a failed audit, not the end
         return {"verdict": "error", "matched": 0, "checks": 0, "cause": str(exc).splitlines()[0], "seconds": None}
-    return {"verdict": report["verdict"], "matched": sum(c["ok"] for c in report["checks"]),
-            "checks": len(report["checks"]), "cause": "; ".join(describe_cause(c, most=2) for c in report["causes"]),
-            "seconds": report["wall_seconds"], "reused_stages": report["reused_stages"],
-            "report": str(out_dir / "audit.md")}
+    return {
+        "verdict": report["verdict"],
+        "matched": sum(c["ok"] for c in report["checks"]),
+        "checks": len(report["checks"]),
+        "cause": "; ".join(describe_cause(c, most=2) for c in report["causes"]),
+        "seconds": report["wall_seconds"],
+        "reused_stages": report["reused_stages"],
+        "report": str(out_dir / "audit.md"),
+    }
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -132,8 +158,11 @@ def markdown(summary: dict[str, Any]) -> str:
         "| commit | date | verdict | checks matched | cause |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| `{row['commit'][:12]}` {_cell(row['subject'])} | {row['date']} | {row['verdict'].upper()} | "
-              f"{row['matched']} of {row['checks']} | {_cell(row['cause'])} |" for row in rows]
+    lines += [
+        f"| `{row['commit'][:12]}` {_cell(row['subject'])} | {row['date']} | {row['verdict'].upper()} | "
+        f"{row['matched']} of {row['checks']} | {_cell(row['cause'])} |"
+        for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -57,11 +57,13 @@ from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 
 # replacements: U+FFFD characters in the text, where a mail part's bytes did not decode in its charset.
-SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("text", pa.string()),
-                          ("replacements", pa.int32())])
+SPLIT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("label", pa.string()), ("text", pa.string()), ("replacements", pa.int32())]
+)
 # Pass 1's output per raw row: the clean text, or the reason the row was rejected.
-SPILL_SCHEMA = pa.schema([("text", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-                          ("replacements", pa.int32())])
+SPILL_SCHEMA = pa.schema(
+    [("text", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("replacements", pa.int32())]
+)
 BATCH_ROWS = 1024
 
 # Zero-width and other format characters that survive NFKC but carry no text.
@@ -162,8 +164,12 @@ class Fingerprinter:
         self.band_ranges = MinHashLSH(threshold=p.near_duplicate_threshold, num_perm=p.minhash_permutations).hashranges
         # Built once: a MinHash draws its permutations afresh otherwise, which costs more than hashing a text.
         template = MinHash(num_perm=p.minhash_permutations, seed=1)
-        self.minhash_args = {"num_perm": p.minhash_permutations, "seed": 1, "scheme": template.scheme,
-                             "permutations": template.permutations}
+        self.minhash_args = {
+            "num_perm": p.minhash_permutations,
+            "seed": 1,
+            "scheme": template.scheme,
+            "permutations": template.permutations,
+        }
 
     def signature(self, text: str) -> np.ndarray:
         minhash = MinHash(**self.minhash_args)
@@ -172,9 +178,15 @@ class Fingerprinter:
 
     def __call__(self, batch: pa.RecordBatch) -> Fingerprints:
         rows = batch.to_pylist()
-        out = Fingerprints([], [], [], [], np.zeros(len(rows), "S20"),
-                           np.zeros((len(rows), self.p.minhash_permutations), np.uint32),
-                           np.zeros((len(rows), len(self.band_ranges)), np.uint64))
+        out = Fingerprints(
+            [],
+            [],
+            [],
+            [],
+            np.zeros(len(rows), "S20"),
+            np.zeros((len(rows), self.p.minhash_permutations), np.uint32),
+            np.zeros((len(rows), len(self.band_ranges)), np.uint64),
+        )
         for i, row in enumerate(rows):
             text, problem = clean_text(row, self.p)
             out.texts.append(text)
@@ -185,8 +197,10 @@ class Fingerprinter:
                 continue
             out.exact[i] = hashlib.sha1(text.casefold().encode()).digest()
             out.signatures[i] = signature = self.signature(text)
-            out.bands[i] = [int.from_bytes(hashlib.blake2b(signature[start:end].tobytes(), digest_size=8).digest(),
-                                           "little") for start, end in self.band_ranges]
+            out.bands[i] = [
+                int.from_bytes(hashlib.blake2b(signature[start:end].tobytes(), digest_size=8).digest(), "little")
+                for start, end in self.band_ranges
+            ]
         return out
 
 
@@ -197,9 +211,15 @@ class CleanError(StageError):
     """The cleaned data cannot train and evaluate a classifier: the stage stops, naming why."""
 
 
-def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, bands: np.ndarray,
-                    signature_of: Callable[[int], np.ndarray], threshold: float, labels: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def find_duplicates(
+    rank: np.ndarray,
+    eligible: np.ndarray,
+    exact: np.ndarray,
+    bands: np.ndarray,
+    signature_of: Callable[[int], np.ndarray],
+    threshold: float,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE, CONFLICTING_LABELS), twin row (-1)
     and similarity.
 
@@ -241,8 +261,9 @@ def find_duplicates(rank: np.ndarray, eligible: np.ndarray, exact: np.ndarray, b
     bucket_of = np.repeat(np.arange(len(buckets)), [len(b) for b in buckets])
     by_rank = np.lexsort((bucket_of, rank[members]))
     kept_in: list[list[int]] = [[] for _ in buckets]
-    for row, grouped in itertools.groupby(zip(members[by_rank].tolist(), bucket_of[by_rank].tolist(),
-                                              strict=True), key=lambda pair: pair[0]):
+    for row, grouped in itertools.groupby(
+        zip(members[by_rank].tolist(), bucket_of[by_rank].tolist(), strict=True), key=lambda pair: pair[0]
+    ):
         own = [bucket for _, bucket in grouped]
         candidates = {other for bucket in own for other in kept_in[bucket]}
         if candidates:
@@ -272,8 +293,10 @@ def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray
     for code in np.unique(label_codes):
         rows = np.flatnonzero(label_codes == code)
         if len(rows) < len(paths.SPLITS):
-            raise CleanError(f"class {names[code]!r} has {len(rows)} row(s) after cleaning: too few for one in "
-                             f"each of {', '.join(paths.SPLITS)}; add rows of it or drop it from ingest.labels")
+            raise CleanError(
+                f"class {names[code]!r} has {len(rows)} row(s) after cleaning: too few for one in "
+                f"each of {', '.join(paths.SPLITS)}; add rows of it or drop it from ingest.labels"
+            )
         ranked = rows[np.argsort(keys[rows])]
         n_test = max(1, round(len(ranked) * p.test_fraction))
         n_val = max(1, min(round(len(ranked) * p.val_fraction), len(ranked) - n_test - 1))
@@ -282,18 +305,31 @@ def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray
     return splits
 
 
-def fingerprint_all(raw: Path, rows: int, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fingerprint_all(
+    raw: Path, rows: int, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
     i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
     batches = map(storage.detached, storage.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
     eligible, exact, bands = [], [], []
     progress = tqdm(total=rows, unit="rows", desc="clean: fingerprint", disable=None)
-    with storage.parquet_sink(spill, SPILL_SCHEMA) as sink, open(signatures, "wb") as signature_file, \
-            _executor(workers) as pool:
+    with (
+        storage.parquet_sink(spill, SPILL_SCHEMA) as sink,
+        open(signatures, "wb") as signature_file,
+        _executor(workers) as pool,
+    ):
         for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
-            sink.write(pa.table({"text": result.texts, "reason": result.reasons, "detail": result.details,
-                                 "replacements": result.replacements}, schema=SPILL_SCHEMA))
+            sink.write(
+                pa.table(
+                    {
+                        "text": result.texts,
+                        "reason": result.reasons,
+                        "detail": result.details,
+                        "replacements": result.replacements,
+                    },
+                    schema=SPILL_SCHEMA,
+                )
+            )
             signature_file.write(result.signatures.tobytes())
             eligible.append(np.array([text is not None for text in result.texts], bool))
             exact.append(result.exact)
@@ -307,8 +343,12 @@ def _executor(workers: int):
     if workers == 1:
         return contextlib.nullcontext(None)
     # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_exit_with_stage, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_exit_with_stage,
+        initargs=(os.getpid(),),
+    )
 
 
 def _exit_with_stage(stage: int) -> None:
@@ -347,8 +387,9 @@ def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator
         yield pending.popleft().result()
 
 
-def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams,
-               workers: int = 1) -> dict[str, Any]:
+def clean_file(
+    raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, workers: int = 1
+) -> dict[str, Any]:
     """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report.
 
     Where ingest kept the source's own split (its `split` column), rows keep it: duplicates are judged
@@ -360,8 +401,10 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
     ids = ids_and_labels.column("id").combine_chunks()
     labels = ids_and_labels.column("label").combine_chunks()
     given = _given_splits(ids_and_labels.column("split").combine_chunks())
-    order = pc.sort_indices(pa.table({"split": given if given is not None else np.zeros(len(ids), np.int8),
-                                      "id": ids}), [("split", "ascending"), ("id", "ascending")]).to_numpy()
+    order = pc.sort_indices(
+        pa.table({"split": given if given is not None else np.zeros(len(ids), np.int8), "id": ids}),
+        [("split", "ascending"), ("id", "ascending")],
+    ).to_numpy()
     rank = np.empty(len(ids), np.int64)
     rank[order] = np.arange(len(ids))
     fingerprint = Fingerprinter(p)
@@ -370,13 +413,15 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
         eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, workers, spill, signature_path)
         size = p.minhash_permutations * 4
         with open(signature_path, "rb") as signatures:
+
             @functools.lru_cache(maxsize=65_536)
             def signature_of(row: int) -> np.ndarray:
                 return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
 
             label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
-            verdict, twin, similarity = find_duplicates(rank, eligible, exact, bands, signature_of,
-                                                        p.near_duplicate_threshold, label_codes)
+            verdict, twin, similarity = find_duplicates(
+                rank, eligible, exact, bands, signature_of, p.near_duplicate_threshold, label_codes
+            )
         del exact, bands
         kept = np.flatnonzero(eligible & (verdict == 0))
         _check_classes(labels, kept, verdict, spill)
@@ -389,8 +434,7 @@ def clean_file(raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: C
                 _check_given_splits(labels, split_of)
         except CleanError as exc:  # a class too small to split: say what cleaning took from it
             raise CleanError(f"{exc}; the commonest clean rejects: {_top_rejects(verdict, spill)}") from None
-        summary = write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids,
-                               given)
+        summary = write_splits(raw, spill, split_paths, rejects_path, split_of, verdict, twin, similarity, ids, given)
         return {**summary, "splits_from": "source" if given is not None else "clean.split"}
 
 
@@ -412,13 +456,18 @@ def _check_given_splits(labels: pa.Array, split_of: np.ndarray) -> None:
     for code, name in enumerate(paths.SPLITS):
         present = set(labels.filter(pa.array(split_of == code)).to_pylist())
         if classes - present:
-            raise CleanError(f"the source's {name} split keeps no row of class(es) {sorted(classes - present)} "
-                             f"after cleaning ({int((split_of == code).sum())} rows in it); move rows of them "
-                             f"there (ingest.split_column)")
+            raise CleanError(
+                f"the source's {name} split keeps no row of class(es) {sorted(classes - present)} "
+                f"after cleaning ({int((split_of == code).sum())} rows in it); move rows of them "
+                f"there (ingest.split_column)"
+            )
 
 
-_VERDICTS = {EXACT_DUPLICATE: "exact_duplicate", NEAR_DUPLICATE: "near_duplicate",
-             CONFLICTING_LABELS: "conflicting_labels"}
+_VERDICTS = {
+    EXACT_DUPLICATE: "exact_duplicate",
+    NEAR_DUPLICATE: "near_duplicate",
+    CONFLICTING_LABELS: "conflicting_labels",
+}
 
 
 def _check_classes(labels: pa.Array, kept: np.ndarray, verdict: np.ndarray, spill: Path) -> None:
@@ -427,8 +476,10 @@ def _check_classes(labels: pa.Array, kept: np.ndarray, verdict: np.ndarray, spil
     came = set(labels.to_pylist())
     if left and set(left) == came:
         return
-    raise CleanError(f"class(es) {sorted(came - set(left))} lost every row of {len(labels)} rows in "
-                     f"(left: {dict(left)}); the commonest clean rejects: {_top_rejects(verdict, spill)}")
+    raise CleanError(
+        f"class(es) {sorted(came - set(left))} lost every row of {len(labels)} rows in "
+        f"(left: {dict(left)}); the commonest clean rejects: {_top_rejects(verdict, spill)}"
+    )
 
 
 def _top_rejects(verdict: np.ndarray, spill: Path) -> str:
@@ -438,9 +489,18 @@ def _top_rejects(verdict: np.ndarray, spill: Path) -> str:
     return ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3)) or "none"
 
 
-def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_path: Path, split_of: np.ndarray,
-                 verdict: np.ndarray, twin: np.ndarray, similarity: np.ndarray, ids: pa.Array,
-                 given: np.ndarray | None = None) -> dict[str, Any]:
+def write_splits(
+    raw: Path,
+    spill: Path,
+    split_paths: dict[str, Path],
+    rejects_path: Path,
+    split_of: np.ndarray,
+    verdict: np.ndarray,
+    twin: np.ndarray,
+    similarity: np.ndarray,
+    ids: pa.Array,
+    given: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Pass 2: every row to its split (`split_of`: index into paths.SPLITS, -1 for none) or, with its
     reason, to the rejects; returns the report. With the source's own splits (`given`), a duplicate
     of a row in another split is a `cross_split_duplicate`."""
@@ -448,21 +508,33 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
     split_labels: dict[str, Counter[str]] = {name: Counter() for name in split_paths}
     replacements = {"rows": 0, "characters": 0}  # kept rows whose text holds U+FFFD, and how many
     with contextlib.ExitStack() as stack:
-        sinks = {name: stack.enter_context(storage.parquet_sink(path, SPLIT_SCHEMA))
-                 for name, path in split_paths.items()}
+        sinks = {
+            name: stack.enter_context(storage.parquet_sink(path, SPLIT_SCHEMA)) for name, path in split_paths.items()
+        }
         rejects = stack.enter_context(storage.parquet_sink(rejects_path, storage.REJECT_SCHEMA))
         start = 0
-        for raw_rows, spilled in zip(storage.iter_tables(raw, ["id", "source", "label", "raw"], BATCH_ROWS),
-                                     storage.iter_tables(spill, None, BATCH_ROWS), strict=True):
+        for raw_rows, spilled in zip(
+            storage.iter_tables(raw, ["id", "source", "label", "raw"], BATCH_ROWS),
+            storage.iter_tables(spill, None, BATCH_ROWS),
+            strict=True,
+        ):
             # Columns move by Arrow filters; Python objects are made for rejected rows only.
             codes = split_of[start : start + raw_rows.num_rows]
             for code, name in enumerate(paths.SPLITS):
                 in_split = codes == code
                 rows = raw_rows.filter(in_split)
                 replaced = spilled["replacements"].filter(in_split)
-                sinks[name].write(pa.table({"id": rows["id"], "label": rows["label"],
-                                            "text": spilled["text"].filter(in_split), "replacements": replaced},
-                                           schema=SPLIT_SCHEMA))
+                sinks[name].write(
+                    pa.table(
+                        {
+                            "id": rows["id"],
+                            "label": rows["label"],
+                            "text": spilled["text"].filter(in_split),
+                            "replacements": replaced,
+                        },
+                        schema=SPLIT_SCHEMA,
+                    )
+                )
                 split_labels[name].update(rows["label"].to_pylist())
                 replacements["rows"] += int(pc.sum(pc.greater(replaced, 0)).as_py() or 0)
                 replacements["characters"] += int(pc.sum(replaced).as_py() or 0)
@@ -482,29 +554,45 @@ def write_splits(raw: Path, spill: Path, split_paths: dict[str, Path], rejects_p
                     where = f" in {paths.SPLITS[given[twin[i]]]}" if across else ""
                     kind = "exact_duplicate" if verdict[i] == EXACT_DUPLICATE else "near_duplicate"
                     spill_reasons[n] = "cross_split_duplicate" if across else kind
-                    details.append(f"same text as {ids[twin[i]]}{where}" if kind == "exact_duplicate" else
-                                   f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}{where}")
+                    details.append(
+                        f"same text as {ids[twin[i]]}{where}"
+                        if kind == "exact_duplicate"
+                        else f"estimated Jaccard {similarity[i]:.2f} with {ids[twin[i]]}{where}"
+                    )
             reasons.update(spill_reasons)
             rows = raw_rows.take(rejected)
-            rejects.write(pa.table({"id": rows["id"], "source": rows["source"],
-                                    "stage": pa.repeat("clean", len(rejected)), "reason": spill_reasons,
-                                    "detail": details, "label": rows["label"], "raw": rows["raw"]},
-                                   schema=storage.REJECT_SCHEMA))
+            rejects.write(
+                pa.table(
+                    {
+                        "id": rows["id"],
+                        "source": rows["source"],
+                        "stage": pa.repeat("clean", len(rejected)),
+                        "reason": spill_reasons,
+                        "detail": details,
+                        "label": rows["label"],
+                        "raw": rows["raw"],
+                    },
+                    schema=storage.REJECT_SCHEMA,
+                )
+            )
             start += raw_rows.num_rows
         # Checked before the outputs replace the previous ones: rows in = rows kept + rows rejected.
         written = {name: sink.rows for name, sink in sinks.items()} | {"rejects": rejects.rows}
-        assigned = {name: int((split_of == code).sum()) for code, name in enumerate(paths.SPLITS)} \
-            | {"rejects": int((split_of < 0).sum())}
+        assigned = {name: int((split_of == code).sum()) for code, name in enumerate(paths.SPLITS)} | {
+            "rejects": int((split_of < 0).sum())
+        }
         if start != len(split_of) or written != assigned:
-            raise AssertionError(f"clean lost rows: {len(split_of)} rows in, {start} read; "
-                                 f"wrote {written}, assigned {assigned}")
+            raise AssertionError(
+                f"clean lost rows: {len(split_of)} rows in, {start} read; wrote {written}, assigned {assigned}"
+            )
     return {
         "rows_in": start,
         "rows_kept": int((split_of >= 0).sum()),
         "rows_rejected": sum(reasons.values()),
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "splits": {name: {"rows": sum(counts.values()), **dict(sorted(counts.items()))}
-                   for name, counts in split_labels.items()},
+        "splits": {
+            name: {"rows": sum(counts.values()), **dict(sorted(counts.items()))}
+            for name, counts in split_labels.items()
+        },
         "replacement_characters": replacements,
     }
-

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from reprolab import provenance, storage
+from reprolab import storage
 from reprolab.errors import StageError
-from reprolab.prediction import ONNX_FILES, Predictor
+from reprolab.inference.prediction import ONNX_FILES, Predictor
+from reprolab.records import provenance
 
 WEIGHTS_FILE = "model.safetensors"
 # The figures of a backend that are timed, so differ run to run (the others are exact for given weights).
@@ -59,10 +60,20 @@ def export_onnx(model_dir: Path, dest: Path, opset: int) -> None:
         # The TorchScript exporter: it keeps the attention pattern the fusion below recognises. Its tracer
         # warns about shape checks turned constant; with a mask always given (predict gives one) they hold.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example, example), str(dest), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                        "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example, example),
+            str(dest),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
+        )
 
 
 def fuse(model_dir: Path, source: Path, dest: Path) -> None:
@@ -77,8 +88,9 @@ def fuse(model_dir: Path, source: Path, dest: Path) -> None:
         print(f"export: onnxruntime has no fusions for model type {kind!r}; the graph stays unfused")
         shutil.copyfile(source, dest)
         return
-    optimized = optimize_model(str(source), model_type=kind, num_heads=config["num_attention_heads"],
-                               hidden_size=config["hidden_size"])
+    optimized = optimize_model(
+        str(source), model_type=kind, num_heads=config["num_attention_heads"], hidden_size=config["hidden_size"]
+    )
     optimized.save_model_to_file(str(dest))
 
 
@@ -90,8 +102,13 @@ def quantize_int8(source: Path, dest: Path) -> None:
     # advice to pre-process first (shape inference, for static quantization's calibration) is switched off.
     logging.disable(logging.WARNING)
     try:
-        quantize_dynamic(source, dest, weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            source,
+            dest,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     finally:
         logging.disable(logging.NOTSET)
 
@@ -102,8 +119,16 @@ def _timed(work) -> float:
     return time.perf_counter() - started
 
 
-def compare_backends(model_dir: Path, export_dir: Path, sequences: list[np.ndarray], labels: np.ndarray,
-                     batch_size: int, latency_rows: int, rounds: int, threads: int) -> dict[str, Any]:
+def compare_backends(
+    model_dir: Path,
+    export_dir: Path,
+    sequences: list[np.ndarray],
+    labels: np.ndarray,
+    batch_size: int,
+    latency_rows: int,
+    rounds: int,
+    threads: int,
+) -> dict[str, Any]:
     """Per backend: weights size, test macro-F1, agreement with torch, p50/p95 latency of one row, rows/s
     in batches; the int8 figures against the issue's targets."""
     previous_threads = torch.get_num_threads()
@@ -114,10 +139,22 @@ def compare_backends(model_dir: Path, export_dir: Path, sequences: list[np.ndarr
         torch.set_num_threads(previous_threads)  # the caller's results depend on its thread count
 
 
-def _compare(model_dir: Path, export_dir: Path, sequences: list[np.ndarray], labels: np.ndarray, batch_size: int,
-             latency_rows: int, rounds: int, threads: int) -> dict[str, Any]:
-    predictors = {backend: Predictor(model_dir if backend == "torch" else export_dir, backend,
-                                     batch_size=batch_size, threads=threads) for backend in WEIGHT_FILES}
+def _compare(
+    model_dir: Path,
+    export_dir: Path,
+    sequences: list[np.ndarray],
+    labels: np.ndarray,
+    batch_size: int,
+    latency_rows: int,
+    rounds: int,
+    threads: int,
+) -> dict[str, Any]:
+    predictors = {
+        backend: Predictor(
+            model_dir if backend == "torch" else export_dir, backend, batch_size=batch_size, threads=threads
+        )
+        for backend in WEIGHT_FILES
+    }
     singles = [[sequence] for sequence in sequences[:latency_rows]]
     probs: dict[str, np.ndarray] = {}
     throughput: dict[str, list[float]] = {backend: [] for backend in predictors}
@@ -126,8 +163,9 @@ def _compare(model_dir: Path, export_dir: Path, sequences: list[np.ndarray], lab
         for backend, predictor in predictors.items():  # alternating: drift on a shared machine hits all alike
             seconds = _timed(lambda p=predictor, b=backend: probs.__setitem__(b, p.probabilities(sequences)))
             throughput[backend].append(len(sequences) / seconds)
-            latencies[backend].append([_timed(lambda p=predictor, s=single: p.probabilities(s)) * 1000
-                                       for single in singles])
+            latencies[backend].append(
+                [_timed(lambda p=predictor, s=single: p.probabilities(s)) * 1000 for single in singles]
+            )
     torch_labels = probs["torch"].argmax(axis=1)
     classes = list(range(probs["torch"].shape[1]))
     table = {}
@@ -136,7 +174,8 @@ def _compare(model_dir: Path, export_dir: Path, sequences: list[np.ndarray], lab
         folder = model_dir if backend == "torch" else export_dir
         best_round = int(np.argsort(throughput[backend])[len(throughput[backend]) // 2])  # the median round
         table[backend] = {
-            "file": file, "size_mb": round((folder / file).stat().st_size / 1e6, 2),
+            "file": file,
+            "size_mb": round((folder / file).stat().st_size / 1e6, 2),
             "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
             "agreement_with_torch": float((predicted == torch_labels).mean()),
             "max_probability_difference": float(np.abs(probs[backend] - probs["torch"]).max()),
@@ -153,16 +192,26 @@ def _compare(model_dir: Path, export_dir: Path, sequences: list[np.ndarray], lab
         "int8_size_at_most_35_percent": int8["size_vs_torch"] <= 0.35,
         "int8_macro_f1_within_0.005": abs(int8["macro_f1"] - reference["macro_f1"]) <= 0.005,
     }
-    return {"backends": table, "targets": targets, "test_rows": len(sequences), "batch_size": batch_size,
-            "latency_rows": len(singles), "rounds": rounds, "threads": threads, "device": "cpu",
-            "cpu": provenance.cpu_info("model name") or "unknown"}
+    return {
+        "backends": table,
+        "targets": targets,
+        "test_rows": len(sequences),
+        "batch_size": batch_size,
+        "latency_rows": len(singles),
+        "rounds": rounds,
+        "threads": threads,
+        "device": "cpu",
+        "cpu": provenance.cpu_info("model name") or "unknown",
+    }
 
 
 def measured_on_this_run(report: dict[str, Any], keep: bool = True) -> dict[str, Any]:
     """Each backend's timed figures in an export report (`keep=False`: its other figures, which a rerun
     reproduces)."""
-    return {name: {k: v for k, v in row.items() if (k in TIMED_FIELDS) == keep}
-            for name, row in report.get("backends", {}).items()}
+    return {
+        name: {k: v for k, v in row.items() if (k in TIMED_FIELDS) == keep}
+        for name, row in report.get("backends", {}).items()
+    }
 
 
 def check_exportable(model_dir: Path) -> None:

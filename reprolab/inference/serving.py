@@ -14,17 +14,33 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from reprolab.prediction import Predictor, Recipe, probability_column
-from reprolab.tracking import EXPERIMENT, MODEL_DIGEST_TAG
+from reprolab.inference.prediction import Predictor, Recipe, probability_column
+from reprolab.records.tracking import EXPERIMENT, MODEL_DIGEST_TAG
 
 TEXT_COLUMN = "text"
 REJECT_COLUMN = "reject"
 # What the model needs at load time: the packages the prediction path imports.
-REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "pydantic",
-                "datasketch", "selectolax", "scikit-learn", "charset-normalizer", "pyyaml", "tqdm")
-_EXAMPLE = {"mail": "Subject: Minutes of Tuesday's meeting\n\nHi all, the minutes are attached; the next meeting "
-                    "is on Friday at 10.\n\nThanks, Anna",
-            "text": "Minutes of Tuesday's meeting: the next meeting is on Friday at 10."}
+REQUIREMENTS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "datasketch",
+    "selectolax",
+    "scikit-learn",
+    "charset-normalizer",
+    "pyyaml",
+    "tqdm",
+)
+_EXAMPLE = {
+    "mail": "Subject: Minutes of Tuesday's meeting\n\nHi all, the minutes are attached; the next meeting "
+    "is on Friday at 10.\n\nThanks, Anna",
+    "text": "Minutes of Tuesday's meeting: the next meeting is on Friday at 10.",
+}
 
 
 class ReprolabClassifier(mlflow.pyfunc.PythonModel):
@@ -47,18 +63,24 @@ def predictions_frame(predictor: Predictor, texts: list[str]) -> pd.DataFrame:
     full[scored] = probs
     predicted = np.array([None] * len(texts), dtype=object)
     predicted[scored] = [labels[i] for i in probs.argmax(axis=1)]
-    return pd.DataFrame({"predicted": predicted,
-                         **{probability_column(label): full[:, i] for i, label in enumerate(labels)},
-                         REJECT_COLUMN: [rejected[i][0] if i in rejected else None for i in range(len(texts))]})
+    return pd.DataFrame(
+        {
+            "predicted": predicted,
+            **{probability_column(label): full[:, i] for i, label in enumerate(labels)},
+            REJECT_COLUMN: [rejected[i][0] if i in rejected else None for i in range(len(texts))],
+        }
+    )
 
 
 def signature(labels: list[str]):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    outputs = [ColSpec("string", "predicted", required=False),
-               *[ColSpec("double", probability_column(label), required=False) for label in labels],
-               ColSpec("string", REJECT_COLUMN, required=False)]
+    outputs = [
+        ColSpec("string", "predicted", required=False),
+        *[ColSpec("double", probability_column(label), required=False) for label in labels],
+        ColSpec("string", REJECT_COLUMN, required=False),
+    ]
     return ModelSignature(inputs=Schema([ColSpec("string", TEXT_COLUMN)]), outputs=Schema(outputs))
 
 
@@ -67,10 +89,14 @@ def log_model(mlflow, model_dir: Path) -> None:
     model named after the experiment (a `tracking.ModelLogger`)."""
     recipe = Recipe.read(model_dir)
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=ReprolabClassifier(), artifacts={"model": str(model_dir)},
-        code_paths=[str(Path(__file__).parent)], signature=signature(recipe.labels),
+        name="model",
+        python_model=ReprolabClassifier(),
+        artifacts={"model": str(model_dir)},
+        code_paths=[str(Path(__file__).parents[1])],  # the whole reprolab package
+        signature=signature(recipe.labels),
         input_example=pd.DataFrame({TEXT_COLUMN: [_EXAMPLE[recipe.kind]]}),
-        pip_requirements=[f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS])
+        pip_requirements=[f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS],
+    )
     run = mlflow.get_run(mlflow.active_run().info.run_id)
     tags = {key: run.data.tags[key] for key in ("git.commit", "git.dirty", MODEL_DIGEST_TAG) if key in run.data.tags}
     tags |= {f"data.{item.dataset.name}": item.dataset.digest for item in run.inputs.dataset_inputs}

@@ -15,9 +15,7 @@ import pyarrow as pa
 
 from reprolab.errors import StageError
 
-TOKEN_SCHEMA = pa.schema(
-    [("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("label", pa.int64())]
-)
+TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("label", pa.int64())])
 _PATH_PREFIXES = (".", "/", "~", "models/")
 _PROBE = "probe text"
 
@@ -44,7 +42,7 @@ class Truncation:
         if len(items) <= budget:
             return items
         head = self.head(budget)
-        return items[:head] + items[len(items) - (budget - head):]
+        return items[:head] + items[len(items) - (budget - head) :]
 
     @property
     def tokenizer_side(self) -> str:
@@ -60,12 +58,12 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise StageError(f"{path}: not a Hugging Face model directory (no config.json) "
-                             "(model.name_or_path)")
+            raise StageError(f"{path}: not a Hugging Face model directory (no config.json) (model.name_or_path)")
         return str(path)
     if name_or_path.startswith(_PATH_PREFIXES):
-        raise StageError(f"{path}: model directory not found (model.name_or_path; "
-                         "for the default model run `make setup`)")
+        raise StageError(
+            f"{path}: model directory not found (model.name_or_path; for the default model run `make setup`)"
+        )
     return name_or_path
 
 
@@ -78,12 +76,16 @@ def load_tokenizer(name_or_path: str, truncation_side: str = "right"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, truncation_side=truncation_side)
     except OSError as exc:
-        raise StageError(f"model.name_or_path={name_or_path!r}: cannot load a tokenizer ({exc}). "
-                         "Offline (HF_HUB_OFFLINE=1) only local directories and cached hub "
-                         "models load: vendor the model with `reprolab vendor-model`.") from None
+        raise StageError(
+            f"model.name_or_path={name_or_path!r}: cannot load a tokenizer ({exc}). "
+            "Offline (HF_HUB_OFFLINE=1) only local directories and cached hub "
+            "models load: vendor the model with `reprolab vendor-model`."
+        ) from None
     if not tokenizer.is_fast:
-        raise StageError(f"{name_or_path}: tokenizer {type(tokenizer).__name__} has no fast "
-                         "(Rust) implementation; the batched fast path needs one")
+        raise StageError(
+            f"{name_or_path}: tokenizer {type(tokenizer).__name__} has no fast "
+            "(Rust) implementation; the batched fast path needs one"
+        )
     return tokenizer
 
 
@@ -104,8 +106,9 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: Truncation 
     prefix, suffix = special_tokens(tokenizer)
     budget = max(max_length - len(prefix) - len(suffix), 0)
     # verbose=False: no warning that a whole text is longer than the model takes; it is cut here.
-    whole = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                      return_token_type_ids=False, verbose=False)["input_ids"]
+    whole = tokenizer(
+        texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+    )["input_ids"]
     return [prefix + truncation.keep(ids, budget) + suffix for ids in whole]
 
 

@@ -1,0 +1,2 @@
+"""Taking a trained model into use: the one prediction path, batch prediction over files, the MLflow
+model, ONNX export."""

@@ -1,0 +1,1 @@
+"""What the pipeline measures: metrics, the baseline, significance, figures and `reprolab compare`."""
