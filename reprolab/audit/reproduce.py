@@ -267,7 +267,8 @@ def _pins(requirements: str | None) -> dict[str, str]:
         name, sep, version = line.partition("==")
         if sep and not line.startswith("#"):
             pins[name.strip().lower()] = version.strip()
-    return {k: v for k, v in pins.items() if k in provenance.pipeline_packages()}
+    tracked = provenance.pipeline_packages()
+    return {k: v for k, v in pins.items() if k in tracked}
 
 
 def trained_paths(*locks: dict) -> set[str]:
