@@ -23,10 +23,13 @@ def child(lengths: list[int], steps: int, reuse: bool) -> dict:
     from reprolab.encoding import encoder
     from reprolab.model import runtime
     from reprolab.model.training import seed_everything
+    from reprolab.tasks.sequence_classification import SequenceClassification
 
     seed_everything(params.train.seed, torch.device("cpu"), params.train.num_threads)
     took_effect = runtime.reuse_freed_host_memory() if reuse else False
-    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
+    model = runtime.load_model(
+        SequenceClassification(), encoder.resolve_model(params.model.name_or_path), params.ingest.labels
+    )
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, fused=True)
     batch = params.train.batch_size

@@ -163,29 +163,11 @@ OUTPUTS = {"tokenize": [paths.token_split(split) for split in paths.SPLITS], "au
 
 
 def tiny_model(dest: Path) -> Path:
-    """A 2-layer BERT of width 32 (random weights) with the real tokenizer and this project's recipe."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from reprolab.encoding import encoder
+    """The tests' tiny classifier (random weights, the real tokenizer) with this project's recipe."""
     from reprolab.inference.prediction import Recipe
+    from tests.tiny_models import tiny_classifier
 
-    torch.manual_seed(0)
-    tokenizer = encoder.load_tokenizer(str(ROOT / params.model.name_or_path))
-    names = params.ingest.class_names
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={name: i for i, name in enumerate(names)},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    BertForSequenceClassification(config).save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
+    tiny_classifier(dest, params.ingest.class_names, ROOT / params.model.name_or_path)
     Recipe.of(params).write(dest)
     return dest
 

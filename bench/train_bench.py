@@ -36,6 +36,9 @@ from reprolab import paths
 from reprolab.encoding import encoder
 from reprolab.model import runtime
 from reprolab.model.training import make_accelerator, seed_everything, train_model
+from reprolab.tasks.sequence_classification import SequenceClassification
+
+SEQUENCE_CLASSIFICATION = SequenceClassification()
 
 
 def token_data(tokenizer, texts, labels, max_length) -> runtime.TokenData:
@@ -62,8 +65,12 @@ def run_ours(train, val, max_length, **overrides):
         }
     )
     seed_everything(p.seed, torch.device(p.device), p.num_threads)
-    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
-    result = train_model(make_accelerator(p), model, train, val, p, 0, max_length)  # seconds exclude validation
+    model = runtime.load_model(
+        SEQUENCE_CLASSIFICATION, encoder.resolve_model(params.model.name_or_path), params.ingest.labels
+    )
+    result = train_model(
+        make_accelerator(p), SEQUENCE_CLASSIFICATION, model, train, val, p, 0, max_length
+    )  # seconds exclude validation
     return result.samples_seen / result.seconds, result.history[-1]["val_macro_f1"], model, result
 
 
@@ -75,7 +82,9 @@ def run_trainer(texts, labels, max_length, cuda: bool = False, batch_size: int |
     tokenizer = encoder.load_tokenizer(params.model.name_or_path)
     p = params.train
     seed_everything(p.seed, torch.device("cuda" if cuda else "cpu"), p.num_threads)
-    model = runtime.load_classifier(encoder.resolve_model(params.model.name_or_path), params.ingest.labels)
+    model = runtime.load_model(
+        SEQUENCE_CLASSIFICATION, encoder.resolve_model(params.model.name_or_path), params.ingest.labels
+    )
     data = Dataset.from_dict({"text": texts, "label": encoder.label_ids(labels, params.ingest.labels)}).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"]
     )

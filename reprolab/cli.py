@@ -16,6 +16,12 @@ from reprolab.process_settings import configure_process
 
 def main(argv: list[str] | None = None) -> None:
     configure_process()
+    args = build_parser().parse_args(argv)
+    run_stage(lambda: _dispatch(args), timed=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `reprolab` command's parser: every verb and its options, built without importing the library."""
     parser = argparse.ArgumentParser(prog="reprolab", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     vendor = verbs.add_parser("vendor-model", help="copy a model into the repo for offline, hashed use")
@@ -100,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     predict_parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
     predict_parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     predict_parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    run_stage(lambda: _dispatch(args), timed=False)
+    return parser
 
 
 def _dispatch(args: argparse.Namespace) -> None:

@@ -271,6 +271,9 @@ class AuditParams(Section):
 
 
 class Params(Section):
+    # What the model learns (reprolab.tasks.catalog holds each task's hooks); absent in files from
+    # before tasks, which were all sequence classification.
+    task: Literal["sequence_classification"] = "sequence_classification"
     ingest: IngestParams
     clean: CleanParams
     model: ModelParams
@@ -461,22 +464,6 @@ def main() -> None:
     an experiment workspace (`dvc exp run --temp/--queue`) DVC checks the data out only for those stages."""
     load_params(check_paths=False)
     print(f"check_params: {PARAMS_FILE} is valid")
-
-
-def flatten(params: Params) -> dict[str, str]:
-    """Dotted keys -> string values, for MLflow (which caps a param value at 250 characters)."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            text = "null" if value is None else str(value)
-            flat[prefix] = text if len(text) <= 250 else text[:240] + "...[cut]"
-
-    walk("", params.model_dump())
-    return flat
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,19 @@ def iter_tables(path: str | Path, columns: list[str] | None, rows: int) -> Itera
             pending_rows -= rows
     if pending_rows:
         yield pa.Table.from_batches(pending)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "", numbers_only: bool = False) -> dict[str, Any]:
+    """Nested mappings -> dotted keys, leaves as they are (so a count stays a count); with `numbers_only`,
+    only int and float leaves. The one flattener of params and reports (MLflow, compare, audit)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}.", numbers_only))
+        elif not numbers_only or (isinstance(value, int | float) and not isinstance(value, bool)):
+            flat[name] = value
+    return flat
 
 
 def write_json(obj: Any, dest: str | Path) -> None:

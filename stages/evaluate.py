@@ -1,4 +1,4 @@
-"""evaluate: the fine-tuned model and a TF-IDF + logistic-regression baseline on the test split.
+"""evaluate: the fine-tuned model and the task's baseline (results/baselines.py) on the test split.
 
 Writes reports/metrics.json, per-row predictions and ROC / PR curve points as DVC plot data, and PNG
 figures; its MLflow run names the train run of the model it scored.
@@ -14,11 +14,13 @@ from reprolab.inference import prediction
 from reprolab.model import runtime
 from reprolab.params import load_params
 from reprolab.records import tracking
-from reprolab.results import evaluation, evaluation_figures
+from reprolab.results import baselines, evaluation, evaluation_figures
+from reprolab.tasks import catalog
 
 
 def main() -> None:
     params = load_params()
+    task = catalog.task_named(params.task)
     names = params.ingest.class_names
     test = runtime.TokenData.read(paths.token_split("test"))
     clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
@@ -37,20 +39,21 @@ def main() -> None:
         bf16=runtime.mixed_precision(params.train.mixed_precision, device) == "bf16",
     )
     results = {
-        "transformer": predictor.probabilities(test.sequences),
-        "baseline": evaluation.baseline_probs(
+        task.model_name: predictor.probabilities(test.sequences),
+        task.baseline_name: baselines.baseline_probs(
+            task,
             clean_train["text"],
             [names.index(label) for label in clean_train["label"]],
             clean_test["text"],
             params.evaluate.baseline,
-            len(names),
+            names,
             params.train.class_weights,
         ),
     }
-    metrics = evaluation.scores(test.labels, results, names)
+    metrics = evaluation.scores(task, test.labels, results, names)
     storage.write_json(metrics, paths.METRICS)
     plot_files = []
-    for name, text in evaluation.plot_data(test.ids, test.labels, results, names).items():
+    for name, text in evaluation.plot_data(task, test.ids, test.labels, results, names).items():
         storage.write_text(text, paths.PLOTS / name)
         plot_files.append(paths.PLOTS / name)
     drawn = evaluation_figures.test_figures(test.labels, results, names, paths.EVALUATE_FIGURES)
@@ -59,9 +62,10 @@ def main() -> None:
             f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
             f"accuracy {metrics[model_name]['accuracy']:.4f}"
         )
-    versus = metrics["transformer_vs_baseline"]
+    versus = metrics[task.versus]
     print(
-        f"evaluate: transformer - baseline macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
+        f"evaluate: {task.model_name} - {task.baseline_name} macro-F1 {versus['macro_f1_difference']:+.4f}, "
+        f"95% interval "
         f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
         f"{versus['verdict']}"
     )

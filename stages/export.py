@@ -7,7 +7,7 @@ configure_process()
 
 from reprolab import paths, storage
 from reprolab.errors import run_stage
-from reprolab.inference import onnx_export
+from reprolab.inference import backend_comparison, onnx_export
 from reprolab.model import runtime
 from reprolab.params import load_params
 from reprolab.records import tracking
@@ -19,7 +19,7 @@ def main() -> None:
     onnx_export.check_exportable(paths.MODEL_DIR)
     onnx_export.export_folder(paths.MODEL_DIR, paths.EXPORT_DIR, p.opset)
     test = runtime.TokenData.read(paths.token_split("test"))
-    report = onnx_export.compare_backends(
+    report = backend_comparison.compare_backends(
         paths.MODEL_DIR,
         paths.EXPORT_DIR,
         test.sequences,

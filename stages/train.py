@@ -18,15 +18,17 @@ from reprolab import paths, storage
 from reprolab.encoding import encoder
 from reprolab.errors import run_stage
 from reprolab.inference import serving
-from reprolab.model import checkpoints, launching, runtime, training
+from reprolab.model import checkpoints, launching, loop, runtime, training
 from reprolab.params import Params, load_params
 from reprolab.records import provenance, tracking
 from reprolab.results import figures
+from reprolab.tasks import catalog
 
 
 def main() -> None:
     params = load_params()
     p = params.train
+    task = catalog.task_named(params.task)
     if p.world_size > 1 and not launching.launched():
         print(
             f"train: launching {p.num_processes} data-parallel process(es) on machine {p.machine_rank} of "
@@ -42,7 +44,7 @@ def main() -> None:
     train = runtime.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
     val = runtime.TokenData.read(inputs["val"])
     source = encoder.resolve_model(params.model.name_or_path)
-    model = runtime.load_classifier(source, params.ingest.class_names)
+    model = runtime.load_model(task, source, params.ingest.class_names)
     checkpointer = checkpoints.Checkpointer(
         training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, p.checkpoint_every_minutes
     )
@@ -60,6 +62,7 @@ def main() -> None:
         try:
             result = training.train_model(
                 accelerator,
+                task,
                 model,
                 train,
                 val,
@@ -89,7 +92,7 @@ def main() -> None:
 
 
 def write_outputs(
-    run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device, result: training.TrainResult
+    run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device, result: loop.TrainResult
 ) -> None:
     # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:

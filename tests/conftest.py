@@ -174,6 +174,8 @@ REDUCED = {
     "augment": {"fraction": 0.5},
     # One epoch of 16 steps, a checkpoint every 4: the fault tests kill and resume this very run.
     "train": {"batch_size": 8, "log_every_steps": 2, "epochs": 1, "learning_rate": 1.0e-4, "checkpoint_every_steps": 4},
+    # The export's mechanics, not its timings, are tested here: one round, a few latency rows.
+    "export": {"rounds": 1, "latency_rows": 5},
 }
 
 

@@ -23,7 +23,9 @@ import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from reprolab.data.ingestion import SourceCount, ingest, records_from_source, write_outputs
+from reprolab.data.ingest_shared import SourceCount
+from reprolab.data.ingestion import ingest, write_outputs
+from reprolab.data.readers import records_from_source
 from reprolab.errors import StageError
 from reprolab.params import IngestParams, ParamsError, load_params
 from tests.conftest import FIXTURE_PARAMS

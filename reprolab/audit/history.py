@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from reprolab import storage
-from reprolab.audit.reproduce import AuditError, audit, describe_cause
+from reprolab.audit.check import AuditError
+from reprolab.audit.report import describe_cause
+from reprolab.audit.reproduce import audit
 from reprolab.errors import StageError
 from reprolab.records import provenance
 from reprolab.records.provenance import git_show

@@ -4,14 +4,15 @@ The revision is checked out as a detached git worktree outside the working copy,
 cache and its own MLflow store, so the user's working copy, cache and tracking history are never
 touched. Inputs that git does not hold (the npm corpus, the vendored model) are linked in from the
 repository; `.dvc`-tracked inputs come from the user's DVC cache (read only), else from the DVC
-remote. Every output the revision committed is removed and every stage re-run (`dvc repro`) on the
-CPU kernels the revision recorded (on the portable caps where it recorded none: see
-kernel_environment); then the result is compared with what the revision recorded: each output and
-dependency hash in its dvc.lock, the params dvc.lock was produced with, each metric in its
+remote (both done in remote.py). Every output the revision committed is removed and every stage re-run
+(`dvc repro`) on the CPU kernels the revision recorded (on the portable caps where it recorded none:
+see kernels.kernel_environment); then the result is compared with what the revision recorded: each
+output and dependency hash in its dvc.lock, the params dvc.lock was produced with, each metric in its
 reports/metrics.json, and, given a run id, each test metric MLflow recorded. All of it exactly,
 unless the weights cannot match bit for bit (CUDA, or other CPU kernels than the recorded ones): the
 metrics then decide, within audit.inexact_metric_tolerance. Differences are reported under their
-causes (find_causes): the first stage whose output moved, and what is known to differ there.
+causes (causes.find_causes): the first stage whose output moved, and what is known to differ there;
+the report is written as audit.json and, rendered by report.markdown, audit.md.
 """
 
 from __future__ import annotations
@@ -22,42 +23,28 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reprolab import paths, storage
-from reprolab.errors import StageError
+from reprolab import storage
+from reprolab.audit.causes import find_causes
+from reprolab.audit.check import EXPORT_REPORT, METRICS_FILE, TRAIN_REPORT, AuditError, Check
+from reprolab.audit.kernels import inexact_reason, kernel_environment, recorded_kernels
+from reprolab.audit.lockfile import lock_entries, lock_params, output_producers
+from reprolab.audit.remote import link_external_inputs, pull_tracked_inputs, run_dvc
+from reprolab.audit.report import markdown
 from reprolab.params import load_params, parse_audit_params
-from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 from reprolab.records import provenance, tracking
 from reprolab.records.provenance import GitError, git_show
 from reprolab.records.tracking import MODEL_DIGEST_TAG, flat_metrics
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-METRICS_FILE = paths.METRICS.as_posix()
-TRAIN_REPORT = paths.TRAIN_REPORT.as_posix()
-EXPORT_REPORT = paths.EXPORT_REPORT.as_posix()
-
-
-class AuditError(StageError):
-    """The target cannot be audited (unknown, dirty, or without a pipeline)."""
-
-
-@dataclass
-class Check:
-    kind: str  # output | dependency | param | metric | export_metric | mlflow_metric | mlflow_input | mlflow_model
-    name: str
-    recorded: Any
-    reproduced: Any
-    ok: bool
-    detail: str = ""
 
 
 def resolve_target(repo: Path, target: str) -> tuple[str, Any]:
@@ -133,91 +120,13 @@ def compare_run_record(run: Any, worktree: Path) -> list[Check]:
     return checks
 
 
-def _lock_entries(lock: dict, section: str) -> dict[str, str]:
-    return {
-        f"{stage}:{entry['path']}": entry.get("md5")
-        for stage, body in lock.get("stages", {}).items()
-        for entry in body.get(section) or []
-    }
-
-
-def _lock_params(lock: dict) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for body in lock.get("stages", {}).values():
-        for values in (body.get("params") or {}).values():
-            flat.update({key: _number(value) for key, value in values.items()})
-    return flat
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads `5e-05` (no dot) as text; a param is the same number either way."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def link_external_inputs(repo: Path, worktree: Path, lock: dict) -> list[str]:
-    """Symlink dependencies git does not hold and no stage makes (registry data, vendored model)."""
-    produced = _producers(lock)
-    linked = []
-    for body in lock.get("stages", {}).values():
-        for dep in body.get("deps") or []:
-            path = dep["path"]
-            if os.path.isabs(path) or path in produced or (worktree / path).exists():
-                continue
-            if (repo / path).exists():
-                (worktree / path).parent.mkdir(parents=True, exist_ok=True)
-                (worktree / path).symlink_to((repo / path).resolve())
-                linked.append(path)
-    return linked
-
-
-def _dvc(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
-def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None:
-    """`.dvc`-tracked inputs, restored into the worktree's own cache: from the user's DVC cache where
-    it holds them (read only, no network), else from the revision's DVC remote. Outputs are
-    re-derived, never pulled."""
-    targets = [
-        str(p.relative_to(worktree))
-        for p in worktree.rglob("*.dvc")
-        if p.is_file() and ".dvc" not in p.relative_to(worktree).parts[:-1]
-    ]
-    if not targets:
-        return
-    # DVC resolves a relative remote URL against the worktree, which holds no data: it means the
-    # same place in the repository.
-    remotes = _dvc(worktree, env, "remote", "list").stdout
-    for name, url in re.findall(r"^(\S+)\s+(.+?)(?:\s+\(default\))?\s*$", remotes, re.MULTILINE):
-        if Path(url).resolve().is_relative_to(worktree.resolve()):
-            moved = repo / Path(url).resolve().relative_to(worktree.resolve())
-            _dvc(worktree, env, "remote", "modify", "--local", name, "url", str(moved))
-    # The user's cache has a remote's layout (files/md5/...), so it can serve as one.
-    cache = _dvc(repo, env, "cache", "dir").stdout.strip()
-    if cache and Path(cache).is_dir():
-        _dvc(worktree, env, "remote", "add", "--local", "--force", "reprolab-user-cache", cache)
-        if _dvc(worktree, env, "pull", "--remote", "reprolab-user-cache", *targets).returncode == 0:
-            return
-    done = _dvc(worktree, env, "pull", *targets)
-    if done.returncode:
-        raise AuditError(
-            f"cannot restore DVC-tracked inputs {targets}: not in the DVC cache {cache or '(none)'} "
-            f"nor in the remote: {done.stderr.strip()[-500:]}"
-        )
-
-
 def compare_hashes(recorded: dict, reproduced: dict) -> list[Check]:
     checks = []
     for section, kind in (("outs", "output"), ("deps", "dependency")):
-        before, after = _lock_entries(recorded, section), _lock_entries(reproduced, section)
+        before, after = lock_entries(recorded, section), lock_entries(reproduced, section)
         for name in sorted(before.keys() | after.keys()):
             checks.append(Check(kind, name, before.get(name), after.get(name), before.get(name) == after.get(name)))
-    before, after = _lock_params(recorded), _lock_params(reproduced)
+    before, after = lock_params(recorded), lock_params(reproduced)
     for name in sorted(before.keys() | after.keys()):
         if before.get(name) != after.get(name):
             checks.append(
@@ -248,7 +157,7 @@ def compare_metrics(
 def compare_export(checks: list[Check], recorded: str | None, reproduced: Path, tolerance: float) -> list[Check]:
     """export.json holds timings, which differ run to run: its hash is excused, and its other figures
     (sizes, macro-F1, agreement) are compared as metrics instead."""
-    from reprolab.inference.onnx_export import measured_on_this_run
+    from reprolab.inference.backend_comparison import measured_on_this_run
 
     if recorded is None or not reproduced.is_file():
         return []
@@ -293,223 +202,10 @@ def excuse_weights(checks: list[Check], reason: str, trained: set[str]) -> None:
             check.ok, check.detail = True, f"differs {reason}; metrics decide"
 
 
-def recorded_kernels(train_report: dict, run: Any) -> dict[str, str] | None:
-    """The CPU kernels a result was trained on: its train.json says, else its MLflow run's tags."""
-    if "cpu_kernels" in train_report:
-        return train_report["cpu_kernels"]
-    tags = run.data.tags if run is not None else {}
-    return {k.removeprefix("cpu."): v for k, v in tags.items() if k.startswith("cpu.")} or None
-
-
-# What ran, library by library (provenance.cpu_kernels), and how a reader knows each.
-KERNEL_FIELDS = {
-    "machine": "machine",
-    "cpu_vendor": "CPU vendor (MKL's code path)",
-    "torch_capability": "torch SIMD",
-    "numpy_simd": "numpy SIMD dispatch",
-    "blas_core": "OpenBLAS core",
-}
-
-
-def kernel_environment(recorded: dict | None, env: dict[str, str]) -> tuple[dict[str, str], str]:
-    """The environment a revision's stages run in, on the kernels it was made with, and a line saying
-    which. A result from before kernels were recorded was made on the AVX2 machines of that time: it
-    runs under the portable caps, which give those machines' kernels. A cap the user set explicitly
-    stays (it stands for a smaller machine, and the kernels it gives are recorded and compared)."""
-    env = dict(env)
-    mode = recorded.get("kernels", "portable") if recorded else "portable"
-    env["REPROLAB_CPU_KERNELS"] = mode
-    if mode == "native":
-        for name in PORTABLE_CPU_KERNELS:
-            env.pop(name, None)
-        return env, "native kernels, as recorded"
-    for name, value in portable_caps().items():
-        env.setdefault(name, value)
-    if not recorded:
-        return env, (
-            "kernels not recorded (a result from before they were): run under the portable AVX2 caps, "
-            "the kernels of the AVX2 machines that made results then"
-        )
-    unrecorded = [KERNEL_FIELDS[field] for field in ("numpy_simd", "blas_core") if field not in recorded]
-    return env, "portable kernels, as recorded" + (
-        f" ({' and '.join(unrecorded)} not recorded then: held to AVX2 with the rest)" if unrecorded else ""
-    )
-
-
-def kernel_differences(recorded: dict | None, reproduced: dict | None) -> list[str]:
-    """What ran differently, compared by what ran (native on an AVX2 machine is AVX2), field by field."""
-    if not recorded or not reproduced:
-        return []
-    return [
-        f"{label} {reproduced[field]} here, {recorded[field]} recorded"
-        for field, label in KERNEL_FIELDS.items()
-        if field in recorded and field in reproduced and recorded[field] != reproduced[field]
-    ]
-
-
-def inexact_reason(recorded_device: str, reproduced_device: str, recorded: dict | None, reproduced: dict | None) -> str:
-    """Why the trained weights cannot match bit for bit ("" when they must)."""
-    if "cuda" in recorded_device or "cuda" in reproduced_device:
-        return "on CUDA (bf16 and atomics are not bit-stable)"
-    if kernel_differences(recorded, reproduced):
-        return f"across CPU kernels ({describe_kernels(recorded)} recorded, {describe_kernels(reproduced)} here)"
-    return ""
-
-
-def describe_kernels(kernels: dict | None) -> str:
-    if not kernels:
-        return "not recorded"
-    extra = "".join(
-        f", {KERNEL_FIELDS[field]} {kernels[field]}"
-        for field in ("cpu_vendor", "numpy_simd", "blas_core")
-        if field in kernels
-    )
-    return f"{kernels.get('machine')} {kernels.get('torch_capability', '?')} ({kernels.get('kernels')}){extra}"
-
-
-def _stage(lock: dict, stage: str) -> dict:
-    return lock.get("stages", {}).get(stage) or {}
-
-
-def _producers(*locks: dict) -> dict[str, str]:
-    return {
-        entry["path"]: stage
-        for lock in locks
-        for stage, body in lock.get("stages", {}).items()
-        for entry in body.get("outs") or []
-    }
-
-
-def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check], known: dict[str, Any]) -> list[dict]:
-    """The failed checks grouped by the first stage whose output moved upstream of each, and what is
-    known to differ between the two runs at that stage: its params, code and inputs (from the two
-    dvc.lock files), package versions, CPU kernels, device (`known`: the two sides of each)."""
-    stages = list(recorded_lock.get("stages", {})) or list(reproduced_lock.get("stages", {}))
-    producers = _producers(recorded_lock, reproduced_lock)
-    failed = [c for c in checks if not c.ok]
-    moved = {c.name.split(":", 1)[0] for c in failed if c.kind == "output"}
-    deps = {
-        stage: [
-            entry["path"]
-            for lock in (recorded_lock, reproduced_lock)
-            for entry in _stage(lock, stage).get("deps") or []
-        ]
-        for stage in stages
-    }
-
-    def origin(stage: str) -> str:
-        """The first moved stage upstream of a moved stage (itself when nothing upstream moved)."""
-        for path in deps.get(stage, []):
-            upstream = producers.get(path)
-            if upstream and upstream != stage and upstream in moved:
-                return origin(upstream)
-        return stage
-
-    def producer_of(path: str) -> str | None:
-        """The stage whose output holds `path` (an output, or a file inside an output folder)."""
-        holders = [out for out in producers if path == out or path.startswith(out.rstrip("/") + "/")]
-        return producers[max(holders, key=len)] if holders else None
-
-    def stage_of(check: Check) -> str:
-        """A difference in a stage's own record (code, input, param) is that stage's; a moved output is
-        its first moved stage's."""
-        if check.kind in ("output", "dependency"):
-            stage, path = check.name.split(":", 1)
-            if check.kind == "dependency":
-                if path not in producers:
-                    return stage
-                stage = producers[path]
-        elif check.kind == "param":
-            return next(
-                (
-                    s
-                    for s in stages
-                    if any(
-                        check.name in values
-                        for lock in (recorded_lock, reproduced_lock)
-                        for values in _stage(lock, s).get("params", {}).values()
-                    )
-                ),
-                stages[0],
-            )
-        else:  # metrics come from the metrics file, MLflow's model and inputs from their stages' outputs
-            stage = producer_of(METRICS_FILE if check.kind in ("metric", "mlflow_metric") else check.name) or stages[-1]
-        return origin(stage) if stage in moved else stage
-
-    groups: dict[str, list[Check]] = {}
-    for check in failed:
-        groups.setdefault(stage_of(check), []).append(check)
-    order = {stage: i for i, stage in enumerate(stages)}
-    return [
-        {
-            "stage": stage,
-            "differences": [f"{c.kind} {c.name}" for c in group],
-            "known": _known_differences(stage, group, producers, known),
-            "metric_change": _metric_change(group),
-        }
-        for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
-    ]
-
-
-def _metric_change(group: list[Check]) -> float | None:
-    """How far the group's metrics moved at most: whether different bits mean a different result."""
-    moves = [
-        abs(c.reproduced - c.recorded)
-        for c in group
-        if c.kind in ("metric", "mlflow_metric")
-        and isinstance(c.recorded, float | int)
-        and isinstance(c.reproduced, float | int)
-    ]
-    return max(moves) if moves else None
-
-
-def _known_differences(stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any]) -> list[str]:
-    found, stale_code = [], []
-    for check in group:
-        path = check.name.split(":", 1)[-1]
-        if check.kind == "dependency" and path not in producers:
-            if path.endswith(".py"):
-                stale_code.append(path)
-            else:
-                found.append(f"input {path}: {_short(check.reproduced)} here, {_short(check.recorded)} in dvc.lock")
-        elif check.kind == "param":
-            found.append(f"param {check.name} {check.reproduced} here, {check.recorded} in dvc.lock")
-    if stale_code:  # the revision's code is not what produced its dvc.lock: committed without a re-run
-        found.insert(0, f"code changed after dvc.lock was written: {', '.join(stale_code)}")
-    packages, tracked = known["packages"], provenance.pipeline_packages()
-    found += [
-        f"{name} {packages['reproduced'].get(name, 'absent')} here, {packages['recorded'][name]} recorded"
-        for name in sorted(packages["recorded"])
-        if name in tracked and packages["recorded"][name] != packages["reproduced"].get(name)
-    ]
-    found += kernel_differences(known["kernels"]["recorded"], known["kernels"]["reproduced"])
-    devices = known["devices"]
-    if stage in ("train", "evaluate") and devices["recorded"] != devices["reproduced"]:
-        found.append(f"device {devices['reproduced']} here, {devices['recorded']} recorded")
-    return found
-
-
-def _short(value: Any) -> str:
-    return str(value)[:12] if value else "absent"
-
-
-def describe_cause(cause: dict, most: int | None = None) -> str:
-    """One line: the stage, how many differences, what is known to differ there (the first `most`)."""
-    shown = cause["known"][:most]
-    hidden = len(cause["known"]) - len(shown)
-    known = "; ".join(shown + ([f"{hidden} more"] if hidden else [])) or (
-        "nothing recorded differs (code, inputs, params, packages, kernels, device): a factor the record "
-        "does not hold, such as the CPU model beyond its SIMD level or a non-deterministic operation"
-    )
-    count = len(cause["differences"])
-    moved = "" if cause.get("metric_change") is None else f"; metrics moved by at most {cause['metric_change']:.3g}"
-    return f"{cause['stage']} ({count} difference{'s' if count != 1 else ''}): {known}{moved}"
-
-
 def remove_outputs(worktree: Path, lock: dict) -> None:
     """Outputs committed to git (metrics, plot data) would make their stage look current, and be
     compared with themselves: every output goes before the pipeline re-runs."""
-    for path in _producers(lock):
+    for path in output_producers(lock):
         target = worktree / path
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -549,7 +245,7 @@ def audit(
     env.pop("DVC_ROOT", None)
     try:
         if cache_dir is not None:
-            _dvc(worktree, env, "cache", "dir", "--local", str(cache_dir.resolve()))
+            run_dvc(worktree, env, "cache", "dir", "--local", str(cache_dir.resolve()))
         # Without a lock at the revision, the working copy's says which inputs live outside git.
         current = repo / "dvc.lock"
         fallback = yaml.safe_load(current.read_text()) if current.exists() else {}
@@ -557,7 +253,7 @@ def audit(
         pull_tracked_inputs(repo, worktree, env)
         remove_outputs(worktree, recorded_lock or fallback)
         run_started = time.perf_counter()
-        done = _dvc(worktree, env, "repro")
+        done = run_dvc(worktree, env, "repro")
         (scratch / "repro.log").write_text(done.stdout + done.stderr)
         if done.returncode:
             raise AuditError(
@@ -630,75 +326,3 @@ def audit(
     storage.write_text(markdown(report), out_dir / "audit.md")
     report["report_files"] = [str(out_dir / "audit.json"), str(out_dir / "audit.md")]
     return report
-
-
-def markdown(report: dict[str, Any]) -> str:
-    checks = report["checks"]
-    failed = [c for c in checks if not c["ok"]]
-    lines = [
-        f"# Audit of {report['target']}",
-        "",
-        f"- commit: `{report['commit']}`" + (f" (MLflow run `{report['run_id']}`)" if report["run_id"] else ""),
-        f"- verdict: **{report['verdict'].upper()}**: {len(checks) - len(failed)} of {len(checks)} checks match",
-        f"- devices: recorded {report['devices']['recorded']}, reproduced {report['devices']['reproduced']}; "
-        f"CPU kernels: recorded {describe_kernels(report['cpu_kernels']['recorded'])}, "
-        f"reproduced {describe_kernels(report['cpu_kernels']['reproduced'])}; "
-        f"the stages ran on {report['cpu_kernels']['audited_on']}",
-        f"- metric tolerance {report['metric_tolerance']}"
-        + (f": bits cannot match {report['inexact']}" if report["inexact"] else ": every bit must match"),
-        f"- pipeline re-run: {report['pipeline_seconds']} s"
-        + (
-            f" (outputs of {', '.join(report['reused_stages'])} from an earlier audit's run cache)"
-            if report["reused_stages"]
-            else ""
-        )
-        + f"; audit wall time {report['wall_seconds']} s",
-        "",
-    ]
-    if report["causes"]:
-        lines += [
-            "## Causes",
-            "",
-            "Each difference under the first stage whose output moved upstream of it, with what "
-            "is known to differ between the two runs there.",
-            "",
-        ]
-        lines += [
-            f"- **{describe_cause(cause)}**: " + ", ".join(f"`{name}`" for name in cause["differences"])
-            for cause in report["causes"]
-        ]
-        lines.append("")
-    if failed:
-        lines += [
-            "## What differed",
-            "",
-            "| kind | name | recorded | reproduced | detail |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |" for c in failed
-        ]
-        lines.append("")
-    lines += ["## What matched", "", "| kind | name | value |", "| --- | --- | --- |"]
-    lines += [
-        f"| {c['kind']} | `{c['name']}` | {c['reproduced']} |"
-        for c in checks
-        if c["ok"] and c["recorded"] == c["reproduced"]
-    ]
-    excused = [c for c in checks if c["ok"] and c["recorded"] != c["reproduced"]]
-    if excused:
-        lines += [
-            "",
-            "## What differed within what this audit allows",
-            "",
-            "| kind | name | recorded | reproduced | detail |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {c['kind']} | `{c['name']}` | {c['recorded']} | {c['reproduced']} | {c['detail']} |" for c in excused
-        ]
-    env = report["environment"]
-    lines += ["", "## Environment", "", "| package | recorded | audit |", "| --- | --- | --- |"]
-    for name in sorted(env["recorded"].keys() | env["reproduced"].keys()):
-        lines.append(f"| {name} | {env['recorded'].get(name, '')} | {env['reproduced'].get(name, '')} |")
-    return "\n".join(lines) + "\n"

@@ -25,25 +25,19 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from reprolab import storage
-from reprolab.data import ingestion
+from reprolab.data import ingest_shared, ingestion, readers
 from reprolab.errors import StageError
-from reprolab.inference.prediction import Predictor, input_format, probability_column
+from reprolab.inference.prediction import Predictor, input_format
 from reprolab.params import IngestParams
+from reprolab.tasks.base import Task
 
 OUTPUT_FORMATS = (".parquet", ".csv")
 BATCH_ROWS = 1024
 
 
-def output_schema(labels: list[str]) -> pa.Schema:
-    """id, the record's own label where it has one (else null), the predicted label, each class's probability."""
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("actual", pa.string()),
-            ("predicted", pa.string()),
-            *[(probability_column(label), pa.float64()) for label in labels],
-        ]
-    )
+def output_schema(task: Task, labels: list[str]) -> pa.Schema:
+    """id, the record's own label where it has one (else null), then the task's prediction columns."""
+    return pa.schema([("id", pa.string()), ("actual", pa.string()), *task.output_fields(labels)])
 
 
 class _CsvSink:
@@ -90,28 +84,24 @@ def source_params(
     )
 
 
-def _records(path: str, fmt: str, p: IngestParams, count: ingestion.SourceCount) -> Iterator[dict]:
+def _records(path: str, fmt: str, p: IngestParams, count: ingest_shared.SourceCount) -> Iterator[dict]:
     if fmt != "lines":
-        return ingestion.records_from_source(p, count, labelled=False)
+        return readers.records_from_source(p, count, labelled=False)
     if path == "-":
-        return ingestion.read_lines(
+        return readers.read_lines(
             io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape"), p, count
         )
     return _file_lines(Path(path), p, count)
 
 
-def _file_lines(path: Path, p: IngestParams, count: ingestion.SourceCount) -> Iterator[dict]:
+def _file_lines(path: Path, p: IngestParams, count: ingest_shared.SourceCount) -> Iterator[dict]:
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
-        yield from ingestion.read_lines(text, p, count, name=path.name)
+        yield from readers.read_lines(text, p, count, name=path.name)
 
 
-def _batch_table(rows: list[dict], probs: np.ndarray, labels: list[str], schema: pa.Schema) -> pa.Table:
-    columns = {
-        "id": [row["id"] for row in rows],
-        "actual": [row["label"] for row in rows],
-        "predicted": [labels[i] for i in probs.argmax(axis=1)],
-    }
-    columns |= {probability_column(label): probs[:, i].astype(np.float64) for i, label in enumerate(labels)}
+def _batch_table(rows: list[dict], probs: np.ndarray, predictor: Predictor, schema: pa.Schema) -> pa.Table:
+    columns = {"id": [row["id"] for row in rows], "actual": [row["label"] for row in rows]}
+    columns |= predictor.task.output_columns(probs, predictor.labels)
     return pa.table(columns, schema=schema)
 
 
@@ -134,9 +124,9 @@ def predict_source(
         raise StageError(f"{rejects_dest}: the rejects file is a .parquet file beside the output, not the output")
     fmt = input_format(path, predictor.recipe, fmt)
     p = source_params(path, fmt, predictor, text_column, label_column, id_column)
-    count = ingestion.SourceCount()
+    count = ingest_shared.SourceCount()
     rows = ingestion.ingest(_records(path, fmt, p, count), p, labelled=False)
-    schema = output_schema(predictor.labels)
+    schema = output_schema(predictor.task, predictor.labels)
     reasons: Counter[str] = Counter()
     with (
         prediction_sink(dest, schema) as sink,
@@ -149,7 +139,7 @@ def predict_source(
             scored, probs, problems = predictor.score(kept)
             refused += [kept[i] | {"reason": reason, "detail": detail} for i, (reason, detail) in problems.items()]
             if scored:
-                sink.write(_batch_table([kept[i] for i in scored], probs, predictor.labels, schema))
+                sink.write(_batch_table([kept[i] for i in scored], probs, predictor, schema))
             if refused:
                 rejects.write(storage.rejects_table(refused, "predict"))
             reasons.update(row["reason"] for row in refused)

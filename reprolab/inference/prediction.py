@@ -26,6 +26,8 @@ from reprolab.encoding.truncated import VerifiedEncoder
 from reprolab.errors import StageError
 from reprolab.model import runtime
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, CleanParams, Params, class_name
+from reprolab.tasks import catalog
+from reprolab.tasks.base import Task
 
 RECIPE_FILE = "reprolab_preprocessing.json"
 # The exported files of a model folder (the export stage's): backend name -> file.
@@ -38,11 +40,6 @@ _TEXT_RULES = ("min_chars", "max_chars", "reject_checksum_mismatch")
 _SOURCE_KEYS = ("format", "labels", "label_map", "label_strip", "label_casefold", "folder_labels")
 
 
-def probability_column(label: str) -> str:
-    """The column of a class's probability in prediction files (predict's output, evaluate's test predictions)."""
-    return f"prob_{label}"
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How the model's training records became token ids: what to repeat for new records."""
@@ -51,6 +48,7 @@ class Recipe:
     clean: dict[str, Any]  # the clean params that decide one text (_TEXT_RULES)
     max_length: int
     truncation: encoder.Truncation = field(default_factory=encoder.Truncation)
+    task: str = catalog.DEFAULT
 
     @classmethod
     def of(cls, params: Params) -> Recipe:
@@ -63,6 +61,7 @@ class Recipe:
             {k: clean[k] for k in _TEXT_RULES},
             params.tokenize.max_length,
             encoder.Truncation.of(params.tokenize),
+            params.task,
         )
 
     @classmethod
@@ -75,6 +74,7 @@ class Recipe:
                 saved["clean"],
                 saved["max_length"],
                 encoder.Truncation(saved["truncation"], saved["head_fraction"]),
+                saved.get("task", catalog.DEFAULT),  # recipes from before tasks: sequence classification
             )
         except FileNotFoundError:
             raise StageError(
@@ -94,6 +94,7 @@ class Recipe:
                 "max_length": self.max_length,
                 "truncation": self.truncation.kind,
                 "head_fraction": self.truncation.head_fraction,
+                "task": self.task,
             },
             Path(model_dir) / RECIPE_FILE,
         )
@@ -113,9 +114,9 @@ class Recipe:
         return CleanParams.model_construct(**self.clean)
 
 
-def _torch_logits(model_dir: Path, labels: list[str], device: str, bf16: bool) -> Callable:
+def _torch_logits(task: Task, model_dir: Path, labels: list[str], device: str, bf16: bool) -> Callable:
     target = runtime.select_device(device)
-    model = runtime.load_classifier(str(model_dir), labels).to(target)
+    model = runtime.load_model(task, str(model_dir), labels).to(target)
     return lambda sequences, batch_size, pad_id: runtime.predict_logits(
         model, sequences, batch_size, pad_id, target, bf16
     )
@@ -142,7 +143,7 @@ def onnx_logits(session, sequences: list[np.ndarray], batch_size: int, pad_id: i
 
 
 class Predictor:
-    """A model folder's recipe, tokenizer and backend: raw records in, class probabilities out."""
+    """A model folder's recipe, task, tokenizer and backend: raw records in, class probabilities out."""
 
     def __init__(
         self,
@@ -155,6 +156,7 @@ class Predictor:
     ):
         model_dir = Path(model_dir)
         self.recipe = Recipe.read(model_dir)
+        self.task = catalog.task_named(self.recipe.task)
         self.labels = self.recipe.labels
         self.batch_size = batch_size
         tokenizer = encoder.load_tokenizer(str(model_dir))
@@ -162,7 +164,7 @@ class Predictor:
         self._encoder = VerifiedEncoder(tokenizer, self.recipe.max_length, self.recipe.truncation, "predict")
         self._encode: Callable | None = None
         if backend == "torch":
-            logits = _torch_logits(model_dir, self.labels, device, bf16)
+            logits = _torch_logits(self.task, model_dir, self.labels, device, bf16)
         elif backend in ONNX_FILES:
             path = model_dir / ONNX_FILES[backend]
             if not path.is_file():

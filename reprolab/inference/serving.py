@@ -11,14 +11,19 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from reprolab.inference.prediction import Predictor, Recipe, probability_column
+from reprolab.inference.prediction import Predictor, Recipe
 from reprolab.records.tracking import EXPERIMENT, MODEL_DIGEST_TAG
+from reprolab.tasks import catalog
+from reprolab.tasks.base import Task
 
 TEXT_COLUMN = "text"
 REJECT_COLUMN = "reject"
+# A task's output column types (Arrow) in the frame the pyfunc returns and in its MLflow signature.
+_PANDAS_TYPES = {pa.string(): object, pa.float64(): "float64"}
+_MLFLOW_TYPES = {pa.string(): "string", pa.float64(): "double"}
 # What the model needs at load time: the packages the prediction path imports.
 REQUIREMENTS = (
     "torch",
@@ -57,28 +62,25 @@ class ReprolabClassifier(mlflow.pyfunc.PythonModel):
 
 
 def predictions_frame(predictor: Predictor, texts: list[str]) -> pd.DataFrame:
+    """The task's prediction columns for each text (null where it was rejected) and the reject reason."""
     scored, probs, rejected = predictor.score([predictor.text_record(str(text)) for text in texts])
-    labels = predictor.labels
-    full = np.full((len(texts), len(labels)), np.nan)
-    full[scored] = probs
-    predicted = np.array([None] * len(texts), dtype=object)
-    predicted[scored] = [labels[i] for i in probs.argmax(axis=1)]
-    return pd.DataFrame(
-        {
-            "predicted": predicted,
-            **{probability_column(label): full[:, i] for i, label in enumerate(labels)},
-            REJECT_COLUMN: [rejected[i][0] if i in rejected else None for i in range(len(texts))],
-        }
-    )
+    columns = predictor.task.output_columns(probs, predictor.labels)
+    frame = pd.DataFrame(index=range(len(texts)))
+    for name, kind in predictor.task.output_fields(predictor.labels):
+        full = [None] * len(texts)  # a rejected text's cells: null (NaN in a float column)
+        for position, value in zip(scored, columns[name], strict=True):
+            full[position] = value
+        frame[name] = pd.Series(full, dtype=_PANDAS_TYPES[kind])
+    frame[REJECT_COLUMN] = [rejected[i][0] if i in rejected else None for i in range(len(texts))]
+    return frame
 
 
-def signature(labels: list[str]):
+def signature(task: Task, labels: list[str]):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     outputs = [
-        ColSpec("string", "predicted", required=False),
-        *[ColSpec("double", probability_column(label), required=False) for label in labels],
+        *[ColSpec(_MLFLOW_TYPES[kind], name, required=False) for name, kind in task.output_fields(labels)],
         ColSpec("string", REJECT_COLUMN, required=False),
     ]
     return ModelSignature(inputs=Schema([ColSpec("string", TEXT_COLUMN)]), outputs=Schema(outputs))
@@ -93,7 +95,7 @@ def log_model(mlflow, model_dir: Path) -> None:
         python_model=ReprolabClassifier(),
         artifacts={"model": str(model_dir)},
         code_paths=[str(Path(__file__).parents[1])],  # the whole reprolab package
-        signature=signature(recipe.labels),
+        signature=signature(catalog.task_named(recipe.task), recipe.labels),
         input_example=pd.DataFrame({TEXT_COLUMN: [_EXAMPLE[recipe.kind]]}),
         pip_requirements=[f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS],
     )

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from reprolab.errors import StageError
+from reprolab.tasks.base import Task
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
@@ -199,15 +200,16 @@ class TokenDataset(torch.utils.data.Dataset):
 @dataclass(frozen=True)
 class Collator:
     """DataLoader collate_fn: a batch's padded `input_ids`, `attention_mask` (absent when nothing is
-    padded) and `labels`. A dataclass, so worker processes can receive it."""
+    padded) and `labels` (as the task collates them). A dataclass, so worker processes can receive it."""
 
+    task: Task
     pad_id: int
     pad_to: int | None = None
     multiple_of: int = 1
 
     def __call__(self, rows: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
         input_ids, mask = collate([seq for seq, _ in rows], self.pad_id, self.pad_to, self.multiple_of)
-        batch = {"input_ids": input_ids, "labels": torch.tensor([label for _, label in rows], dtype=torch.int64)}
+        batch = {"input_ids": input_ids, "labels": self.task.collate_labels([label for _, label in rows])}
         if mask is not None:
             batch["attention_mask"] = mask
         return batch
@@ -262,21 +264,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def load_classifier(source: str, labels: list[str]):
-    """A sequence classifier with a head sized for `labels` (fresh when the source has none)."""
-    from transformers import AutoModelForSequenceClassification
+def load_model(task: Task, source: str, labels: list[str]):
+    """The task's model with a head sized for `labels` (fresh when the source has none)."""
+    import transformers
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the "newly initialized head" notice is expected here
     logging.disable_progress_bar()  # a bar for loading 100 tensors from one local file
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        return getattr(transformers, task.auto_model).from_pretrained(
             source,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
-            # Set now, not by the first forward: a compiled model would compile its graph twice.
-            problem_type="single_label_classification",
+            **task.head_config,
             use_safetensors=True,
         )
     except OSError as exc:

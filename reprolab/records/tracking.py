@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab import storage
-from reprolab.params import Params, flatten
+from reprolab.params import Params
 from reprolab.records import provenance
 
 EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
@@ -76,14 +76,14 @@ _METRIC_NAME_REFUSED = re.compile(r"[^\w.\-]")
 def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Nested metrics -> dotted numeric leaves (lists and text are not MLflow metrics). Keys come from
     data too (class names, skip rules): a character MLflow refuses in a name, or a slash, becomes `_`."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = prefix + _METRIC_NAME_REFUSED.sub("_", str(key))
-        if isinstance(value, Mapping):
-            flat.update(flat_metrics(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
+    flat = storage.flatten(metrics, numbers_only=True)
+    return {prefix + _METRIC_NAME_REFUSED.sub("_", name): float(value) for name, value in flat.items()}
+
+
+def mlflow_params(params: Params) -> dict[str, str]:
+    """Dotted keys -> string values, for MLflow (which caps a param value at 250 characters)."""
+    flat = {key: "null" if value is None else str(value) for key, value in storage.flatten(params.model_dump()).items()}
+    return {key: text if len(text) <= 250 else text[:240] + "...[cut]" for key, text in flat.items()}
 
 
 def run_tags(stage: str) -> dict[str, str]:
@@ -208,7 +208,7 @@ class StageRun:
         if resume_run_id is None:
             run.set_tags(run_tags(stage))
             if params is not None:
-                run.log_params(flatten(params))
+                run.log_params(mlflow_params(params))
         for context, path in (inputs or {}).items():
             run.log_input(str(path), storage.file_md5(path), context)
         return run

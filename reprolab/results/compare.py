@@ -10,9 +10,7 @@ are read as written: a revision from before a schema change still compares.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 from pathlib import Path
@@ -26,12 +24,13 @@ from reprolab.errors import StageError
 from reprolab.records import provenance
 from reprolab.records.provenance import GitError
 from reprolab.results.figures import save_png
+from reprolab.results.report import Report, Table
 from reprolab.results.significance import PairedComparison, compare_predictions
+from reprolab.tasks import catalog
+from reprolab.tasks.base import Task
 
 WORKSPACE = "workspace"
 METRIC_FILES = tuple(path.as_posix() for path in (paths.METRICS, paths.TRAIN_REPORT, paths.DATA_REPORT))
-MODELS = ("transformer", "baseline")
-HEADLINE = tuple(f"metrics.{model}.{name}" for name in ("macro_f1", "accuracy") for model in MODELS)
 PREDICTIONS = f"{paths.PLOTS.as_posix()}/test_predictions_{{model}}.csv"
 CURVES = {  # figure -> (file per model, x column, y column)
     "roc": (f"{paths.PLOTS.as_posix()}/roc_{{model}}.csv", "fpr", "tpr"),
@@ -91,51 +90,40 @@ def experiments_of(repo: Path, baseline: str = "HEAD") -> list[str]:
 
 
 def snapshot(repo: Path, rev: str) -> dict[str, Any]:
-    """A revision's params, metrics, curves, history and test predictions; `rev` is shown as given."""
+    """A revision's task, params, metrics, curves, history and test predictions; `rev` is shown as given."""
     shown, rev = rev, resolve(repo, rev)
     params_text = read_at(repo, rev, "params.yaml")
     if params_text is None:
         raise StageError(f"{shown}: no params.yaml: the revision predates the pipeline")
+    params_tree = yaml.safe_load(params_text) or {}
+    # A revision from before the `task` key trained the default: its params do not differ from one naming it.
+    params_tree.setdefault("task", catalog.DEFAULT)
+    task = catalog.task_named(params_tree["task"])
     metrics: dict[str, Any] = {}
     for path in METRIC_FILES:
         text = read_at(repo, rev, path)
         if text:
-            metrics.update(flat_values(json.loads(text), prefix=f"{Path(path).stem}."))
+            metrics.update(storage.flatten(json.loads(text), f"{Path(path).stem}.", numbers_only=True))
     curves = {}
     for figure, (pattern, x, y) in CURVES.items():
-        for model in MODELS:
+        for model in task.scored:
             if rows := read_rows_at(repo, rev, pattern.format(model=model)):
                 curves[(figure, model)] = ([float(r[x]) for r in rows], [float(r[y]) for r in rows])
     history = read_rows_at(repo, rev, paths.TRAIN_HISTORY.as_posix())
     predictions = {}
-    for model in MODELS:
+    for model in task.scored:
         if rows := read_rows_at(repo, rev, PREDICTIONS.format(model=model)):
             predictions[model] = {row["id"]: (row["actual"], row["predicted"]) for row in rows}
-    params = {
-        key: "null" if value is None else str(value)
-        for key, value in flat_values(yaml.safe_load(params_text) or {}, numbers_only=False).items()
-    }
+    params = {key: "null" if value is None else str(value) for key, value in storage.flatten(params_tree).items()}
     return {
         "rev": shown,
+        "task": task,
         "params": params,
         "metrics": metrics,
         "curves": curves,
         "history": history,
         "predictions": predictions,
     }
-
-
-def flat_values(tree: dict, prefix: str = "", numbers_only: bool = True) -> dict[str, Any]:
-    """Nested mappings -> dotted keys; with `numbers_only`, only int and float leaves (types kept, so a
-    count shows as a count)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_values(value, f"{name}.", numbers_only))
-        elif not numbers_only or (isinstance(value, int | float) and not isinstance(value, bool)):
-            flat[name] = value
-    return flat
 
 
 def compare_rows(a: dict | None, b: dict | None) -> PairedComparison | None:
@@ -154,7 +142,7 @@ def paired(snapshots: list[dict]) -> list[tuple[str, str, PairedComparison]]:
     found = []
     first = snapshots[0]["predictions"]
     for snap in snapshots[1:]:
-        for model in MODELS:
+        for model in snap["task"].scored:
             if result := compare_rows(first.get(model), snap["predictions"].get(model)):
                 found.append((model, snap["rev"], result))
     return found
@@ -165,10 +153,11 @@ def _figure(snapshots: list[dict], figure: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = False
     for snap in snapshots:
-        for model in MODELS:
+        for model in snap["task"].scored:
             if (figure, model) in snap["curves"]:
                 x, y = snap["curves"][(figure, model)]
-                ax.plot(x, y, label=f"{snap['rev']} {model}", linestyle="-" if model == "transformer" else "--")
+                fine_tuned = model == snap["task"].model_name
+                ax.plot(x, y, label=f"{snap['rev']} {model}", linestyle="-" if fine_tuned else "--")
                 drawn = True
     if not drawn:
         plt.close(fig)
@@ -233,41 +222,51 @@ def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: s
     return rows
 
 
-RANKED_BY = "metrics.transformer.macro_f1"
-# Shown beside it: choosing a configuration by its test score would tune to the test set.
+# Shown beside the test score ranked by: choosing a configuration by its test score would tune to the test set.
 SELECTED_BY = "train.best_val_macro_f1"
 
 
-def versus_tfidf(snap: dict) -> str:
-    """Within one revision, the transformer's macro-F1 minus the TF-IDF baseline's on the same test rows,
+def headline(task: Task) -> list[str]:
+    return [f"metrics.{model}.{name}" for name in ("macro_f1", "accuracy") for model in task.scored]
+
+
+def ranked_by(task: Task) -> str:
+    return f"metrics.{task.model_name}.macro_f1"
+
+
+def versus_baseline(snap: dict) -> str:
+    """Within one revision, the fine-tuned model's macro-F1 minus the baseline's on the same test rows,
     with the paired verdict ("-" where the revision lacks either's predictions)."""
-    c = compare_rows(snap["predictions"].get("baseline"), snap["predictions"].get("transformer"))
+    task = snap["task"]
+    c = compare_rows(snap["predictions"].get(task.baseline_name), snap["predictions"].get(task.model_name))
     if c is None:
         return "-"
-    return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {c.verdict_for('TF-IDF', 'transformer')}"
+    verdict = c.verdict_for(task.baseline_title, task.model_name)
+    return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {verdict}"
 
 
 def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedComparison]]) -> list[list[str]]:
-    """Every revision by the transformer's test macro-F1, best first, with its validation macro-F1 (the
-    score to choose by), its change from the first revision, the paired verdict against it, how it
-    stands against the TF-IDF baseline of the same revision, and the params it changed."""
+    """Every revision by the fine-tuned model's test macro-F1, best first, with its validation macro-F1
+    (the score to choose by), its change from the first revision, the paired verdict against it, how it
+    stands against the baseline of the same revision, and the params it changed."""
+    first = snapshots[0]
+    key = ranked_by(first["task"])
     verdicts = {
         rev: c.verdict.replace("B better", "better").replace("A better", "worse")
         for model, rev, c in comparisons
-        if model == "transformer"
+        if model == first["task"].model_name
     }
-    first = snapshots[0]
     rows = []
-    for snap in sorted(snapshots, key=lambda s: -s["metrics"].get(RANKED_BY, float("-inf"))):
+    for snap in sorted(snapshots, key=lambda s: -s["metrics"].get(key, float("-inf"))):
         changed = [f"{k}={v}" for k, v in sorted(snap["params"].items()) if first["params"].get(k) != v]
         rows.append(
             [
                 snap["rev"],
-                _cell(snap["metrics"].get(RANKED_BY)),
+                _cell(snap["metrics"].get(key)),
                 _cell(snap["metrics"].get(SELECTED_BY)),
-                _change(first["metrics"].get(RANKED_BY), snap["metrics"].get(RANKED_BY)),
+                _change(first["metrics"].get(key), snap["metrics"].get(key)),
                 "baseline" if snap is first else verdicts.get(snap["rev"], "-"),
-                versus_tfidf(snap),
+                versus_baseline(snap),
                 "; ".join(changed) or "-",
             ]
         )
@@ -289,86 +288,35 @@ VERDICT_HEADER = [
 
 def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[str, Path]:
     """The report of `revs` (the first is what the others are compared with); with `rank`, a table of
-    all of them by the transformer's test macro-F1 comes first."""
+    all of them by the fine-tuned model's test macro-F1 comes first."""
     if len(revs) < 2:
         raise StageError("compare needs at least two revisions (use `workspace` for the working tree)")
     snapshots = [snapshot(repo, rev) for rev in revs]
+    task = snapshots[0]["task"]
     figures = [
         f for f in (_figure(snapshots, "roc", out), _figure(snapshots, "pr", out), _history_figure(snapshots, out)) if f
     ]
     change = f"change ({revs[-1]} - {revs[0]})"
-    headline = _table(
-        snapshots, "metrics", [n for n in HEADLINE if any(n in s["metrics"] for s in snapshots)], change=True
-    )
     comparisons = paired(snapshots)
-    verdicts = _verdict_rows(comparisons, revs[0])
+    shown = [n for n in headline(task) if any(n in s["metrics"] for s in snapshots)]
     metric_rows = _table(snapshots, "metrics", change=True)
-    param_rows = _table(snapshots, "params", only_different=True)
-    ranked = (
-        [
-            (
-                f"Ranked by the transformer's test macro-F1 (against {revs[0]})",
-                [
-                    "rank",
-                    "revision",
-                    "macro-F1",
-                    "val macro-F1",
-                    "change",
-                    "verdict",
-                    "vs TF-IDF (95% interval)",
-                    "params changed",
-                ],
-                ranking(snapshots, comparisons),
-                False,
-            )
-        ]
-        if rank
-        else []
-    )
-    sections = [  # (title, header, rows, folded)
-        *ranked,
-        ("Headline", ["metric", *revs, change], headline, False),
-        ("Is the change real?", VERDICT_HEADER, verdicts, False),
-        ("Params that differ", ["name", *revs], param_rows, False),
-        (f"All metrics ({len(metric_rows)})", ["name", *revs, change], metric_rows, True),
+    tables = [
+        Table("Headline", ["metric", *revs, change], _table(snapshots, "metrics", shown, change=True)),
+        Table(
+            "Is the change real?",
+            VERDICT_HEADER,
+            _verdict_rows(comparisons, revs[0]),
+            empty="(no two revisions scored the same test rows)",
+        ),
+        Table("Params that differ", ["name", *revs], _table(snapshots, "params", only_different=True)),
+        Table(f"All metrics ({len(metric_rows)})", ["name", *revs, change], metric_rows, folded=True),
     ]
-    none_paired = "(no two revisions scored the same test rows)"
-
-    def md_table(header, rows):
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-    parts = [f"# Comparison: {' vs '.join(revs)}"]
-    for title, header, rows, folded in sections:
-        body = md_table(header, rows) if rows else (none_paired if header is VERDICT_HEADER else "(none)")
-        parts += [f"<details><summary>{title}</summary>\n\n{body}\n\n</details>"] if folded else [f"## {title}", body]
-    parts += ["## Plots", "\n".join(f"![{f.stem}]({f.name})" for f in figures)]
-    markdown = "\n\n".join(parts) + "\n"
-
-    def html_table(header, rows):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
-
-    blocks = []
-    for title, header, rows, folded in sections:
-        body = html_table(header, rows) if rows else f"<p>{none_paired if header is VERDICT_HEADER else '(none)'}</p>"
-        blocks.append(
-            f"<details><summary>{html.escape(title)}</summary>{body}</details>"
-            if folded
-            else f"<h2>{html.escape(title)}</h2>{body}"
-        )
-    images = "".join(
-        f'<img alt="{f.stem}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">' for f in figures
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>reprolab compare</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
-        "img{max-width:32%;margin:4px}</style></head><body>"
-        f"<h1>Comparison: {html.escape(' vs '.join(revs))}</h1>{''.join(blocks)}"
-        f"<h2>Plots</h2>{images}</body></html>\n"
-    )
-    storage.write_text(markdown, out / "compare.md")
-    storage.write_text(page, out / "compare.html")
+    if rank:
+        header = ["rank", "revision", "macro-F1", "val macro-F1", "change", "verdict"]
+        header += [f"vs {task.baseline_title} (95% interval)", "params changed"]
+        title = f"Ranked by the {task.model_name}'s test macro-F1 (against {revs[0]})"
+        tables.insert(0, Table(title, header, ranking(snapshots, comparisons)))
+    report = Report(f"Comparison: {' vs '.join(revs)}", tables, figures, "reprolab compare")
+    storage.write_text(report.markdown(), out / "compare.md")
+    storage.write_text(report.html(), out / "compare.html")
     return {"markdown": out / "compare.md", "html": out / "compare.html", **{f.stem: f for f in figures}}

@@ -20,8 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from reprolab.results.evaluation import scores_for_curves
 from reprolab.results.figures import save_png, short
+from reprolab.results.metrics import scores_for_curves
 
 BINARY_THRESHOLD = 0.5  # with two classes, argmax predicts the positive class at this probability
 

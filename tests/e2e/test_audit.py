@@ -9,8 +9,9 @@ import json
 
 import pytest
 
+from reprolab.audit.check import AuditError
 from reprolab.audit.history import audit_history
-from reprolab.audit.reproduce import AuditError, audit, recorded_files
+from reprolab.audit.reproduce import audit, recorded_files
 from reprolab.errors import StageError
 from reprolab.process_settings import PORTABLE_CPU_KERNELS
 from tests.conftest import commit, ran_stages, run, update_params

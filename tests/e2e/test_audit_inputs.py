@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.audit.reproduce import AuditError, pull_tracked_inputs
+from reprolab.audit.check import AuditError
+from reprolab.audit.remote import pull_tracked_inputs
 from tests.conftest import commit, env_for, make_project, run
 
 ROWS = "id,label,text\n1,spam,win a prize\n2,ham,lunch at noon\n"

@@ -124,10 +124,10 @@ def test_a_stage_with_an_unknown_kernel_mode_stops_with_one_line():
 
 _BASELINE_PROBS = """
 import json, sys
-from reprolab.results.evaluation import baseline_probs
+from reprolab.results.baselines import tfidf_probs
 from reprolab.params import BaselineParams
 texts, labels = json.load(sys.stdin)
-probs = baseline_probs(texts, labels, texts[:50], BaselineParams(max_features=1000, ngram_max=2, C=10.0), 2)
+probs = tfidf_probs(texts, labels, texts[:50], BaselineParams(max_features=1000, ngram_max=2, C=10.0), 2)
 print(json.dumps(probs.round(9).tolist()))
 """
 

@@ -13,7 +13,10 @@ from safetensors.torch import load_file
 from reprolab import storage
 from reprolab.model import runtime
 from reprolab.model.training import seed_everything
+from reprolab.tasks.sequence_classification import SequenceClassification
 from tests.conftest import MODEL, copy_project, env_for, fixture_params_raw, free_port, ran_stages, run, update_params
+
+SEQUENCE_CLASSIFICATION = SequenceClassification()
 
 
 def l2_distance(a: dict, b: dict) -> float:
@@ -23,7 +26,7 @@ def l2_distance(a: dict, b: dict) -> float:
 def initial_weights(seed: int) -> dict:
     """The weights the train stage starts from: the pretrained encoder and a head drawn from its seed."""
     seed_everything(seed, torch.device("cpu"), None)
-    return runtime.load_classifier(str(MODEL), ["ham", "spam"]).state_dict()
+    return runtime.load_model(SEQUENCE_CLASSIFICATION, str(MODEL), ["ham", "spam"]).state_dict()
 
 
 def test_two_processes_then_two_machines_on_loopback_train_the_same_model(project, tmp_path):

@@ -15,34 +15,21 @@ import torch
 from reprolab.data import cleaning
 from reprolab.encoding import encoder
 from reprolab.errors import StageError
-from reprolab.inference import onnx_export, serving
+from reprolab.inference import backend_comparison, onnx_export, serving
 from reprolab.inference.batch_predict import predict_source
 from reprolab.inference.prediction import Predictor, Recipe
 from reprolab.model import runtime
+from reprolab.tasks.sequence_classification import SequenceClassification
 from tests.conftest import CORPUS, MODEL
+from tests.tiny_models import tiny_classifier
+
+SEQUENCE_CLASSIFICATION = SequenceClassification()
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, params):
     """A 2-layer BERT of width 32 with the real tokenizer and the fixture params' recipe."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = encoder.load_tokenizer(str(MODEL))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=2,
-        id2label={0: "ham", 1: "spam"},
-        label2id={"ham": 0, "spam": 1},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny")
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = tiny_classifier(tmp_path_factory.mktemp("tiny"), ["ham", "spam"], MODEL)
     Recipe.of(params).write(folder)
     return folder
 
@@ -64,7 +51,7 @@ def test_scores_are_the_stages_steps_one_by_one(tiny_model, params, tokenizer):
     assert kept == list(range(12)) and rejected == {12: ("too_short", "5 chars < clean.min_chars=20")}
     texts = [cleaning.clean_text(record, params.clean)[0] for record in records[:12]]
     ids = encoder.encode(tokenizer, texts, params.tokenize.max_length, encoder.Truncation.of(params.tokenize))
-    model = runtime.load_classifier(str(tiny_model), ["ham", "spam"])
+    model = runtime.load_model(SEQUENCE_CLASSIFICATION, str(tiny_model), ["ham", "spam"])
     one_by_one = runtime.softmax(runtime.predict_logits(model, [np.asarray(i) for i in ids], 1, 0, torch.device("cpu")))
     np.testing.assert_allclose(probs, one_by_one, atol=1e-6, rtol=0)
 
@@ -210,7 +197,7 @@ def test_compare_backends_reports_each_backend_against_torch(tiny_model, tmp_pat
     texts = [cleaning.normalise(cleaning.mail_to_text(raw)) for _, raw in corpus_mails(6)]
     sequences = [np.asarray(s, dtype=np.int32) for s in encoder.encode(tokenizer, texts, 32)]
     labels = np.array([0] * 6 + [1] * 6)
-    report = onnx_export.compare_backends(tiny_model, tmp_path / "export", sequences, labels, 4, 3, 2, 1)
+    report = backend_comparison.compare_backends(tiny_model, tmp_path / "export", sequences, labels, 4, 3, 2, 1)
     assert list(report["backends"]) == ["torch", "onnx", "onnx-int8"]  # sorted only when written
     torch_row, fp32 = report["backends"]["torch"], report["backends"]["onnx"]
     assert torch_row["agreement_with_torch"] == 1.0 and torch_row["speedup_vs_torch"] == 1.0
@@ -219,5 +206,5 @@ def test_compare_backends_reports_each_backend_against_torch(tiny_model, tmp_pat
     assert report["targets"]["int8_size_at_most_35_percent"]
     assert all(row["latency_ms_p50"] <= row["latency_ms_p95"] for row in report["backends"].values())
     assert report["latency_rows"] == 3 and report["test_rows"] == 12
-    exact = onnx_export.measured_on_this_run(report, keep=False)
+    exact = backend_comparison.measured_on_this_run(report, keep=False)
     assert "rows_per_second" not in exact["onnx"] and "macro_f1" in exact["onnx"]

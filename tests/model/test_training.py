@@ -12,14 +12,19 @@ from reprolab.encoding import encoder
 from reprolab.model import runtime
 from reprolab.model.checkpoints import Checkpointer, TrainingInterrupted
 from reprolab.model.training import STEP_FIELDS, history_csv, make_accelerator, seed_everything, train_model
+from reprolab.tasks.sequence_classification import SequenceClassification
 from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
+
+SEQUENCE_CLASSIFICATION = SequenceClassification()
 
 CPU = torch.device("cpu")
 
 
 def train(model, train_rows, val_rows, p, **kwargs):
     """train_model on a fresh Accelerator for `p`, as the stage calls it."""
-    return train_model(make_accelerator(p), model, train_rows, val_rows, p, 0, MAX_LENGTH, **kwargs)
+    return train_model(
+        make_accelerator(p), SEQUENCE_CLASSIFICATION, model, train_rows, val_rows, p, 0, MAX_LENGTH, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def data(tokenizer):
 
 def fresh_model(seed=0):
     torch.manual_seed(seed)
-    return runtime.load_classifier(str(MODEL), ["ham", "spam"])
+    return runtime.load_model(SEQUENCE_CLASSIFICATION, str(MODEL), ["ham", "spam"])
 
 
 def batch_loss(model, data: runtime.TokenData) -> float:

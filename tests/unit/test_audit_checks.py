@@ -8,19 +8,11 @@ import json
 import pytest
 import yaml
 
-from reprolab.audit.reproduce import (
-    Check,
-    compare_export,
-    compare_hashes,
-    compare_metrics,
-    describe_cause,
-    excuse_weights,
-    find_causes,
-    inexact_reason,
-    kernel_environment,
-    recorded_kernels,
-    trained_paths,
-)
+from reprolab.audit.causes import find_causes
+from reprolab.audit.check import Check
+from reprolab.audit.kernels import inexact_reason, kernel_environment, recorded_kernels
+from reprolab.audit.report import describe_cause
+from reprolab.audit.reproduce import compare_export, compare_hashes, compare_metrics, excuse_weights, trained_paths
 from reprolab.process_settings import PORTABLE_CPU_KERNELS, portable_caps
 
 # A dvc.lock as the pipeline writes it, cut to three stages.

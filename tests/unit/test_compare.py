@@ -30,10 +30,16 @@ def write_revision(root, predicted: list[str], params: str, baseline: list[str] 
 
 
 def test_params_of_any_schema_are_read_as_written(tmp_path):
-    """An old revision's params lack today's keys or hold retired ones: shown, never validated."""
+    """An old revision's params lack today's keys or hold retired ones: shown, never validated (one from
+    before the `task` key trained the default task)."""
     write_revision(tmp_path, TRUTH, "train:\n  learning_rate: 5.0e-05\n  retired_knob: 3\nnew_section: {a: null}\n")
     snap = snapshot(tmp_path, "workspace")
-    assert snap["params"] == {"train.learning_rate": "5e-05", "train.retired_knob": "3", "new_section.a": "null"}
+    assert snap["params"] == {
+        "train.learning_rate": "5e-05",
+        "train.retired_knob": "3",
+        "new_section.a": "null",
+        "task": "sequence_classification",
+    }
     assert snap["metrics"]["metrics.test_rows"] == 100 and isinstance(snap["metrics"]["metrics.test_rows"], int)
 
 
@@ -62,6 +68,7 @@ def test_report_sections_and_cells(tmp_path):
     assert "| metrics.test_rows | 100 | 100 |  |" in markdown  # a count stays a count
     assert "| transformer | workspace vs workspace | 100 | +0.0000 |" in markdown and "within noise" in markdown
     assert "<details><summary>All metrics (3)</summary>" in markdown
+    assert "<title>reprolab compare</title>" in (tmp_path / "out/compare.html").read_text()
 
 
 def test_experiments_rank_best_first_with_their_changed_params(tmp_path):
@@ -79,3 +86,11 @@ def test_experiments_rank_best_first_with_their_changed_params(tmp_path):
     # 20 rows only the baseline gets right.
     assert [row[6].split("] ")[1] for row in rows] == ["transformer better", "within noise", "TF-IDF better"]
     assert rows[0][6].startswith("+0.1") and rows[1][6].startswith("+0.0000 [+0.0000, +0.0000]")
+
+
+def test_a_revision_from_before_the_task_key_differs_in_no_params_from_one_naming_the_default(tmp_path):
+    write_revision(tmp_path / "old", TRUTH, "train: {learning_rate: 5.0e-05}\n")
+    write_revision(tmp_path / "new", TRUTH, "task: sequence_classification\ntrain: {learning_rate: 5.0e-05}\n")
+    snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("old", "new")]
+    assert snaps[0]["params"] == snaps[1]["params"]
+    assert ranking(snaps, paired(snaps))[1][-1] == "-"  # the newer revision changed no params

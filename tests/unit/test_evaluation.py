@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from reprolab.params import BaselineParams
-from reprolab.results.evaluation import baseline_probs, classification_metrics, plot_data, scores, top_terms
+from reprolab.results.baselines import tfidf_probs, top_terms
+from reprolab.results.evaluation import plot_data, scores
+from reprolab.results.metrics import classification_metrics
+from reprolab.tasks.sequence_classification import SequenceClassification
 
 
 def test_metrics_on_known_inputs():
@@ -50,7 +53,7 @@ def test_multiclass_and_single_class():
 def test_baseline_learns_separable_text():
     train = ["win free money now", "cheap pills free offer", "meeting at noon", "see notes from the meeting"] * 5
     labels = [1, 1, 0, 0] * 5
-    probs = baseline_probs(
+    probs = tfidf_probs(
         train,
         labels,
         ["free money offer", "notes for meeting"],
@@ -66,8 +69,8 @@ def test_balanced_baseline_gives_the_rare_class_more_weight():
     train = ["meeting notes attached", "see you at the meeting", "notes from the call"] * 6 + ["win free money"] * 2
     labels = [0] * 18 + [1] * 2
     params = BaselineParams(max_features=100, ngram_max=1, C=1.0)
-    plain = baseline_probs(train, labels, ["hello there"], params, 2)[0, 1]
-    balanced = baseline_probs(train, labels, ["hello there"], params, 2, "balanced")[0, 1]
+    plain = tfidf_probs(train, labels, ["hello there"], params, 2)[0, 1]
+    balanced = tfidf_probs(train, labels, ["hello there"], params, 2, "balanced")[0, 1]
     assert balanced > plain + 0.1, (plain, balanced)
 
 
@@ -88,7 +91,9 @@ def test_vocabulary_cut_breaks_ties_by_term():
 
 def test_plot_data_per_model_with_empty_curves_where_undefined():
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
-    files = plot_data(["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"])
+    files = plot_data(
+        SequenceClassification(), ["a", "=b", "c"], np.array([0, 1, 1]), {"transformer": probs}, ["ham", "spam"]
+    )
     assert sorted(files) == ["pr_transformer.csv", "roc_transformer.csv", "test_predictions_transformer.csv"]
     assert files["test_predictions_transformer.csv"].splitlines() == [
         "id,actual,predicted,score,prob_ham,prob_spam",
@@ -98,7 +103,9 @@ def test_plot_data_per_model_with_empty_curves_where_undefined():
     ]
     roc = [line.split(",") for line in files["roc_transformer.csv"].splitlines()]
     assert roc[0] == ["fpr", "tpr"] and roc[1] == ["0", "0"] and roc[-1] == ["1", "1"]
-    one_class = plot_data(["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"])
+    one_class = plot_data(
+        SequenceClassification(), ["a", "b"], np.array([1, 1]), {"baseline": probs[:2]}, ["ham", "spam"]
+    )
     # Every file DVC declares still exists; the undefined curves have no points.
     assert one_class["roc_baseline.csv"] == "fpr,tpr\n" and one_class["pr_baseline.csv"] == "recall,precision\n"
     assert one_class["test_predictions_baseline.csv"].count("\n") == 3
@@ -110,12 +117,43 @@ def test_scores_say_whether_the_transformer_beats_the_baseline_beyond_noise():
     wrong_rows = np.zeros(400, bool)
     wrong_rows[::10] = True  # the baseline misses 40 rows, the transformer none of them
     baseline = np.where(wrong_rows[:, None], right[:, ::-1], right)
-    metrics = scores(labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"])
+    metrics = scores(SequenceClassification(), labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"])
     versus = metrics["transformer_vs_baseline"]
     assert (versus["only_transformer_right"], versus["only_baseline_right"]) == (40, 0)
     assert versus["macro_f1_difference"] == pytest.approx(
         metrics["transformer"]["macro_f1"] - metrics["baseline"]["macro_f1"]
     )
     assert versus["interval_low"] > 0 and versus["mcnemar_p"] < 0.05 and versus["verdict"] == "transformer better"
-    same = scores(labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"])["transformer_vs_baseline"]
+    same = scores(SequenceClassification(), labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"])[
+        "transformer_vs_baseline"
+    ]
     assert same["verdict"] == "within noise" and same["macro_f1_difference"] == 0
+
+
+def test_validation_macro_f1_counts_a_class_nobody_predicted_or_had():
+    """train's early-stopping score is the same macro-F1 as evaluate's: over every class of the label set.
+    Before, validation left out a class absent from both the rows and the predictions (scoring 1.0 here)."""
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]])
+    labels = np.array([0, 0, 1])
+    scores = SequenceClassification().validation_scores(labels, probs)
+    assert scores["val_macro_f1"] == pytest.approx(2 / 3)
+    assert scores["val_macro_f1"] == classification_metrics(labels, probs, ["a", "b", "c"])["macro_f1"]
+
+
+def test_every_task_has_a_baseline_shaped_as_its_model():
+    from reprolab.results.baselines import BY_TASK, baseline_probs
+    from reprolab.tasks import catalog
+
+    assert set(BY_TASK) == set(catalog.TASKS)
+    train = ["cheap pills now", "meeting at noon", "win cash now", "lunch tomorrow?"]
+    probs = baseline_probs(
+        catalog.task_named(catalog.DEFAULT),
+        train,
+        [1, 0, 1, 0],
+        ["cash pills", "noon lunch", "hello"],
+        BaselineParams(max_features=100, ngram_max=1, C=1.0),
+        ["ham", "spam"],
+        "none",
+    )
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    assert probs[0, 1] > 0.5 > probs[1, 1]

@@ -14,16 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from reprolab import storage
-from reprolab.data.ingestion import (
-    IngestError,
-    SourceCount,
-    decode_text,
-    ingest,
-    ingest_source,
-    records_from_source,
-    subsample_ids,
-    write_outputs,
-)
+from reprolab.data.ingest_shared import IngestError, SourceCount
+from reprolab.data.ingestion import ingest, ingest_source, subsample_ids, write_outputs
+from reprolab.data.readers import decode_text, records_from_source
 from reprolab.data.vendoring import pack_corpus
 from reprolab.errors import StageError
 from reprolab.params import IngestParams
@@ -434,7 +427,7 @@ def test_an_unreadable_mail_is_a_reject_and_an_unreadable_table_a_file_error(min
     locked = tmp_path / "locked.csv"
     locked.write_text("text,label\nhello,ham\n")
     monkeypatch.setattr(
-        "reprolab.data.ingestion.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY), raising=False
+        "reprolab.data.readers.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY), raising=False
     )
     with pytest.raises(IngestError, match=r"locked.csv: cannot be read \(Permission denied\)"):
         list(records_from_source(table_params(locked, "csv")))

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.data.ingestion import IngestError, SourceCount, ingest, records_from_source
+from reprolab.data.ingest_shared import IngestError, SourceCount
+from reprolab.data.ingestion import ingest
+from reprolab.data.readers import records_from_source
 from reprolab.params import IngestParams
 from tests.conftest import kept_and_rejected
 

@@ -1,11 +1,10 @@
-import copy
 import json
 import tracemalloc
 
 import pytest
 import yaml
 
-from reprolab.params import ParamsError, flatten, load_params, parse_audit_params, parse_params
+from reprolab.params import ParamsError, load_params, parse_audit_params, parse_params
 from tests.conftest import FIXTURE_PARAMS, fixture_params_raw
 
 
@@ -65,15 +64,6 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid params YAML"):
         load_params(tmp_path / "params.yaml")
-
-
-def test_flatten_caps_values_for_mlflow(raw):
-    raw = copy.deepcopy(raw)
-    raw["ingest"]["path"] = "x" * 400
-    flat = flatten(parse_params(raw))
-    assert flat["train.learning_rate"] == "5e-05"
-    assert flat["ingest.folder_labels.spam-1"] == "spam"
-    assert all(len(v) <= 250 for v in flat.values())
 
 
 def test_stage_view_checks_that_named_paths_exist(raw, tmp_path):
@@ -265,3 +255,14 @@ def test_problem_lines_are_capped(raw):
         parse_params(raw)
     lines = str(err.value).splitlines()
     assert len(lines) == 22 and lines[-1].strip().startswith("... and ") and lines[-1].endswith(" more problems")
+
+
+def test_the_task_key_names_exactly_the_catalogs_tasks():
+    """params.py spells the choices out for its messages; the catalog is what the stages look them up in."""
+    from typing import get_args
+
+    from reprolab.params import Params
+    from reprolab.tasks import catalog
+
+    field = Params.model_fields["task"]
+    assert set(get_args(field.annotation)) == set(catalog.TASKS) and field.default == catalog.DEFAULT

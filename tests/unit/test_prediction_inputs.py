@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-from reprolab.data.ingestion import LabelMatcher, SourceCount, ingest, read_lines, records_from_source
+from reprolab.data.ingest_shared import SourceCount
+from reprolab.data.ingestion import ingest
+from reprolab.data.readers import read_lines, records_from_source
+from reprolab.data.validation import LabelMatcher
 from reprolab.errors import StageError
 from reprolab.inference.prediction import Recipe, input_format, model_folder
 from reprolab.params import IngestParams, parse_params

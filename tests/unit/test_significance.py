@@ -1,8 +1,10 @@
 """The paired verdict on constructed prediction pairs whose answer is known."""
 
+import numpy as np
 import pytest
 
-from reprolab.results.significance import compare_predictions
+from reprolab.results.metrics import macro_f1
+from reprolab.results.significance import compare_predictions, resampled_macro_f1
 
 TRUTH = ["ham"] * 120 + ["spam"] * 80
 
@@ -56,3 +58,14 @@ def test_macro_f1_by_hand():
 def test_unpaired_predictions_are_refused():
     with pytest.raises(ValueError, match="same non-empty rows"):
         compare_predictions(TRUTH, TRUTH[:-1], TRUTH)
+
+
+def test_resampled_macro_f1_is_scikit_learns_on_every_resample():
+    """The bootstrap's vectorised macro-F1 equals the project's one (scikit-learn's, all classes, zero
+    division 0) on resamples where a class is missing from the truth, the prediction or both."""
+    generator = np.random.default_rng(7)
+    truth = generator.integers(0, 4, size=(300, 9))
+    predicted = np.where(generator.random((300, 9)) < 0.6, truth, generator.integers(0, 4, size=(300, 9)))
+    classes = np.arange(5)  # class 4 never occurs: F1 0 in every resample
+    expected = [macro_f1(t, p, classes) for t, p in zip(truth, predicted, strict=True)]
+    assert resampled_macro_f1(truth, predicted, classes) == pytest.approx(expected, abs=1e-12)

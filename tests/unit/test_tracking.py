@@ -2,7 +2,10 @@
 
 import os
 
+from reprolab import storage
+from reprolab.params import parse_params
 from reprolab.records import tracking
+from tests.conftest import fixture_params_raw
 
 
 def test_each_repository_gets_its_own_default_store_in_one_process(tmp_path, monkeypatch):
@@ -67,3 +70,19 @@ def test_metric_names_from_data_are_names_mlflow_takes():
     }
     for name in flat:
         _validate_metric_name(name)
+
+
+def test_params_for_mlflow_are_flat_and_capped():
+    raw = fixture_params_raw()
+    raw["ingest"]["path"] = "x" * 400
+    flat = tracking.mlflow_params(parse_params(raw))
+    assert flat["train.learning_rate"] == "5e-05"
+    assert flat["ingest.folder_labels.spam-1"] == "spam"
+    assert all(len(v) <= 250 for v in flat.values())
+
+
+def test_one_flattener_keeps_leaf_types_and_drops_non_numbers_on_request():
+    tree = {"a": {"b": 1, "c": {"d": 0.5}}, "e": "text", "f": True, "g": [1, 2], "h": {}}
+    assert storage.flatten(tree) == {"a.b": 1, "a.c.d": 0.5, "e": "text", "f": True, "g": [1, 2]}
+    assert storage.flatten(tree, "m.", numbers_only=True) == {"m.a.b": 1, "m.a.c.d": 0.5}
+    assert isinstance(storage.flatten(tree)["a.b"], int)

@@ -11,6 +11,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from reprolab.errors import StageError
 from reprolab.model import launching, runtime, training
+from reprolab.tasks.sequence_classification import SequenceClassification
 from tests.conftest import train_params
 
 
@@ -30,12 +31,17 @@ def test_epoch_batches_are_each_epochs_draw_whatever_epoch_a_run_starts_at():
 
 
 def test_collator_pads_to_a_multiple_and_leaves_out_a_mask_with_nothing_to_mask():
-    collate = runtime.Collator(pad_id=0, multiple_of=8)
+    collate = runtime.Collator(SequenceClassification(), pad_id=0, multiple_of=8)
     batch = collate([(np.array([5, 6, 7]), 1), (np.array([8]), 0)])
     assert batch["input_ids"].shape == (2, 8) and batch["labels"].tolist() == [1, 0]
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    assert "attention_mask" not in runtime.Collator(pad_id=0)([(np.array([5, 6]), 1), (np.array([7, 8]), 0)])
-    assert runtime.Collator(pad_id=0, pad_to=5)([(np.array([5]), 0)])["input_ids"].shape == (1, 5)
+    assert "attention_mask" not in runtime.Collator(SequenceClassification(), pad_id=0)(
+        [(np.array([5, 6]), 1), (np.array([7, 8]), 0)]
+    )
+    assert runtime.Collator(SequenceClassification(), pad_id=0, pad_to=5)([(np.array([5]), 0)])["input_ids"].shape == (
+        1,
+        5,
+    )
 
 
 def test_balanced_class_weights_are_scikit_learns():
