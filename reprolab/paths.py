@@ -9,6 +9,7 @@ TOKENS_DIR = Path("data/tokens")
 TOKENIZER_IDENTITY = TOKENS_DIR / "tokenizer_identity.json"
 AUGMENTED = Path("data/augmented/train.parquet")
 MODEL_DIR = Path("models/model")
+WEIGHTS = MODEL_DIR / "model.safetensors"
 EXPORT_DIR = Path("models/export")  # ONNX fp32 and int8 beside the tokenizer and recipe
 CHECKPOINT_ROOT = Path("checkpoints/train")  # outside DVC's outputs, which DVC deletes before a re-run
 REPORTS = Path("reports")

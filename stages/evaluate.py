@@ -14,7 +14,7 @@ from reprolab.inference import prediction
 from reprolab.model import runtime
 from reprolab.params import load_params
 from reprolab.records import tracking
-from reprolab.results import baselines, evaluation, evaluation_figures
+from reprolab.results import baselines, evaluation, evaluation_figures, headline
 from reprolab.tasks import catalog
 
 
@@ -50,27 +50,18 @@ def main() -> None:
             params.train.class_weights,
         ),
     }
-    metrics = evaluation.scores(task, test.labels, results, names)
+    model_md5 = storage.file_md5(paths.WEIGHTS)
+    # Which weights these are the scores of: `reprolab show` and the pipeline's MLflow run check it.
+    metrics = evaluation.scores(task, test.labels, results, names) | {"weights_md5": model_md5}
     storage.write_json(metrics, paths.METRICS)
     plot_files = []
     for name, text in evaluation.plot_data(task, test.ids, test.labels, results, names).items():
         storage.write_text(text, paths.PLOTS / name)
         plot_files.append(paths.PLOTS / name)
     drawn = evaluation_figures.test_figures(test.labels, results, names, paths.EVALUATE_FIGURES)
-    for model_name in results:
-        print(
-            f"evaluate: {model_name}: macro-F1 {metrics[model_name]['macro_f1']:.4f}, "
-            f"accuracy {metrics[model_name]['accuracy']:.4f}"
-        )
-    versus = metrics[task.versus]
-    print(
-        f"evaluate: {task.model_name} - {task.baseline_name} macro-F1 {versus['macro_f1_difference']:+.4f}, "
-        f"95% interval "
-        f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
-        f"{versus['verdict']}"
-    )
+    for line in headline.headline(task, metrics):
+        print(f"evaluate: {line}")
 
-    model_md5 = storage.file_md5(paths.MODEL_DIR / "model.safetensors")
     train_run = tracking.find_run_for_model(model_md5)  # None offline: `reprolab replay` looks again
     with tracking.StageRun.start("evaluate", params, {"test": paths.token_split("test")}) as run:
         link = {tracking.TRAIN_RUN_TAG: train_run} if train_run else {}
@@ -80,6 +71,7 @@ def main() -> None:
         for file in [*plot_files, *drawn]:
             run.log_artifact(file, "reports/plots")
         run.log_outputs([paths.METRICS], prefix="evaluate")
+        run.summarise_pipeline(paths.METRICS, paths.WEIGHTS)
 
 
 if __name__ == "__main__":

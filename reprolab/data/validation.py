@@ -7,15 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from reprolab.data.ingest_shared import escaped, sniff_binary, undecodable
-from reprolab.params import IngestParams, preview
+from reprolab.params import IngestParams, class_name, preview
 
 
 class LabelMatcher:
     """Source label values -> class names, as params say: `label_map` first, then `labels`.
 
-    Typed values (JSON, Parquet) match by type and value: the integer 1 is neither the text "1" nor
-    True. A text value (any CSV cell, a JSON string) matches text labels and label_map keys after the
-    optional strip and casefold, and integer and boolean labels by their text ("1", "true").
+    Typed values (JSON, Parquet) match by type and value: the integer 1 is not True. A text value (any
+    CSV cell, a JSON string) matches text labels and label_map keys after the optional strip and
+    casefold, and integer and boolean labels and label_map keys by their text ("1", "true"): a CSV's
+    cells are text, and `label_map: {2: cooking}` is written for them as often as for typed columns.
     """
 
     def __init__(self, p: IngestParams):
@@ -23,9 +24,10 @@ class LabelMatcher:
         self.names: dict[tuple[str, Any], str] = {}
         for value, name in [*zip(p.labels, p.class_names, strict=True), *p.label_map.items()]:
             self.names[self._key(value)] = name
-        for value, name in zip(p.labels, p.class_names, strict=True):  # a text column's "1" or "true"
+        typed = [*zip(p.labels, p.class_names, strict=True), *p.label_map.items()]
+        for value, name in typed:  # a text column's "1" or "true"; a text key of the same digits wins
             if not isinstance(value, str):
-                self.names.setdefault(("text", self._text(name)), name)
+                self.names.setdefault(("text", self._text(class_name(value))), name)
 
     def _text(self, text: str) -> str:
         text = text.strip() if self.strip else text

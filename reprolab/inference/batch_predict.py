@@ -6,7 +6,8 @@ cleaned, encoded and scored by `prediction.Predictor`; its predictions are writt
 batch is read, so memory holds one batch (and a digest of each id, to find repeated ids) whatever the
 source's size. Predictions go to Parquet or CSV by the output's extension (CSV cells guarded as the
 reports are); records that cannot be scored go to a rejects Parquet with their reason, as in ingest.
-Both files appear only when the whole source is done; rows in = rows predicted + rows rejected.
+Both files appear only when the whole source is done; rows in = rows predicted + rows rejected. An
+input with no row predicted, or more rejected than `max_reject_fraction`, fails and writes neither.
 """
 
 from __future__ import annotations
@@ -33,6 +34,56 @@ from reprolab.tasks.base import Task
 
 OUTPUT_FORMATS = (".parquet", ".csv")
 BATCH_ROWS = 1024
+TABLE_FORMATS = ("csv", "jsonl", "parquet")
+HEADER_BYTES = 1 << 20  # read to find a table's columns: a header line, or a JSONL file's first record
+# Ingest's messages name its params; predict's name its own flags or the model.
+FOR_PREDICT = {
+    "set ingest.text_column / label_column / id_column": "give --text-column / --label-column / --id-column",
+    "ingest.labels": "the model's labels",
+    "ingest.label_map": "the model's label_map",
+    "ingest.max_text_bytes": "predict's text size limit",
+}
+
+
+def for_predict(message: str) -> str:
+    for ingest_words, predict_words in FOR_PREDICT.items():
+        message = message.replace(ingest_words, predict_words)
+    return message
+
+
+def check_predict_input(path: str, fmt: str | None) -> None:
+    """The input exists (stdin aside) before a model is loaded."""
+    if path != "-" and not Path(path).exists():
+        raise StageError(f"{path}: no such file or folder (give a CSV, JSONL or Parquet file, a folder or tar, or -)")
+    if fmt == "lines" and path != "-" and not Path(path).is_file():
+        raise StageError(f"{path}: --input-format lines reads a file of one text per line (or - for stdin)")
+
+
+def table_columns(path: Path, fmt: str) -> list[str]:
+    """A table's column names, read from its first bytes (Parquet: its schema); [] when unreadable (the
+    reader then says why)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        if fmt == "parquet":
+            return pq.read_schema(path).names
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+            first = handle.readline(HEADER_BYTES)
+        if fmt == "csv":
+            return next(csv.reader([first]), [])
+        record = json.loads(first)
+        return list(record) if isinstance(record, dict) else []
+    except (OSError, ValueError, csv.Error, pa.ArrowException):
+        return []
+
+
+def default_id_column(path: str, fmt: str, given: str | None) -> str | None:
+    """The id column: as given, else `id` when the table has one, so predictions keep the user's ids."""
+    if given or fmt not in TABLE_FORMATS or not Path(path).is_file():
+        return given
+    return "id" if "id" in table_columns(Path(path), fmt) else None
 
 
 def output_schema(task: Task, labels: list[str]) -> pa.Schema:
@@ -105,6 +156,28 @@ def _batch_table(rows: list[dict], probs: np.ndarray, predictor: Predictor, sche
     return pa.table(columns, schema=schema)
 
 
+def _predict_rows(rows: Iterator) -> Iterator:
+    """Ingest's rows, its file-level errors worded for predict."""
+    try:
+        yield from rows
+    except StageError as exc:
+        raise StageError(for_predict(str(exc))) from None
+
+
+def _check_rejected(path: str, rows_in: int, rejected: int, reasons: Counter, max_fraction: float) -> None:
+    """Fail (inside the sinks: neither file is written) on an input that yields no prediction, or too few."""
+    top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(5))
+    if rows_in == 0:
+        raise StageError(f"{path}: no rows to predict")
+    if rejected == rows_in:
+        raise StageError(f"{path}: every one of its {rows_in} rows was rejected ({top}); nothing was written")
+    if rejected / rows_in > max_fraction:
+        raise StageError(
+            f"{path}: {rejected} of {rows_in} rows rejected ({top}), more than --max-reject-fraction "
+            f"{max_fraction}; nothing was written"
+        )
+
+
 def predict_source(
     predictor: Predictor,
     path: str,
@@ -116,16 +189,19 @@ def predict_source(
     id_column: str | None = None,
     batch_rows: int = BATCH_ROWS,
     progress: bool = True,
+    max_reject_fraction: float = 1.0,
 ) -> dict:
-    """Predictions for every record of `path` to `dest`, rejects to `rejects_dest`; returns the counts."""
+    """Predictions for every record of `path` to `dest`, rejects to `rejects_dest`; returns the counts.
+    Neither file is written when no row is predicted or more than `max_reject_fraction` are rejected."""
     if dest.suffix.lower() not in OUTPUT_FORMATS:
         raise StageError(f"{dest}: the output's extension chooses its format: .parquet or .csv")
     if rejects_dest.suffix.lower() != ".parquet" or rejects_dest.resolve() == dest.resolve():
         raise StageError(f"{rejects_dest}: the rejects file is a .parquet file beside the output, not the output")
+    check_predict_input(path, fmt)
     fmt = input_format(path, predictor.recipe, fmt)
-    p = source_params(path, fmt, predictor, text_column, label_column, id_column)
+    p = source_params(path, fmt, predictor, text_column, label_column, default_id_column(path, fmt, id_column))
     count = ingest_shared.SourceCount()
-    rows = ingestion.ingest(_records(path, fmt, p, count), p, labelled=False)
+    rows = _predict_rows(ingestion.ingest(_records(path, fmt, p, count), p, labelled=False))
     schema = output_schema(predictor.task, predictor.labels)
     reasons: Counter[str] = Counter()
     with (
@@ -138,6 +214,7 @@ def predict_source(
             refused = [row for ok, row in batch if not ok]
             scored, probs, problems = predictor.score(kept)
             refused += [kept[i] | {"reason": reason, "detail": detail} for i, (reason, detail) in problems.items()]
+            refused = [row | {"detail": for_predict(row["detail"])} for row in refused]
             if scored:
                 sink.write(_batch_table([kept[i] for i in scored], probs, predictor, schema))
             if refused:
@@ -149,6 +226,7 @@ def predict_source(
                 f"{path}: {count.rows} rows read but {sink.rows} predicted and {rejects.rows} "
                 "rejected: a reader lost rows; please report this"
             )
+        _check_rejected(path, count.rows, rejects.rows, reasons, max_reject_fraction)
     return {
         "rows_in": count.rows,
         "rows_predicted": sink.rows,

@@ -154,7 +154,7 @@ class Predictor:
         threads: int = 2,
         bf16: bool = False,
     ):
-        model_dir = Path(model_dir)
+        self.folder = model_dir = Path(model_dir)
         self.recipe = Recipe.read(model_dir)
         self.task = catalog.task_named(self.recipe.task)
         self.labels = self.recipe.labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reprolab.errors import StageError
-from reprolab.records.tracking import MODEL_DIGEST_TAG, connect, tracking_uri
+from reprolab.records.tracking import MODEL_DIGEST_TAG, TEST_METRICS_TAG, connect, tracking_uri
 
 
 def trace(run_id: str) -> dict[str, Any]:
@@ -48,6 +48,7 @@ def trace(run_id: str) -> dict[str, Any]:
         "dvc_experiment": tags.get("dvc.exp_name", ""),
         "dvc_baseline": tags.get("dvc.exp_baseline_rev", ""),
         "model_md5": tags.get(MODEL_DIGEST_TAG, ""),
+        "test_metrics_from": tags.get(TEST_METRICS_TAG, ""),
         "inputs": inputs,
         "outputs": {k[len("output.") :]: v for k, v in tags.items() if k.startswith("output.")},
         "params": dict(sorted(run.data.params.items())),
@@ -65,6 +66,8 @@ def format_trace(info: dict[str, Any]) -> str:
         lines.append(f"dvc experiment: {info['dvc_experiment']} (baseline {info['dvc_baseline']})")
     if info["model_md5"]:
         lines.append(f"model:   models/model/model.safetensors md5 {info['model_md5']}")
+    if info["test_metrics_from"]:
+        lines.append(f"test metrics from: {info['test_metrics_from']}")
     lines.append("inputs (DVC md5):")
     lines += [f"  {i['context']:<16} {i['path']}  {i['md5']}  <- {i['produced_by']}" for i in info["inputs"]]
     if info["outputs"]:

@@ -3,12 +3,14 @@
 Default store: sqlite in the repo root (`DVC_ROOT` under `dvc exp run`, so temp experiment
 workspaces do not lose their runs), artifacts beside it; `MLFLOW_TRACKING_URI` overrides it.
 One pipeline execution (a `dvc repro`, or one experiment of `dvc exp run`) is one parent run, named
-after the command and spanning it; each stage it runs is a nested child run from the stage process's
-start to its end. Each stage run carries the git commit and dirty state, the DVC experiment, package
-versions, every param, and the DVC md5 of each input as its MLflow dataset digest (MLflow's own
-digest hashes only the first rows). The train run holds the training curves and the model; the
-evaluate run holds the test metrics and figures and names the train run of the model it scored
-(`reprolab.train_run_id`, found by the weights' hash).
+after the command and spanning it, with every param; each stage it runs is a nested child run from the
+stage process's start to its end. Whatever DVC skipped, the parent holds the test metrics of the model
+the execution leaves in the workspace (`StageRun.summarise_pipeline`) and names the evaluate run that
+computed them (`reprolab.test_metrics_run`). Each stage run carries the git commit and dirty state,
+the DVC experiment, package versions, every param, and the DVC md5 of each input as its MLflow
+dataset digest (MLflow's own digest hashes only the first rows). The train run holds the training
+curves and the model; the evaluate run holds the test metrics and figures and names the train run of
+the model it scored (`reprolab.train_run_id`, found by the weights' hash).
 
 A tracking outage never costs a run: `StageRun` writes through to MLflow while it answers and
 otherwise keeps the whole record in a local spool (`.reprolab/spool/`), which `reprolab replay`
@@ -37,6 +39,9 @@ EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
 MODEL_DIGEST_TAG = "reprolab.model_md5"
 PIPELINE_TAG = "reprolab.pipeline"  # on the parent run: which DVC command execution it stands for
 TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of the model it scored
+# On the parent run: the evaluate run whose test metrics it copies (or where they came from, when this
+# store has no such run: a fresh clone scores its committed model in the committed reports/metrics.json).
+TEST_METRICS_TAG = "reprolab.test_metrics_run"
 
 
 def tracking_uri() -> str:
@@ -111,9 +116,11 @@ def _dataset(path: str, digest: str):
     return MetaDataset(source=source, name=path, digest=digest)
 
 
-def pipeline_parent(mlflow, pipeline: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+def pipeline_parent(
+    mlflow, pipeline: Mapping[str, Any], tags: Mapping[str, str], params: Mapping[str, str] | None = None
+) -> str:
     """The parent run of a pipeline execution: found by its key, else created, starting when the DVC
-    command started."""
+    command started, with every param (one execution runs under one params.yaml)."""
     client = mlflow.MlflowClient()
     experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     found = client.search_runs(
@@ -128,7 +135,16 @@ def pipeline_parent(mlflow, pipeline: Mapping[str, Any], tags: Mapping[str, str]
         run_name=name,
         tags={**tags, "reprolab.stage": "pipeline", PIPELINE_TAG: pipeline["key"]},
     )
+    _log_params(client, run.info.run_id, params or {})
     return run.info.run_id
+
+
+def _log_params(client, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(key, value) for key, value in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's cap on params per batch
+        client.log_batch(run_id, params=items[start : start + 100])
 
 
 def extend_parent(mlflow, parent_id: str, status: str, end_ms: int) -> None:
@@ -144,7 +160,9 @@ def _begin(mlflow, record: Mapping[str, Any]):
     if record["resume_run_id"]:
         return mlflow.start_run(run_id=record["resume_run_id"]), None
     parent_id = (
-        pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {})) if record.get("pipeline") else None
+        pipeline_parent(mlflow, record["pipeline"], record.get("pipeline_tags", {}), record.get("params"))
+        if record.get("pipeline")
+        else None
     )
     experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     created = mlflow.MlflowClient().create_run(
@@ -185,6 +203,7 @@ class StageRun:
             "status": None,
             "pipeline": provenance.pipeline_execution(),
             "pipeline_tags": {},
+            "pipeline_summary": None,
         }
         self.spool = spool_dir() / f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:8]}"
         self.mlflow = None
@@ -204,11 +223,13 @@ class StageRun:
         run.record["resume_run_id"] = resume_run_id
         if run.record["pipeline"]:
             run.record["pipeline_tags"] = run_tags("pipeline")
+        if resume_run_id is None and params is not None:
+            run.record["params"] = mlflow_params(params)  # the parent, created on opening, takes them too
         run._call(run._open)
         if resume_run_id is None:
             run.set_tags(run_tags(stage))
             if params is not None:
-                run.log_params(mlflow_params(params))
+                run.log_params(run.record["params"])
         for context, path in (inputs or {}).items():
             run.log_input(str(path), storage.file_md5(path), context)
         return run
@@ -260,6 +281,19 @@ class StageRun:
         self.record["model_dir"] = str(model_dir)
         self._call(lambda: log(self.mlflow, model_dir))
 
+    def summarise_pipeline(self, metrics_file: Path, weights: Path) -> None:
+        """Give the parent run the test metrics in `metrics_file` when they scored the `weights` the
+        workspace holds now (metrics.json names the weights' md5), and the evaluate run that computed
+        them: a `dvc repro` that skips evaluate (its model came out byte-identical) still records them."""
+        if not self.record["pipeline"] or not metrics_file.is_file() or not weights.is_file():
+            return
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        md5 = storage.file_md5(weights)
+        if metrics.get("weights_md5") != md5:
+            return  # they scored other weights: evaluate has yet to run on these
+        self.record["pipeline_summary"] = {"metrics": flat_metrics(metrics, prefix="test."), "weights_md5": md5}
+        self._call(lambda: _summarise_parent(self.mlflow, self.parent_id, self.record["pipeline_summary"]))
+
     def close(self, status: str = "FINISHED") -> None:
         self.record["end_ms"], self.record["status"] = int(time.time() * 1000), status
 
@@ -303,14 +337,38 @@ def log_stage(
     outputs: list[Path],
     metrics: Mapping[str, Any],
     inputs: Mapping[str, Path] | None = None,
+    test_metrics_of: tuple[Path, Path] | None = None,
 ) -> None:
-    """Record a data stage: its params, inputs, output hashes and report."""
+    """Record a data stage: its params, inputs, output hashes and report (and, given (metrics file,
+    weights), the pipeline's test metrics: `StageRun.summarise_pipeline`)."""
     with StageRun.start(stage, params, inputs) as run:
         run.log_metrics(flat_metrics(metrics))
         run.log_outputs(outputs)
         for path in outputs:
             if path.suffix == ".json":
                 run.log_artifact(path, "reports")
+        if test_metrics_of:
+            run.summarise_pipeline(*test_metrics_of)
+
+
+def _summarise_parent(mlflow, parent_id: str | None, summary: Mapping[str, Any]) -> None:
+    from mlflow.entities import Metric
+
+    if parent_id is None:
+        return
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in summary["metrics"].items()]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(parent_id, metrics=metrics[start : start + 1000])
+    evaluated = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id],
+        filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{summary['weights_md5']}' and tags.`reprolab.stage` = 'evaluate'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    source = evaluated[0].info.run_id if evaluated else "reports/metrics.json (no evaluate run in this store)"
+    client.set_tag(parent_id, TEST_METRICS_TAG, source)
 
 
 def find_run_for_model(model_md5: str) -> str | None:
@@ -372,6 +430,8 @@ def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
                 mlflow.log_artifact(path, artifact_path=artifact_path)
             if record["model_dir"]:
                 log_model(mlflow, Path(record["model_dir"]))
+            if record.get("pipeline_summary"):
+                _summarise_parent(mlflow, parent_id, record["pipeline_summary"])
             sent.append(active.info.run_id)
         if record.get("end_ms"):  # the run's own end and status, not the replay's
             mlflow.MlflowClient().set_terminated(active.info.run_id, record["status"], end_time=record["end_ms"])

@@ -109,6 +109,27 @@ def test_second_repro_is_a_noop(published):
     assert "Data and pipelines are up to date" in output
 
 
+def test_a_fresh_clone_repro_leaves_git_clean_and_shows_and_records_the_headline(published, tmp_path):
+    """A fresh clone retrains a byte-identical model, so DVC skips evaluate: the committed metrics are
+    still the headline, on the terminal and in the execution's MLflow run, and nothing in git moves."""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(published.root), str(clone)], tmp_path)
+    output = run(["dvc", "repro"], clone)
+    assert "evaluate" not in ran_stages(output) and {"train", "export"} <= set(ran_stages(output))
+    assert run(["git", "status", "--porcelain"], clone) == ""
+    metrics = json.loads((clone / paths.METRICS).read_text())
+    shown = run(["python", "-m", "reprolab.cli", "show"], clone).splitlines()
+    assert shown[0].startswith("1. ") and f"macro-F1 {metrics['transformer']['macro_f1']:.4f}" in "\n".join(shown)
+    assert metrics["transformer_vs_baseline"]["verdict"] in shown[2]
+    assert [line.split(":")[0] for line in shown[3:]] == ["export onnx", "export onnx-int8", "export torch"]
+    _, runs = stage_runs(clone)
+    (parent,) = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
+    assert parent.data.metrics["test.transformer.macro_f1"] == metrics["transformer"]["macro_f1"]
+    assert parent.data.tags["reprolab.test_metrics_run"].startswith("reports/metrics.json")
+    learning_rate = yaml.safe_load((clone / "params.yaml").read_text())["train"]["learning_rate"]
+    assert float(parent.data.params["train.learning_rate"]) == learning_rate
+
+
 def test_dvc_remote_push_pull_round_trip(project):
     import shutil
 
@@ -158,14 +179,14 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
 
     root = published.root
     client, runs = stage_runs(root)
-    # Two executions (see `published`): the first `dvc repro`, then a forced re-run of train and evaluate.
+    # Two executions (see `published`): the first `dvc repro`, then a forced re-run of the model's stages.
     parents = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
     assert [p.info.run_name for p in parents] == ["dvc repro", "dvc repro --force"]
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
     assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
         ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"],
-        ["train", "evaluate"],
+        ["train", "evaluate", "export"],
     ]
     assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
     parent, children = parents[0], trees[0]
@@ -178,6 +199,12 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     assert parent.info.end_time == max(c.info.end_time for c in children) and parent.info.status == "FINISHED"
     assert parent.data.tags["git.commit"] == children[0].data.tags["git.commit"]
     train, evaluate = children[4], children[5]
+    # The parent holds every param and the test metrics of the model it left, from the run that scored it.
+    assert parent.data.params == train.data.params
+    assert parent.data.tags["reprolab.test_metrics_run"] == evaluate.info.run_id
+    assert {k: v for k, v in parent.data.metrics.items()} == {
+        k: v for k, v in evaluate.data.metrics.items() if k.startswith("test.")
+    }
     learning_rate = yaml.safe_load((root / "params.yaml").read_text())["train"]["learning_rate"]
     assert float(train.data.params["train.learning_rate"]) == learning_rate
     init = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).strip()

@@ -288,8 +288,9 @@ def test_a_moved_stage_with_nothing_recorded_different_says_so():
     assert "nothing recorded differs" in describe_cause(cause)
 
 
-def test_export_timings_are_not_compared_but_its_other_figures_are(tmp_path):
-    """export.json's timings differ run to run: its hash is excused, its sizes and scores must match."""
+def test_recorded_export_timings_are_not_compared_but_its_other_figures_are(tmp_path):
+    """An export.json from before the timings moved to `make bench` differs run to run: its hash is excused,
+    its sizes and scores must match."""
     row = {
         "size_mb": 22.97,
         "macro_f1": 0.973,
@@ -322,3 +323,12 @@ def test_export_timings_are_not_compared_but_its_other_figures_are(tmp_path):
     assert moved.name == "onnx-int8.macro_f1" and moved.detail == "difference -0.023"
     # A revision from before the export stage: nothing to compare.
     assert compare_export(checks, None, tmp_path / "export.json", 0.0) == []
+
+
+def test_an_export_report_without_timings_is_held_to_its_hash(tmp_path):
+    """Today's export.json holds only figures a rerun reproduces: nothing excuses its hash."""
+    report = {"backends": {"onnx-int8": {"size_mb": 22.97, "macro_f1": 0.973}}}
+    (tmp_path / "export.json").write_text(json.dumps(report))
+    checks = [Check("output", "export:reports/export.json", "a", "b", False)]
+    assert compare_export(checks, json.dumps(report), tmp_path / "export.json", 0.0) == []
+    assert not checks[0].ok and checks[0].detail == ""

@@ -477,10 +477,23 @@ def test_label_map_from_typed_values_to_class_names(tmp_path):
     )
     p = table_params(path, "jsonl", labels=["ham", "spam"], label_map={0: "ham", 1: "spam"})
     kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
-    assert [r["label"] for r in kept] == ["ham", "spam"]
+    assert [r["label"] for r in kept] == ["ham", "spam", "ham"]  # the text "0" by its digits
     assert [r["detail"] for r in rejects] == [
         "True (bool) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map",
-        "'0' (str) is not one of ingest.labels ['ham', 'spam'] or a key of ingest.label_map",
+    ]
+
+
+def test_integer_and_boolean_label_map_keys_match_a_csv_text_column(tmp_path):
+    """README's example: `label_map: {0: sports, 1: tech, 2: cooking}` on a CSV, whose cells are text."""
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nfirst,2\nsecond,0\nthird,true\nfourth,02\n")
+    p = table_params(
+        path, "csv", labels=["sports", "tech", "cooking"], label_map={0: "sports", 2: "cooking", True: "tech"}
+    )
+    kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+    assert [r["label"] for r in kept] == ["cooking", "sports", "tech"]
+    assert [r["detail"] for r in rejects] == [
+        "'02' (str) is not one of ingest.labels ['sports', 'tech', 'cooking'] or a key of ingest.label_map"
     ]
 
 

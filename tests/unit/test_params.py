@@ -21,6 +21,15 @@ def test_unknown_key_names_key_and_allowed_keys(raw):
     assert "learning_rate" in str(err.value)  # the allowed keys are listed
 
 
+def test_a_retired_key_says_where_its_job_went(raw):
+    raw["export"] |= {"rounds": 3, "latency_rows": 100, "ronuds": 1}
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "export.rounds: the export's timings moved to `python bench/export_bench.py --rounds N`" in str(err.value)
+    assert "export.latency_rows: the export's timings moved" in str(err.value)
+    assert "export.ronuds: unknown key (allowed here: batch_size, opset, threads)" in str(err.value)
+
+
 def test_unknown_section(raw):
     raw["trian"] = {}
     with pytest.raises(ParamsError, match="trian: unknown key"):

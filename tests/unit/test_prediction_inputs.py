@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from reprolab.cli import build_parser
 from reprolab.data.ingest_shared import SourceCount
 from reprolab.data.ingestion import ingest
 from reprolab.data.readers import read_lines, records_from_source
@@ -39,7 +40,8 @@ def test_the_recipe_round_trips_with_typed_label_keys(tmp_path):
     # JSON object keys would turn 0 into "0": the map keeps its keys' types, so typed labels still match.
     source = {**again.source, "label_map": dict(again.source["label_map"])}
     matcher = LabelMatcher(IngestParams.model_construct(**source))
-    assert (matcher(0), matcher(1), matcher("yes"), matcher("0")) == ("ham", "spam", "spam", None)
+    assert (matcher(0), matcher(1), matcher("yes"), matcher(True)) == ("ham", "spam", "spam", None)
+    assert matcher("0") == "ham"  # a text cell matches an integer key by its digits
 
 
 def test_a_folder_without_a_recipe_is_named_with_what_to_do(tmp_path):
@@ -120,3 +122,18 @@ def test_lines_are_records_blank_ones_skipped_and_long_ones_rejected():
     ]
     assert [(row["id"], row["reason"]) for row in rejected] == [("stdin:5", "text_too_large")]
     assert count.rows == 4
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch-size", "0", "argument --batch-size: 0 is not a positive integer"),
+        ("--batch-size", "many", "argument --batch-size: 'many' is not an integer"),
+        ("--max-reject-fraction", "nan", "argument --max-reject-fraction: nan is not a fraction from 0 to 1"),
+        ("--max-reject-fraction", "1.5", "argument --max-reject-fraction: 1.5 is not a fraction from 0 to 1"),
+    ],
+)
+def test_predict_refuses_a_bad_argument_before_loading_anything(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["predict", "in.csv", "--out", "out.csv", option, value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

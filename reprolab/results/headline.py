@@ -1,0 +1,54 @@
+"""The headline of a result: the scored models ranked by test macro-F1, the paired verdict, and what
+the exported backends weigh and lose. evaluate prints it when it runs; `reprolab show` prints it from
+the reports whatever DVC skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reprolab.errors import StageError
+from reprolab.tasks.base import Task
+
+
+def headline(task: Task, metrics: dict[str, Any], export: dict[str, Any] | None = None) -> list[str]:
+    """Lines for a terminal: the leaderboard first, then the difference and its verdict, then the export."""
+    ranked = sorted((name for name in task.scored if name in metrics), key=lambda name: -metrics[name]["macro_f1"])
+    lines = [
+        f"{rank}. {name}: test macro-F1 {metrics[name]['macro_f1']:.4f}, accuracy {metrics[name]['accuracy']:.4f}"
+        for rank, name in enumerate(ranked, 1)
+    ]
+    versus = metrics.get(task.versus)
+    if versus:
+        lines.append(
+            f"{task.model_name} - {task.baseline_name} macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
+            f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
+            f"{versus['verdict']} ({metrics['test_rows']} test rows)"
+        )
+    for backend, row in sorted((export or {}).get("backends", {}).items()):
+        lines.append(
+            f"export {backend}: {row['size_mb']} MB ({row['size_vs_torch']}x torch), macro-F1 {row['macro_f1']:.4f}, "
+            f"agreement with torch {row['agreement_with_torch']:.4f}"
+        )
+    return lines
+
+
+def show(root: Path) -> list[str]:
+    """`reprolab show`: the headline of `root`'s reports, and a warning when they scored other weights
+    than the workspace's model (evaluate has not run on it yet)."""
+    from reprolab import paths, storage
+    from reprolab.params import load_params
+    from reprolab.tasks import catalog
+
+    metrics_file, export_file, weights = root / paths.METRICS, root / paths.EXPORT_REPORT, root / paths.WEIGHTS
+    if not metrics_file.is_file():
+        raise StageError(f"{metrics_file}: no test metrics yet: run `dvc repro`")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    export = json.loads(export_file.read_text(encoding="utf-8")) if export_file.is_file() else None
+    task = catalog.task_named(load_params(root / "params.yaml", check_paths=False).task)
+    lines = headline(task, metrics, export)
+    scored = metrics.get("weights_md5")
+    if scored and weights.is_file() and storage.file_md5(weights) != scored:
+        lines.append(f"WARNING: these scored other weights than {paths.WEIGHTS} holds: run `dvc repro` to score it")
+    return lines
