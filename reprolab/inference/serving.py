@@ -7,6 +7,7 @@ serves it; it loads offline.
 
 from __future__ import annotations
 
+import math
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import mlflow.pyfunc
 import pandas as pd
 import pyarrow as pa
 
+from reprolab.data import validation
 from reprolab.inference.prediction import Predictor, Recipe
 from reprolab.records.tracking import EXPERIMENT, MODEL_DIGEST_TAG
 from reprolab.tasks import catalog
@@ -22,7 +24,7 @@ from reprolab.tasks.base import Task
 TEXT_COLUMN = "text"
 REJECT_COLUMN = "reject"
 # A task's output column types (Arrow) in the frame the pyfunc returns and in its MLflow signature.
-_PANDAS_TYPES = {pa.string(): object, pa.float64(): "float64"}
+_PANDAS_TYPES = {pa.string(): "string", pa.float64(): "Float64"}
 _MLFLOW_TYPES = {pa.string(): "string", pa.float64(): "double"}
 # What the model needs at load time: the packages the prediction path imports.
 REQUIREMENTS = (
@@ -51,7 +53,7 @@ _EXAMPLE = {
 class ReprolabClassifier(mlflow.pyfunc.PythonModel):
     """Input: a column `text`, each a record as the training source held it (a raw mail for a model
     trained on mails). Output: `predicted`, each class's probability, and `reject` (why a record could
-    not be scored, as clean would reject it; null otherwise)."""
+    not be scored, as `reprolab predict` would reject it; null otherwise)."""
 
     def load_context(self, context) -> None:
         self.predictor = Predictor(Path(context.artifacts["model"]))
@@ -61,18 +63,52 @@ class ReprolabClassifier(mlflow.pyfunc.PythonModel):
         return predictions_frame(self.predictor, texts)
 
 
-def predictions_frame(predictor: Predictor, texts: list[str]) -> pd.DataFrame:
-    """The task's prediction columns for each text (null where it was rejected) and the reject reason."""
-    scored, probs, rejected = predictor.score([predictor.text_record(str(text)) for text in texts])
+def predictions_frame(predictor: Predictor, texts: list) -> pd.DataFrame:
+    """The task's prediction columns for each text (null where it was rejected) and the reject reason.
+
+    Each text is validated by ingest's rules as `reprolab predict` validates a JSONL file's text field
+    (a number is `wrong_type`, null `missing_text`, over the size limit `text_too_large`), then read as
+    the model's training source held its records (a raw mail for a model trained on mails) and cleaned."""
+    p = predictor.recipe.ingest_params("request", "jsonl", TEXT_COLUMN)
+    matcher = validation.LabelMatcher(p)
+    reasons: list[str | None] = [None] * len(texts)
+    valid, rows = [], []
+    for position, text in enumerate(texts):
+        record = _request_record(position, text)
+        problem = validation.validate(record, p, matcher, labelled=False)
+        if problem:
+            reasons[position] = problem[0]
+        else:
+            valid.append(position)
+            rows.append({**record, "raw": record["text"].encode("utf-8"), "kind": predictor.recipe.kind})
+    scored, probs, refused = predictor.score(rows)
+    for index, (reason, _) in refused.items():
+        reasons[valid[index]] = reason
     columns = predictor.task.output_columns(probs, predictor.labels)
     frame = pd.DataFrame(index=range(len(texts)))
+    # Nullable columns: a rejected text's cells are null, which MLflow's server writes as JSON null (a
+    # float column's NaN it writes as a bare NaN, which strict JSON parsers refuse).
     for name, kind in predictor.task.output_fields(predictor.labels):
-        full = [None] * len(texts)  # a rejected text's cells: null (NaN in a float column)
-        for position, value in zip(scored, columns[name], strict=True):
-            full[position] = value
+        full = [None] * len(texts)
+        for index, value in zip(scored, columns[name], strict=True):
+            full[valid[index]] = value
         frame[name] = pd.Series(full, dtype=_PANDAS_TYPES[kind])
-    frame[REJECT_COLUMN] = [rejected[i][0] if i in rejected else None for i in range(len(texts))]
+    frame[REJECT_COLUMN] = pd.Series(reasons, dtype="string")
     return frame
+
+
+def _request_record(position: int, text) -> dict:
+    """A request's cell as a record of an unlabelled JSONL file (pandas holds a missing cell as NaN)."""
+    missing = text is None or text is pd.NA or (isinstance(text, float) and math.isnan(text))
+    return {
+        "id": str(position),
+        "source": f"request:{position}",
+        "group": "request",
+        "label": None,
+        "kind": "text",
+        "text": None if missing else text,
+        "checksum_status": "absent",
+    }
 
 
 def signature(task: Task, labels: list[str]):

@@ -184,10 +184,17 @@ class TrainingLoop:
         state = self.state
         train_loss = summed(self.accelerator, self.epoch_loss) / (state.batch * self.processes)
         state.history.append(
-            {"epoch": state.epoch, "train_loss": train_loss, **scores, "learning_rate": self.scheduler.get_last_lr()[0]}
+            {
+                "epoch": state.epoch,
+                "step": state.step,
+                "train_loss": train_loss,
+                **scores,
+                "learning_rate": self.scheduler.get_last_lr()[0],
+            }
         )
         self.accelerator.print(
-            f"train: epoch {state.epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items())
+            f"train: epoch {state.epoch} (step {state.step}): "
+            + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items() if k not in ("epoch", "step"))
         )
         if scores["val_macro_f1"] > state.best_f1:
             state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0

@@ -15,6 +15,7 @@ import json
 import math
 import random
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,12 @@ from reprolab.encoding import encoder
 from reprolab.errors import StageError
 from reprolab.inference import prediction
 from reprolab.model import runtime
-from reprolab.model.checkpoints import Checkpointer
+from reprolab.model.checkpoints import Checkpointer, LoopState
 from reprolab.model.loop import TrainingLoop, TrainResult
 from reprolab.params import LoraParams, Params, TrainParams
 from reprolab.tasks.base import Task
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
+HISTORY_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
 STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
 # Params that change how a run is observed or where its processes meet, not what it computes: a
 # checkpoint stays valid across them (and every machine of a job finds the same one).
@@ -232,6 +233,8 @@ def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
             "model": params.model.name_or_path,
             "labels": params.ingest.class_names,
             "inputs": {name: storage.file_md5(path) for name, path in inputs.items()},
+            # What a checkpoint's state records: a checkpoint of another layout is not resumed.
+            "state": [sorted(field.name for field in fields(LoopState)), HISTORY_FIELDS, STEP_FIELDS],
         },
         sort_keys=True,
     )

@@ -6,11 +6,12 @@ One pipeline execution (a `dvc repro`, or one experiment of `dvc exp run`) is on
 after the command and spanning it, with every param; each stage it runs is a nested child run from the
 stage process's start to its end. Whatever DVC skipped, the parent holds the test metrics of the model
 the execution leaves in the workspace (`StageRun.summarise_pipeline`) and names the evaluate run that
-computed them (`reprolab.test_metrics_run`). Each stage run carries the git commit and dirty state,
-the DVC experiment, package versions, every param, and the DVC md5 of each input as its MLflow
-dataset digest (MLflow's own digest hashes only the first rows). The train run holds the training
-curves and the model; the evaluate run holds the test metrics and figures and names the train run of
-the model it scored (`reprolab.train_run_id`, found by the weights' hash).
+computed them (`reprolab.test_metrics_run`); when DVC skipped evaluate and the store has no run for
+those weights, an evaluate child made from the stage's committed outputs stands in for it. Each stage
+run carries the git commit and dirty state, the DVC experiment, package versions, every param, and the
+DVC md5 of each input as its MLflow dataset digest (MLflow's own digest hashes only the first rows).
+The train run holds the training curves and the model; the evaluate run holds the test metrics and
+figures and names the train run of the model it scored (`reprolab.train_run_id`, found by the weights' hash).
 
 A tracking outage never costs a run: `StageRun` writes through to MLflow while it answers and
 otherwise keeps the whole record in a local spool (`.reprolab/spool/`), which `reprolab replay`
@@ -39,9 +40,10 @@ EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
 MODEL_DIGEST_TAG = "reprolab.model_md5"
 PIPELINE_TAG = "reprolab.pipeline"  # on the parent run: which DVC command execution it stands for
 TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of the model it scored
-# On the parent run: the evaluate run whose test metrics it copies (or where they came from, when this
-# store has no such run: a fresh clone scores its committed model in the committed reports/metrics.json).
+# On the parent run: the evaluate run whose test metrics it copies.
 TEST_METRICS_TAG = "reprolab.test_metrics_run"
+# The UI opens an experiment of this kind on its runs table, not on the GenAI overview (traces, prompts).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri() -> str:
@@ -63,12 +65,16 @@ def connect():
     # for another repository in this process (a notebook, the tests) resolves that repository's store.
     if chosen is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
         location = None
         if uri.startswith("sqlite:"):
             # Absolute, beside the store: MLflow's default (./mlruns) would land in the cwd.
             location = (provenance.repo_root() / "mlartifacts").as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_TAGS)
+    elif any(experiment.tags.get(key) != value for key, value in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():  # an experiment made before the tag
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
 
@@ -281,18 +287,28 @@ class StageRun:
         self.record["model_dir"] = str(model_dir)
         self._call(lambda: log(self.mlflow, model_dir))
 
-    def summarise_pipeline(self, metrics_file: Path, weights: Path) -> None:
-        """Give the parent run the test metrics in `metrics_file` when they scored the `weights` the
-        workspace holds now (metrics.json names the weights' md5), and the evaluate run that computed
-        them: a `dvc repro` that skips evaluate (its model came out byte-identical) still records them."""
-        if not self.record["pipeline"] or not metrics_file.is_file() or not weights.is_file():
+    def digest_of(self, path: Path) -> str:
+        """The md5 this run logged for an input, else the file's md5 now."""
+        logged = [item["digest"] for item in self.record["inputs"] if item["path"] == str(path)]
+        return logged[0] if logged else storage.file_md5(path)
+
+    def summarise_pipeline(self, metrics_file: Path, weights_md5: str) -> None:
+        """Give the parent run the test metrics in `metrics_file` when they scored the weights with this
+        md5 (metrics.json names the weights it scored), and the evaluate run that computed them. A `dvc
+        repro` that skips evaluate (its model came out byte-identical) still gets an evaluate child: one
+        made from the outputs dvc.lock holds for that stage (`_record_skipped_evaluate`)."""
+        if not self.record["pipeline"] or not metrics_file.is_file():
             return
         metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        md5 = storage.file_md5(weights)
-        if metrics.get("weights_md5") != md5:
+        if metrics.get("weights_md5") != weights_md5:
             return  # they scored other weights: evaluate has yet to run on these
-        self.record["pipeline_summary"] = {"metrics": flat_metrics(metrics, prefix="test."), "weights_md5": md5}
-        self._call(lambda: _summarise_parent(self.mlflow, self.parent_id, self.record["pipeline_summary"]))
+        self.record["pipeline_summary"] = {
+            "metrics": flat_metrics(metrics, prefix="test."),
+            "weights_md5": weights_md5,
+            "evaluate_tags": run_tags("evaluate"),
+            "evaluate_artifacts": [[str(path), str(path.parent)] for path in stage_output_files("evaluate")],
+        }
+        self._call(lambda: _summarise_parent(self.mlflow, self.parent_id, self.record))
 
     def close(self, status: str = "FINISHED") -> None:
         self.record["end_ms"], self.record["status"] = int(time.time() * 1000), status
@@ -313,10 +329,12 @@ class StageRun:
         """The record plus copies of its artifacts and model, so later edits cannot change them."""
         files = self.spool / "files"
         files.mkdir(parents=True, exist_ok=True)
-        for i, (path, artifact_path) in enumerate(self.record["artifacts"]):
-            copy = files / f"{i}-{Path(path).name}"
-            shutil.copy2(path, copy)
-            self.record["artifacts"][i] = [str(copy), artifact_path]
+        summary = self.record["pipeline_summary"] or {}
+        for artifacts in (self.record["artifacts"], summary.get("evaluate_artifacts", [])):
+            for i, (path, artifact_path) in enumerate(artifacts):
+                copy = files / f"{uuid.uuid4().hex[:8]}-{Path(path).name}"
+                shutil.copy2(path, copy)
+                artifacts[i] = [str(copy), artifact_path]
         if self.record["model_dir"]:
             copy = files / "model"
             shutil.copytree(self.record["model_dir"], copy)
@@ -348,27 +366,89 @@ def log_stage(
             if path.suffix == ".json":
                 run.log_artifact(path, "reports")
         if test_metrics_of:
-            run.summarise_pipeline(*test_metrics_of)
+            metrics_file, weights = test_metrics_of
+            run.summarise_pipeline(metrics_file, run.digest_of(weights))
 
 
-def _summarise_parent(mlflow, parent_id: str | None, summary: Mapping[str, Any]) -> None:
+def stage_output_files(stage: str) -> list[Path]:
+    """The files of a stage's outputs as dvc.lock records them (a folder output: the files in it)."""
+    import yaml
+
+    lock = Path("dvc.lock")  # the stage's workspace (a temp one under `dvc exp run --temp`), not DVC_ROOT
+    if not lock.is_file():
+        return []
+    outs = ((yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage) or {}).get("outs", [])
+    files = []
+    for out in outs:
+        path = Path(out["path"])
+        files += (
+            sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        )
+    return files
+
+
+def _log_metric_batches(client, run_id: str, metrics) -> None:
+    for start in range(0, len(metrics), 1000):  # MLflow's cap on metrics per batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _summarise_parent(mlflow, parent_id: str | None, record: Mapping[str, Any]) -> None:
     from mlflow.entities import Metric
 
     if parent_id is None:
         return
+    summary = record["pipeline_summary"]
     client = mlflow.MlflowClient()
-    now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, 0) for key, value in summary["metrics"].items()]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(parent_id, metrics=metrics[start : start + 1000])
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    if record["stage"] == "evaluate":  # it ran after all: a stand-in an earlier stage made is wrong
+        children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+        for child in children:
+            if SKIPPED_TAG in child.data.tags:
+                client.delete_run(child.info.run_id)
     evaluated = client.search_runs(
-        [client.get_run(parent_id).info.experiment_id],
+        [experiment_id],
         filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{summary['weights_md5']}' and tags.`reprolab.stage` = 'evaluate'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    source = evaluated[0].info.run_id if evaluated else "reports/metrics.json (no evaluate run in this store)"
+    source = evaluated[0].info.run_id if evaluated else _record_skipped_evaluate(mlflow, parent_id, record)
+    now = int(time.time() * 1000)
+    _log_metric_batches(client, parent_id, [Metric(key, value, now, 0) for key, value in summary["metrics"].items()])
     client.set_tag(parent_id, TEST_METRICS_TAG, source)
+
+
+# On an evaluate run that DVC did not run: where its metrics and files came from.
+SKIPPED_TAG = "reprolab.evaluate.skipped"
+
+
+def _record_skipped_evaluate(mlflow, parent_id: str, record: Mapping[str, Any]) -> str:
+    """An evaluate child for an execution whose model came out with the weights the committed test
+    metrics scored, so that DVC skips evaluate: the run holds the stage's outputs as dvc.lock lists them
+    and says so; it starts and ends now. Should evaluate run after all (other inputs of it changed), its
+    own run deletes this stand-in (`_summarise_parent`)."""
+    from mlflow.entities import Metric
+
+    summary = record["pipeline_summary"]
+    client = mlflow.MlflowClient()
+    train_run = find_run_for_model(summary["weights_md5"])
+    run_id = client.create_run(
+        client.get_run(parent_id).info.experiment_id,
+        run_name="evaluate",
+        tags={
+            **summary["evaluate_tags"],
+            "mlflow.parentRunId": parent_id,
+            MODEL_DIGEST_TAG: summary["weights_md5"],
+            SKIPPED_TAG: "DVC skipped the stage: these weights are the ones its committed outputs scored",
+            **({TRAIN_RUN_TAG: train_run} if train_run else {}),
+        },
+    ).info.run_id
+    _log_params(client, run_id, record["params"])
+    now = int(time.time() * 1000)
+    _log_metric_batches(client, run_id, [Metric(key, value, now, 0) for key, value in summary["metrics"].items()])
+    for path, artifact_path in summary["evaluate_artifacts"]:
+        client.log_artifact(run_id, path, artifact_path=artifact_path)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def find_run_for_model(model_md5: str) -> str | None:
@@ -422,8 +502,7 @@ def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
             from mlflow.entities import Metric
 
             metrics = [Metric(key, value, timestamp, step or 0) for key, value, step, timestamp in record["metrics"]]
-            for start in range(0, len(metrics), 1000):
-                mlflow.MlflowClient().log_batch(active.info.run_id, metrics=metrics[start : start + 1000])
+            _log_metric_batches(mlflow.MlflowClient(), active.info.run_id, metrics)
             for item in record["inputs"]:
                 mlflow.log_input(_dataset(item["path"], item["digest"]), context=item["context"])
             for path, artifact_path in record["artifacts"]:
@@ -431,7 +510,7 @@ def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
             if record["model_dir"]:
                 log_model(mlflow, Path(record["model_dir"]))
             if record.get("pipeline_summary"):
-                _summarise_parent(mlflow, parent_id, record["pipeline_summary"])
+                _summarise_parent(mlflow, parent_id, record)
             sent.append(active.info.run_id)
         if record.get("end_ms"):  # the run's own end and status, not the replay's
             mlflow.MlflowClient().set_terminated(active.info.run_id, record["status"], end_time=record["end_ms"])

@@ -41,6 +41,13 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def refuse_busy(host: str, port: int) -> None:
+    if not port_free(host, port):
+        raise StageError(
+            f"port {port} on {host} is in use (another `reprolab ui`?): stop it or choose another with --port"
+        )
+
+
 def listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -57,18 +64,17 @@ def serve(host: str, port: int) -> int:
             "other machines without authentication; 127.0.0.1 keeps it on this one",
             file=sys.stderr,
         )
+    refuse_busy(host, port)  # before the store is opened (and created)
     uri = tracking.tracking_uri()
+    experiment = tracking.connect().get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    return run_server(command, host, port, f"the MLflow UI of {uri}")
+    return run_server(command, host, port, f"the MLflow UI of {uri}", f"/#/experiments/{experiment}/runs")
 
 
-def run_server(command: list[str], host: str, port: int, what: str) -> int:
-    """Start the server `command` (which listens on host:port), announce it once it listens, stop its whole
-    process group on SIGINT/SIGTERM; returns 0 when stopped that way, else the server's exit status."""
-    if not port_free(host, port):
-        raise StageError(
-            f"port {port} on {host} is in use (another `reprolab ui`?): stop it or choose another with --port"
-        )
+def run_server(command: list[str], host: str, port: int, what: str, page: str = "") -> int:
+    """Start the server `command` (which listens on host:port), announce it (at `page`) once it listens, stop
+    its whole process group on SIGINT/SIGTERM; returns 0 when stopped that way, else the server's exit status."""
+    refuse_busy(host, port)
     server = subprocess.Popen(
         command, start_new_session=True, preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None
     )
@@ -103,7 +109,7 @@ def run_server(command: list[str], host: str, port: int, what: str) -> int:
             time.sleep(0.2)
         if not stop_asked:
             shown = f"[{host}]" if ":" in host else host
-            print(f"ui: {what} is at http://{shown}:{port} (Ctrl-C stops it)", flush=True)
+            print(f"ui: {what} is at http://{shown}:{port}{page} (Ctrl-C stops it)", flush=True)
         status = wait_for_exit()
         if stop_asked:
             print("ui: stopped", flush=True)

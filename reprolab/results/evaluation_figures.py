@@ -1,5 +1,5 @@
 """The evaluate stage's figures of the test split: confusion matrices (counts and row shares), per-class
-bars, ROC and precision-recall curves and, for two classes, the threshold plot.
+scores, ROC and precision-recall curves and, for two classes, the threshold plot.
 
 Curves over classes say how they average: for two classes the positive class is the second label;
 for more, one-vs-rest scores are pooled (micro-average).
@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from reprolab.results.figures import save_png, short
+from reprolab.results.figures import save_png, score_limits, score_text, short
 from reprolab.results.metrics import scores_for_curves
 
 BINARY_THRESHOLD = 0.5  # with two classes, argmax predicts the positive class at this probability
@@ -68,20 +68,39 @@ def confusion_matrices(labels: np.ndarray, results: dict[str, np.ndarray], names
 
 
 def per_class_bars(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], dest: Path) -> Path:
-    """Precision, recall and F1 of each class, one panel per model, the support under each class."""
-    fig, axes = plt.subplots(1, len(results), figsize=(max(5.0, 1.2 * len(names) + 2) * len(results), 4), squeeze=False)
-    x = np.arange(len(names))
-    for ax, (model, probs) in zip(axes[0], results.items(), strict=True):
-        values = precision_recall_fscore_support(
+    return save_png(per_class_figure(labels, results, names), dest)
+
+
+def per_class_figure(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]):
+    """Precision, recall and F1 of each class as points (not bars: the axis starts near the lowest
+    score, so that 0.95 and 1.00 differ visibly), each value written, one panel per model on one shared
+    range, the support under each class."""
+    scores = {
+        model: precision_recall_fscore_support(
             labels, probs.argmax(axis=1), labels=list(range(len(names))), zero_division=0
         )
+        for model, probs in results.items()
+    }
+    limits = score_limits(np.concatenate([np.concatenate(values[:3]) for values in scores.values()]))
+    fig, axes = plt.subplots(1, len(results), figsize=(max(5.0, 1.6 * len(names) + 2) * len(results), 4), squeeze=False)
+    x = np.arange(len(names))
+    for ax, (model, values) in zip(axes[0], scores.items(), strict=True):
         for k, (metric, column) in enumerate(zip(("precision", "recall", "F1"), values[:3], strict=True)):
-            ax.bar(x + (k - 1) * 0.27, column, width=0.27, label=metric)
-        ax.set(title=f"{model}: per class", ylim=(0, 1.05), ylabel="score")
+            ax.plot(x + (k - 1) * 0.25, column, marker="os^"[k], linestyle="none", label=metric)
+            for position, value in zip(x + (k - 1) * 0.25, column, strict=True):
+                ax.annotate(
+                    score_text(value),
+                    (position, value),
+                    textcoords="offset points",
+                    xytext=(0, 6),
+                    ha="center",
+                    fontsize=7,
+                )
+        ax.set(title=f"{model}: per class", ylim=limits, ylabel="score", xlim=(-0.6, len(names) - 0.4))
         _class_ticks(ax, [f"{short(n)}\n(n={s})" for n, s in zip(names, values[3], strict=True)])
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=3, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
-    return save_png(fig, dest)
+    return fig
 
 
 def roc_and_pr(labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], out: Path) -> list[Path]:
@@ -95,11 +114,11 @@ def roc_and_pr(labels: np.ndarray, results: dict[str, np.ndarray], names: list[s
                 continue
             if kind == "roc":
                 fpr, tpr, _ = roc_curve(truth, score)
-                ax.plot(fpr, tpr, label=f"{model} (AUC {roc_auc_score(truth, score):.3f})")
+                ax.plot(fpr, tpr, label=f"{model} (AUC {score_text(roc_auc_score(truth, score))})")
                 ax.set(xlabel="false positive rate", ylabel="true positive rate")
             else:
                 precision, recall, _ = precision_recall_curve(truth, score)
-                ax.plot(recall, precision, label=f"{model} (AP {average_precision_score(truth, score):.3f})")
+                ax.plot(recall, precision, label=f"{model} (AP {score_text(average_precision_score(truth, score))})")
                 ax.set(xlabel="recall", ylabel="precision")
         ax.set_title(f"{'ROC' if kind == 'roc' else 'Precision-recall'} ({averaging(names)})", fontsize=10)
         ax.legend(loc="lower right" if kind == "roc" else "lower left")

@@ -1,10 +1,12 @@
 """PNG figures drawn offline with matplotlib, whose bytes depend only on what they show (so DVC and git
 see no change without one), and the training curves (train). The test-split figures are in
-`reprolab.results.evaluation_figures`, so that a change to them does not re-run training.
+`reprolab.results.evaluation_figures`, so that a change to them does not re-run training. Scores are
+written with `score_text` and drawn on `score_limits`, so that figures near 1 stay readable.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,21 +28,49 @@ def short(name: str) -> str:
     return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
 
 
+def score_text(value: float, digits: int = 3) -> str:
+    """A score in [0, 1] with the fewest digits (from `digits`) that do not round it to 0 or 1 when it
+    is neither: an AUC of 0.99957 reads 0.9996, not a perfect 1.000."""
+    while digits < 8 and 0 < value < 1 and round(value, digits) in (0, 1):
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
+def score_limits(values) -> tuple[float, float]:
+    """The y range of a score axis: from a round 0.05 below the lowest score (never below 0) to just
+    above 1, so that differences between scores near 1 are visible."""
+    low = max(0.0, math.floor((min(values) - 0.01) * 20) / 20)
+    return low, 1 + (1 - low) * 0.05
+
+
 def training_curves(steps: list[dict], history: list[dict], dest: Path) -> Path:
-    """Training loss per logged step; validation loss and macro-F1 per epoch (training loss beside)."""
-    fig, (loss_ax, epoch_ax, f1_ax) = plt.subplots(1, 3, figsize=(15, 4))
-    loss_ax.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], color="tab:blue")
-    loss_ax.set(
-        xlabel="optimizer step",
-        ylabel="training loss (mean over the logged window)",
-        title="Training loss per logged step",
+    return save_png(training_figure(steps, history), dest)
+
+
+def training_figure(steps: list[dict], history: list[dict]):
+    """Loss against the optimizer step: training per logged step, validation at each epoch's end (on the
+    same axis, so one epoch is a point at its step, not a lone dot on an epoch axis); and validation
+    macro-F1 at each epoch's end, its value written beside it, on a range that shows small changes."""
+    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    ends = [r["step"] for r in history]
+    loss_ax.plot(
+        [r["step"] for r in steps], [r["train_loss"] for r in steps], color="tab:blue", label="training (logged window)"
     )
-    epochs = [int(r["epoch"]) for r in history]
-    epoch_ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="training (epoch mean)")
-    epoch_ax.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
-    epoch_ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch", xticks=epochs)
-    epoch_ax.legend()
-    f1_ax.plot(epochs, [r["val_macro_f1"] for r in history], marker="o", color="tab:green")
-    f1_ax.set(xlabel="epoch", ylabel="validation macro-F1", title="Validation macro-F1 per epoch", xticks=epochs)
+    loss_ax.plot(ends, [r["val_loss"] for r in history], marker="o", color="tab:orange", label="validation (epoch end)")
+    f1 = [r["val_macro_f1"] for r in history]
+    f1_ax.plot(ends, f1, marker="o", color="tab:green")
+    for step, value in zip(ends, f1, strict=True):
+        f1_ax.annotate(score_text(value), (step, value), textcoords="offset points", xytext=(0, 6), ha="center")
+    for ax in (loss_ax, f1_ax):
+        for step in ends[:-1]:
+            ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)  # epoch boundaries
+    loss_ax.set(xlabel="optimizer step", ylabel="loss", title="Loss", xlim=(0, max([*ends, 1]) * 1.03))
+    loss_ax.legend()
+    f1_ax.set(
+        xlabel="optimizer step",
+        ylabel="validation macro-F1",
+        title="Validation macro-F1 at each epoch end",
+        ylim=score_limits(f1),
+    )
     fig.tight_layout()
-    return save_png(fig, dest)
+    return fig

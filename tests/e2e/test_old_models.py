@@ -72,11 +72,12 @@ def test_a_pyfunc_logged_by_the_flat_layout_loads_and_scores_as_the_new_predicto
         tmp_path,
     )
     assert "task" not in json.loads((folder / "reprolab_preprocessing.json").read_text())
+    from reprolab.inference import serving
     from reprolab.inference.prediction import Predictor
 
     predictor = Predictor(folder)
     assert predictor.task.name == "sequence_classification"
-    _, probs, _ = predictor.score([predictor.text_record(text) for text in TEXTS[:2]])
+    probs = serving.predictions_frame(predictor, TEXTS[:2])[["prob_ham", "prob_spam"]].to_numpy(float)
     # A fresh process scores with the model's own flat code; one with today's package, with today's.
     for first, scorer in (("", "reprolab.serving"), ("import reprolab.inference\n", "reprolab.inference.serving")):
         out = python(

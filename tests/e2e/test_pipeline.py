@@ -125,7 +125,14 @@ def test_a_fresh_clone_repro_leaves_git_clean_and_shows_and_records_the_headline
     _, runs = stage_runs(clone)
     (parent,) = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
     assert parent.data.metrics["test.transformer.macro_f1"] == metrics["transformer"]["macro_f1"]
-    assert parent.data.tags["reprolab.test_metrics_run"].startswith("reports/metrics.json")
+    (evaluate,) = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id and r.data.tags["reprolab.stage"] == "evaluate"
+    ]
+    assert parent.data.tags["reprolab.test_metrics_run"] == evaluate.info.run_id
+    assert "reprolab.evaluate.skipped" in evaluate.data.tags
+    assert evaluate.data.metrics["test.transformer.macro_f1"] == metrics["transformer"]["macro_f1"]
     learning_rate = yaml.safe_load((clone / "params.yaml").read_text())["train"]["learning_rate"]
     assert float(parent.data.params["train.learning_rate"]) == learning_rate
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reprolab import paths
+from reprolab.inference import serving
 from reprolab.inference.prediction import Predictor
 from tests.conftest import REPROLAB, env_for, free_port, run
 
@@ -110,11 +111,21 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
             except (urllib.error.URLError, ConnectionError):
                 assert time.monotonic() < deadline, f"no answer on port {port}: {log.read_text()[-2000:]}"
                 time.sleep(1)
-        body = json.dumps({"dataframe_records": [{"text": text} for text in mails.values()]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
+
+        def post(records: list[dict]) -> bytes:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({"dataframe_records": records}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            return urllib.request.urlopen(request, timeout=120).read()
+
+        answer = json.loads(post([{"text": text} for text in mails.values()]))["predictions"]
+        # Refused as predict refuses them, in strict JSON (a bare NaN was in the body before).
+        hostile = [{"text": 12345}, {"text": 1.5}, {"text": None}, {"text": True}, {"text": "x" * 1_500_000}]
+        refused = json.loads(post(hostile), parse_constant=lambda constant: pytest.fail(f"{constant} in the body"))
+        with pytest.raises(urllib.error.HTTPError) as empty:
+            post([])  # MLflow's schema check, before the model: as predict fails on an input with no rows
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -123,6 +134,15 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
         assert served["predicted"] == predicted[row_id]["predicted"] and served["reject"] is None, row_id
         for column in PROBABILITIES:
             assert abs(served[column] - predicted[row_id][column]) <= 1e-6, (row_id, column)
+    assert [row["reject"] for row in refused["predictions"]] == [
+        "wrong_type",
+        "wrong_type",
+        "missing_text",
+        "wrong_type",
+        "text_too_large",
+    ]
+    assert all(row["predicted"] is None and row["prob_spam"] is None for row in refused["predictions"])
+    assert empty.value.code == 400
     logs = log.read_text().lower() + published.first_run.lower()
     assert "model card" not in logs and "license" not in logs  # nothing looked for on the hub
 
@@ -162,9 +182,9 @@ def scorer(published):
     predictor = Predictor(published.root / paths.MODEL_DIR)
 
     def score(texts: list[str]) -> np.ndarray:
-        kept, probs, rejected = predictor.score([predictor.text_record(text) for text in texts])
-        assert not rejected
-        return probs
+        frame = serving.predictions_frame(predictor, texts)
+        assert frame["reject"].isna().all()
+        return frame[PROBABILITIES].to_numpy(float)
 
     return score
 

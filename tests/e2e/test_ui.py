@@ -46,11 +46,12 @@ def test_ui_says_where_once_it_listens_and_a_signal_stops_the_whole_server(tmp_p
     port = free_port()
     if stop_with == signal.SIGTERM:
         command, what = [REPROLAB, "ui", "--port", str(port)], f"the MLflow UI of sqlite:///{tmp_path}/mlflow.db"
+        page = "/#/experiments/1/runs"  # the runs table, not MLflow 3's GenAI overview
     else:
-        command, what = [sys.executable, "-c", STAND_IN, str(port)], "a stand-in server"
+        command, what, page = [sys.executable, "-c", STAND_IN, str(port)], "a stand-in server", ""
     ui = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        read_until(ui, f"ui: {what} is at http://127.0.0.1:{port}", timeout=180)
+        read_until(ui, f"ui: {what} is at http://127.0.0.1:{port}{page} (Ctrl-C", timeout=180)
         assert listening(port), "the URL was printed before the port listened"
         ui.send_signal(stop_with)
         if stop_with == signal.SIGKILL:  # no chance to clean up: the server stops on its own

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -117,7 +118,7 @@ def test_predict_writes_every_row_or_its_reject_in_either_format(tiny_model, tmp
     np.testing.assert_allclose([float(row["prob_spam"]) for row in written], table["prob_spam"], atol=1e-6)
 
 
-def test_unlabelled_lines_and_mail_folders_are_predicted(tiny_model, tmp_path):
+def test_unlabelled_lines_and_mail_folders_are_predicted(tiny_model, tmp_path, capsys):
     predictor = Predictor(tiny_model)
     (tmp_path / "notes.txt").write_text("a first message to classify\n\na second message to classify\n")
     summary = predict_source(
@@ -130,6 +131,9 @@ def test_unlabelled_lines_and_mail_folders_are_predicted(tiny_model, tmp_path):
     )
     assert summary["rows_predicted"] == 2
     assert pq.read_table(tmp_path / "lines.parquet")["id"].to_pylist() == ["notes.txt:1", "notes.txt:3"]
+    # The model learnt from mails: plain lines are another kind of input, said once.
+    warned = capsys.readouterr().err
+    assert warned.count("WARNING this model learnt from whole mails") == 1 and "--input-format lines" in warned
     for name, raw in corpus_mails(2):
         (tmp_path / "box" / name.split("/")[0]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "box" / name).write_bytes(raw)
@@ -141,6 +145,7 @@ def test_unlabelled_lines_and_mail_folders_are_predicted(tiny_model, tmp_path):
     assert summary["rows_predicted"] == 5 and summary["rows_rejected"] == 0
     assert dict(zip(table["id"], table["actual"], strict=True))["loose.txt"] is None
     assert {table["actual"][i] for i, row_id in enumerate(table["id"]) if row_id.startswith("spam-2/")} == {"spam"}
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_a_failed_predict_leaves_the_previous_outputs(tiny_model, tmp_path):
@@ -204,11 +209,51 @@ def test_the_pyfunc_frame_scores_raw_mails_and_names_rejects(tiny_model):
     frame = serving.predictions_frame(predictor, [raw.decode("latin-1"), "Subject: x\n\nhi"])
     assert list(frame.columns) == ["predicted", "prob_ham", "prob_spam", "reject"]
     assert frame["reject"].isna().tolist() == [True, False] and frame["reject"][1] == "too_short"
-    assert frame["predicted"].isna().tolist() == [False, True] and np.isnan(frame["prob_ham"][1])
+    assert frame["predicted"].isna().tolist() == [False, True] and frame["prob_ham"].isna().tolist() == [False, True]
     _, probs, _ = predictor.score(
         [{"raw": raw.decode("latin-1").encode("utf-8"), "kind": "mail", "checksum_status": "absent", "source": name}]
     )
-    np.testing.assert_allclose(frame[["prob_ham", "prob_spam"]].to_numpy()[0], probs[0], atol=1e-7)
+    np.testing.assert_allclose(frame.loc[0, ["prob_ham", "prob_spam"]].to_numpy(float), probs[0], atol=1e-7)
+
+
+def test_served_records_are_refused_as_predict_refuses_them_and_the_answer_is_strict_json(tiny_model, tmp_path):
+    """Over HTTP a 5 MB text was scored, a number scored as text, null and numbers came back `too_short`,
+    and a rejected row's cells were a bare NaN in the JSON body: the frame now takes predict's rules."""
+    from mlflow.pyfunc import scoring_server
+
+    predictor = Predictor(tiny_model)
+    (_, raw), *_ = corpus_mails(1)
+    mail = raw.decode("latin-1")
+    texts = [mail, "x" * 5_000_000, 12345, 1.5, None, float("nan"), True, "Subject: x\n\nhi"]
+    frame = serving.predictions_frame(predictor, texts)
+    reasons = frame["reject"].tolist()
+    assert reasons[1:] == [
+        "text_too_large",
+        "wrong_type",
+        "wrong_type",
+        "missing_text",
+        "missing_text",
+        "wrong_type",
+        "too_short",
+    ]
+    assert pd.isna(reasons[0]) and frame["predicted"][0] in ("ham", "spam")
+    # The same values as a JSONL file's text field: `reprolab predict` refuses them for the same reasons.
+    rows = [{"text": text} for text in texts[:5] + texts[6:]]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    predict_source(
+        predictor, str(tmp_path / "in.jsonl"), tmp_path / "o.parquet", tmp_path / "r.parquet", progress=False
+    )
+    rejects = pq.read_table(tmp_path / "r.parquet").to_pydict()
+    assert sorted(rejects["reason"]) == sorted(reasons[1:5] + reasons[6:])
+    body = io.StringIO()
+    scoring_server.predictions_to_json(frame, body)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    answered = json.loads(body.getvalue(), parse_constant=refuse)["predictions"]
+    assert answered[4] == {"predicted": None, "prob_ham": None, "prob_spam": None, "reject": "missing_text"}
+    assert answered[0]["reject"] is None and abs(answered[0]["prob_ham"] + answered[0]["prob_spam"] - 1) < 1e-6
 
 
 def test_onnx_export_scores_as_torch_and_int8_is_smaller(tiny_model, tmp_path, params):

@@ -65,7 +65,8 @@ def test_training_lowers_loss_and_clears_accuracy_floor(data, trained):
     assert len(steps) == 30 and np.mean(steps[-5:]) < np.mean(steps[:5])
     best = result.history[result.best_epoch - 1]
     assert best["val_accuracy"] >= 0.85, result.history  # smoke floor: spam vs ham is easy
-    assert history_csv(result.history).splitlines()[0].startswith("epoch,train_loss")
+    assert history_csv(result.history).splitlines()[0].startswith("epoch,step,train_loss")
+    assert [row["step"] for row in result.history] == [15, 30]  # each epoch's last step, where its figures go
     # The logged steps are kept for train_steps.csv, as on_step saw them, each with its epoch.
     assert [row["train_loss"] for row in result.steps] == steps
     assert [row["step"] for row in result.steps] == list(range(1, 31)) and result.steps[-1]["epoch"] == 2

@@ -209,6 +209,59 @@ def test_jsonl_with_bad_line_and_wrong_type(tmp_path):
     ]  # 1 is not a class here
 
 
+def _compress(data: bytes, compression: str) -> bytes:
+    import gzip
+
+    import zstandard
+
+    return gzip.compress(data, mtime=0) if compression == "gzip" else zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_compressed_tables_read_as_the_plain_file(tmp_path, fmt, compression):
+    """`data.csv.gz` was refused ("file holds gzip data, not GZ text")."""
+    rows = [("a", "hello there friend", "ham"), ("b", "win money now", "spam"), ("c", "", "ham")]
+    if fmt == "csv":
+        plain = b"id,text,label\n" + b"".join(f"{i},{t},{label}\n".encode() for i, t, label in rows)
+    else:
+        plain = b"".join(json.dumps({"id": i, "text": t, "label": label}).encode() + b"\n" for i, t, label in rows)
+    (tmp_path / f"data.{fmt}").write_bytes(plain)
+    packed = tmp_path / "packed" / f"data.{fmt}.{'gz' if compression == 'gzip' else 'zst'}"
+    packed.parent.mkdir()
+    packed.write_bytes(_compress(plain, compression))
+
+    def read(path):
+        p = table_params(path, fmt, id_column="id")
+        kept, rejects = kept_and_rejected(ingest(records_from_source(p), p))
+        return [(r["id"], r["raw"]) for r in kept], [(r["id"], r["reason"]) for r in rejects]
+
+    expected = read(tmp_path / f"data.{fmt}")
+    assert expected == ([("a", b"hello there friend"), ("b", b"win money now")], [("c", "missing_text")])
+    assert read(packed) == expected
+    assert read(packed.parent) == expected  # a folder of tables takes *.csv.gz beside *.csv
+    middle = plain.index(b"\n", len(plain) // 2) + 1  # two members (gzip) or frames (zstd), as `cat` joins them
+    packed.write_bytes(_compress(plain[:middle], compression) + _compress(plain[middle:], compression))
+    assert read(packed) == expected
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_compressed_table_is_bounded_and_a_damaged_one_named(tmp_path, compression):
+    """A few KB may expand to terabytes: the decompressed bytes count against max_archive_bytes."""
+    plain = b"text,label\n" + b"a message that repeats,ham\n" * 20_000  # 540 KB
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(_compress(plain, compression))
+    assert path.stat().st_size < 20_000
+    p = table_params(path, "csv", max_archive_bytes=100_000)
+    with pytest.raises(IngestError, match=r"data.csv.gz: decompresses to more than ingest.max_archive_bytes=100000"):
+        list(records_from_source(p))
+    assert len(list(records_from_source(table_params(path, "csv")))) == 20_000
+    whole = _compress(plain, compression)
+    path.write_bytes(whole[: len(whole) // 2])  # cut short
+    with pytest.raises(IngestError, match=rf"data.csv.gz: its {compression} stream is damaged or cut short"):
+        list(records_from_source(table_params(path, "csv")))
+
+
 def test_parquet_source_and_size_limit(tmp_path):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"text": ["short text", "x" * 500, None], "label": ["ham", "spam", "ham"]}), path)
@@ -427,7 +480,7 @@ def test_an_unreadable_mail_is_a_reject_and_an_unreadable_table_a_file_error(min
     locked = tmp_path / "locked.csv"
     locked.write_text("text,label\nhello,ham\n")
     monkeypatch.setattr(
-        "reprolab.data.readers.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY), raising=False
+        "reprolab.data.compressed.open", lambda path, *a, **k: open_but_not(path, os.O_RDONLY), raising=False
     )
     with pytest.raises(IngestError, match=r"locked.csv: cannot be read \(Permission denied\)"):
         list(records_from_source(table_params(locked, "csv")))

@@ -12,7 +12,8 @@ from reprolab.data.ingestion import ingest
 from reprolab.data.readers import read_lines, records_from_source
 from reprolab.data.validation import LabelMatcher
 from reprolab.errors import StageError
-from reprolab.inference.prediction import Recipe, input_format, model_folder
+from reprolab.inference.batch_predict import input_format
+from reprolab.inference.prediction import Recipe, model_folder
 from reprolab.params import IngestParams, parse_params
 from tests.conftest import CORPUS, fixture_params_raw, kept_and_rejected
 
@@ -61,6 +62,10 @@ def test_the_input_format_follows_the_name_or_the_models_source(tmp_path, params
     text_model = Recipe.of(parse_params(raw, "test"))
     (tmp_path / "mails").mkdir()
     assert input_format("new.JSONL", text_model, None) == "jsonl"
+    assert (
+        input_format("new.csv.gz", text_model, None) == "csv"
+        and input_format("n.jsonl.zst", text_model, None) == "jsonl"
+    )
     assert input_format("-", text_model, None) == "lines"
     assert input_format(str(tmp_path / "mails"), mail_model, None) == "spam_assassin"
     assert input_format(str(tmp_path / "mails"), text_model, None) == "text_dir"

@@ -22,6 +22,19 @@ def test_each_repository_gets_its_own_default_store_in_one_process(tmp_path, mon
     assert (tmp_path / "first/mlflow.db").is_file() and (tmp_path / "second/mlflow.db").is_file()
 
 
+def test_the_experiment_is_one_the_ui_opens_on_its_runs(tmp_path, monkeypatch):
+    """MLflow 3's UI opened an untagged experiment on its GenAI overview (traces, prompts), not the runs."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow = tracking.connect()
+    kind = "mlflow.experimentKind"
+    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    assert experiment.tags[kind] == "custom_model_development"
+    mlflow.MlflowClient().delete_experiment_tag(experiment.experiment_id, kind)  # a store made before the tag
+    assert tracking.connect().get_experiment_by_name(tracking.EXPERIMENT).tags[kind] == "custom_model_development"
+
+
 def test_a_store_the_user_names_is_kept(tmp_path, monkeypatch):
     chosen = f"sqlite:///{tmp_path / 'team.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
@@ -86,3 +99,107 @@ def test_one_flattener_keeps_leaf_types_and_drops_non_numbers_on_request():
     assert storage.flatten(tree) == {"a.b": 1, "a.c.d": 0.5, "e": "text", "f": True, "g": [1, 2]}
     assert storage.flatten(tree, "m.", numbers_only=True) == {"m.a.b": 1, "m.a.c.d": 0.5}
     assert isinstance(storage.flatten(tree)["a.b"], int)
+
+
+def _execution_run(stage: str, key: str, monkeypatch) -> tracking.StageRun:
+    """A stage run as if under one `dvc repro` (the execution key is what its DVC process names)."""
+    import time
+
+    execution = {"key": key, "start_ms": int(time.time() * 1000) - 1000, "command": "dvc repro"}
+    monkeypatch.setattr(tracking.provenance, "pipeline_execution", lambda: execution)
+    return tracking.StageRun.start(stage, parse_params(fixture_params_raw()))
+
+
+def _pipeline_tree(key: str):
+    client = tracking.connect().MlflowClient()
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    (parent,) = client.search_runs([experiment], filter_string=f"tags.`{tracking.PIPELINE_TAG}` = '{key}'")
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return client, parent, {child.data.tags["reprolab.stage"]: child for child in children}
+
+
+def _committed_evaluate_outputs(root, weights_md5: str) -> None:
+    """The outputs of an earlier evaluate, as a clone holds them: metrics.json, a figure, dvc.lock."""
+    storage.write_json({"transformer": {"macro_f1": 0.93}, "weights_md5": weights_md5}, root / "reports/metrics.json")
+    (root / "reports/figures/evaluate").mkdir(parents=True)
+    (root / "reports/figures/evaluate/roc.png").write_bytes(b"\x89PNG roc")
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "evaluate": {
+                "cmd": "python -m stages.evaluate",
+                "outs": [
+                    {"path": "reports/metrics.json", "md5": "x"},
+                    {"path": "reports/figures/evaluate", "md5": "y.dir"},
+                ],
+            }
+        },
+    }
+    import yaml
+
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+
+def test_an_execution_that_skips_evaluate_still_has_an_evaluate_run_with_the_committed_results(tmp_path, monkeypatch):
+    """A fresh clone's `dvc repro` retrains byte-identical weights and DVC skips evaluate: the execution
+    had no evaluate run and no test metrics in MLflow. Train now leaves an evaluate child made from the
+    stage's committed outputs, saying so, and the parent names it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _committed_evaluate_outputs(tmp_path, "abc")
+    with _execution_run("train", "clone:1", monkeypatch) as train:
+        train.set_tags({tracking.MODEL_DIGEST_TAG: "abc"})
+        train.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+    client, parent, children = _pipeline_tree("clone:1")
+    evaluate = children["evaluate"]
+    assert tracking.SKIPPED_TAG in evaluate.data.tags and evaluate.data.tags[tracking.MODEL_DIGEST_TAG] == "abc"
+    assert evaluate.data.tags[tracking.TRAIN_RUN_TAG] == train.run_id
+    assert evaluate.data.metrics == parent.data.metrics == {"test.transformer.macro_f1": 0.93}
+    assert evaluate.data.params["train.learning_rate"] == "5e-05"
+    assert parent.data.tags[tracking.TEST_METRICS_TAG] == evaluate.info.run_id
+    logged = {
+        a.path
+        for folder in ("reports", "reports/figures/evaluate")
+        for a in client.list_artifacts(evaluate.info.run_id, folder)
+    }
+    assert {"reports/metrics.json", "reports/figures/evaluate/roc.png"} <= logged
+    # A later stage of the same execution (export) finds that run, and makes no second one.
+    with _execution_run("export", "clone:1", monkeypatch) as export:
+        export.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+    _, _, children = _pipeline_tree("clone:1")
+    assert sorted(children) == ["evaluate", "export", "train"]
+
+
+def test_an_evaluate_that_runs_after_all_replaces_the_stand_in(tmp_path, monkeypatch):
+    """Train cannot know whether evaluate will run (a change to evaluate's own code or params): when it
+    does, its own run is the execution's evaluate run and the stand-in is deleted."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _committed_evaluate_outputs(tmp_path, "abc")
+    with _execution_run("train", "repro:2", monkeypatch) as train:
+        train.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+    storage.write_json({"transformer": {"macro_f1": 0.95}, "weights_md5": "abc"}, tmp_path / "reports/metrics.json")
+    with _execution_run("evaluate", "repro:2", monkeypatch) as evaluate:
+        evaluate.set_tags({tracking.MODEL_DIGEST_TAG: "abc"})
+        evaluate.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+    _, parent, children = _pipeline_tree("repro:2")
+    assert (
+        children["evaluate"].info.run_id == evaluate.run_id
+        and tracking.SKIPPED_TAG not in children["evaluate"].data.tags
+    )
+    assert parent.data.tags[tracking.TEST_METRICS_TAG] == evaluate.run_id
+    assert parent.data.metrics == {"test.transformer.macro_f1": 0.95}
+
+
+def test_metrics_of_other_weights_are_not_the_executions(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _committed_evaluate_outputs(tmp_path, "old")
+    with _execution_run("train", "repro:3", monkeypatch) as train:
+        train.summarise_pipeline(tmp_path / "reports/metrics.json", "new")
+    _, parent, children = _pipeline_tree("repro:3")
+    assert sorted(children) == ["train"] and not parent.data.metrics
+    assert tracking.TEST_METRICS_TAG not in parent.data.tags
