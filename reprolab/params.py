@@ -61,8 +61,9 @@ class IngestParams(Section):
     # spam_assassin: the npm corpus layout (group folders of raw mails with MD5 file names);
     # mail_dir: any folder of raw mail files, label from the first folder level;
     # text_dir: a folder of plain text files (one document each, any encoding), label from the first level;
-    # csv / jsonl / parquet: one table with text and label columns.
-    format: Literal["spam_assassin", "mail_dir", "text_dir", "csv", "jsonl", "parquet"]
+    # csv / jsonl / parquet: one table with text and label columns (for token classification: list
+    # columns of words and tags); conll: a word and its tag a line, a blank line between sentences.
+    format: Literal["spam_assassin", "mail_dir", "text_dir", "csv", "jsonl", "parquet", "conll"]
     path: str
     # The classes, in class-id order: text, integers or booleans, matched by value and type against a
     # typed source column (JSON, Parquet), by their text against a text column (CSV).
@@ -84,6 +85,8 @@ class IngestParams(Section):
     max_text_bytes: int = Field(1_000_000, gt=0)
     # A tar source whose members' sizes add up to more than this is refused before any is read.
     max_archive_bytes: int = Field(16 << 30, gt=0)
+    # Token classification: the scheme the source's tags are in (iob1, iob2, bioes); stored as IOB2.
+    tag_scheme: Literal["iob1", "iob2", "bioes"] = "iob2"
     # Deterministic subsample for quick runs: at most this many rows per label (null: all rows).
     max_rows_per_label: int | None = Field(None, gt=0)
 
@@ -288,6 +291,18 @@ class Params(Section):
     evaluate: EvaluateParams
     export: ExportParams
     audit: AuditParams
+
+    @model_validator(mode="after")
+    def _source_fits_the_task(self) -> Params:
+        # Tagged sentences (CoNLL, tag schemes) are token classification's; its stages beyond ingest are
+        # not built yet, so a classifier fed sentences would reject every row at its first stage.
+        if self.ingest.format == "conll" or "tag_scheme" in self.ingest.model_fields_set:
+            key = "ingest.format=conll" if self.ingest.format == "conll" else "ingest.tag_scheme"
+            raise ValueError(
+                f"{key} describes tagged sentences, for token classification; task {self.task!r} reads "
+                "one label per text (a table, or a folder of mails or texts)"
+            )
+        return self
 
 
 def _describe(error: dict[str, Any], section: tuple = ()) -> str:

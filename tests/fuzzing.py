@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from reprolab.data.ingest_shared import SourceCount
-from reprolab.data.ingestion import ingest, write_outputs
+from reprolab.data.ingestion import TextRules, ingest, write_outputs
 from reprolab.data.readers import records_from_source
 from reprolab.errors import StageError
 from reprolab.params import IngestParams, ParamsError, load_params
@@ -85,7 +85,7 @@ def run_ingest(p: IngestParams, out: Path) -> None:
     count = SourceCount()
     try:
         tally = write_outputs(
-            ingest(records_from_source(p, count), p), count, p.class_names, out / "raw.parquet", out / "rejects.parquet"
+            ingest(records_from_source(p, count), p), count, TextRules(p), out / "raw.parquet", out / "rejects.parquet"
         )
     except StageError as exc:
         assert "lost rows" not in str(exc), str(exc)

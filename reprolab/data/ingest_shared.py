@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from reprolab.errors import StageError
 
@@ -57,3 +59,20 @@ def undecodable(text: str) -> bool:
         return False
     except UnicodeEncodeError:
         return True
+
+
+def bounded_lines(text: TextIO, limit: int) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) for each line, None for a line longer than `limit` characters (read past in
+    bounded chunks, never held whole). Lines end at \\n, \\r\\n or \\r only: JSON text may hold U+2028."""
+    number = 0
+    while True:
+        line = text.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            while line and not line.endswith(("\n", "\r")):
+                line = text.readline(limit)
+            yield number, None
+            continue
+        yield number, line

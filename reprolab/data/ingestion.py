@@ -18,7 +18,7 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -55,18 +55,91 @@ def _raw_bytes(record: dict) -> bytes | None:
         return text.encode("utf-8", "surrogatepass")
 
 
+class RowRules(Protocol):
+    """How one kind of record becomes a raw row: what the task's records are (a labelled text, a tagged
+    sentence). `ingest` checks ids and duplicates for every kind; the rules check the rest."""
+
+    schema: pa.Schema  # of the raw rows
+    counted: str  # the report's key for what kept rows are counted by (`counts`)
+
+    def problem(self, record: dict) -> tuple[str, str] | None:
+        """The record's first row-level problem (reason, detail), or None."""
+
+    def row(self, record: dict) -> dict:
+        """A valid record's raw row."""
+
+    def reject_fields(self, record: dict) -> dict:
+        """A reject row's `label` and `raw` (what the source held, to look at)."""
+
+    def counts(self, row: dict) -> list[str]:
+        """The names a kept row counts under in the report (its label; its entities' types)."""
+
+    def expected(self) -> list[str]:
+        """The names every one of which the kept rows must hold, or the stage fails."""
+
+    def missing(self, empty: list[str], kept: dict[str, int]) -> str:
+        """The message when the kept rows hold none of `empty`."""
+
+
+class TextRules:
+    """Labelled texts (sequence classification): `validation.validate`, rows of RAW_SCHEMA, counted by
+    label, every class needed."""
+
+    schema = RAW_SCHEMA
+    counted = "kept_by_label"
+
+    def __init__(self, p: IngestParams, labelled: bool = True):
+        self.p, self.labelled = p, labelled
+        self.labels = LabelMatcher(p)
+        self.splits = {value: split for split, value in p.split_names.items()} if p.split_column else {}
+
+    def problem(self, record: dict) -> tuple[str, str] | None:
+        return validate(record, self.p, self.labels, self.labelled)
+
+    def row(self, record: dict) -> dict:
+        return {
+            "id": record["id"],
+            "source": record["source"],
+            "group": record["group"],
+            "label": self.labels(record["label"]) if record["label"] not in (None, "") else None,
+            "kind": record["kind"],
+            "raw": _raw_bytes(record),
+            "checksum_status": record["checksum_status"],
+            "split": self.splits.get(record.get("split")),
+            "encoding": record.get("encoding"),
+        }
+
+    def reject_fields(self, record: dict) -> dict:
+        label = record.get("label")
+        shown = None if label is None else escaped(label if isinstance(label, str) else preview(label))
+        return {"label": shown, "raw": _raw_bytes(record)}
+
+    def counts(self, row: dict) -> list[str]:
+        return [row["label"]]
+
+    def expected(self) -> list[str]:
+        return self.p.class_names
+
+    def missing(self, empty: list[str], kept: dict[str, int]) -> str:
+        return f"no row kept for class(es) {empty} of ingest.labels (kept {kept}); a classifier needs every class"
+
+
 def ingest(
-    records: Iterable[dict], p: IngestParams, keep_ids: set[str] | None = None, labelled: bool = True
+    records: Iterable[dict],
+    p: IngestParams,
+    keep_ids: set[str] | None = None,
+    labelled: bool = True,
+    rules: RowRules | None = None,
 ) -> Iterator[tuple[bool, dict]]:
-    """(kept, row) for every record, in the source's order: a raw row (RAW_SCHEMA) when kept, else a
-    reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids` (from `subsample_ids`), valid rows
-    whose id is not in it are rejected as subsampled; with `labelled=False`, a row without a label is
-    kept (label None). Memory holds a digest of each id seen, not the rows."""
-    labels = LabelMatcher(p)
-    splits = {value: split for split, value in p.split_names.items()} if p.split_column else {}
+    """(kept, row) for every record, in the source's order: a raw row (`rules.schema`; labelled texts
+    by default) when kept, else a reject row (storage.REJECT_SCHEMA) with its reason. With `keep_ids`
+    (from `subsample_ids`), valid rows whose id is not in it are rejected as subsampled; with
+    `labelled=False`, a row without a label is kept (label None). Memory holds a digest of each id
+    seen, not the rows."""
+    rules = rules or TextRules(p, labelled)
     seen_ids: dict[bytes, str] = {}  # a digest of each kept id (ids may be long) -> its source
     for record in records:
-        problem = validate(record, p, labels, labelled)
+        problem = rules.problem(record)
         if problem is None:
             digest = hashlib.blake2b(record["id"].encode("utf-8"), digest_size=16).digest()  # valid ids are UTF-8
             if digest in seen_ids:
@@ -77,7 +150,6 @@ def ingest(
             if keep_ids is not None and record["id"] not in keep_ids:
                 problem = ("subsampled", f"ingest.max_rows_per_label={p.max_rows_per_label}")
         if problem:
-            label = record.get("label")
             yield (
                 False,
                 {
@@ -85,25 +157,11 @@ def ingest(
                     "source": escaped(record["source"]),
                     "reason": problem[0],
                     "detail": escaped(problem[1]),
-                    "label": None if label is None else escaped(label if isinstance(label, str) else preview(label)),
-                    "raw": _raw_bytes(record),
+                    **rules.reject_fields(record),
                 },
             )
         else:
-            yield (
-                True,
-                {
-                    "id": record["id"],
-                    "source": record["source"],
-                    "group": record["group"],
-                    "label": labels(record["label"]) if record["label"] not in (None, "") else None,
-                    "kind": record["kind"],
-                    "raw": _raw_bytes(record),
-                    "checksum_status": record["checksum_status"],
-                    "split": splits.get(record.get("split")),
-                    "encoding": record.get("encoding"),
-                },
-            )
+            yield True, rules.row(record)
 
 
 def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[str]:
@@ -127,9 +185,11 @@ def subsample_ids(rows: Iterable[tuple[bool, dict]], max_per_label: int) -> set[
 class Tally:
     """The ingest report, counted as the rows stream past."""
 
-    def __init__(self, count: SourceCount) -> None:
+    def __init__(self, count: SourceCount, rules: RowRules) -> None:
         self.source = count  # filled by the readers as they read
-        self.kept_by_label: Counter[str] = Counter()
+        self.rules = rules
+        self.kept = 0
+        self.kept_by: Counter[str] = Counter()  # by what `rules.counts` names: a label, an entity type
         self.rejected_by_reason: Counter[str] = Counter()
         self.example_by_reason: dict[str, str] = {}  # the first detail of each reason, for messages
         self.checksum: Counter[str] = Counter()
@@ -141,11 +201,13 @@ class Tally:
             self.rejected_by_reason[row["reason"]] += 1
             self.example_by_reason.setdefault(row["reason"], f"{row['source']}: {row['detail']}"[:200])
             return
-        self.kept_by_label[row["label"]] += 1
-        self.checksum[row["checksum_status"]] += 1
-        if row["encoding"]:
+        self.kept += 1
+        self.kept_by.update(self.rules.counts(row))
+        if "checksum_status" in row:
+            self.checksum[row["checksum_status"]] += 1
+        if row.get("encoding"):
             self.encodings[row["encoding"]] += 1
-        if row["checksum_status"] == "mismatch":
+        if row.get("checksum_status") == "mismatch":
             self.mismatched.append(row["source"])
 
     def top_rejects(self, most: int = 3) -> str:
@@ -160,19 +222,19 @@ class Tally:
     def report(self) -> dict[str, Any]:
         return {
             "rows_in": self.source.rows,
-            "rows_kept": self.kept_by_label.total(),
+            "rows_kept": self.kept,
             "rows_rejected": self.rejected_by_reason.total(),
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
-            "kept_by_label": dict(sorted(self.kept_by_label.items())),
+            self.rules.counted: dict(sorted(self.kept_by.items())),
             "skipped_by_rule": dict(sorted(self.source.skipped.items())),
-            "checksum": dict(sorted(self.checksum.items())),
+            **({"checksum": dict(sorted(self.checksum.items()))} if self.checksum else {}),
             **({"encodings": dict(sorted(self.encodings.items()))} if self.encodings else {}),
         }
 
-    def check(self, written: tuple[int, int], labels: list[str]) -> None:
+    def check(self, written: tuple[int, int]) -> None:
         """Before the outputs replace the previous ones: every entry read is a kept or rejected row, and
-        every class has rows."""
-        kept, rejected = self.kept_by_label.total(), self.rejected_by_reason.total()
+        the kept rows hold every name the rules expect (each class; each entity type)."""
+        kept, rejected = self.kept, self.rejected_by_reason.total()
         if written != (kept, rejected) or self.source.rows != kept + rejected:
             raise IngestError(
                 f"ingest lost rows (a bug; please report it): read {self.source.rows} entries, "
@@ -180,12 +242,9 @@ class Tally:
             )
         if not kept:
             raise IngestError(f"no row kept of {self.source.rows} read: {self.top_rejects()}")
-        empty = [label for label in labels if not self.kept_by_label[label]]
+        empty = [name for name in self.rules.expected() if not self.kept_by[name]]
         if empty:
-            raise IngestError(
-                f"no row kept for class(es) {empty} of ingest.labels (kept {dict(self.kept_by_label)}); "
-                f"a classifier needs every class: {self.top_rejects()}"
-            )
+            raise IngestError(f"{self.rules.missing(empty, dict(self.kept_by))}: {self.top_rejects()}")
 
 
 # Rows are handed to the Parquet writers in chunks of this many rows or bytes, whichever comes first.
@@ -194,13 +253,14 @@ _CHUNK_BYTES = 16 << 20
 
 
 def write_outputs(
-    rows: Iterable[tuple[bool, dict]], count: SourceCount, labels: list[str], raw_dest: Path, rejects_dest: Path
+    rows: Iterable[tuple[bool, dict]], count: SourceCount, rules: RowRules, raw_dest: Path, rejects_dest: Path
 ) -> Tally:
-    """Stream kept rows to `raw_dest` and rejects to `rejects_dest` (`count` being filled by the reader
-    of `rows`); memory holds one chunk of each plus the writers' row group, whatever the source's size."""
-    tally = Tally(count)
+    """Stream kept rows (`rules.schema`) to `raw_dest` and rejects to `rejects_dest` (`count` being
+    filled by the reader of `rows`); memory holds one chunk of each plus the writers' row group,
+    whatever the source's size."""
+    tally = Tally(count, rules)
     with (
-        storage.parquet_sink(raw_dest, RAW_SCHEMA) as raw_sink,
+        storage.parquet_sink(raw_dest, rules.schema) as raw_sink,
         storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as reject_sink,
     ):
         chunks: dict[bool, list[dict]] = {True: [], False: []}
@@ -208,7 +268,7 @@ def write_outputs(
 
         def flush(kept: bool) -> None:
             if kept:
-                raw_sink.write(pa.Table.from_pylist(chunks[kept], schema=RAW_SCHEMA))
+                raw_sink.write(pa.Table.from_pylist(chunks[kept], schema=rules.schema))
             else:
                 reject_sink.write(storage.rejects_table(chunks[kept], "ingest"))
             chunks[kept], sizes[kept] = [], 0
@@ -216,23 +276,24 @@ def write_outputs(
         for kept, row in rows:
             tally.add(kept, row)
             chunks[kept].append(row)
-            sizes[kept] += len(row["raw"] or b"")
+            sizes[kept] += len(row.get("raw") or b"")
             if len(chunks[kept]) >= _CHUNK_ROWS or sizes[kept] >= _CHUNK_BYTES:
                 flush(kept)
         for kept in (True, False):
             if chunks[kept]:
                 flush(kept)
-        tally.check((raw_sink.rows, reject_sink.rows), labels)
+        tally.check((raw_sink.rows, reject_sink.rows))
     return tally
 
 
-def ingest_source(p: IngestParams, raw_dest: Path, rejects_dest: Path) -> Tally:
-    """The source named in `p` to `raw_dest` (kept rows) and `rejects_dest`; with a subsample
-    (`max_rows_per_label`), a first pass over the source picks the ids to keep."""
+def ingest_source(p: IngestParams, raw_dest: Path, rejects_dest: Path, rules: RowRules | None = None) -> Tally:
+    """The source named in `p` to `raw_dest` (kept rows, by `rules`: labelled texts by default) and
+    `rejects_dest`; with a subsample (`max_rows_per_label`), a first pass over the source picks the ids."""
+    rules = rules or TextRules(p)
     keep_ids = None
     if p.max_rows_per_label is not None:
-        keep_ids = subsample_ids(ingest(records_from_source(p), p), p.max_rows_per_label)
+        keep_ids = subsample_ids(ingest(records_from_source(p), p, rules=rules), p.max_rows_per_label)
     count = SourceCount()
     return write_outputs(
-        ingest(records_from_source(p, count), p, keep_ids), count, p.class_names, raw_dest, rejects_dest
+        ingest(records_from_source(p, count), p, keep_ids, rules=rules), count, rules, raw_dest, rejects_dest
     )

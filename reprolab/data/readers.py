@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reprolab import storage
-from reprolab.data import compressed
-from reprolab.data.ingest_shared import IngestError, SourceCount, escaped, sniff_binary, undecodable
+from reprolab.data import compressed, conll
+from reprolab.data.ingest_shared import IngestError, SourceCount, bounded_lines, escaped, sniff_binary, undecodable
 from reprolab.data.walkers import ARCHIVE_ERRORS, Entry, archive_entries, check_folders, folder_entries, mail_rule
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams
 
@@ -260,27 +260,10 @@ def read_csv(path: Path, p: IngestParams, count: SourceCount, labelled: bool = T
             yield _table_record(path, row_number, dict(zip(header, fields, strict=True)), p)
 
 
-def _lines(text: TextIO, limit: int) -> Iterator[tuple[int, str | None]]:
-    """(line number, line) for each line, None for a line longer than `limit` characters (read past in
-    bounded chunks, never held whole). Lines end at \\n, \\r\\n or \\r only: JSON text may hold U+2028."""
-    number = 0
-    while True:
-        line = text.readline(limit + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > limit and not line.endswith(("\n", "\r")):
-            while line and not line.endswith(("\n", "\r")):
-                line = text.readline(limit)
-            yield number, None
-            continue
-        yield number, line
-
-
 def read_lines(text: TextIO, p: IngestParams, count: SourceCount, name: str = "stdin") -> Iterator[dict]:
     """One unlabelled text record per non-blank line (`reprolab predict` on stdin); a line longer than
     ingest.max_text_bytes characters is a reject, read past in bounded chunks."""
-    for number, line in _lines(text, p.max_text_bytes):
+    for number, line in bounded_lines(text, p.max_text_bytes):
         if line is not None and not line.strip():
             continue
         count.rows += 1
@@ -318,7 +301,7 @@ def read_jsonl(path: Path, p: IngestParams, count: SourceCount, labelled: bool =
     # JSON escapes take up to 6 characters per byte of text (\\u00e9), and a row has more than its text.
     limit = 6 * p.max_text_bytes + (64 << 10)
     with _open_table_text(path, p) as text:
-        for line_number, line in _lines(text, limit):
+        for line_number, line in bounded_lines(text, limit):
             if line is not None and not line.strip():
                 continue  # blank lines separate nothing in JSON Lines: not rows (documented)
             count.rows += 1
@@ -373,7 +356,7 @@ def read_parquet_source(path: Path, p: IngestParams, count: SourceCount, labelle
     try:
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a footer's names not UTF-8, too
         raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
     _check_columns(path, names, p, labelled)
     if parquet.metadata.num_rows == 0:
@@ -391,6 +374,12 @@ def read_parquet_source(path: Path, p: IngestParams, count: SourceCount, labelle
         ) from None
 
 
+def read_conll_file(path: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
+    """One record per sentence of a CoNLL file (`conll`), opened as a table is."""
+    with _open_table_text(path, p) as text:
+        yield from conll.read_conll(path, text, p, count)
+
+
 def records_from_source(p: IngestParams, count: SourceCount | None = None, labelled: bool = True) -> Iterator[dict]:
     """Every record of the source named in `p`, in source order; `count` counts what was read.
     `labelled=False` (predict): the label column or folder may be missing."""
@@ -402,9 +391,13 @@ def records_from_source(p: IngestParams, count: SourceCount | None = None, label
         raise IngestError(f"{path}: not a folder or a regular file (ingest.path)")
     if p.format in FOLDER_FORMATS:
         return read_mail_folders(path, p, count, labelled)
-    readers = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet_source}
+    readers = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet_source, "conll": read_conll_file}
     files = _table_files(path, p, count) if path.is_dir() else [path]
     return (record for file in files for record in readers[p.format](file, p, count, labelled))
+
+
+# A folder of CoNLL files: the names such files go by (a README beside them is skipped, and counted).
+_SUFFIXES = {"conll": (".conll", ".iob", ".iob2", ".bio", ".bioes", ".tsv")}
 
 
 def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path]:
@@ -413,7 +406,9 @@ def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path
     with os.scandir(folder) as listing:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
-        if compressed.table_suffix(entry.name) != f".{p.format}" or entry.name.startswith("."):
+        if compressed.table_suffix(entry.name) not in _SUFFIXES.get(
+            p.format, (f".{p.format}",)
+        ) or entry.name.startswith("."):
             count.skipped[f"not a *.{p.format} file"] += 1
             continue
         name = escaped(entry.path)

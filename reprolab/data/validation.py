@@ -58,22 +58,19 @@ def _label_problem(label: Any, p: IngestParams, labels: LabelMatcher) -> tuple[s
     return None
 
 
-def validate(record: dict, p: IngestParams, labels: LabelMatcher, labelled: bool = True) -> tuple[str, str] | None:
-    """The first row-level problem of a record as (reason, detail), or None when it is valid; a valid
-    record's label is then the class name `labels` gives it. `labelled=False`: a missing label is valid
-    (a present one must still be known)."""
+def id_problem(record: dict, p: IngestParams) -> tuple[str, str] | None:
+    """A reader's reject, else a problem with the record's id: what every kind of record checks first."""
     if "reject" in record:
         return record["reject"]
     if record["id"] == "":
         return ("missing_id", f"field {p.id_column!r} is empty")
     if undecodable(record["id"]):
         return ("undecodable", f"field {p.id_column!r}: not UTF-8: {escaped(record['id'])[:80]}")
-    label = record["label"]
-    if label is None or label == "":
-        if labelled:
-            return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
-    elif problem := _label_problem(label, p, labels):
-        return problem
+    return None
+
+
+def split_problem(record: dict, p: IngestParams) -> tuple[str, str] | None:
+    """A split column's value that names none of ingest.split_names."""
     if p.split_column and record["split"] not in p.split_names.values():
         missing = record["split"] is None or record["split"] == ""
         return (
@@ -81,6 +78,23 @@ def validate(record: dict, p: IngestParams, labels: LabelMatcher, labelled: bool
             f"field {p.split_column!r} is {'empty' if missing else preview(record['split'])}; expected one of "
             f"{sorted(p.split_names.values())} (ingest.split_names)",
         )
+    return None
+
+
+def validate(record: dict, p: IngestParams, labels: LabelMatcher, labelled: bool = True) -> tuple[str, str] | None:
+    """The first row-level problem of a record as (reason, detail), or None when it is valid; a valid
+    record's label is then the class name `labels` gives it. `labelled=False`: a missing label is valid
+    (a present one must still be known)."""
+    if problem := id_problem(record, p):
+        return problem
+    label = record["label"]
+    if label is None or label == "":
+        if labelled:
+            return ("missing_label", record.get("label_detail", f"field {p.label_column!r} is empty"))
+    elif problem := _label_problem(label, p, labels):
+        return problem
+    if problem := split_problem(record, p):
+        return problem
     if record["kind"] == "mail":
         raw = record["raw"]
         if not raw.strip():

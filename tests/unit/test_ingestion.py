@@ -15,7 +15,7 @@ import pytest
 
 from reprolab import storage
 from reprolab.data.ingest_shared import IngestError, SourceCount
-from reprolab.data.ingestion import ingest, ingest_source, subsample_ids, write_outputs
+from reprolab.data.ingestion import TextRules, ingest, ingest_source, subsample_ids, write_outputs
 from reprolab.data.readers import decode_text, records_from_source
 from reprolab.data.vendoring import pack_corpus
 from reprolab.errors import StageError
@@ -340,7 +340,7 @@ def test_a_record_dropped_between_reader_and_writer_fails_the_count(mini_corpus,
     count = SourceCount()
     records = (record for n, record in enumerate(records_from_source(p, count)) if n != 3)
     with pytest.raises(IngestError, match=r"ingest lost rows.*read 16 entries, counted 15 kept \+ 0 rejected"):
-        write_outputs(ingest(records, p), count, p.class_names, tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
+        write_outputs(ingest(records, p), count, TextRules(p), tmp_path / "raw.parquet", tmp_path / "rejects.parquet")
     assert not (tmp_path / "raw.parquet").exists()
 
 
@@ -617,3 +617,14 @@ def test_decode_text_never_replaces_a_byte():
     assert text == "The deal is worth £479m. " * 20 and encoding != "utf-8"
     assert "\ufffd" not in decode_text("café crème brûlée, à la carte".encode("cp1252") * 5)[0]
     assert decode_text(b"\xef\xbb\xbfplain") == ("plain", "utf-8")
+
+
+def test_a_parquet_footer_whose_names_are_not_utf8_is_one_message(tmp_path):
+    """Found by the fuzzer: pyarrow raises UnicodeDecodeError, not an ArrowException, on such a footer,
+    and the stage ended in a traceback."""
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["hello"], "label": ["ham"], "zzzz": ["x"]}), path)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"zzzz", b"\x80\x80\x80\x80"))
+    with pytest.raises(IngestError, match=r"data.parquet: not a readable Parquet file"):
+        list(records_from_source(table_params(path, "parquet")))

@@ -275,3 +275,17 @@ def test_the_task_key_names_exactly_the_catalogs_tasks():
 
     field = Params.model_fields["task"]
     assert set(get_args(field.annotation)) == set(catalog.TASKS) and field.default == catalog.DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("format", "conll", "ingest.format=conll describes tagged sentences, for token classification"),
+        ("tag_scheme", "iob1", "ingest.tag_scheme describes tagged sentences"),
+    ],
+)
+def test_tagged_sentences_for_a_text_classifier_are_refused_before_any_stage(raw, key, value, message):
+    raw["ingest"][key] = value
+    with pytest.raises(ParamsError, match=message) as err:
+        parse_params(raw)
+    assert "task 'sequence_classification' reads one label per text" in str(err.value)

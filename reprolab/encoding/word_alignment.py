@@ -1,0 +1,182 @@
+"""Words to sub-words with their tags aligned, for token classification (`word_ids()` alignment, as
+Hugging Face's `run_ner_no_trainer.py` does it), in windows so that every word is scored exactly once.
+
+A sentence's words are encoded with `is_split_into_words` (no special tokens), in batches by the
+fast tokenizer. A tag goes on each word's first sub-token; its other sub-tokens get -100 (ignored by
+the loss), or, with `label_subtokens="all"`, the word's tag with B- made I- (HF's `label_all_tokens`).
+A sentence longer than `max_length` with its special tokens is cut into windows at word boundaries:
+each window scores a run of words, the ones after the previous window's, and carries up to `stride`
+sub-tokens of the words before them as context (labelled -100), so every word is scored in exactly one
+window with some left context. A word of more sub-tokens than a window holds keeps its first ones.
+`word_index` says, per position, which word of the sentence that position scores (-1 for none):
+evaluation and prediction read per-word tags from it, never per sub-token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from reprolab import storage
+from reprolab.data import tag_schemes
+
+BATCH_ROWS = 1024
+
+IGNORED = -100  # the loss's ignore_index: special tokens, context, continuation sub-tokens
+
+WINDOW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # the sentence
+        ("window", pa.int32()),  # its window, from 0
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),  # tag ids, IGNORED where nothing is scored
+        ("word_index", pa.list_(pa.int32())),  # the sentence's word scored at each position, else -1
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    input_ids: list[int]
+    labels: list[int]
+    word_index: list[int]
+
+
+def word_spans(word_ids: list[int | None], words: int, budget: int) -> list[tuple[int, int]]:
+    """(start, end) sub-token positions of each word, a word's run cut to `budget` sub-tokens."""
+    spans = [[-1, -1] for _ in range(words)]
+    for position, word in enumerate(word_ids):
+        if word is None:
+            continue
+        if spans[word][0] < 0:
+            spans[word] = [position, position + 1]
+        elif position - spans[word][0] < budget:
+            spans[word][1] = position + 1
+    return [(start, end) for start, end in spans]
+
+
+def plan_windows(lengths: list[int], budget: int, stride: int) -> list[tuple[int, int, int]]:
+    """(first context word, first scored word, end) of each window over words of `lengths` sub-tokens
+    (each at most `budget`): the scored runs partition the words; a window after the first keeps
+    `stride` sub-tokens of room for the words before its run (at least one word is scored), and fills
+    it with as many of them as fit."""
+    windows, scored = [], 0
+    while scored < len(lengths):
+        limit = budget if scored == 0 else max(budget - stride, 1)
+        end, used = scored, 0
+        while end < len(lengths) and (end == scored or used + lengths[end] <= limit):
+            used += lengths[end]
+            end += 1
+        context_start, room = scored, min(stride, budget - used)
+        while context_start > 0 and lengths[context_start - 1] <= room:
+            context_start -= 1
+            room -= lengths[context_start]
+        windows.append((context_start, scored, end))
+        scored = end
+    return windows
+
+
+def align_sentence(
+    ids: list[int],
+    word_ids: list[int | None],
+    tags: list[int],
+    budget: int,
+    stride: int,
+    continuation_tag: list[int] | None,
+) -> list[tuple[list[int], list[int], list[int]]]:
+    """(content ids, labels, word_index) of each window of one sentence, before special tokens.
+    `continuation_tag[t]`: the tag a word's later sub-tokens get (None: IGNORED)."""
+    spans = word_spans(word_ids, len(tags), budget)
+    windows = []
+    for context_start, scored, end in plan_windows([b - a for a, b in spans], budget, stride):
+        content, labels, index = [], [], []
+        for word in range(context_start, end):
+            start, stop = spans[word]
+            for position in range(start, stop):
+                content.append(ids[position])
+                first = position == start
+                if word < scored:  # context: not scored here
+                    labels.append(IGNORED)
+                elif first:
+                    labels.append(tags[word])
+                else:
+                    labels.append(IGNORED if continuation_tag is None else continuation_tag[tags[word]])
+                index.append(word if first and word >= scored else -1)
+        windows.append((content, labels, index))
+    return windows
+
+
+def encode_sentences(
+    tokenizer,
+    sentences: list[list[str]],
+    tags: list[list[int]],
+    max_length: int,
+    stride: int,
+    continuation_tag: list[int] | None = None,
+) -> Iterator[tuple[int, int, Window]]:
+    """(sentence index, window index, window) for every window of every sentence, each inside the
+    special tokens the model's tokenizer puts around a sequence."""
+    encoded = tokenizer(sentences, is_split_into_words=True)
+    for sentence, sentence_tags in enumerate(tags):
+        ids, word_ids = encoded["input_ids"][sentence], encoded.word_ids(sentence)
+        if len({w for w in word_ids if w is not None}) < len(sentence_tags):  # a word with no sub-token
+            ids, word_ids = _with_unknown_words(tokenizer, sentences[sentence], word_ids)
+        content = [position for position, word in enumerate(word_ids) if word is not None]
+        prefix, suffix = ids[: content[0]], ids[content[-1] + 1 :]  # the special tokens around a sequence
+        budget = max_length - len(prefix) - len(suffix)
+        if budget < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for a word beside the special tokens")
+        inner = slice(content[0], content[-1] + 1)
+        pieces = align_sentence(ids[inner], word_ids[inner], sentence_tags, budget, stride, continuation_tag)
+        around = [IGNORED] * len(prefix), [IGNORED] * len(suffix)
+        unscored = [-1] * len(prefix), [-1] * len(suffix)
+        for number, (window_ids, labels, index) in enumerate(pieces):
+            yield (
+                sentence,
+                number,
+                Window(
+                    [*prefix, *window_ids, *suffix],
+                    [*around[0], *labels, *around[1]],
+                    [*unscored[0], *index, *unscored[1]],
+                ),
+            )
+
+
+def _with_unknown_words(tokenizer, words: list[str], word_ids: list[int | None]) -> tuple[list[int], list]:
+    """The sentence encoded again with each word the tokenizer dropped (a lone combining accent, say)
+    as the unknown token, so that it, too, has a position to be scored at."""
+    present = set(word_ids)
+    kept = [word if position in present else tokenizer.unk_token for position, word in enumerate(words)]
+    again = tokenizer(kept, is_split_into_words=True)
+    return again["input_ids"], again.word_ids()
+
+
+def tokenize_sentences(
+    source: Path, dest: Path, tokenizer, names: list[str], max_length: int, stride: int, label_subtokens: str
+) -> dict[str, int]:
+    """A clean split's sentences (`id`, `tokens`, `tags`) -> windows (WINDOW_SCHEMA), batch by batch;
+    `label_subtokens`: "first" or "all". Returns the counts: sentences, words, windows."""
+    tag_id = {name: i for i, name in enumerate(names)}
+    continuation = tag_schemes.continuation_ids(names) if label_subtokens == "all" else None
+    counts = {"sentences": 0, "words": 0, "windows": 0}
+    with storage.parquet_sink(dest, WINDOW_SCHEMA) as sink:
+        for batch in storage.iter_batches(source, ["id", "tokens", "tags"], BATCH_ROWS):
+            rows = batch.to_pydict()
+            tags = [[tag_id[tag] for tag in sentence] for sentence in rows["tags"]]
+            out = {name: [] for name in WINDOW_SCHEMA.names}
+            for sentence, number, window in encode_sentences(
+                tokenizer, rows["tokens"], tags, max_length, stride, continuation
+            ):
+                out["id"].append(rows["id"][sentence])
+                out["window"].append(number)
+                out["input_ids"].append(window.input_ids)
+                out["labels"].append(window.labels)
+                out["word_index"].append(window.word_index)
+            sink.write(pa.table(out, schema=WINDOW_SCHEMA))
+            counts["sentences"] += len(rows["id"])
+            counts["words"] += sum(map(len, rows["tokens"]))
+            counts["windows"] += len(out["id"])
+    return counts
