@@ -85,7 +85,8 @@ def random_deletion(words: list[str], p: float, rng: random.Random) -> list[str]
     return out or [rng.choice(words)]
 
 
-def _rng(seed: int, origin_id: str, copy: int) -> random.Random:
+def copy_rng(seed: int, origin_id: str, copy: int) -> random.Random:
+    """The RNG of one copy of one row: its draws depend on nothing else."""
     digest = hashlib.sha256(f"{seed}:{origin_id}:{copy}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
@@ -127,7 +128,7 @@ def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoder.Truncat
             continue
         words = truncation.keep(row["text"].split(), p.max_words)
         for copy in range(p.copies_per_example):
-            rng = _rng(p.seed, row["id"], copy)
+            rng = copy_rng(p.seed, row["id"], copy)
             _, op = ops[rng.randrange(len(ops))]
             out.append(
                 {

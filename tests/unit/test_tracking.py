@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from reprolab import storage
 from reprolab.params import parse_params
 from reprolab.records import tracking
@@ -101,6 +103,15 @@ def test_one_flattener_keeps_leaf_types_and_drops_non_numbers_on_request():
     assert isinstance(storage.flatten(tree)["a.b"], int)
 
 
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A repository root of its own, with the default store (mlflow.db in it)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def _execution_run(stage: str, key: str, monkeypatch) -> tracking.StageRun:
     """A stage run as if under one `dvc repro` (the execution key is what its DVC process names)."""
     import time
@@ -140,17 +151,14 @@ def _committed_evaluate_outputs(root, weights_md5: str) -> None:
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
 
 
-def test_an_execution_that_skips_evaluate_still_has_an_evaluate_run_with_the_committed_results(tmp_path, monkeypatch):
+def test_an_execution_that_skips_evaluate_still_has_an_evaluate_run_with_the_committed_results(workspace, monkeypatch):
     """A fresh clone's `dvc repro` retrains byte-identical weights and DVC skips evaluate: the execution
     had no evaluate run and no test metrics in MLflow. Train now leaves an evaluate child made from the
     stage's committed outputs, saying so, and the parent names it."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    _committed_evaluate_outputs(tmp_path, "abc")
+    _committed_evaluate_outputs(workspace, "abc")
     with _execution_run("train", "clone:1", monkeypatch) as train:
         train.set_tags({tracking.MODEL_DIGEST_TAG: "abc"})
-        train.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+        train.summarise_pipeline(workspace / "reports/metrics.json", "abc")
     client, parent, children = _pipeline_tree("clone:1")
     evaluate = children["evaluate"]
     assert tracking.SKIPPED_TAG in evaluate.data.tags and evaluate.data.tags[tracking.MODEL_DIGEST_TAG] == "abc"
@@ -166,24 +174,21 @@ def test_an_execution_that_skips_evaluate_still_has_an_evaluate_run_with_the_com
     assert {"reports/metrics.json", "reports/figures/evaluate/roc.png"} <= logged
     # A later stage of the same execution (export) finds that run, and makes no second one.
     with _execution_run("export", "clone:1", monkeypatch) as export:
-        export.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+        export.summarise_pipeline(workspace / "reports/metrics.json", "abc")
     _, _, children = _pipeline_tree("clone:1")
     assert sorted(children) == ["evaluate", "export", "train"]
 
 
-def test_an_evaluate_that_runs_after_all_replaces_the_stand_in(tmp_path, monkeypatch):
+def test_an_evaluate_that_runs_after_all_replaces_the_stand_in(workspace, monkeypatch):
     """Train cannot know whether evaluate will run (a change to evaluate's own code or params): when it
     does, its own run is the execution's evaluate run and the stand-in is deleted."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    _committed_evaluate_outputs(tmp_path, "abc")
+    _committed_evaluate_outputs(workspace, "abc")
     with _execution_run("train", "repro:2", monkeypatch) as train:
-        train.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
-    storage.write_json({"transformer": {"macro_f1": 0.95}, "weights_md5": "abc"}, tmp_path / "reports/metrics.json")
+        train.summarise_pipeline(workspace / "reports/metrics.json", "abc")
+    storage.write_json({"transformer": {"macro_f1": 0.95}, "weights_md5": "abc"}, workspace / "reports/metrics.json")
     with _execution_run("evaluate", "repro:2", monkeypatch) as evaluate:
         evaluate.set_tags({tracking.MODEL_DIGEST_TAG: "abc"})
-        evaluate.summarise_pipeline(tmp_path / "reports/metrics.json", "abc")
+        evaluate.summarise_pipeline(workspace / "reports/metrics.json", "abc")
     _, parent, children = _pipeline_tree("repro:2")
     assert (
         children["evaluate"].info.run_id == evaluate.run_id
@@ -193,13 +198,10 @@ def test_an_evaluate_that_runs_after_all_replaces_the_stand_in(tmp_path, monkeyp
     assert parent.data.metrics == {"test.transformer.macro_f1": 0.95}
 
 
-def test_metrics_of_other_weights_are_not_the_executions(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    _committed_evaluate_outputs(tmp_path, "old")
+def test_metrics_of_other_weights_are_not_the_executions(workspace, monkeypatch):
+    _committed_evaluate_outputs(workspace, "old")
     with _execution_run("train", "repro:3", monkeypatch) as train:
-        train.summarise_pipeline(tmp_path / "reports/metrics.json", "new")
+        train.summarise_pipeline(workspace / "reports/metrics.json", "new")
     _, parent, children = _pipeline_tree("repro:3")
     assert sorted(children) == ["train"] and not parent.data.metrics
     assert tracking.TEST_METRICS_TAG not in parent.data.tags

@@ -1,0 +1,115 @@
+"""Label-preserving copies of tagged sentences (Dai & Adel 2020, "An Analysis of Simple Data
+Augmentation for Named Entity Recognition"):
+
+- synonym replacement: an `O` word becomes one of its WordNet synonyms (a synonym of several words
+  becomes as many `O` words);
+- mention replacement: an entity mention becomes another mention of the same type from the training
+  split, its tags B- then I- for the new length;
+- shuffle within segments: the words of a mention, or of a run of `O` words, change places; the tags
+  stay where they were, so the entities keep their types and extents.
+
+Each copy applies one operation, each unit (word, mention, segment) with probability `rate`, drawn
+from its own RNG seeded by (seed, sentence id, copy), as the text augmentation seeds its copies. The
+tags of every copy are valid IOB2; a copy equal to its sentence is not kept.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from reprolab.data.augmentation import copy_rng, synonyms
+from reprolab.data.tag_schemes import OUTSIDE
+
+Sentence = tuple[list[str], list[str]]  # words, IOB2 tags
+
+
+def segments(tags: list[str]) -> list[tuple[int, int, str | None]]:
+    """(start, end, entity type) of each mention, and (start, end, None) of each run of O words."""
+    out: list[tuple[int, int, str | None]] = []
+    for position, tag in enumerate(tags):
+        kind = None if tag == OUTSIDE else tag[2:]
+        if out and tag[:1] != "B" and out[-1][2] == kind:
+            out[-1] = (out[-1][0], position + 1, kind)
+        else:
+            out.append((position, position + 1, kind))
+    return out
+
+
+def mentions_by_type(sentences: list[Sentence]) -> dict[str, list[tuple[str, ...]]]:
+    """Every distinct mention of the training split, by type, sorted (so the draws are reproducible)."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for words, tags in sentences:
+        for start, end, kind in segments(tags):
+            if kind is not None:
+                found.setdefault(kind, set()).add(tuple(words[start:end]))
+    return {kind: sorted(mentions) for kind, mentions in sorted(found.items())}
+
+
+def synonym_replacement(words: list[str], tags: list[str], rate: float, rng: random.Random) -> Sentence:
+    out_words, out_tags = [], []
+    for word, tag in zip(words, tags, strict=True):
+        choices = synonyms(word.lower()) if tag == OUTSIDE else ()
+        if choices and rng.random() < rate:
+            replacement = rng.choice(choices).split()
+            out_words += replacement
+            out_tags += [OUTSIDE] * len(replacement)
+        else:
+            out_words.append(word)
+            out_tags.append(tag)
+    return out_words, out_tags
+
+
+def mention_replacement(
+    words: list[str], tags: list[str], rate: float, rng: random.Random, mentions: dict[str, list[tuple[str, ...]]]
+) -> Sentence:
+    out_words, out_tags = [], []
+    for start, end, kind in segments(tags):
+        if kind is not None and mentions.get(kind) and rng.random() < rate:
+            replacement = list(rng.choice(mentions[kind]))
+            out_words += replacement
+            out_tags += [f"B-{kind}", *[f"I-{kind}"] * (len(replacement) - 1)]
+        else:
+            out_words += words[start:end]
+            out_tags += tags[start:end]
+    return out_words, out_tags
+
+
+def shuffle_within_segments(words: list[str], tags: list[str], rate: float, rng: random.Random) -> Sentence:
+    out = list(words)
+    for start, end, _ in segments(tags):
+        if end - start > 1 and rng.random() < rate:
+            piece = out[start:end]
+            rng.shuffle(piece)
+            out[start:end] = piece
+    return out, list(tags)
+
+
+def augment_sentence(
+    sentence_id: str,
+    words: list[str],
+    tags: list[str],
+    seed: int,
+    copies: int,
+    rates: dict[str, float],
+    mentions: dict[str, list[tuple[str, ...]]],
+) -> list[Sentence]:
+    """Up to `copies` copies, one operation each among those of `rates` above 0 (by name:
+    synonym_replacement, mention_replacement, shuffle_within_segments)."""
+    ops: dict[str, Callable[[list[str], list[str], float, random.Random], Sentence]] = {
+        "synonym_replacement": synonym_replacement,
+        "mention_replacement": lambda w, t, r, g: mention_replacement(w, t, r, g, mentions),
+        "shuffle_within_segments": shuffle_within_segments,
+    }
+    unknown = sorted(set(rates) - set(ops))
+    if unknown:
+        raise ValueError(f"unknown sentence augmentation(s) {unknown}: one of {sorted(ops)}")
+    enabled = [name for name in ops if rates.get(name, 0) > 0]
+    out = []
+    for copy in range(copies if enabled else 0):
+        rng = copy_rng(seed, sentence_id, copy)
+        name = enabled[rng.randrange(len(enabled))]
+        new = ops[name](words, tags, rates[name], rng)
+        if new != (words, tags):
+            out.append(new)
+    return out
