@@ -71,9 +71,6 @@ def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int 
     only_a = int(((a_codes == truth_codes) & (b_codes != truth_codes)).sum())
     only_b = int(((b_codes == truth_codes) & (a_codes != truth_codes)).sum())
     p_value = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    verdict = "within noise"
-    if p_value < LEVEL and (low > 0 or high < 0):
-        verdict = "B better" if low > 0 else "A better"
     return PairedComparison(
         rows=len(truth_codes),
         a_macro_f1=macro_f1(truth_codes, a_codes, labels),
@@ -82,5 +79,12 @@ def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int 
         only_a_right=only_a,
         only_b_right=only_b,
         mcnemar_p=float(p_value),
-        verdict=verdict,
+        verdict=verdict(float(p_value), float(low), float(high)),
     )
+
+
+def verdict(p_value: float, low: float, high: float) -> str:
+    """B better (or worse) only when the test and the bootstrap interval of B - A agree at LEVEL."""
+    if p_value < LEVEL and (low > 0 or high < 0):
+        return "B better" if low > 0 else "A better"
+    return "within noise"
