@@ -86,6 +86,10 @@ class _Bounded(io.RawIOBase):
         self.gzip = gzip.open(path, "rb") if compression == "gzip" else None
         self.zstd = _Zstd(path) if compression == "zstd" else None
         self.pending, self.offset = b"", 0  # zstd's decompressed bytes not yet read
+        # What a damaged or cut stream raises, by compression.
+        self.damaged = (EOFError, zlib.error, gzip.BadGzipFile) + (
+            (self.zstd.zstandard.ZstdError,) if self.zstd else ()
+        )
 
     def readable(self) -> bool:
         return True
@@ -100,11 +104,9 @@ class _Bounded(io.RawIOBase):
         return out
 
     def readinto(self, buffer) -> int:
-        import zstandard
-
         try:
             out = self._next(len(buffer))
-        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as exc:
+        except self.damaged as exc:
             raise IngestError(
                 f"{self.path}: its {self.compression} stream is damaged or cut short after "
                 f"{self.read_bytes} bytes ({exc}); compress it again"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import pyarrow as pa
 
 from reprolab import paths, storage
 from reprolab.data.cleaning import BATCH_ROWS, CleanError, normalise
+from reprolab.data.sentences import sentence_json
+from reprolab.data.tag_schemes import mention_types
 from reprolab.params import SplitParams
 
 CLEAN_SENTENCE_SCHEMA = pa.schema(
@@ -96,8 +97,7 @@ def _digest(items: list[str]) -> bytes:
 
 
 def _reject(row: dict, reason: str, detail: str) -> dict:
-    shown = {"tokens": row["tokens"], "tags": row["tags"]}
-    raw = json.dumps(shown, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    raw = sentence_json(row["tokens"], row["tags"])
     return {"id": row["id"], "source": row["id"], "reason": reason, "detail": detail, "label": None, "raw": raw}
 
 
@@ -119,7 +119,7 @@ def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: Sp
             words, result = clean_words(row["tokens"])
             tags_of.append(_digest(row["tags"]))
             groups.append(row["group"])
-            kinds.append(tuple(tag[2:] for tag in row["tags"] if tag.startswith("B-")))
+            kinds.append(tuple(mention_types(row["tags"])))
             given.append(row["split"])
             if words is None:
                 problem[index] = result

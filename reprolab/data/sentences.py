@@ -32,6 +32,12 @@ SENTENCE_SCHEMA = pa.schema(
 )
 
 
+def sentence_json(tokens: Any, tags: Any) -> bytes:
+    """A sentence as a reject row's `raw`: its words and tags as JSON (anything not JSON as its repr)."""
+    shown = {"tokens": tokens, "tags": tags}
+    return json.dumps(shown, ensure_ascii=False, default=repr).encode("utf-8", "surrogateescape")
+
+
 def _list_problem(value: Any, what: str, field: str) -> tuple[str, str] | None:
     if not isinstance(value, list):
         return ("wrong_type", f"field {field!r} is {type(value).__name__}, expected a list of {what}s")
@@ -100,12 +106,11 @@ class SentenceRules:
     def reject_fields(self, record: dict) -> dict:
         raw = record.get("raw")
         if "raw" not in record and isinstance(record.get("text"), list):  # a table's row, as JSON
-            shown = {"tokens": record["text"], "tags": record.get("label")}
-            raw = json.dumps(shown, ensure_ascii=False, default=repr).encode("utf-8", "surrogateescape")
+            raw = sentence_json(record["text"], record.get("label"))
         return {"label": None, "raw": raw}
 
     def counts(self, row: dict) -> list[str]:
-        return [tag[2:] for tag in row["tags"] if tag.startswith("B-")]
+        return tag_schemes.mention_types(row["tags"])
 
     def expected(self) -> list[str]:
         return self.types

@@ -85,9 +85,9 @@ def _from_bioes(parsed: list[tuple[str, str | None]], tags: list[str]) -> list[s
     return out
 
 
-def entity_types(tags: list[str]) -> set[str]:
-    """The entity types an IOB2 sequence holds."""
-    return {tag[2:] for tag in tags if tag.startswith("B-")}
+def mention_types(tags: list[str]) -> list[str]:
+    """The type of each entity mention of an IOB2 sequence, in order."""
+    return [tag[2:] for tag in tags if tag.startswith("B-")]
 
 
 def tag_names(types: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from reprolab import paths
 from reprolab.data.cleaning import CleanError
 from reprolab.data.sentence_cleaning import assign_group_splits, clean_sentences, clean_words
 from reprolab.data.sentences import SENTENCE_SCHEMA
+from reprolab.data.tag_schemes import mention_types
 from reprolab.params import SplitParams
 
 SPLIT = SplitParams(val_fraction=0.2, test_fraction=0.2, seed=7)
@@ -56,7 +57,7 @@ def test_documents_stay_whole_and_every_type_is_in_val_and_test():
     groups = {}
     sizes = Counter()
     for _, tags, group in corpus():
-        groups.setdefault(group, Counter()).update(tag[2:] for tag in tags if tag.startswith("B-"))
+        groups.setdefault(group, Counter()).update(mention_types(tags))
         sizes[group] += 1
     split_of = assign_group_splits(groups, sizes, SPLIT)
     assert set(split_of) == set(groups)

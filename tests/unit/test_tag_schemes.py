@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reprolab.data.tag_schemes import TagError, entity_types, split_tag, to_iob2
+from reprolab.data.tag_schemes import TagError, mention_types, split_tag, to_iob2
 
 
 def test_iob1_opens_entities_with_i_and_uses_b_between_two_of_a_type():
@@ -20,7 +20,7 @@ def test_bioes_singles_and_ends_become_iob2():
 def test_types_keep_their_dashes():
     assert split_tag("B-geo-loc", "iob2") == ("B", "geo-loc")
     assert to_iob2(["B-geo-loc", "I-geo-loc"], "iob2") == ["B-geo-loc", "I-geo-loc"]
-    assert entity_types(["B-geo-loc", "I-geo-loc", "O", "B-person"]) == {"geo-loc", "person"}
+    assert mention_types(["B-geo-loc", "I-geo-loc", "O", "B-person", "B-person"]) == ["geo-loc", "person", "person"]
 
 
 @pytest.mark.parametrize(
