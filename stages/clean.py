@@ -4,24 +4,21 @@ from reprolab.process_settings import configure_process
 
 configure_process()
 
-import os
-
 from reprolab import paths, storage
-from reprolab.data import cleaning
+from reprolab.data import cleaning, sentence_cleaning
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
 
+# Each task's clean (params.yaml's `task:`): texts deduplicated near and exact, split by label; or
+# sentences normalised word by word, deduplicated, split by document and entity type.
+BY_TASK = {"sequence_classification": cleaning.clean_file, "token_classification": sentence_cleaning.clean_sentences}
+
 
 def main() -> None:
     params = load_params()
-    workers = params.clean.workers or len(os.sched_getaffinity(0))
-    summary = cleaning.clean_file(
-        paths.RAW,
-        {name: paths.clean_split(name) for name in paths.SPLITS},
-        paths.rejects("clean"),
-        params.clean,
-        workers,
+    summary = BY_TASK[params.task](
+        paths.RAW, {name: paths.clean_split(name) for name in paths.SPLITS}, paths.rejects("clean"), params.clean
     )
     storage.write_json(summary, paths.DATA_REPORT)
     print(

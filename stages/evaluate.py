@@ -9,27 +9,25 @@ from reprolab.process_settings import configure_process
 configure_process()
 
 from reprolab import paths, storage
-from reprolab.errors import StageError, run_stage
+from reprolab.errors import run_stage
 from reprolab.inference import prediction
 from reprolab.model import runtime
 from reprolab.params import load_params
 from reprolab.records import tracking
-from reprolab.results import baselines, evaluation, evaluation_figures, headline
+from reprolab.results import entity_evaluation, evaluation, headline
 from reprolab.tasks import catalog
+
+# Each task's scoring of the test split (params.yaml's `task:`): per text against TF-IDF, or per word
+# and entity against a CRF.
+BY_TASK = {
+    "sequence_classification": evaluation.evaluate_texts,
+    "token_classification": entity_evaluation.evaluate_sentences,
+}
 
 
 def main() -> None:
     params = load_params()
     task = catalog.task_named(params.task)
-    names = params.ingest.class_names
-    test = runtime.TokenData.read(paths.token_split("test"))
-    clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
-    clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "text"]).to_pydict()
-    if clean_test["id"] != test.ids:
-        raise StageError(
-            f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
-            "run `dvc repro` to bring them in step"
-        )
     device = runtime.select_device(params.train.device)
     # The prediction path `reprolab predict` and the MLflow model take, from the token ids on.
     predictor = prediction.Predictor(
@@ -38,27 +36,13 @@ def main() -> None:
         batch_size=params.evaluate.batch_size,
         bf16=runtime.mixed_precision(params.train.mixed_precision, device) == "bf16",
     )
-    results = {
-        task.model_name: predictor.probabilities(test.sequences),
-        task.baseline_name: baselines.baseline_probs(
-            task,
-            clean_train["text"],
-            [names.index(label) for label in clean_train["label"]],
-            clean_test["text"],
-            params.evaluate.baseline,
-            names,
-            params.train.class_weights,
-        ),
-    }
+    result = BY_TASK[params.task](task, params, predictor, paths.EVALUATE_FIGURES)
     model_md5 = storage.file_md5(paths.WEIGHTS)
     # Which weights these are the scores of: `reprolab show` and the pipeline's MLflow run check it.
-    metrics = evaluation.scores(task, test.labels, results, names) | {"weights_md5": model_md5}
+    metrics = result.metrics | {"weights_md5": model_md5}
     storage.write_json(metrics, paths.METRICS)
-    plot_files = []
-    for name, text in evaluation.plot_data(task, test.ids, test.labels, results, names).items():
-        storage.write_text(text, paths.PLOTS / name)
-        plot_files.append(paths.PLOTS / name)
-    drawn = evaluation_figures.test_figures(test.labels, results, names, paths.EVALUATE_FIGURES)
+    for file, text in result.files.items():
+        storage.write_text(text, file)
     for line in headline.headline(task, metrics):
         print(f"evaluate: {line}")
 
@@ -67,7 +51,7 @@ def main() -> None:
         link = {tracking.TRAIN_RUN_TAG: train_run} if train_run else {}
         run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5, **link})
         run.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
-        for file in [paths.METRICS, *plot_files, *drawn]:
+        for file in [paths.METRICS, *result.files, *result.figures]:
             run.log_artifact(file, str(file.parent))
         run.log_outputs([paths.METRICS], prefix="evaluate")
         run.summarise_pipeline(paths.METRICS, model_md5)

@@ -7,15 +7,19 @@ configure_process()
 from pathlib import Path
 
 from reprolab import paths, storage
-from reprolab.data import ingestion
+from reprolab.data import ingestion, sentences
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
 
+# What a row is, for each task (params.yaml's `task:`): a labelled text or a tagged sentence.
+BY_TASK = {"sequence_classification": ingestion.TextRules, "token_classification": sentences.SentenceRules}
+
 
 def main() -> None:
     params = load_params()
-    tally = ingestion.ingest_source(params.ingest, paths.RAW, paths.rejects("ingest"))
+    rules = BY_TASK[params.task](params.ingest)
+    tally = ingestion.ingest_source(params.ingest, paths.RAW, paths.rejects("ingest"), rules)
     summary = tally.report()
     for source in tally.mismatched:
         print(f"ingest: WARNING {Path(params.ingest.path) / source}: bytes do not match the MD5 in its name")

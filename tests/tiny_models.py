@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def tiny_classifier(dest: Path, labels: list[str], tokenizer_source: Path) -> Path:
+def tiny_encoder(dest: Path, tokenizer_source: Path) -> Path:
+    """`tiny_classifier`'s encoder without a head: a pretrained model as a task's training starts from it."""
+    from transformers import BertModel
+
+    return tiny_classifier(dest, ["unused", "head"], tokenizer_source, BertModel)
+
+
+def tiny_classifier(dest: Path, labels: list[str], tokenizer_source: Path, model_class=None) -> Path:
     """A 2-layer BERT of width 32 with seeded random weights and a real model's tokenizer, saved to `dest` as a
     Hugging Face folder (no recipe: a caller writes the one it needs)."""
     import torch
@@ -27,6 +34,6 @@ def tiny_classifier(dest: Path, labels: list[str], tokenizer_source: Path) -> Pa
         label2id={label: i for i, label in enumerate(labels)},
         pad_token_id=tokenizer.pad_token_id,
     )
-    BertForSequenceClassification(config).save_pretrained(dest)
+    (model_class or BertForSequenceClassification)(config).save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest

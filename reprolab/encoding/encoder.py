@@ -30,8 +30,9 @@ class Truncation:
 
     @classmethod
     def of(cls, params) -> Truncation:
-        """From a TokenizeParams section."""
-        return cls(params.truncation, params.head_fraction)
+        """From a TokenizeParams section (a tagger's has none: its windows never cut a sentence, and its
+        tokenizer keeps the default side)."""
+        return cls(params.truncation or "head", params.head_fraction)
 
     def head(self, budget: int) -> int:
         """How many of `budget` kept tokens come from the start of a text that has more."""
@@ -122,8 +123,9 @@ def label_ids(labels: list[str], names: list[str]) -> list[int]:
     return [index[label] for label in labels]
 
 
-def identity(tokenizer, name_or_path: str, max_length: int, truncation: Truncation) -> dict[str, Any]:
-    """What the token ids depend on, so a result names the exact tokenizer behind it."""
+def identity(tokenizer, name_or_path: str, max_length: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the token ids depend on, so a result names the exact tokenizer behind it; `settings`: the
+    task's own (which part of a text is kept; how words are windowed and labelled)."""
     # The vocabulary, normaliser and pre/post-processing; not the per-call truncation/padding state.
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     spec.pop("truncation", None)
@@ -135,7 +137,6 @@ def identity(tokenizer, name_or_path: str, max_length: int, truncation: Truncati
         "vocab_size": len(tokenizer),
         "sha256": hashlib.sha256(serialised).hexdigest(),
         "max_length": max_length,
-        "truncation": truncation.kind,
-        **({"head_fraction": truncation.head_fraction} if truncation.kind == "head_tail" else {}),
+        **settings,
         "pad_token_id": tokenizer.pad_token_id,
     }

@@ -22,12 +22,15 @@ import re
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import chain
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from reprolab import storage
 from reprolab.encoding import encoder
+from reprolab.params import TokenizeParams
 
 # WordPiece on English mail: 3.45 characters per token at the median. A first chunk this long
 # covers about half the rows; the others need one or two short continuations, which cost less than
@@ -233,3 +236,26 @@ def tokenize_split(source, verified: VerifiedEncoder, labels: list[str], batch_s
         else:
             ids = encode(columns["text"])
         yield encoder.token_table(columns["id"], ids, encoder.label_ids(columns["label"], labels))
+
+
+def tokenize_splits(
+    tokenizer, p: TokenizeParams, labels: list[str], sources: dict[str, Path], dests: dict[str, Path]
+) -> dict[str, int]:
+    """Each clean split's texts -> token ids and label ids (encoder.TOKEN_SCHEMA); rows per split."""
+    verified = VerifiedEncoder(tokenizer, p.max_length, encoder.Truncation.of(p))
+    rows = {}
+    for split, source in sources.items():
+        with storage.parquet_sink(dests[split], encoder.TOKEN_SCHEMA) as sink:
+            for table in tokenize_split(source, verified, labels, p.batch_size):
+                sink.write(table)
+        rows[split] = sink.rows
+    return rows
+
+
+def identity_settings(p: TokenizeParams) -> dict[str, Any]:
+    """What else than the tokenizer and max_length the token ids depend on: which part of a text is kept."""
+    truncation = encoder.Truncation.of(p)
+    return {
+        "truncation": truncation.kind,
+        **({"head_fraction": truncation.head_fraction} if truncation.kind == "head_tail" else {}),
+    }

@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from reprolab import storage
 from reprolab.data import tag_schemes
-
-BATCH_ROWS = 1024
+from reprolab.params import TokenizeParams
 
 IGNORED = -100  # the loss's ignore_index: special tokens, context, continuation sub-tokens
 
@@ -154,29 +155,81 @@ def _with_unknown_words(tokenizer, words: list[str], word_ids: list[int | None])
     return again["input_ids"], again.word_ids()
 
 
-def tokenize_sentences(
-    source: Path, dest: Path, tokenizer, names: list[str], max_length: int, stride: int, label_subtokens: str
-) -> dict[str, int]:
-    """A clean split's sentences (`id`, `tokens`, `tags`) -> windows (WINDOW_SCHEMA), batch by batch;
-    `label_subtokens`: "first" or "all". Returns the counts: sentences, words, windows."""
+def tokenize_splits(
+    tokenizer, p: TokenizeParams, types: list[str], sources: dict[str, Path], dests: dict[str, Path]
+) -> dict[str, dict[str, int]]:
+    """Each clean split's sentences -> windows (`tokenize_sentences`) with tag ids over the entity
+    `types` (`tag_schemes.tag_names`, as the model's classes); its counts per split."""
+    names = tag_schemes.tag_names(types)
+    return {split: tokenize_sentences(source, dests[split], tokenizer, names, p) for split, source in sources.items()}
+
+
+def identity_settings(p: TokenizeParams) -> dict[str, Any]:
+    """What else than the tokenizer and max_length the windows depend on."""
+    return {"stride": p.stride, "label_subtokens": p.label_subtokens}
+
+
+def windows_table(
+    tokenizer,
+    ids: list[tuple[str, str]],
+    sentences: list[list[str]],
+    tags: list[list[int]],
+    p: TokenizeParams,
+    names: list[str],
+    schema: pa.Schema = WINDOW_SCHEMA,
+) -> pa.Table:
+    """The windows of sentences (`ids`: each one's id and, for an augmented copy, its origin's) as a
+    table of `schema` (WINDOW_SCHEMA, and `origin_id` where the schema has it)."""
+    continuation = tag_schemes.continuation_ids(names) if p.label_subtokens == "all" else None
+    out = {name: [] for name in schema.names}
+    for sentence, number, window in encode_sentences(tokenizer, sentences, tags, p.max_length, p.stride, continuation):
+        out["id"].append(ids[sentence][0])
+        out["window"].append(number)
+        out["input_ids"].append(window.input_ids)
+        out["labels"].append(window.labels)
+        out["word_index"].append(window.word_index)
+        if "origin_id" in out:
+            out["origin_id"].append(ids[sentence][1])
+    return pa.table(out, schema=schema)
+
+
+def tokenize_sentences(source: Path, dest: Path, tokenizer, names: list[str], p: TokenizeParams) -> dict[str, int]:
+    """A clean split's sentences (`id`, `tokens`, `tags`) -> windows (WINDOW_SCHEMA), `p.batch_size`
+    sentences a batch. Returns the counts: sentences, words, windows."""
     tag_id = {name: i for i, name in enumerate(names)}
-    continuation = tag_schemes.continuation_ids(names) if label_subtokens == "all" else None
     counts = {"sentences": 0, "words": 0, "windows": 0}
     with storage.parquet_sink(dest, WINDOW_SCHEMA) as sink:
-        for batch in storage.iter_batches(source, ["id", "tokens", "tags"], BATCH_ROWS):
+        for batch in storage.iter_batches(source, ["id", "tokens", "tags"], p.batch_size):
             rows = batch.to_pydict()
             tags = [[tag_id[tag] for tag in sentence] for sentence in rows["tags"]]
-            out = {name: [] for name in WINDOW_SCHEMA.names}
-            for sentence, number, window in encode_sentences(
-                tokenizer, rows["tokens"], tags, max_length, stride, continuation
-            ):
-                out["id"].append(rows["id"][sentence])
-                out["window"].append(number)
-                out["input_ids"].append(window.input_ids)
-                out["labels"].append(window.labels)
-                out["word_index"].append(window.word_index)
-            sink.write(pa.table(out, schema=WINDOW_SCHEMA))
+            table = windows_table(tokenizer, [(i, i) for i in rows["id"]], rows["tokens"], tags, p, names)
+            sink.write(table)
             counts["sentences"] += len(rows["id"])
             counts["words"] += sum(map(len, rows["tokens"]))
-            counts["windows"] += len(out["id"])
+            counts["windows"] += table.num_rows
     return counts
+
+
+def words_of(ids: list[str], word_index: list[np.ndarray], values: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """Windows back to sentences: each sentence's id (in the order its first window comes) and the rows
+    of `values` at the positions that score its words, in word order. `values` holds a row per
+    position of the windows, one window after another (`runtime.batched_logits`'s flattened rows, or
+    the windows' labels concatenated). Raises ValueError unless every word is scored exactly once."""
+    if not ids:
+        return [], []
+    codes: dict[str, int] = {}
+    window_code = np.fromiter((codes.setdefault(i, len(codes)) for i in ids), dtype=np.int64, count=len(ids))
+    lengths = np.fromiter((len(w) for w in word_index), dtype=np.int64, count=len(word_index))
+    flat_word = np.concatenate(word_index).astype(np.int64)
+    if len(flat_word) != len(values):
+        raise ValueError(f"{len(values)} rows of values for {len(flat_word)} positions")
+    scored = np.flatnonzero(flat_word >= 0)
+    sentence, word = np.repeat(window_code, lengths)[scored], flat_word[scored]
+    order = np.lexsort((word, sentence))
+    sentence, word, scored = sentence[order], word[order], scored[order]
+    bounds = np.flatnonzero(np.diff(sentence)) + 1
+    starts = np.concatenate([[0], bounds])
+    expected = np.arange(len(word)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(word)]])))
+    if len(np.unique(sentence)) != len(codes) or not np.array_equal(word, expected):
+        raise ValueError("the windows do not score every word of each sentence exactly once")
+    return list(codes), np.split(values[scored], bounds)

@@ -227,6 +227,11 @@ def predict_source(
         raise StageError(f"{dest}: the output's extension chooses its format: .parquet or .csv")
     if rejects_dest.suffix.lower() != ".parquet" or rejects_dest.resolve() == dest.resolve():
         raise StageError(f"{rejects_dest}: the rejects file is a .parquet file beside the output, not the output")
+    if not predictor.task.served:
+        raise StageError(
+            f"{predictor.folder}: a {predictor.task.name} model; `reprolab predict` does not tag words yet "
+            "(its test predictions are evaluate's, in reports/plots/)"
+        )
     check_predict_input(path, fmt)
     fmt = input_format(path, predictor.recipe, fmt)
     if notice := kind_notice(fmt, predictor.recipe):

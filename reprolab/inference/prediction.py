@@ -175,7 +175,7 @@ class Predictor:
         self.folder = model_dir = Path(model_dir)
         self.recipe = Recipe.read(model_dir)
         self.task = catalog.task_named(self.recipe.task)
-        self.labels = self.recipe.labels
+        self.labels = self.task.label_names(self.recipe.labels)
         self.batch_size = batch_size
         tokenizer = encoder.load_tokenizer(str(model_dir))
         self.pad_id = tokenizer.pad_token_id or 0

@@ -24,7 +24,7 @@ from reprolab.tasks.base import Task
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]]  # per epoch, training.HISTORY_FIELDS
+    history: list[dict[str, float]]  # per epoch, training.history_fields
     steps: list[dict[str, float]]  # per logged step, training.STEP_FIELDS (a resumed run's include those before)
     best_epoch: int
     samples_seen: int  # by all processes in this run (a resumed run counts from its checkpoint)
@@ -54,7 +54,8 @@ def validate(accelerator, task: Task, model, val: runtime.TokenData, p: TrainPar
         )
     shares = accelerator.gather_for_metrics([logits], use_gather_object=True)  # in process order: row order
     probs = runtime.softmax(np.concatenate([share for share in shares if len(share)]))
-    return task.validation_scores(val.labels, probs)
+    config = model.config
+    return task.validation_scores(val, probs, [config.id2label[i] for i in range(config.num_labels)])
 
 
 class TrainingLoop:
@@ -196,8 +197,8 @@ class TrainingLoop:
             f"train: epoch {state.epoch} (step {state.step}): "
             + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items() if k not in ("epoch", "step"))
         )
-        if scores["val_macro_f1"] > state.best_f1:
-            state.best_f1, state.best_epoch, state.stale = scores["val_macro_f1"], state.epoch, 0
+        if scores[self.task.selection_score] > state.best_f1:
+            state.best_f1, state.best_epoch, state.stale = scores[self.task.selection_score], state.epoch, 0
             self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             state.stale += 1

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from reprolab.encoding.word_alignment import IGNORED
 from reprolab.errors import StageError
 from reprolab.tasks.base import Task
 
@@ -40,37 +41,73 @@ def reuse_freed_host_memory() -> bool:
 
 
 class TokenData:
-    """Token id sequences and labels of one or more token Parquet files, in file order."""
+    """Token id sequences and their labels, of one or more token Parquet files, in file order.
 
-    def __init__(self, ids: list[str], sequences: list[np.ndarray], labels: np.ndarray):
+    A row is a text with one label id (sequence classification: `label`), or a window of a sentence with
+    a label id per position, IGNORED where nothing is scored, and the sentence's word each position scores
+    (token classification: `labels`, `word_index`, from `encoding.word_alignment`).
+    """
+
+    def __init__(
+        self,
+        ids: list[str],
+        sequences: list[np.ndarray],
+        labels: np.ndarray | list[np.ndarray],
+        word_index: list[np.ndarray] | None = None,
+    ):
         self.ids = ids
         self.sequences = sequences
         self.labels = labels
+        self.word_index = word_index
         self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
 
     @classmethod
     def read(cls, *files: Path) -> TokenData:
         ids: list[str] = []
         sequences: list[np.ndarray] = []
-        labels: list[int] = []
+        labels: list = []
+        word_index: list[np.ndarray] = []
+        per_position = False
         for file in files:
-            table = pq.read_table(file, columns=["id", "input_ids", "label"])
+            names = pq.read_schema(file).names
+            per_position = "labels" in names
+            table = pq.read_table(
+                file, columns=["id", "input_ids", *(("labels", "word_index") if per_position else ("label",))]
+            )
             ids += table["id"].to_pylist()
-            column = table["input_ids"].combine_chunks()
-            offsets = column.offsets.to_numpy()
-            flat = column.values.to_numpy()
-            sequences += [flat[offsets[i] : offsets[i + 1]] for i in range(len(column))]
-            labels += table["label"].to_pylist()
+            sequences += _lists(table["input_ids"])
+            if per_position:
+                labels += _lists(table["labels"], np.int64)
+                word_index += _lists(table["word_index"])
+            else:
+                labels += table["label"].to_pylist()
+        if per_position:
+            return cls(ids, sequences, labels, word_index)
         return cls(ids, sequences, np.asarray(labels, dtype=np.int64))
+
+    @property
+    def per_position(self) -> bool:
+        return self.word_index is not None
+
+    def scored_labels(self) -> np.ndarray:
+        """Every label id the loss counts, over all rows: one a row, or each position's that is not IGNORED."""
+        if not self.per_position:
+            return self.labels
+        flat = np.concatenate(self.labels) if self.labels else np.zeros(0, dtype=np.int64)
+        return flat[flat != IGNORED]
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     def take(self, rows: np.ndarray) -> TokenData:
+        if self.per_position:
+            pick = [self.labels[i] for i in rows], [self.word_index[i] for i in rows]
+            return TokenData([self.ids[i] for i in rows], [self.sequences[i] for i in rows], *pick)
         return TokenData([self.ids[i] for i in rows], [self.sequences[i] for i in rows], self.labels[rows])
 
     def sample(self, limit: int | None, seed: int) -> TokenData:
-        """At most `limit` rows, in file order, drawn per class (seeded) so every class keeps its share.
+        """At most `limit` rows, in file order, drawn per class (seeded) so every class keeps its share
+        (windows of tagged sentences, which have no one class, are drawn as one class).
 
         Files are in source order (all of one class may come first), so the first `limit` rows could
         hold one class only. Each class gets its share of `limit` rounded down, and at least one row
@@ -78,7 +115,8 @@ class TokenData:
         """
         if limit is None or limit >= len(self):
             return self
-        classes, counts = np.unique(self.labels, return_counts=True)
+        strata = np.zeros(len(self), dtype=np.int64) if self.per_position else self.labels
+        classes, counts = np.unique(strata, return_counts=True)
         share = counts * limit / len(self)
         quota = np.floor(share).astype(np.int64)
         if limit >= len(classes):
@@ -89,10 +127,19 @@ class TokenData:
             quota[np.argmax(quota)] -= 1
         generator = np.random.default_rng(seed)
         rows = [
-            generator.permutation(np.flatnonzero(self.labels == label))[:n]
-            for label, n in zip(classes, quota, strict=True)
+            generator.permutation(np.flatnonzero(strata == label))[:n] for label, n in zip(classes, quota, strict=True)
         ]
         return self.take(np.sort(np.concatenate(rows)))
+
+
+def _lists(column, dtype=None) -> list[np.ndarray]:
+    """A Parquet list column as one numpy array per row (views into one buffer)."""
+    column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()
+    flat = column.values.to_numpy()
+    if dtype is not None:
+        flat = flat.astype(dtype)
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(column))]
 
 
 def select_device(requested: str) -> torch.device:
@@ -193,8 +240,9 @@ class TokenDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, row: int) -> tuple[np.ndarray, int]:
-        return self.data.sequences[row], int(self.data.labels[row])
+    def __getitem__(self, row: int) -> tuple[np.ndarray, int | np.ndarray]:
+        label = self.data.labels[row]
+        return self.data.sequences[row], label if self.data.per_position else int(label)
 
 
 @dataclass(frozen=True)
@@ -207,9 +255,10 @@ class Collator:
     pad_to: int | None = None
     multiple_of: int = 1
 
-    def __call__(self, rows: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[tuple[np.ndarray, int | np.ndarray]]) -> dict[str, torch.Tensor]:
         input_ids, mask = collate([seq for seq, _ in rows], self.pad_id, self.pad_to, self.multiple_of)
-        batch = {"input_ids": input_ids, "labels": self.task.collate_labels([label for _, label in rows])}
+        labels = self.task.collate_labels([label for _, label in rows], input_ids.shape[1])
+        batch = {"input_ids": input_ids, "labels": labels}
         if mask is not None:
             batch["attention_mask"] = mask
         return batch
@@ -230,16 +279,26 @@ def batched_logits(
     forward: Callable[[torch.Tensor, torch.Tensor | None], np.ndarray],
 ) -> np.ndarray:
     """Logits of token id sequences in their order, from `forward(input_ids, attention_mask)` on padded
-    batches; rows are batched longest-first to keep padding small. Any backend (torch, onnxruntime)."""
+    batches; rows are batched longest-first to keep padding small. Any backend (torch, onnxruntime).
+
+    Logits per sequence (batch, classes) come back a row per sequence; logits per position (batch,
+    positions, classes) a row per position, the sequences' positions one after another, padding left
+    out: (sum of lengths, classes), which `TokenData.word_index` and `labels` line up with, flattened."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
     order = np.argsort(-lengths, kind="stable")
     out: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         logits = forward(*collate([sequences[i] for i in index], pad_id))
         if out is None:
-            out = np.zeros((len(sequences), logits.shape[1]), dtype=np.float32)
-        out[index] = logits
+            rows = len(sequences) if logits.ndim == 2 else int(starts[-1])
+            out = np.zeros((rows, logits.shape[-1]), dtype=np.float32)
+        if logits.ndim == 2:
+            out[index] = logits
+            continue
+        for row, i in enumerate(index):
+            out[starts[i] : starts[i + 1]] = logits[row, : lengths[i]]
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 

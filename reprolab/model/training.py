@@ -30,9 +30,16 @@ from reprolab.model import runtime
 from reprolab.model.checkpoints import Checkpointer, LoopState
 from reprolab.model.loop import TrainingLoop, TrainResult
 from reprolab.params import LoraParams, Params, TrainParams
+from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
-HISTORY_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate")
+
+def history_fields(task: Task) -> tuple[str, ...]:
+    """The columns of reports/train_history.csv: an epoch's training loss, the task's validation
+    scores and the learning rate."""
+    return ("epoch", "step", "train_loss", *task.validation_fields, "learning_rate")
+
+
 STEP_FIELDS = ("step", "epoch", "train_loss", "learning_rate")  # every log_every_steps optimizer steps
 # Params that change how a run is observed or where its processes meet, not what it computes: a
 # checkpoint stays valid across them (and every machine of a job finds the same one).
@@ -141,7 +148,8 @@ def with_lora(model, lora: LoraParams, task: Task):
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
-    """Loss weights per class: None, or n_rows / (n_classes * rows of the class) (`balanced`)."""
+    """Loss weights per class: None, or n / (n_classes * n of the class) (`balanced`), n counting
+    every label the loss counts (rows, or tagged positions)."""
     if mode == "none":
         return None
     counts = np.bincount(labels, minlength=num_classes)
@@ -183,7 +191,7 @@ def train_model(
     forward, optimizer, loader = accelerator.prepare(forward, _optimizer(trained, p), loader)
     scheduler = _scheduler(optimizer.optimizer, p, math.ceil(len(loader) / p.gradient_accumulation_steps))
     accelerator.register_for_checkpointing(scheduler)
-    weight = class_weights(train.labels, model.config.num_labels, p.class_weights)
+    weight = class_weights(train.scored_labels(), model.config.num_labels, p.class_weights)
     weight = None if weight is None else weight.to(device)
     run = TrainingLoop(
         accelerator, task, trained, forward, optimizer, scheduler, loader, batches, weight, p, checkpointer, on_step
@@ -204,8 +212,8 @@ def train_model(
     )
 
 
-def history_csv(history: list[dict[str, float]], fields: tuple[str, ...] = HISTORY_FIELDS) -> str:
-    """Per-epoch rows (HISTORY_FIELDS) or, with STEP_FIELDS, per-step rows as CSV."""
+def history_csv(history: list[dict[str, float]], fields: tuple[str, ...]) -> str:
+    """Per-epoch rows (`history_fields`) or, with STEP_FIELDS, per-step rows as CSV."""
     return storage.csv_text(list(fields), [[row[f] for f in fields] for row in history])
 
 
@@ -234,7 +242,11 @@ def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
             "labels": params.ingest.class_names,
             "inputs": {name: storage.file_md5(path) for name, path in inputs.items()},
             # What a checkpoint's state records: a checkpoint of another layout is not resumed.
-            "state": [sorted(field.name for field in fields(LoopState)), HISTORY_FIELDS, STEP_FIELDS],
+            "state": [
+                sorted(field.name for field in fields(LoopState)),
+                history_fields(catalog.task_named(params.task)),
+                STEP_FIELDS,
+            ],
         },
         sort_keys=True,
     )

@@ -8,8 +8,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from reprolab.params import BaselineParams
-from reprolab.tasks.base import Task
-from reprolab.tasks.sequence_classification import SequenceClassification
 
 
 def top_terms(texts: list[str], ngram_max: int, max_features: int) -> list[str]:
@@ -44,21 +42,3 @@ def tfidf_probs(
     probs = np.zeros((len(test_texts), num_labels))
     probs[:, model.classes_] = model.predict_proba(test_texts)
     return probs
-
-
-# Each task's classical peer. Apart from the task (evaluate alone scores a baseline): a baseline change
-# re-runs evaluate, never train or export.
-BY_TASK = {SequenceClassification.name: tfidf_probs}
-
-
-def baseline_probs(
-    task: Task,
-    train_texts: list[str],
-    train_labels: list[int],
-    test_texts: list[str],
-    p: BaselineParams,
-    names: list[str],
-    class_weights: str,
-) -> np.ndarray:
-    """The task's baseline's probabilities for the test texts, shaped as the fine-tuned model's."""
-    return BY_TASK[task.name](train_texts, train_labels, test_texts, p, len(names), class_weights)

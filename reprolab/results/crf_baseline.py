@@ -80,6 +80,11 @@ class CrfTagger:
     def tag(self, words: list[str]) -> list[str]:
         return self.tagger.tag(sentence_features(words))
 
+    def probabilities(self, words: list[str], tags: list[str]) -> list[float]:
+        """The marginal probability of each word's tag in `tags` (its predicted ones, say)."""
+        self.tagger.set(sentence_features(words))
+        return [self.tagger.marginal(tag, i) for i, tag in enumerate(tags)]
+
     def marginals(self, words: list[str]) -> list[list[float]]:
         self.tagger.set(sentence_features(words))
         return [[self.tagger.marginal(label, i) for label in self.labels] for i in range(len(words))]

@@ -7,15 +7,61 @@ predictions and ROC / PR curve points as DVC plot data (the figures are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from reprolab import storage
+from reprolab import paths, storage
+from reprolab.errors import StageError
+from reprolab.model import runtime
+from reprolab.params import Params
+from reprolab.results import baselines, evaluation_figures
 from reprolab.results.metrics import scores_for_curves
 from reprolab.results.significance import compare_predictions
 from reprolab.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluate writes besides the weights' digest: metrics.json's content, report files (path ->
+    text: DVC plot data, tables) and the figures drawn."""
+
+    metrics: dict[str, Any]
+    files: dict[Path, str]
+    figures: list[Path]
+
+
+def evaluate_texts(task: Task, params: Params, predictor, figures: Path) -> Evaluation:
+    """The text classifier and its TF-IDF baseline on the test split: `predictor` (the prediction path
+    `reprolab predict` and the MLflow model take) from the token ids on."""
+    names = params.ingest.class_names
+    test = runtime.TokenData.read(paths.token_split("test"))
+    clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
+    clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "text"]).to_pydict()
+    if clean_test["id"] != test.ids:
+        raise StageError(
+            f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
+            "run `dvc repro` to bring them in step"
+        )
+    results = {
+        task.model_name: predictor.probabilities(test.sequences),
+        task.baseline_name: baselines.tfidf_probs(
+            clean_train["text"],
+            [names.index(label) for label in clean_train["label"]],
+            clean_test["text"],
+            params.evaluate.baseline,
+            len(names),
+            params.train.class_weights,
+        ),
+    }
+    return Evaluation(
+        scores(task, test.labels, results, names),
+        {paths.PLOTS / name: text for name, text in plot_data(task, test.ids, test.labels, results, names).items()},
+        evaluation_figures.test_figures(test.labels, results, names, figures),
+    )
 
 
 def curve_csv(x_name: str, y_name: str, x: np.ndarray, y: np.ndarray) -> str:

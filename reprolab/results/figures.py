@@ -43,21 +43,22 @@ def score_limits(values) -> tuple[float, float]:
     return low, 1 + (1 - low) * 0.05
 
 
-def training_curves(steps: list[dict], history: list[dict], dest: Path) -> Path:
-    return save_png(training_figure(steps, history), dest)
+def training_curves(steps: list[dict], history: list[dict], score: str, title: str, dest: Path) -> Path:
+    return save_png(training_figure(steps, history, score, title), dest)
 
 
-def training_figure(steps: list[dict], history: list[dict]):
+def training_figure(steps: list[dict], history: list[dict], score: str = "val_macro_f1", title: str = "macro-F1"):
     """Loss against the optimizer step: training per logged step, validation at each epoch's end (on the
-    same axis, so one epoch is a point at its step, not a lone dot on an epoch axis); and validation
-    macro-F1 at each epoch's end, its value written beside it, on a range that shows small changes."""
+    same axis, so one epoch is a point at its step, not a lone dot on an epoch axis); and the validation
+    `score` (the early-stopping one, named `title`) at each epoch's end, its value written beside it, on a range that
+    shows small changes."""
     fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
     ends = [r["step"] for r in history]
     loss_ax.plot(
         [r["step"] for r in steps], [r["train_loss"] for r in steps], color="tab:blue", label="training (logged window)"
     )
     loss_ax.plot(ends, [r["val_loss"] for r in history], marker="o", color="tab:orange", label="validation (epoch end)")
-    f1 = [r["val_macro_f1"] for r in history]
+    f1 = [r[score] for r in history]
     f1_ax.plot(ends, f1, marker="o", color="tab:green")
     for step, value in zip(ends, f1, strict=True):
         f1_ax.annotate(score_text(value), (step, value), textcoords="offset points", xytext=(0, 6), ha="center")
@@ -68,8 +69,8 @@ def training_figure(steps: list[dict], history: list[dict]):
     loss_ax.legend()
     f1_ax.set(
         xlabel="optimizer step",
-        ylabel="validation macro-F1",
-        title="Validation macro-F1 at each epoch end",
+        ylabel=f"validation {title}",
+        title=f"Validation {title} at each epoch end",
         ylim=score_limits(f1),
     )
     fig.tight_layout()

@@ -14,17 +14,19 @@ from reprolab.tasks.base import Task
 
 def headline(task: Task, metrics: dict[str, Any], export: dict[str, Any] | None = None) -> list[str]:
     """Lines for a terminal: the leaderboard first, then the difference and its verdict, then the export."""
-    ranked = sorted((name for name in task.scored if name in metrics), key=lambda name: -metrics[name]["macro_f1"])
+    ranked = sorted((name for name in task.scored if name in metrics), key=lambda name: -metrics[name][task.score])
     lines = [
-        f"{rank}. {name}: test macro-F1 {metrics[name]['macro_f1']:.4f}, accuracy {metrics[name]['accuracy']:.4f}"
+        f"{rank}. {name}: test {task.score_title} {metrics[name][task.score]:.4f}, accuracy "
+        f"{metrics[name][task.accuracy]:.4f}"
         for rank, name in enumerate(ranked, 1)
     ]
     versus = metrics.get(task.versus)
     if versus:
+        p_key, p_name = task.paired_test
         lines.append(
-            f"{task.model_name} - {task.baseline_name} macro-F1 {versus['macro_f1_difference']:+.4f}, 95% interval "
-            f"[{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], McNemar p {versus['mcnemar_p']:.3g}: "
-            f"{versus['verdict']} ({metrics['test_rows']} test rows)"
+            f"{task.model_name} - {task.baseline_name} {task.score_title} {versus[f'{task.score}_difference']:+.4f}, "
+            f"95% interval [{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], {p_name} "
+            f"{versus[p_key]:.3g}: {versus['verdict']} ({metrics['test_rows']} test rows)"
         )
     for backend, row in sorted((export or {}).get("backends", {}).items()):
         lines.append(

@@ -9,11 +9,13 @@ instance serves every caller (and pickles into DataLoader worker processes).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pyarrow as pa
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from reprolab.model.runtime import TokenData
 
 
 class Task(ABC):
@@ -24,7 +26,25 @@ class Task(ABC):
     logits_axes: ClassVar[dict[int, str]]  # the dynamic axes of the exported graph's logits
     model_name: ClassVar[str] = "transformer"  # the fine-tuned model's key in metrics.json and reports
     baseline_name: ClassVar[str] = "baseline"  # the classical peer's key
-    baseline_title: ClassVar[str]  # what the baseline is (results/baselines.py `BY_TASK`), as reports name it
+    baseline_title: ClassVar[str]  # what the baseline is (stages/evaluate.py `BY_TASK`), as reports name it
+    score: ClassVar[str]  # the test score models are ranked by (a key of `test_scores`)
+    score_title: ClassVar[str]  # how reports name it
+    accuracy: ClassVar[str]  # the test scores' accuracy key
+    paired_test: ClassVar[tuple[str, str]]  # the comparison's p-value key beside `score`'s difference, and its name
+    validation_fields: ClassVar[tuple[str, ...]]  # the keys of `validation_scores`, the early-stopping one last
+    # Whether this task's models are put into use by the prediction path (`reprolab predict`, the MLflow
+    # pyfunc model, the ONNX export), which then calls the task's `predicted`, `output_fields` and
+    # `output_columns` (see SequenceClassification). Token classification's comes next (issue 32).
+    served: ClassVar[bool] = True
+
+    @property
+    def selection_score(self) -> str:
+        """The validation score that picks the best epoch and stops training early."""
+        return self.validation_fields[-1]
+
+    def label_names(self, classes: list[str]) -> list[str]:
+        """The model's classes, in class-id order, from ingest's labels as class names."""
+        return classes
 
     @property
     def scored(self) -> tuple[str, str]:
@@ -37,30 +57,15 @@ class Task(ABC):
         return f"{self.model_name}_vs_{self.baseline_name}"
 
     @abstractmethod
-    def collate_labels(self, labels: list[Any]) -> torch.Tensor:
-        """A batch's labels (one per row of the token data) as the tensor `loss` takes."""
+    def collate_labels(self, labels: list[Any], width: int) -> torch.Tensor:
+        """A batch's labels (one per row of the token data) as the tensor `loss` takes; `width`: the
+        batch's padded sequence length."""
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """The training loss of a batch's logits (class weights optional)."""
 
     @abstractmethod
-    def validation_scores(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-        """val_loss, val_accuracy and val_macro_f1 (the early-stopping score) of validation probabilities."""
-
-    @abstractmethod
-    def test_scores(self, labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
-        """A model's section of metrics.json: at least `macro_f1` and `accuracy`."""
-
-    @abstractmethod
-    def predicted(self, probs: np.ndarray, names: list[str]) -> list[Any]:
-        """The label each row's probabilities predict, by name: the one argmax-to-label of the project."""
-
-    @abstractmethod
-    def output_fields(self, names: list[str]) -> list[tuple[str, pa.DataType]]:
-        """The prediction columns every output holds (predict's files, the MLflow model, evaluate's test
-        predictions), in order."""
-
-    @abstractmethod
-    def output_columns(self, probs: np.ndarray, names: list[str]) -> dict[str, list[Any]]:
-        """Those columns for scored rows, from their probabilities."""
+    def validation_scores(self, val: TokenData, probs: np.ndarray, names: list[str]) -> dict[str, float]:
+        """The `validation_fields` of the validation rows' probabilities (`runtime.batched_logits`'s rows);
+        `names`: the model's classes."""

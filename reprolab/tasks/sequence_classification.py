@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +11,9 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from reprolab.results import metrics
 from reprolab.tasks.base import Task
+
+if TYPE_CHECKING:
+    from reprolab.model.runtime import TokenData
 
 
 def probability_column(label: str) -> str:
@@ -26,14 +29,20 @@ class SequenceClassification(Task):
     peft_task_type = "SEQ_CLS"
     logits_axes = {0: "batch"}
     baseline_title = "TF-IDF"
+    score = "macro_f1"
+    score_title = "macro-F1"
+    accuracy = "accuracy"
+    paired_test = ("mcnemar_p", "McNemar p")
+    validation_fields = ("val_loss", "val_accuracy", "val_macro_f1")
 
-    def collate_labels(self, labels: list[int]) -> torch.Tensor:
+    def collate_labels(self, labels: list[int], width: int) -> torch.Tensor:
         return torch.tensor(labels, dtype=torch.int64)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight)
 
-    def validation_scores(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    def validation_scores(self, val: TokenData, probs: np.ndarray, names: list[str]) -> dict[str, float]:
+        labels = val.labels
         classes = list(range(probs.shape[1]))
         predicted = probs.argmax(axis=1)
         return {

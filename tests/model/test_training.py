@@ -11,7 +11,14 @@ from reprolab.data.cleaning import normalise
 from reprolab.encoding import encoder
 from reprolab.model import runtime
 from reprolab.model.checkpoints import Checkpointer, TrainingInterrupted
-from reprolab.model.training import STEP_FIELDS, history_csv, make_accelerator, seed_everything, train_model
+from reprolab.model.training import (
+    STEP_FIELDS,
+    history_csv,
+    history_fields,
+    make_accelerator,
+    seed_everything,
+    train_model,
+)
 from reprolab.tasks.sequence_classification import SequenceClassification
 from tests.conftest import MAX_LENGTH, MODEL, corpus_tokens, train_params
 
@@ -65,7 +72,11 @@ def test_training_lowers_loss_and_clears_accuracy_floor(data, trained):
     assert len(steps) == 30 and np.mean(steps[-5:]) < np.mean(steps[:5])
     best = result.history[result.best_epoch - 1]
     assert best["val_accuracy"] >= 0.85, result.history  # smoke floor: spam vs ham is easy
-    assert history_csv(result.history).splitlines()[0].startswith("epoch,step,train_loss")
+    assert (
+        history_csv(result.history, history_fields(SEQUENCE_CLASSIFICATION))
+        .splitlines()[0]
+        .startswith("epoch,step,train_loss")
+    )
     assert [row["step"] for row in result.history] == [15, 30]  # each epoch's last step, where its figures go
     # The logged steps are kept for train_steps.csv, as on_step saw them, each with its epoch.
     assert [row["train_loss"] for row in result.steps] == steps

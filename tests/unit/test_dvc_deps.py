@@ -61,29 +61,48 @@ def imported_modules(root: Path, source: Path) -> set[Path]:
     return {f for f in seen if f.name != "__init__.py" or runs_code(f)}
 
 
-def declared_code_deps(root: Path, stage: str) -> set[Path]:
-    deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]["deps"]
-    return {root / dep for dep in deps if dep.endswith(".py")}
+def declared_code_deps(root: Path, stage: str, project: str = ".") -> set[Path]:
+    """The .py deps of a stage of `project`'s dvc.yaml (a folder of `root`), as paths under `root`."""
+    deps = yaml.safe_load((root / project / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    return {(root / project / dep).resolve() for dep in deps if dep.endswith(".py")}
 
 
-def entry_point(root: Path, stage: str) -> Path:
-    """The file a stage's `python -m <module>` command runs."""
-    command = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]["cmd"].split()
-    assert command[:2] == ["python", "-m"], f"{stage}: {command}"
-    return module_file(root, command[2])
+def entry_point(root: Path, stage: str, project: str = ".") -> Path:
+    """The file a stage's `python -m <module>` command runs (after any `VAR=value` settings and the
+    dvc.yaml's own `vars`)."""
+    spec = yaml.safe_load((root / project / "dvc.yaml").read_text())
+    command = spec["stages"][stage]["cmd"]
+    for entry in spec.get("vars", []):
+        for name, value in entry.items():
+            command = command.replace(f"${{{name}}}", value)
+    words = command.split()
+    while "=" in words[0]:
+        words.pop(0)
+    assert words[:2] == ["python", "-m"], f"{stage}: {command}"
+    return module_file(root, words[2])
 
 
-def missing_and_extra(root: Path, stage: str) -> tuple[set[str], set[str]]:
-    runs = {p.relative_to(root).as_posix() for p in imported_modules(root, entry_point(root, stage))}
-    declared = {p.relative_to(root).as_posix() for p in declared_code_deps(root, stage)}
+def missing_and_extra(root: Path, stage: str, project: str = ".") -> tuple[set[str], set[str]]:
+    root = root.resolve()
+    runs = {p.relative_to(root).as_posix() for p in imported_modules(root, entry_point(root, stage, project))}
+    declared = {p.relative_to(root).as_posix() for p in declared_code_deps(root, stage, project)}
     return runs - declared, declared - runs
 
 
-@pytest.mark.parametrize("stage", STAGES + CHECKS)
-def test_dvc_yaml_lists_exactly_the_modules_each_stage_runs(stage):
-    missing, extra = missing_and_extra(REPO, stage)
-    assert not missing, f"dvc.yaml: stage {stage} runs {sorted(missing)} but does not depend on them"
-    assert not extra, f"dvc.yaml: stage {stage} depends on {sorted(extra)} but never runs them"
+# Each DVC project of the repository and its stages: the classification default, the NER default.
+PROJECTS = {
+    ".": STAGES + CHECKS,
+    "examples/ner": ("ingest", "clean", "tokenize", "augment", "train", "evaluate", *CHECKS),
+}
+
+
+@pytest.mark.parametrize(
+    ("project", "stage"), [(project, stage) for project, stages in PROJECTS.items() for stage in stages]
+)
+def test_dvc_yaml_lists_exactly_the_modules_each_stage_runs(project, stage):
+    missing, extra = missing_and_extra(REPO, stage, project)
+    assert not missing, f"{project}/dvc.yaml: stage {stage} runs {sorted(missing)} but does not depend on them"
+    assert not extra, f"{project}/dvc.yaml: stage {stage} depends on {sorted(extra)} but never runs them"
 
 
 def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):

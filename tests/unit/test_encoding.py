@@ -69,10 +69,11 @@ def test_truncation_keep_splits_the_budget():
     assert encoder.Truncation("head").keep(items, 0) == [] == head_tail.keep(items, 0)
 
 
-def test_identity_names_what_the_ids_depend_on(tokenizer):
+def test_identity_names_what_the_ids_depend_on(tokenizer, params):
+    from reprolab.encoding import truncated, word_alignment
     from tests.conftest import MODEL
 
-    head = encoder.Truncation()
+    head = truncated.identity_settings(params.tokenize.model_copy(update={"truncation": "head"}))
     identity = encoder.identity(tokenizer, "m", 128, head)
     assert identity == encoder.identity(encoder.load_tokenizer(str(MODEL)), "m", 128, head)  # a fresh load: the same
     assert len(identity["sha256"]) == 64 and identity["vocab_size"] == 30522
@@ -80,8 +81,12 @@ def test_identity_names_what_the_ids_depend_on(tokenizer):
     grown.add_tokens(["reprolabword"])  # one more vocabulary entry changes the ids of some texts
     assert encoder.identity(grown, "m", 128, head)["sha256"] != identity["sha256"]
     assert identity["truncation"] == "head" and "head_fraction" not in identity
-    both = encoder.identity(tokenizer, "m", 128, encoder.Truncation("head_tail", 0.3))
+    head_tail = params.tokenize.model_copy(update={"truncation": "head_tail", "head_fraction": 0.3})
+    both = encoder.identity(tokenizer, "m", 128, truncated.identity_settings(head_tail))
     assert (both["truncation"], both["head_fraction"]) == ("head_tail", 0.3)
+    windows = params.tokenize.model_copy(update={"stride": 8, "label_subtokens": "all"})
+    tagged = encoder.identity(tokenizer, "m", 128, word_alignment.identity_settings(windows))
+    assert (tagged["stride"], tagged["label_subtokens"]) == (8, "all") and "truncation" not in tagged
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):

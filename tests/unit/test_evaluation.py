@@ -4,6 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from reprolab.model import runtime
 from reprolab.params import BaselineParams
 from reprolab.results.baselines import tfidf_probs, top_terms
 from reprolab.results.evaluation import plot_data, scores
@@ -135,24 +136,20 @@ def test_validation_macro_f1_counts_a_class_nobody_predicted_or_had():
     Before, validation left out a class absent from both the rows and the predictions (scoring 1.0 here)."""
     probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]])
     labels = np.array([0, 0, 1])
-    scores = SequenceClassification().validation_scores(labels, probs)
+    val = runtime.TokenData(["a", "b", "c"], [np.array([1, 2])] * 3, labels)
+    scores = SequenceClassification().validation_scores(val, probs, ["a", "b", "c"])
     assert scores["val_macro_f1"] == pytest.approx(2 / 3)
     assert scores["val_macro_f1"] == classification_metrics(labels, probs, ["a", "b", "c"])["macro_f1"]
 
 
-def test_every_task_has_a_baseline_shaped_as_its_model():
-    from reprolab.results.baselines import BY_TASK, baseline_probs
-    from reprolab.tasks import catalog
-
-    assert set(BY_TASK) == set(catalog.TASKS)
+def test_the_tfidf_baseline_is_shaped_as_the_classifier():
     train = ["cheap pills now", "meeting at noon", "win cash now", "lunch tomorrow?"]
-    probs = baseline_probs(
-        catalog.task_named(catalog.DEFAULT),
+    probs = tfidf_probs(
         train,
         [1, 0, 1, 0],
         ["cash pills", "noon lunch", "hello"],
         BaselineParams(max_features=100, ngram_max=1, C=1.0),
-        ["ham", "spam"],
+        2,
         "none",
     )
     assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1.0)

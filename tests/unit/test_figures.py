@@ -54,7 +54,9 @@ def test_training_curves_draw_steps_and_epochs(tmp_path):
         {"epoch": e, "step": 10 * e, "train_loss": 0.5 / e, "val_loss": 0.6 / e, "val_macro_f1": 0.8 + e / 100}
         for e in (1, 2)
     ]
-    assert figures.training_curves(steps, history, tmp_path / "c.png").read_bytes()[:8] == PNG
+    assert (
+        figures.training_curves(steps, history, "val_macro_f1", "macro-F1", tmp_path / "c.png").read_bytes()[:8] == PNG
+    )
 
 
 def test_one_epoch_puts_validation_on_the_step_axis_with_its_value_written():

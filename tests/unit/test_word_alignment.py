@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reprolab.encoding.word_alignment import IGNORED, encode_sentences, plan_windows
+from reprolab.params import TokenizeParams
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 B_TO_I = [0, 2, 2, 4, 4]  # label_subtokens=all: a word's later sub-tokens take I- of its type
@@ -103,7 +104,8 @@ def test_a_split_file_becomes_windows_whose_words_map_back(tokenizer, tmp_path):
         {"id": "b", "group": "b", "tokens": [f"w{k}" for k in range(30)], "tags": ["O"] * 30, "replacements": 0},
     ]
     pq.write_table(pa.Table.from_pylist(rows, schema=CLEAN_SENTENCE_SCHEMA), tmp_path / "test.parquet")
-    counts = tokenize_sentences(tmp_path / "test.parquet", tmp_path / "w.parquet", tokenizer, names, 16, 4, "first")
+    p = TokenizeParams(max_length=16, stride=4, label_subtokens="first", batch_size=8)
+    counts = tokenize_sentences(tmp_path / "test.parquet", tmp_path / "w.parquet", tokenizer, names, p)
     windows = pq.read_table(tmp_path / "w.parquet").to_pylist()
     assert counts == {"sentences": 2, "words": 33, "windows": len(windows)} and len(windows) > 2
     assert [(w["id"], w["window"]) for w in windows][:2] == [("a", 0), ("b", 0)]
