@@ -1,5 +1,8 @@
 """`reprolab audit <rev | mlflow-run-id>`: re-derive a recorded result from its commit and compare.
 
+The result is that of the DVC project the command runs in: the repository's root (the classification
+default) or a project below it (`cd examples/ner` for the token-classification default's).
+
 The revision is checked out as a detached git worktree outside the working copy, with its own DVC
 cache and its own MLflow store, so the user's working copy, cache and tracking history are never
 touched. Inputs that git does not hold (the npm corpus, the vendored model) are linked in from the
@@ -71,21 +74,21 @@ def resolve_target(repo: Path, target: str) -> tuple[str, Any]:
         raise AuditError(f"{target!r}: neither a git revision nor a run id in the MLflow store") from None
 
 
+def project_of(folder: Path) -> tuple[Path, str]:
+    """(the git repository's top folder, the DVC project's folder under it as git names it: "." for
+    the root's pipeline, `examples/ner` for the token-classification default's)."""
+    top = Path(provenance.git(folder, "rev-parse", "--show-toplevel").strip()).resolve()
+    return top, folder.resolve().relative_to(top).as_posix()
+
+
 def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
-    """The revision's pipeline files. A run id may point at a commit without dvc.lock (results are
-    often committed after the run): MLflow's record is then what the audit compares against."""
-    files = {
-        name: git_show(repo, commit, name)
-        for name in (
-            "dvc.yaml",
-            "dvc.lock",
-            "params.yaml",
-            METRICS_FILE,
-            TRAIN_REPORT,
-            EXPORT_REPORT,
-            "requirements.lock",
-        )
-    }
+    """The revision's pipeline files: those of the DVC project in folder `repo` (the repository's
+    root, or a project below it) and the repository's requirements.lock. A run id may point at a commit
+    without dvc.lock (results are often committed after the run): MLflow's record is then what the
+    audit compares against."""
+    names = ("dvc.yaml", "dvc.lock", "params.yaml", METRICS_FILE, TRAIN_REPORT, EXPORT_REPORT)
+    files = {name: git_show(repo, commit, f"./{name}") for name in names}  # ./: relative to `repo`
+    files["requirements.lock"] = git_show(project_of(repo)[0], commit, "requirements.lock")
     if files["dvc.yaml"] is None:
         raise AuditError(f"revision {commit[:12]} has no dvc.yaml: it predates the pipeline")
     if files["dvc.lock"] is None and run is None:
@@ -231,7 +234,8 @@ def audit(
     whose run cache gives a stage already computed there, with the same code, params and inputs, its
     outputs instead of computing them again; by default the audit's own, empty cache."""
     started = time.perf_counter()
-    repo = repo.resolve()
+    repo = repo.resolve()  # the DVC project's folder: the repository's root, or examples/ner
+    top, project = project_of(repo)
     commit, run = resolve_target(repo, target)
     files = recorded_files(repo, commit, run)
     recorded_lock = yaml.safe_load(files["dvc.lock"] or "{}") or {}
@@ -243,7 +247,8 @@ def audit(
     )
     scratch = Path(tempfile.mkdtemp(prefix=f"reprolab-audit-{commit[:8]}-"))
     worktree = scratch / "worktree"
-    provenance.git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
+    provenance.git(top, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
+    here = worktree / project  # the project's folder in the worktree
     env, kernels["audited_on"] = kernel_environment(
         kernels["recorded"],
         {
@@ -260,11 +265,11 @@ def audit(
         # Without a lock at the revision, the working copy's says which inputs live outside git.
         current = repo / "dvc.lock"
         fallback = yaml.safe_load(current.read_text()) if current.exists() else {}
-        linked = link_external_inputs(repo, worktree, recorded_lock or fallback)
-        pull_tracked_inputs(repo, worktree, env)
-        remove_outputs(worktree, recorded_lock or fallback)
+        linked = link_external_inputs(repo, here, recorded_lock or fallback)
+        pull_tracked_inputs(top, worktree, env)
+        remove_outputs(here, recorded_lock or fallback)
         run_started = time.perf_counter()
-        done = run_dvc(worktree, env, "repro")
+        done = run_dvc(here, env, "repro")
         (scratch / "repro.log").write_text(done.stdout + done.stderr)
         if done.returncode:
             raise AuditError(
@@ -273,9 +278,9 @@ def audit(
             )
         pipeline_seconds = time.perf_counter() - run_started
         reused = re.findall(r"Stage '([^']+)' is cached - skipping run", done.stdout + done.stderr)
-        reproduced_lock = yaml.safe_load((worktree / "dvc.lock").read_text()) or {}
-        reproduced_metrics = json.loads((worktree / METRICS_FILE).read_text())
-        reproduced_report = json.loads((worktree / TRAIN_REPORT).read_text())
+        reproduced_lock = yaml.safe_load((here / "dvc.lock").read_text()) or {}
+        reproduced_metrics = json.loads((here / METRICS_FILE).read_text())
+        reproduced_report = json.loads((here / TRAIN_REPORT).read_text())
         devices = {
             "recorded": (
                 recorded_report.get("device")
@@ -291,19 +296,19 @@ def audit(
         if files[METRICS_FILE]:
             recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
             checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
-        checks += compare_export(checks, files[EXPORT_REPORT], worktree / EXPORT_REPORT, tolerance)
+        checks += compare_export(checks, files[EXPORT_REPORT], here / EXPORT_REPORT, tolerance)
         if run is not None:
             logged = logged_test_metrics(run)
             checks += compare_metrics(logged, flat_metrics(reproduced_metrics), tolerance, "mlflow_metric")
-            checks += compare_run_record(run, worktree)
+            checks += compare_run_record(run, here)
         if inexact:
             excuse_weights(checks, inexact, trained_paths(recorded_lock, reproduced_lock))
     finally:
         if not keep:
             with contextlib.suppress(GitError):
-                provenance.git(repo, "worktree", "remove", "--force", str(worktree))
+                provenance.git(top, "worktree", "remove", "--force", str(worktree))
             shutil.rmtree(worktree, ignore_errors=True)
-            provenance.git(repo, "worktree", "prune")
+            provenance.git(top, "worktree", "prune")
     environment = {
         "recorded": (
             {k[len("version.") :]: v for k, v in run.data.tags.items() if k.startswith("version.")}
@@ -314,6 +319,7 @@ def audit(
     }
     report = {
         "target": target,
+        "project": project,
         "commit": commit,
         "run_id": run.info.run_id if run is not None else None,
         "verdict": "pass" if all(c.ok for c in checks) else "fail",

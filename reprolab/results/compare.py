@@ -42,7 +42,7 @@ def read_at(repo: Path, rev: str, path: str) -> str | None:
     if rev == WORKSPACE:
         file = repo / path
         return file.read_text(encoding="utf-8") if file.exists() else None
-    return provenance.git_show(repo, rev, path)
+    return provenance.git_show(repo, rev, f"./{path}")  # relative to `repo`: the root, or examples/ner
 
 
 def read_rows_at(repo: Path, rev: str, path: str) -> list[dict[str, str]]:
