@@ -4,7 +4,8 @@ Reads each revision's committed reports and params from git (`workspace` for the
 and writes a self-contained report: Markdown plus PNGs, and one HTML file with the PNGs inlined,
 so it opens offline (DVC's own HTML plots load their scripts from a CDN). The headline metrics come
 first, with the change from the first revision; where two revisions scored the same test rows, a
-paired bootstrap interval and McNemar's test say whether the change is real (`significance`). Params
+paired bootstrap interval and a paired test (McNemar's for labels, approximate randomization for a
+tagger's entities) say whether the change is real (`significance`, `entity_significance`). Params
 are read as written: a revision from before a schema change still compares.
 """
 
@@ -23,6 +24,7 @@ from reprolab import paths, storage
 from reprolab.errors import StageError
 from reprolab.records import provenance
 from reprolab.records.provenance import GitError
+from reprolab.results.entity_significance import EntityComparison, compare_taggers
 from reprolab.results.figures import save_png
 from reprolab.results.report import Report, Table
 from reprolab.results.significance import PairedComparison, compare_predictions
@@ -113,7 +115,7 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
     predictions = {}
     for model in task.scored:
         if rows := read_rows_at(repo, rev, PREDICTIONS.format(model=model)):
-            predictions[model] = {row["id"]: (row["actual"], row["predicted"]) for row in rows}
+            predictions[model] = PREDICTION_ROWS[task.name](rows)
     params = {key: "null" if value is None else str(value) for key, value in storage.flatten(params_tree).items()}
     return {
         "rev": shown,
@@ -126,24 +128,53 @@ def snapshot(repo: Path, rev: str) -> dict[str, Any]:
     }
 
 
-def compare_rows(a: dict | None, b: dict | None) -> PairedComparison | None:
-    """Two prediction files (id -> (actual, predicted)) compared row by row; None unless both scored the
-    same test rows."""
+def sentence_rows(rows: list[dict[str, str]]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """A tagger's per-word predictions (id, position, actual, predicted) as id -> (true tags, tags)."""
+    words: dict[str, list[tuple[int, str, str]]] = {}
+    for row in rows:
+        words.setdefault(row["id"], []).append((int(row["position"]), row["actual"], row["predicted"]))
+    return {
+        sentence: (tuple(a for _, a, _ in sorted(found)), tuple(p for _, _, p in sorted(found)))
+        for sentence, found in words.items()
+    }
+
+
+# Each task's test predictions as compared: id -> (truth, prediction), a text's label or a sentence's tags;
+# and the paired test of two models' predictions of the same ids (truth, a, b), as evaluate runs it.
+PREDICTION_ROWS = {
+    "sequence_classification": lambda rows: {row["id"]: (row["actual"], row["predicted"]) for row in rows},
+    "token_classification": sentence_rows,
+}
+PAIRED_TESTS = {
+    "sequence_classification": compare_predictions,
+    "token_classification": lambda truth, a, b: compare_taggers(
+        [list(t) for t in truth], [list(t) for t in a], [list(t) for t in b]
+    ),
+}
+
+Comparison = PairedComparison | EntityComparison
+
+
+def compare_rows(task: Task, a: dict | None, b: dict | None) -> Comparison | None:
+    """Two prediction files of the task (id -> (truth, predicted)) compared row by row (sentence by
+    sentence for a tagger); None unless both scored the same test rows."""
     if not a or not b or a.keys() != b.keys():
         return None
     ids = sorted(a)
     if any(a[i][0] != b[i][0] for i in ids):
         return None  # the same ids with other labels: not the same test set
-    return compare_predictions([a[i][0] for i in ids], [a[i][1] for i in ids], [b[i][1] for i in ids])
+    return PAIRED_TESTS[task.name]([a[i][0] for i in ids], [a[i][1] for i in ids], [b[i][1] for i in ids])
 
 
-def paired(snapshots: list[dict]) -> list[tuple[str, str, PairedComparison]]:
+def paired(snapshots: list[dict]) -> list[tuple[str, str, Comparison]]:
     """(model, revision, comparison with the first revision) wherever both scored the same test rows."""
     found = []
-    first = snapshots[0]["predictions"]
+    first = snapshots[0]
     for snap in snapshots[1:]:
+        if snap["task"] is not first["task"]:
+            continue  # a tagger and a classifier score different things
         for model in snap["task"].scored:
-            if result := compare_rows(first.get(model), snap["predictions"].get(model)):
+            if result := compare_rows(snap["task"], first["predictions"].get(model), snap["predictions"].get(model)):
                 found.append((model, snap["rev"], result))
     return found
 
@@ -170,11 +201,17 @@ def _figure(snapshots: list[dict], figure: str, out: Path) -> Path | None:
 def _history_figure(snapshots: list[dict], out: Path) -> Path | None:
     if not any(s["history"] for s in snapshots):
         return None
+    task = snapshots[0]["task"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for snap in snapshots:
-        epochs = [int(r["epoch"]) for r in snap["history"]]
-        ax.plot(epochs, [float(r["val_macro_f1"]) for r in snap["history"]], marker="o", label=snap["rev"])
-    ax.set(xlabel="epoch", ylabel="validation macro-F1", title="Training")
+        rows = [r for r in snap["history"] if task.selection_score in r]
+        ax.plot(
+            [int(r["epoch"]) for r in rows],
+            [float(r[task.selection_score]) for r in rows],
+            marker="o",
+            label=snap["rev"],
+        )
+    ax.set(xlabel="epoch", ylabel=f"validation {task.score_title}", title="Training")
     ax.legend(fontsize=8)
     return save_png(fig, out / "train_history.png")
 
@@ -202,10 +239,17 @@ def _table(
     return rows
 
 
-def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: str) -> list[list[str]]:
+def _test_cells(c: Comparison) -> list[str]:
+    """The rows only one side got right and the paired test's p: McNemar's for labels; for tags, the
+    approximate-randomization test, which counts no rows."""
+    if isinstance(c, EntityComparison):
+        return ["-", "-", f"{c.randomization_p:.3g}"]
+    return [str(c.only_a_right), str(c.only_b_right), f"{c.mcnemar_p:.3g}"]
+
+
+def _verdict_rows(comparisons: list[tuple[str, str, Comparison]], first: str) -> list[list[str]]:
     rows = []
     for model, rev, c in comparisons:
-        verdict = c.verdict_for(first, rev)
         rows.append(
             [
                 model,
@@ -213,40 +257,39 @@ def _verdict_rows(comparisons: list[tuple[str, str, PairedComparison]], first: s
                 str(c.rows),
                 f"{c.difference:+.4f}",
                 f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}]",
-                str(c.only_a_right),
-                str(c.only_b_right),
-                f"{c.mcnemar_p:.3g}",
-                verdict,
+                *_test_cells(c),
+                c.verdict_for(first, rev),
             ]
         )
     return rows
 
 
-# Shown beside the test score ranked by: choosing a configuration by its test score would tune to the test set.
-SELECTED_BY = "train.best_val_macro_f1"
+def selected_by(task: Task) -> str:
+    """Shown beside the test score ranked by: choosing a configuration by its test score would tune to the test set."""
+    return f"train.best_{task.selection_score}"
 
 
 def headline(task: Task) -> list[str]:
-    return [f"metrics.{model}.{name}" for name in ("macro_f1", "accuracy") for model in task.scored]
+    return [f"metrics.{model}.{name}" for name in (task.score, task.accuracy) for model in task.scored]
 
 
 def ranked_by(task: Task) -> str:
-    return f"metrics.{task.model_name}.macro_f1"
+    return f"metrics.{task.model_name}.{task.score}"
 
 
 def versus_baseline(snap: dict) -> str:
-    """Within one revision, the fine-tuned model's macro-F1 minus the baseline's on the same test rows,
+    """Within one revision, the fine-tuned model's test score minus the baseline's on the same test rows,
     with the paired verdict ("-" where the revision lacks either's predictions)."""
     task = snap["task"]
-    c = compare_rows(snap["predictions"].get(task.baseline_name), snap["predictions"].get(task.model_name))
+    c = compare_rows(task, snap["predictions"].get(task.baseline_name), snap["predictions"].get(task.model_name))
     if c is None:
         return "-"
     verdict = c.verdict_for(task.baseline_title, task.model_name)
     return f"{c.difference:+.4f} [{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] {verdict}"
 
 
-def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedComparison]]) -> list[list[str]]:
-    """Every revision by the fine-tuned model's test macro-F1, best first, with its validation macro-F1
+def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, Comparison]]) -> list[list[str]]:
+    """Every revision by the fine-tuned model's test score (`Task.score`), best first, with its validation one
     (the score to choose by), its change from the first revision, the paired verdict against it, how it
     stands against the baseline of the same revision, and the params it changed."""
     first = snapshots[0]
@@ -263,7 +306,7 @@ def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedCompa
             [
                 snap["rev"],
                 _cell(snap["metrics"].get(key)),
-                _cell(snap["metrics"].get(SELECTED_BY)),
+                _cell(snap["metrics"].get(selected_by(first["task"]))),
                 _change(first["metrics"].get(key), snap["metrics"].get(key)),
                 "baseline" if snap is first else verdicts.get(snap["rev"], "-"),
                 versus_baseline(snap),
@@ -273,22 +316,23 @@ def ranking(snapshots: list[dict], comparisons: list[tuple[str, str, PairedCompa
     return [[str(rank), *row] for rank, row in enumerate(rows, start=1)]
 
 
-VERDICT_HEADER = [
-    "model",
-    "revisions",
-    "test rows",
-    "macro-F1 change",
-    "95% paired bootstrap interval",
-    "only the first right",
-    "only the other right",
-    "McNemar p",
-    "verdict",
-]
+def verdict_header(task: Task) -> list[str]:
+    return [
+        "model",
+        "revisions",
+        "test rows",
+        f"{task.score_title} change",
+        "95% paired bootstrap interval",
+        "only the first right",
+        "only the other right",
+        task.paired_test[1],
+        "verdict",
+    ]
 
 
 def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[str, Path]:
     """The report of `revs` (the first is what the others are compared with); with `rank`, a table of
-    all of them by the fine-tuned model's test macro-F1 comes first."""
+    all of them by the fine-tuned model's test score comes first."""
     if len(revs) < 2:
         raise StageError("compare needs at least two revisions (use `workspace` for the working tree)")
     snapshots = [snapshot(repo, rev) for rev in revs]
@@ -304,7 +348,7 @@ def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[
         Table("Headline", ["metric", *revs, change], _table(snapshots, "metrics", shown, change=True)),
         Table(
             "Is the change real?",
-            VERDICT_HEADER,
+            verdict_header(task),
             _verdict_rows(comparisons, revs[0]),
             empty="(no two revisions scored the same test rows)",
         ),
@@ -312,9 +356,9 @@ def compare(repo: Path, revs: list[str], out: Path, rank: bool = False) -> dict[
         Table(f"All metrics ({len(metric_rows)})", ["name", *revs, change], metric_rows, folded=True),
     ]
     if rank:
-        header = ["rank", "revision", "macro-F1", "val macro-F1", "change", "verdict"]
+        header = ["rank", "revision", task.score_title, f"val {task.score_title}", "change", "verdict"]
         header += [f"vs {task.baseline_title} (95% interval)", "params changed"]
-        title = f"Ranked by the {task.model_name}'s test macro-F1 (against {revs[0]})"
+        title = f"Ranked by the {task.model_name}'s test {task.score_title} (against {revs[0]})"
         tables.insert(0, Table(title, header, ranking(snapshots, comparisons)))
     report = Report(f"Comparison: {' vs '.join(revs)}", tables, figures, "reprolab compare")
     storage.write_text(report.markdown(), out / "compare.md")

@@ -103,9 +103,7 @@ def evaluate_sentences(task: Task, params: Params, predictor, figures: Path) -> 
         "interval_high": paired.interval[1],
         "randomization_p": paired.randomization_p,
         "resampled": f"{paired.units} {paired.unit}s",
-        "verdict": {"B better": f"{task.model_name} better", "A better": f"{task.baseline_name} better"}.get(
-            paired.verdict, paired.verdict
-        ),
+        "verdict": paired.verdict_for(task.baseline_name, task.model_name),
     }
     metrics |= {"test_rows": len(ids), "test_words": sum(map(len, words))}
     files = {

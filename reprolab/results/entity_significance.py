@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities
 
-from reprolab.results.significance import LEVEL, RESAMPLES, verdict
+from reprolab.results.significance import LEVEL, RESAMPLES, named_verdict, verdict
 
 
 def sentence_counts(truth: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
@@ -53,6 +53,14 @@ class EntityComparison:
     @property
     def difference(self) -> float:
         return self.b_entity_f1 - self.a_entity_f1
+
+    @property
+    def rows(self) -> int:
+        """The units resampled (`unit`s), as a table of comparisons counts them."""
+        return self.units
+
+    def verdict_for(self, a: str, b: str) -> str:
+        return named_verdict(self.verdict, a, b)
 
 
 def compare_taggers(

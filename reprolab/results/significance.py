@@ -51,8 +51,7 @@ class PairedComparison:
         return self.b_macro_f1 - self.a_macro_f1
 
     def verdict_for(self, a: str, b: str) -> str:
-        """The verdict with the two sides named: "<b> better", "<a> better" or "within noise"."""
-        return {"B better": f"{b} better", "A better": f"{a} better"}.get(self.verdict, self.verdict)
+        return named_verdict(self.verdict, a, b)
 
 
 def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int = 0) -> PairedComparison:
@@ -81,6 +80,11 @@ def compare_predictions(truth: list[str], a: list[str], b: list[str], seed: int 
         mcnemar_p=float(p_value),
         verdict=verdict(float(p_value), float(low), float(high)),
     )
+
+
+def named_verdict(verdict: str, a: str, b: str) -> str:
+    """A verdict with the two sides named: "<b> better", "<a> better" or "within noise"."""
+    return {"B better": f"{b} better", "A better": f"{a} better"}.get(verdict, verdict)
 
 
 def verdict(p_value: float, low: float, high: float) -> str:

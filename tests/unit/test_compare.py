@@ -3,6 +3,8 @@ counts as counts, a verdict where two revisions scored the same test rows, any p
 
 import json
 
+import pytest
+
 from reprolab.results.compare import compare, paired, ranking, snapshot
 from reprolab.storage import csv_text
 
@@ -94,3 +96,36 @@ def test_a_revision_from_before_the_task_key_differs_in_no_params_from_one_namin
     snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("old", "new")]
     assert snaps[0]["params"] == snaps[1]["params"]
     assert ranking(snaps, paired(snaps))[1][-1] == "-"  # the newer revision changed no params
+
+
+def write_tagger_revision(root, predicted: list[list[str]], truth: list[list[str]], params: str) -> None:
+    """A token-classification revision: per-word predictions as evaluate writes them."""
+    (root / "reports/plots").mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text("task: token_classification\n" + params)
+    rows = [
+        [f"s{i}", position, f"w{position}", actual, tag, 0.9]
+        for i, (true_tags, tags) in enumerate(zip(truth, predicted, strict=True))
+        for position, (actual, tag) in enumerate(zip(true_tags, tags, strict=True))
+    ]
+    (root / "reports/plots/test_predictions_transformer.csv").write_text(
+        csv_text(["id", "position", "word", "actual", "predicted", "score"], rows)
+    )
+    (root / "reports/metrics.json").write_text(json.dumps({"transformer": {"entity_micro_f1": 0.5}}))
+
+
+def test_two_taggers_are_compared_by_entity_f1_over_sentences(tmp_path):
+    """A tagger's revisions are paired sentence by sentence (its per-word rows read back in word order)
+    and tested as evaluate tests them: entity F1's bootstrap and approximate randomization."""
+    truth = [["B-PER", "I-PER", "O"], ["O", "B-LOC"]] * 40
+    missed = [["O", "O", "O"], ["O", "B-LOC"]] * 40  # every PER entity missed
+    write_tagger_revision(tmp_path / "a", missed, truth, "train: {epochs: 1}\n")
+    write_tagger_revision(tmp_path / "b", truth, truth, "train: {epochs: 3}\n")
+    snaps = [snapshot(tmp_path / name, "workspace") | {"rev": name} for name in ("a", "b")]
+    assert snaps[1]["predictions"]["transformer"]["s0"] == (("B-PER", "I-PER", "O"), ("B-PER", "I-PER", "O"))
+    ((model, rev, result),) = paired(snaps)
+    assert (model, rev, result.rows, result.verdict) == ("transformer", "b", 80, "B better")
+    assert result.difference == pytest.approx(1 - 2 * 40 / (2 * 40 + 40))  # F1 1.0 against 2/3
+    compare(tmp_path / "a", ["workspace", "workspace"], tmp_path / "out")
+    markdown = (tmp_path / "out/compare.md").read_text()
+    assert "entity micro-F1 change" in markdown and "approximate randomization p" in markdown
+    assert "| metrics.transformer.entity_micro_f1 | 0.5000 | 0.5000 |  |" in markdown
