@@ -80,12 +80,17 @@ def damaged(data: bytes, hurt: tuple[float, bytes, int] | None) -> bytes:
     return data[:at] + inserted + data[at + cut :]
 
 
-def run_ingest(p: IngestParams, out: Path) -> None:
-    """The stage's ingest on `p`: a StageError, or outputs whose counts add up."""
+def run_ingest(p: IngestParams, out: Path, rules=None) -> None:
+    """The stage's ingest on `p` (texts, or `rules`' rows): a StageError, or outputs whose counts add up."""
     count = SourceCount()
+    rules = rules or TextRules(p)
     try:
         tally = write_outputs(
-            ingest(records_from_source(p, count), p), count, TextRules(p), out / "raw.parquet", out / "rejects.parquet"
+            ingest(records_from_source(p, count), p, rules=rules),
+            count,
+            rules,
+            out / "raw.parquet",
+            out / "rejects.parquet",
         )
     except StageError as exc:
         assert "lost rows" not in str(exc), str(exc)
@@ -324,6 +329,39 @@ def check_params(drawn) -> None:
             assert str(exc) and len(str(exc)) < 5000
 
 
+conll_lines = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(["Anna", "Rome", "-DOCSTART-", "@user", "#tag", "", "x y", "\u00e9", "\ufeffw"]),
+            st.lists(st.sampled_from(["NNP", "B-NP", "_", "0"]), max_size=3),  # middle columns
+            st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "S-PER", "E-LOC", "B-ORG", "I-", "B-", "o", ""]),
+            st.sampled_from(["\t", " ", "  ", "\t\t", " \t"]),
+        ).map(lambda t: t[3].join([t[0], *t[1], t[2]]).strip(" ") if t[2] else t[0]),
+        st.sampled_from(["", " ", "\t", "-DOCSTART- -X- O O", "single"]),
+    ),
+    max_size=40,
+)
+conll_sources = st.tuples(
+    conll_lines,
+    st.sampled_from(["iob1", "iob2", "bioes"]),
+    st.sampled_from(["\n", "\r\n"]),
+    st.booleans(),  # a BOM
+    damage,
+)
+
+
+def check_conll(drawn) -> None:
+    from reprolab.data.sentences import SentenceRules
+
+    lines, scheme, newline, bom, hurt = drawn
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "data.conll"
+        data = ("\ufeff" if bom else "") + newline.join(lines) + newline
+        path.write_bytes(damaged(data.encode("utf-8"), hurt))
+        p = IngestParams(format="conll", path=str(path), labels=["PER", "LOC"], tag_scheme=scheme, max_text_bytes=60)
+        run_ingest(p, Path(scratch), SentenceRules(p))
+
+
 # (name, strategy, check) for each reader and the params loader.
 CASES = [
     ("csv", csv_tables, check_csv),
@@ -331,5 +369,6 @@ CASES = [
     ("parquet", parquet_tables, check_parquet),
     ("mail_folder", entries, check_mail_folder),
     ("tar", tar_sources, check_tar),
+    ("conll", conll_sources, check_conll),
     ("params", params_edits, check_params),
 ]

@@ -14,6 +14,7 @@ evaluation and prediction read per-word tags from it, never per sub-token.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,8 @@ import pyarrow as pa
 
 from reprolab import storage
 from reprolab.data import tag_schemes
+from reprolab.encoding.labels import IGNORED
 from reprolab.params import TokenizeParams
-
-IGNORED = -100  # the loss's ignore_index: special tokens, context, continuation sub-tokens
 
 WINDOW_SCHEMA = pa.schema(
     [
@@ -110,6 +110,46 @@ def align_sentence(
     return windows
 
 
+def encoded_words(tokenizer, sentences: list[list[str]]) -> list[tuple[list[int], list[int | None]]]:
+    """Each sentence's ids and word ids, special tokens included: what the tokenizer's own call with
+    `is_split_into_words` gives (its Rust batch encoder, untruncated), without its per-row Python
+    conversion into a BatchEncoding."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    return [(e.ids, e.word_ids) for e in backend.encode_batch(sentences, is_pretokenized=True)]
+
+
+def sentence_windows(
+    tokenizer,
+    words: list[str],
+    ids: list[int],
+    word_ids: list[int | None],
+    tags: list[int],
+    max_length: int,
+    stride: int,
+    continuation_tag: list[int] | None,
+) -> list[Window]:
+    """The windows of one encoded sentence, each inside the special tokens the tokenizer puts around a
+    sequence."""
+    if len({w for w in word_ids if w is not None}) < len(tags):  # a word with no sub-token
+        ids, word_ids = _with_unknown_words(tokenizer, words, word_ids)
+    content = [position for position, word in enumerate(word_ids) if word is not None]
+    prefix, suffix = ids[: content[0]], ids[content[-1] + 1 :]  # the special tokens around a sequence
+    budget = max_length - len(prefix) - len(suffix)
+    if budget < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for a word beside the special tokens")
+    inner = slice(content[0], content[-1] + 1)
+    around = [IGNORED] * len(prefix), [IGNORED] * len(suffix)
+    unscored = [-1] * len(prefix), [-1] * len(suffix)
+    return [
+        Window([*prefix, *window_ids, *suffix], [*around[0], *labels, *around[1]], [*unscored[0], *index, *unscored[1]])
+        for window_ids, labels, index in align_sentence(
+            ids[inner], word_ids[inner], tags, budget, stride, continuation_tag
+        )
+    ]
+
+
 def encode_sentences(
     tokenizer,
     sentences: list[list[str]],
@@ -118,32 +158,41 @@ def encode_sentences(
     stride: int,
     continuation_tag: list[int] | None = None,
 ) -> Iterator[tuple[int, int, Window]]:
-    """(sentence index, window index, window) for every window of every sentence, each inside the
-    special tokens the model's tokenizer puts around a sequence."""
-    encoded = tokenizer(sentences, is_split_into_words=True)
-    for sentence, sentence_tags in enumerate(tags):
-        ids, word_ids = encoded["input_ids"][sentence], encoded.word_ids(sentence)
-        if len({w for w in word_ids if w is not None}) < len(sentence_tags):  # a word with no sub-token
-            ids, word_ids = _with_unknown_words(tokenizer, sentences[sentence], word_ids)
-        content = [position for position, word in enumerate(word_ids) if word is not None]
-        prefix, suffix = ids[: content[0]], ids[content[-1] + 1 :]  # the special tokens around a sequence
-        budget = max_length - len(prefix) - len(suffix)
-        if budget < 1:
-            raise ValueError(f"max_length={max_length} leaves no room for a word beside the special tokens")
-        inner = slice(content[0], content[-1] + 1)
-        pieces = align_sentence(ids[inner], word_ids[inner], sentence_tags, budget, stride, continuation_tag)
-        around = [IGNORED] * len(prefix), [IGNORED] * len(suffix)
-        unscored = [-1] * len(prefix), [-1] * len(suffix)
-        for number, (window_ids, labels, index) in enumerate(pieces):
-            yield (
-                sentence,
-                number,
-                Window(
-                    [*prefix, *window_ids, *suffix],
-                    [*around[0], *labels, *around[1]],
-                    [*unscored[0], *index, *unscored[1]],
-                ),
-            )
+    """(sentence index, window index, window) for every window of every sentence."""
+    for sentence, (ids, word_ids) in enumerate(encoded_words(tokenizer, sentences)):
+        windows = sentence_windows(
+            tokenizer, sentences[sentence], ids, word_ids, tags[sentence], max_length, stride, continuation_tag
+        )
+        for number, window in enumerate(windows):
+            yield sentence, number, window
+
+
+def one_window_labels(
+    encoded: list[tuple[list[int], list[int | None]]], tags: list[list[int]], continuation_tag: list[int] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`sentence_windows` for sentences that fit one window, all at once: (ids, labels, word_index)
+    of every position, sentence after sentence, the offsets of each sentence's positions, and whether
+    each has a position for every word (those that do not need `sentence_windows`)."""
+    lengths = np.fromiter((len(ids) for ids, _ in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = np.fromiter(itertools.chain.from_iterable(i for i, _ in encoded), dtype=np.int64, count=int(offsets[-1]))
+    word = np.fromiter(
+        (-1 if w is None else w for _, word_ids in encoded for w in word_ids), dtype=np.int64, count=int(offsets[-1])
+    )
+    sentence = np.repeat(np.arange(len(encoded)), lengths)
+    previous = np.concatenate([[-1], word[:-1]])
+    previous[offsets[:-1]] = -1
+    first = (word >= 0) & (word != previous)
+    words = np.fromiter((len(t) for t in tags), dtype=np.int64, count=len(tags))
+    tag_start = np.concatenate([[0], np.cumsum(words)])
+    flat_tags = np.fromiter(itertools.chain.from_iterable(tags), dtype=np.int64, count=int(tag_start[-1]))
+    complete = np.bincount(sentence[first], minlength=len(encoded)) == words
+    inside = word >= 0
+    safe = np.where(inside & complete[sentence], tag_start[sentence] + word, 0)
+    tag = flat_tags[safe] if len(flat_tags) else np.zeros(len(word), dtype=np.int64)
+    later = IGNORED if continuation_tag is None else np.asarray(continuation_tag, dtype=np.int64)[tag]
+    labels = np.where(first, tag, np.where(inside, later, IGNORED))
+    return ids, labels, np.where(first, word, -1), offsets, complete
 
 
 def _with_unknown_words(tokenizer, words: list[str], word_ids: list[int | None]) -> tuple[list[int], list]:
@@ -179,18 +228,48 @@ def windows_table(
     schema: pa.Schema = WINDOW_SCHEMA,
 ) -> pa.Table:
     """The windows of sentences (`ids`: each one's id and, for an augmented copy, its origin's) as a
-    table of `schema` (WINDOW_SCHEMA, and `origin_id` where the schema has it)."""
+    table of `schema` (WINDOW_SCHEMA, and `origin_id` where the schema has it). The sentences that fit
+    one window (most) are aligned together in numpy (`one_window_labels`), the rest one by one."""
     continuation = tag_schemes.continuation_ids(names) if p.label_subtokens == "all" else None
-    out = {name: [] for name in schema.names}
-    for sentence, number, window in encode_sentences(tokenizer, sentences, tags, p.max_length, p.stride, continuation):
-        out["id"].append(ids[sentence][0])
-        out["window"].append(number)
-        out["input_ids"].append(window.input_ids)
-        out["labels"].append(window.labels)
-        out["word_index"].append(window.word_index)
-        if "origin_id" in out:
-            out["origin_id"].append(ids[sentence][1])
-    return pa.table(out, schema=schema)
+    encoded = encoded_words(tokenizer, sentences)
+    flat_ids, flat_labels, flat_index, offsets, complete = one_window_labels(encoded, tags, continuation)
+    rows: dict[str, list] = {name: [] for name in ("sentence", "window", "input_ids", "labels", "word_index")}
+    for sentence, (sentence_ids, word_ids) in enumerate(encoded):
+        if len(sentence_ids) <= p.max_length and complete[sentence]:
+            where = slice(offsets[sentence], offsets[sentence + 1])
+            windows = [(flat_ids[where], flat_labels[where], flat_index[where])]
+        else:
+            windows = [
+                (np.asarray(w.input_ids), np.asarray(w.labels), np.asarray(w.word_index))
+                for w in sentence_windows(
+                    tokenizer,
+                    sentences[sentence],
+                    sentence_ids,
+                    word_ids,
+                    tags[sentence],
+                    p.max_length,
+                    p.stride,
+                    continuation,
+                )
+            ]
+        for number, (window_ids, labels, index) in enumerate(windows):
+            for name, value in zip(rows, (sentence, number, window_ids, labels, index), strict=True):
+                rows[name].append(value)
+    columns = {
+        "id": pa.array([ids[s][0] for s in rows["sentence"]], pa.string()),
+        "window": pa.array(rows["window"], pa.int32()),
+        **{name: _int32_lists(rows[name]) for name in ("input_ids", "labels", "word_index")},
+    }
+    if "origin_id" in schema.names:
+        columns["origin_id"] = pa.array([ids[s][1] for s in rows["sentence"]], pa.string())
+    return pa.table(columns, schema=schema)
+
+
+def _int32_lists(pieces: list[np.ndarray]) -> pa.Array:
+    lengths = np.fromiter((len(piece) for piece in pieces), dtype=np.int64, count=len(pieces))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 def tokenize_sentences(source: Path, dest: Path, tokenizer, names: list[str], p: TokenizeParams) -> dict[str, int]:

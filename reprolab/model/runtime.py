@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from reprolab.encoding.word_alignment import IGNORED
+from reprolab.encoding.labels import IGNORED
 from reprolab.errors import StageError
 from reprolab.tasks.base import Task
 

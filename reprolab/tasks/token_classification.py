@@ -13,7 +13,8 @@ import torch
 from sklearn.metrics import log_loss
 
 from reprolab.data import tag_schemes
-from reprolab.encoding.word_alignment import IGNORED, words_of
+from reprolab.encoding.labels import IGNORED
+from reprolab.encoding.word_alignment import words_of
 from reprolab.results import entity_metrics
 from reprolab.tasks.base import Task
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from reprolab.encoding.word_alignment import IGNORED
+from reprolab.encoding.labels import IGNORED
 from reprolab.model import runtime
 from reprolab.params import ParamsError, parse_params
 from reprolab.tasks import catalog

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprolab.encoding.word_alignment import IGNORED, encode_sentences, plan_windows
+from reprolab.encoding.labels import IGNORED
+from reprolab.encoding.word_alignment import encode_sentences, plan_windows
 from reprolab.params import TokenizeParams
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -118,3 +119,35 @@ def test_a_split_file_becomes_windows_whose_words_map_back(tokenizer, tmp_path):
             if index >= 0
         ]
         assert [names[label] for _, label in sorted(scored)] == row["tags"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sentences=st.lists(
+        st.lists(
+            st.sampled_from(["Anna", "visits", "Rome", "huggingface", "e\u0301", "\u0301", "@user", "2026"]),
+            min_size=1,
+            max_size=14,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    label_subtokens=st.sampled_from(["first", "all"]),
+    data=st.data(),
+)
+def test_sentences_aligned_together_equal_sentences_aligned_one_by_one(tokenizer, sentences, label_subtokens, data):
+    """windows_table's batched path (sentences that fit one window, in numpy) gives the windows the
+    one-by-one path gives, whatever mix of short, long and dropped-word sentences a batch holds."""
+    from reprolab.encoding.word_alignment import windows_table
+
+    tags = [data.draw(st.lists(st.sampled_from(range(len(TAGS))), min_size=len(s), max_size=len(s))) for s in sentences]
+    p = TokenizeParams(max_length=12, stride=3, label_subtokens=label_subtokens, batch_size=8)
+    continuation = B_TO_I if label_subtokens == "all" else None
+    ids = [(f"s{i}", f"s{i}") for i in range(len(sentences))]
+    table = windows_table(tokenizer, ids, sentences, tags, p, TAGS).to_pydict()
+    expected = list(encode_sentences(tokenizer, sentences, tags, p.max_length, p.stride, continuation))
+    assert table["id"] == [f"s{sentence}" for sentence, _, _ in expected]
+    assert table["window"] == [number for _, number, _ in expected]
+    assert table["input_ids"] == [w.input_ids for _, _, w in expected]
+    assert table["labels"] == [w.labels for _, _, w in expected]
+    assert table["word_index"] == [w.word_index for _, _, w in expected]
