@@ -208,8 +208,8 @@ def update_params(project: Path, update: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_project(root: Path, update: dict) -> Path:
-    """A scratch git repo with this project's pipeline and the test params, updated section by section."""
+def copy_pipeline(root: Path) -> None:
+    """This project's pipeline code and DVC settings (COPIED) into `root`."""
     for item in COPIED:
         source, dest = REPO / item, root / item
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +217,11 @@ def make_project(root: Path, update: dict) -> Path:
             shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, dest)
+
+
+def make_project(root: Path, update: dict) -> Path:
+    """A scratch git repo with this project's pipeline and the test params, updated section by section."""
+    copy_pipeline(root)
     shutil.copy(FIXTURE_PARAMS, root / "params.yaml")
     update_params(root, update)
     run(["git", "init", "-q"], root)

@@ -19,7 +19,7 @@ import yaml
 
 from reprolab import paths
 from reprolab.results import entity_metrics
-from tests.conftest import COPIED, FIXTURE_PARAMS, MODEL, NER_FIXTURE_PARAMS, REPO, commit, ran_stages, run
+from tests.conftest import FIXTURE_PARAMS, MODEL, NER_FIXTURE_PARAMS, REPO, commit, copy_pipeline, ran_stages, run
 from tests.tiny_models import tiny_encoder
 
 WNUT = REPO / "examples/ner/data/external/wnut16.conll"
@@ -41,13 +41,7 @@ def first_sentences(text: str, count: int) -> str:
 @pytest.fixture(scope="module")
 def ner_project(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("ner")
-    for item in COPIED:
-        source, dest = REPO / item, root / item
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, dest)
+    copy_pipeline(root)
     shutil.copy(FIXTURE_PARAMS, root / "params.yaml")  # DVC parses the root's pipeline file too
     project = root / "examples/ner"
     project.mkdir(parents=True)
