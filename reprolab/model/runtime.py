@@ -341,3 +341,9 @@ def load_model(task: Task, source: str, labels: list[str]):
         )
     except OSError as exc:
         raise StageError(f"{source}: cannot load model weights as safetensors ({exc})") from None
+    except RuntimeError as exc:  # transformers' report of weights whose shapes do not fit the head
+        raise StageError(
+            f"{source}: its weights do not fit a {task.name} head of {len(labels)} classes "
+            f"({str(exc).splitlines()[0][:200]}); point model.name_or_path at a pretrained encoder, or at a "
+            "model of this task and label set"
+        ) from None

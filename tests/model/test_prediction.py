@@ -299,3 +299,13 @@ def test_time_backends_alternates_and_reports_against_torch(tiny_model, tmp_path
     table = backend_comparison.time_backends(scorers, sequences, latency_rows=3, rounds=2)
     assert list(table) == ["torch", "onnx", "onnx-int8"] and table["torch"]["speedup_vs_torch"] == 1.0
     assert all(0 < row["latency_ms_p50"] <= row["latency_ms_p95"] for row in table.values())
+
+
+def test_a_model_whose_head_does_not_fit_the_task_is_one_message(tiny_model):
+    """A classifier's 2-class head where a tagger needs 5 tags: one StageError naming the folder, not
+    transformers' traceback."""
+    from reprolab.errors import StageError
+    from reprolab.tasks.token_classification import TokenClassification
+
+    with pytest.raises(StageError, match="its weights do not fit a token_classification head of 5 classes"):
+        runtime.load_model(TokenClassification(), str(tiny_model), ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
