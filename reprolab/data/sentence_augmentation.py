@@ -26,6 +26,7 @@ import pyarrow as pa
 from reprolab import storage
 from reprolab.data.augmentation import BATCH_ROWS, copy_rng, selected, synonyms
 from reprolab.data.tag_schemes import OUTSIDE, tag_names
+from reprolab.encoding import encoder, word_alignment
 from reprolab.params import Params
 
 Sentence = tuple[list[str], list[str]]  # words, IOB2 tags
@@ -130,8 +131,6 @@ def augment_file(source: Path, dest: Path, params: Params, types: list[str]) -> 
     (WINDOW_SCHEMA and `origin_id`), ids `<origin>#aug<k>`, tag ids over the entity `types`
     (`tag_schemes.tag_names`); the rows written. Two passes: the split's mentions by type, then the
     copies, batch by batch."""
-    from reprolab.encoding import encoder, word_alignment
-
     p, t = params.augment, params.tokenize
     schema = word_alignment.WINDOW_SCHEMA.append(pa.field("origin_id", pa.string()))
     columns = ["id", "tokens", "tags"]

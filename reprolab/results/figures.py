@@ -47,7 +47,7 @@ def training_curves(steps: list[dict], history: list[dict], score: str, title: s
     return save_png(training_figure(steps, history, score, title), dest)
 
 
-def training_figure(steps: list[dict], history: list[dict], score: str = "val_macro_f1", title: str = "macro-F1"):
+def training_figure(steps: list[dict], history: list[dict], score: str, title: str):
     """Loss against the optimizer step: training per logged step, validation at each epoch's end (on the
     same axis, so one epoch is a point at its step, not a lone dot on an epoch axis); and the validation
     `score` (the early-stopping one, named `title`) at each epoch's end, its value written beside it, on a range that

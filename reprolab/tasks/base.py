@@ -27,7 +27,7 @@ class Task(ABC):
     model_name: ClassVar[str] = "transformer"  # the fine-tuned model's key in metrics.json and reports
     baseline_name: ClassVar[str] = "baseline"  # the classical peer's key
     baseline_title: ClassVar[str]  # what the baseline is (stages/evaluate.py `BY_TASK`), as reports name it
-    score: ClassVar[str]  # the test score models are ranked by (a key of `test_scores`)
+    score: ClassVar[str]  # the test score models are ranked by (a key of each model's section of metrics.json)
     score_title: ClassVar[str]  # how reports name it
     accuracy: ClassVar[str]  # the test scores' accuracy key
     paired_test: ClassVar[tuple[str, str]]  # the comparison's p-value key beside `score`'s difference, and its name

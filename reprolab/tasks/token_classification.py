@@ -53,12 +53,12 @@ class TokenClassification(Task):
     def validation_scores(self, val: TokenData, probs: np.ndarray, names: list[str]) -> dict[str, float]:
         labels = np.concatenate(val.labels)
         counted = labels != IGNORED
-        _, truth = words_of(val.ids, val.word_index, labels)
-        _, predicted = words_of(val.ids, val.word_index, probs.argmax(axis=1))
-        as_tags = [[names[i] for i in sentence] for sentence in truth], [[names[i] for i in s] for s in predicted]
-        words = np.concatenate(truth) if truth else np.zeros(0)
+        # Each sentence's words as (true tag id, predicted tag id) rows, read back from the windows once.
+        _, words = words_of(val.ids, val.word_index, np.column_stack([labels, probs.argmax(axis=1)]))
+        truth, predicted = ([[names[i] for i in sentence[:, k]] for sentence in words] for k in (0, 1))
+        flat = np.concatenate(words) if words else np.zeros((0, 2), dtype=np.int64)
         return {
             "val_loss": float(log_loss(labels[counted], probs[counted], labels=list(range(len(names))))),
-            "val_accuracy": float((np.concatenate(predicted) == words).mean()) if len(words) else 0.0,
-            "val_entity_micro_f1": entity_metrics.entity_f1(*as_tags),
+            "val_accuracy": float((flat[:, 0] == flat[:, 1]).mean()) if len(flat) else 0.0,
+            "val_entity_micro_f1": entity_metrics.entity_f1(truth, predicted),
         }

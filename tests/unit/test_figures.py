@@ -64,7 +64,7 @@ def test_one_epoch_puts_validation_on_the_step_axis_with_its_value_written():
     validation loss is now a point at its step beside the training loss, its F1 written out."""
     steps = [{"step": s, "epoch": 1, "train_loss": 1 / s, "learning_rate": 1e-4} for s in range(20, 301, 20)]
     history = [{"epoch": 1, "step": 301, "train_loss": 0.17, "val_loss": 0.055, "val_macro_f1": 0.985711}]
-    fig = figures.training_figure(steps, history)
+    fig = figures.training_figure(steps, history, "val_macro_f1", "macro-F1")
     loss_ax, f1_ax = fig.axes
     training, validation = loss_ax.lines
     assert list(training.get_xdata()) == list(range(20, 301, 20)) and list(validation.get_xdata()) == [301]
