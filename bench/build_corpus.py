@@ -23,7 +23,7 @@ from common import clean_texts
 
 from reprolab import storage
 from reprolab.data.cleaning import SPLIT_SCHEMA
-from reprolab.data.ingestion import RAW_SCHEMA
+from reprolab.data.row_rules import RAW_SCHEMA
 
 CHUNK = 10_000
 

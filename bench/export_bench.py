@@ -1,33 +1,39 @@
 """The exported backends timed side by side: torch fp32, ONNX fp32 and ONNX int8 on the test split.
 
-Run after `dvc repro export`: `python bench/export_bench.py [--rounds 3] [--latency-rows 100]`. Every
-backend gets the same rows, batch size and threads (`export.batch_size`, `export.threads`, as the
-export stage scores them); the rounds alternate between the backends and the median round counts. The
-export stage's own report (reports/export.json) holds only the figures a rerun reproduces.
+Run after `dvc repro export`: `python bench/export_bench.py [--rounds 3] [--latency-rows 100]`, or with
+`--project examples/ner` for the tagger's (its windows are the rows). Every backend gets the same rows,
+batch size and threads (`export.batch_size`, `export.threads`, as the export stage scores them); the
+rounds alternate between the backends and the median round counts. The export stage's own report
+(reports/export.json) holds only the figures a rerun reproduces.
 """
 
 import argparse
+import os
 
-from common import params, save
+from common import ROOT, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison
 from reprolab.model import runtime
+from reprolab.params import load_params
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
     parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
+    parser.add_argument("--project", default=".", help="the DVC project whose export is timed (default: the root's)")
     args = parser.parse_args()
+    os.chdir(ROOT / args.project)
     test = runtime.TokenData.read(paths.token_split("test"))
-    p = params.export
+    p = load_params().export
     with backend_comparison.torch_threads(p.threads):
         scorers = backend_comparison.predictors(paths.MODEL_DIR, paths.EXPORT_DIR, p.batch_size, p.threads)
         table = backend_comparison.time_backends(scorers, test.sequences, args.latency_rows, args.rounds)
     save(
-        "export",
+        "export" if args.project == "." else f"export_{os.path.basename(args.project)}",
         {
+            "project": args.project,
             "backends": table,
             "test_rows": len(test.sequences),
             "batch_size": p.batch_size,

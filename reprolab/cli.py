@@ -117,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument(
         "input",
         help="a CSV, JSONL or Parquet file, a folder or tar of mails or text "
-        "files, or - for one text per line on stdin",
+        "files (a tagger's: CoNLL files), or - for one text per line on stdin",
     )
     predict_parser.add_argument(
         "--out",
         "-o",
         type=Path,
         required=True,
-        help="predictions: .parquet or .csv (id, actual, predicted, prob_<class>...)",
+        help="predictions: .parquet, .jsonl or .csv (a classifier's id, actual, predicted, prob_<class>...; a "
+        "tagger's id, actual, text, tokens, tags, tag_scores, entities: .parquet or .jsonl)",
     )
     predict_parser.add_argument(
         "--rejects",
@@ -145,12 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict_parser.add_argument(
         "--input-format",
-        choices=("csv", "jsonl", "parquet", "spam_assassin", "mail_dir", "text_dir", "lines"),
+        choices=("csv", "jsonl", "parquet", "conll", "spam_assassin", "mail_dir", "text_dir", "lines"),
         help="default: by the input's extension; a folder or tar as the model's source",
     )
-    predict_parser.add_argument("--text-column", default="text", help="the column of texts in a table (default text)")
     predict_parser.add_argument(
-        "--label-column", default="label", help="read where present: the true label, beside the prediction"
+        "--text-column",
+        help="the column of texts in a table (default text; a tagger's: tokens, a list of words, else text, a raw "
+        "text split by the model's pre-tokenizer)",
+    )
+    predict_parser.add_argument(
+        "--label-column",
+        help="read where present: the true label (a tagger's: tags), beside the prediction (default label; tags)",
     )
     predict_parser.add_argument(
         "--id-column", help="the column of row ids in a table (default: id when the table has one, else <file>:<row>)"

@@ -87,6 +87,10 @@ class IngestParams(Section):
     max_archive_bytes: int = Field(16 << 30, gt=0)
     # Token classification: the scheme the source's tags are in (iob1, iob2, bioes); stored as IOB2.
     tag_scheme: Literal["iob1", "iob2", "bioes"] = "iob2"
+    # Token classification: how `reprolab predict` and the served model split a raw text into words
+    # (the model's recipe records it): at whitespace, or also between word characters and punctuation
+    # ("It's" -> It ' s). Choose the one closest to how the source's words were cut.
+    pre_tokenizer: Literal["whitespace", "words_and_punctuation"] = "whitespace"
     # Deterministic subsample for quick runs: at most this many rows per label (null: all rows).
     max_rows_per_label: int | None = Field(None, gt=0)
 
@@ -362,6 +366,7 @@ TASK_KEYS = {
     ),
     "token_classification": (
         "ingest.tag_scheme",
+        "ingest.pre_tokenizer",
         "tokenize.label_subtokens",
         "tokenize.stride",
         "augment.mention_replacement",

@@ -1,6 +1,6 @@
 """export: the trained model as ONNX fp32 and int8 (models/export), each scored on the test split by the
-prediction path evaluate uses, beside torch fp32 -> reports/export.json (sizes, macro-F1, agreement: figures
-a rerun reproduces; `make bench` times the backends)."""
+prediction path evaluate uses, beside torch fp32 -> reports/export.json (sizes, the task's test score, agreement
+with torch: figures a rerun reproduces; `make bench` times the backends)."""
 
 from reprolab.process_settings import configure_process
 
@@ -12,6 +12,7 @@ from reprolab.inference import backend_comparison, onnx_export
 from reprolab.model import runtime
 from reprolab.params import load_params
 from reprolab.records import tracking
+from reprolab.tasks import catalog
 
 
 def main() -> None:
@@ -19,16 +20,13 @@ def main() -> None:
     p = params.export
     onnx_export.check_exportable(paths.MODEL_DIR)
     onnx_export.export_folder(paths.MODEL_DIR, paths.EXPORT_DIR, p.opset)
+    task = catalog.task_named(params.task)
     test = runtime.TokenData.read(paths.token_split("test"))
-    report = backend_comparison.score_backends(
-        paths.MODEL_DIR, paths.EXPORT_DIR, test.sequences, test.labels, p.batch_size, p.threads
-    )
+    report = backend_comparison.score_backends(paths.MODEL_DIR, paths.EXPORT_DIR, test, p.batch_size, p.threads)
     storage.write_json(report, paths.EXPORT_REPORT)
     for backend, row in report["backends"].items():
-        print(
-            f"export: {backend}: {row['size_mb']} MB, macro-F1 {row['macro_f1']:.4f}, agreement "
-            f"{row['agreement_with_torch']:.4f} with torch"
-        )
+        agreement = ", ".join(f"{key} {value:.4f}" for key, value in row.items() if "agreement" in key)
+        print(f"export: {backend}: {row['size_mb']} MB, {task.score_title} {row[task.score]:.4f}, {agreement}")
     missed = [name for name, met in report["targets"].items() if not met]
     print(f"export: targets {'all met' if not missed else 'missed: ' + ', '.join(missed)}")
     tracking.log_stage(

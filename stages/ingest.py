@@ -7,13 +7,12 @@ configure_process()
 from pathlib import Path
 
 from reprolab import paths, storage
-from reprolab.data import ingestion, sentences
+from reprolab.data import ingestion, row_rules
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
 
-# What a row is, for each task (params.yaml's `task:`): a labelled text or a tagged sentence.
-BY_TASK = {"sequence_classification": ingestion.TextRules, "token_classification": sentences.SentenceRules}
+BY_TASK = row_rules.ROW_RULES  # what a row is, for each task (params.yaml's `task:`)
 
 
 def main() -> None:

@@ -129,8 +129,7 @@ def write_outputs(
     )
     weights_md5 = storage.file_md5(paths.WEIGHTS)
     run.set_tags({tracking.MODEL_DIGEST_TAG: weights_md5})
-    if task.served:
-        run.log_model(paths.MODEL_DIR, serving.log_model)
+    run.log_model(paths.MODEL_DIR, serving.log_model)
     # Byte-identical weights leave evaluate skipped: the committed test metrics are this model's.
     run.summarise_pipeline(paths.METRICS, weights_md5)
     print(

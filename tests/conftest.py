@@ -10,11 +10,18 @@ from reprolab.process_settings import configure_process
 
 configure_process()  # as every stage does first: the same offline settings and CPU kernels
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +159,57 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_model(root: Path, model_uri: str, store: str, log: Path) -> Iterator[Callable[[list[dict]], bytes]]:
+    """`mlflow models serve --env-manager local` of a registered model on 127.0.0.1, offline, for the
+    block: it yields `post`, which sends records as `dataframe_records` and returns the answer's body."""
+    port = free_port()
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=root,
+            env=env_for(root, MLFLOW_TRACKING_URI=store),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, f"the server exited: {log.read_text()[-2000:]}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"no answer on port {port}: {log.read_text()[-2000:]}"
+                time.sleep(1)
+
+        def post(records: list[dict]) -> bytes:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({"dataframe_records": records}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            return urllib.request.urlopen(request, timeout=120).read()
+
+        yield post
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 COPIED = [

@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from reprolab.data.ingest_shared import SourceCount
-from reprolab.data.ingestion import TextRules, ingest, write_outputs
+from reprolab.data.ingestion import ingest, write_outputs
 from reprolab.data.readers import records_from_source
+from reprolab.data.row_rules import TextRules
 from reprolab.errors import StageError
 from reprolab.params import IngestParams, ParamsError, load_params
 from tests.conftest import FIXTURE_PARAMS

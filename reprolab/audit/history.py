@@ -1,4 +1,5 @@
-"""`reprolab audit --all [--since REV]`: audit every result published on the current branch.
+"""`reprolab audit --all [--since REV]`: audit every result published on the current branch (of the DVC
+project in the working directory: the root's, or examples/ner's).
 
 Every commit on the branch's first-parent history that holds a dvc.lock is audited (reprolab.audit.reproduce),
 oldest first, except a commit whose pipeline, params, recorded results and every dependency git holds
@@ -14,6 +15,7 @@ next to each commit's own audit.md, after each commit, so a long audit shows how
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shutil
 import tempfile
 import time
@@ -26,7 +28,7 @@ import yaml
 from reprolab import storage
 from reprolab.audit.check import AuditError
 from reprolab.audit.report import describe_cause
-from reprolab.audit.reproduce import audit
+from reprolab.audit.reproduce import audit, project_of
 from reprolab.errors import StageError
 from reprolab.records import provenance
 from reprolab.records.provenance import git_show
@@ -37,19 +39,23 @@ IDENTITY_FILES = ("dvc.yaml", "dvc.lock", "params.yaml")
 def revision_key(repo: Path, commit: str) -> str | None:
     """What a commit's result depends on and records, as one digest (None: the commit records no
     result): git's ids of its pipeline files and of every dependency its dvc.lock names that git holds.
-    Dependencies outside git (the corpus, the vendored model, a path outside the repository) are named
-    by their hashes in dvc.lock."""
-    lock_text = git_show(repo, commit, "dvc.lock")
+    `repo` is the DVC project's folder (the repository's root, or one below it, whose dvc.lock names
+    paths relative to it: ../../stages/train.py). Dependencies outside git (the corpus, the vendored
+    model, a path outside the repository) are named by their hashes in dvc.lock."""
+    top, project = project_of(repo)
+    lock_text = git_show(repo, commit, "./dvc.lock")  # ./: the project's own, not the root's
     if lock_text is None:
         return None
     lock = yaml.safe_load(lock_text) or {}
-    paths = set(IDENTITY_FILES) | {
+    named = set(IDENTITY_FILES) | {
         dep["path"]
         for body in lock.get("stages", {}).values()
         for dep in body.get("deps") or []
         if not Path(dep["path"]).is_absolute()
     }
-    listing = provenance.git(repo, "ls-tree", "--full-tree", commit, "--", *sorted(paths))
+    in_repository = {posixpath.normpath(posixpath.join(project, path)) for path in named}
+    paths = sorted(path for path in in_repository if path != ".." and not path.startswith("../"))
+    listing = provenance.git(top, "ls-tree", "--full-tree", commit, "--", *paths)
     return hashlib.sha256(listing.encode()).hexdigest()
 
 

@@ -377,7 +377,7 @@ def read_parquet_source(path: Path, p: IngestParams, count: SourceCount, labelle
 def read_conll_file(path: Path, p: IngestParams, count: SourceCount, labelled: bool = True) -> Iterator[dict]:
     """One record per sentence of a CoNLL file (`conll`), opened as a table is."""
     with _open_table_text(path, p) as text:
-        yield from conll.read_conll(path, text, p, count)
+        yield from conll.read_conll(path, text, p, count, labelled)
 
 
 def records_from_source(p: IngestParams, count: SourceCount | None = None, labelled: bool = True) -> Iterator[dict]:
@@ -397,7 +397,8 @@ def records_from_source(p: IngestParams, count: SourceCount | None = None, label
 
 
 # A folder of CoNLL files: the names such files go by (a README beside them is skipped, and counted).
-_SUFFIXES = {"conll": (".conll", ".iob", ".iob2", ".bio", ".bioes", ".tsv")}
+CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes", ".tsv")
+_SUFFIXES = {"conll": CONLL_SUFFIXES}
 
 
 def _table_files(folder: Path, p: IngestParams, count: SourceCount) -> list[Path]:

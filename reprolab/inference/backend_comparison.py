@@ -19,7 +19,7 @@ import torch
 
 from reprolab.inference.onnx_export import WEIGHTS_FILE
 from reprolab.inference.prediction import ONNX_FILES, Predictor
-from reprolab.results.metrics import macro_f1
+from reprolab.model.runtime import TokenData
 
 # Backend -> the file holding its weights.
 WEIGHT_FILES = {"torch": WEIGHTS_FILE, **ONNX_FILES}
@@ -46,24 +46,21 @@ def predictors(model_dir: Path, export_dir: Path, batch_size: int, threads: int)
     }
 
 
-def score_backends(
-    model_dir: Path, export_dir: Path, sequences: list[np.ndarray], labels: np.ndarray, batch_size: int, threads: int
-) -> dict[str, Any]:
-    """Per backend: weights size, test macro-F1, agreement with torch and the largest probability
-    difference from it; the int8 figures against the export issue's size and quality targets."""
+def score_backends(model_dir: Path, export_dir: Path, test: TokenData, batch_size: int, threads: int) -> dict[str, Any]:
+    """Per backend: weights size, the task's test score and agreement with torch (`Task.backend_scores`:
+    per row for a classifier, per word and per entity for a tagger) and the largest probability
+    difference from it; the int8 figures against the export targets (size, and the score within the
+    task's `export_tolerance`)."""
     with torch_threads(threads):
         scorers = predictors(model_dir, export_dir, batch_size, threads)
-        probs = {backend: predictor.probabilities(sequences) for backend, predictor in scorers.items()}
-    names = scorers["torch"].labels
-    truth = [names[i] for i in labels]
-    predicted = {backend: np.array(scorers["torch"].task.predicted(p, names)) for backend, p in probs.items()}
+        probs = {backend: predictor.probabilities(test.sequences) for backend, predictor in scorers.items()}
+    task, names = scorers["torch"].task, scorers["torch"].labels
     table = {}
     for backend, file in WEIGHT_FILES.items():
         table[backend] = {
             "file": file,
             "size_mb": round((scorers[backend].folder / file).stat().st_size / 1e6, 2),
-            "macro_f1": macro_f1(truth, predicted[backend], names),
-            "agreement_with_torch": float((predicted[backend] == predicted["torch"]).mean()),
+            **task.backend_scores(test, probs[backend], probs["torch"], names),
             "max_probability_difference": float(np.abs(probs[backend] - probs["torch"]).max()),
         }
     reference, int8 = table["torch"], table["onnx-int8"]
@@ -71,12 +68,13 @@ def score_backends(
         row["size_vs_torch"] = round(row["size_mb"] / reference["size_mb"], 3)
     targets = {
         "int8_size_at_most_35_percent": int8["size_vs_torch"] <= 0.35,
-        "int8_macro_f1_within_0.005": abs(int8["macro_f1"] - reference["macro_f1"]) <= 0.005,
+        f"int8_{task.score}_within_{task.export_tolerance}": abs(int8[task.score] - reference[task.score])
+        <= task.export_tolerance,
     }
     return {
         "backends": table,
         "targets": targets,
-        "test_rows": len(sequences),
+        "test_rows": len(test.sequences),
         "batch_size": batch_size,
         "threads": threads,
     }

@@ -1,13 +1,15 @@
 """`reprolab predict`: a source of raw records in, one row of predictions per record out, streamed.
 
 The source is read by ingest's own readers (CSV, JSONL, Parquet, a folder or tar of mails or text
-files), a label column or folder optional, or one text per line (stdin). Each batch of records is
-cleaned, encoded and scored by `prediction.Predictor`; its predictions are written before the next
-batch is read, so memory holds one batch (and a digest of each id, to find repeated ids) whatever the
-source's size. Predictions go to Parquet or CSV by the output's extension (CSV cells guarded as the
-reports are); records that cannot be scored go to a rejects Parquet with their reason, as in ingest.
-Both files appear only when the whole source is done; rows in = rows predicted + rows rejected. An
-input with no row predicted, or more rejected than `max_reject_fraction`, fails and writes neither.
+files; for a tagger, CoNLL files with or without tags, a table of words or of raw texts), a label
+column or folder optional, or one text per line (stdin). Each batch of records is cleaned, encoded and
+scored by `prediction.Predictor`; its predictions are written before the next batch is read, so memory
+holds one batch (and a digest of each id, to find repeated ids) whatever the source's size. Predictions
+go to Parquet, JSONL (strict JSON: null, never NaN) or CSV (a classifier's flat columns only) by the
+output's extension (CSV cells guarded as the reports are); records that cannot be scored go to a
+rejects Parquet with their reason, as in ingest. Both files appear only when the whole source is done;
+rows in = rows predicted + rows rejected. An input with no row predicted, or more rejected than
+`max_reject_fraction`, fails and writes neither.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -26,13 +29,14 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from reprolab import storage
-from reprolab.data import compressed, ingest_shared, ingestion, readers
+from reprolab.data import compressed, ingest_shared, ingestion, readers, row_rules
 from reprolab.errors import StageError
 from reprolab.inference.prediction import Predictor, Recipe
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams
+from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
-OUTPUT_FORMATS = (".parquet", ".csv")
+OUTPUT_FORMATS = (".parquet", ".jsonl", ".csv")
 BATCH_ROWS = 1024
 TABLE_FORMATS = ("csv", "jsonl", "parquet")
 HEADER_BYTES = 1 << 20  # read to find a table's columns: a header line, or a JSONL file's first record
@@ -42,6 +46,7 @@ FOR_PREDICT = {
     "ingest.labels": "the model's labels",
     "ingest.label_map": "the model's label_map",
     "ingest.max_text_bytes": "predict's text size limit",
+    "ingest.tag_scheme": "the model's tag scheme",
 }
 
 
@@ -54,7 +59,9 @@ def for_predict(message: str) -> str:
 def check_predict_input(path: str, fmt: str | None) -> None:
     """The input exists (stdin aside) before a model is loaded."""
     if path != "-" and not Path(path).exists():
-        raise StageError(f"{path}: no such file or folder (give a CSV, JSONL or Parquet file, a folder or tar, or -)")
+        raise StageError(
+            f"{path}: no such file or folder (give a CSV, JSONL, Parquet or CoNLL file, a folder or tar, or -)"
+        )
     if fmt == "lines" and path != "-" and not Path(path).is_file():
         raise StageError(f"{path}: --input-format lines reads a file of one text per line (or - for stdin)")
 
@@ -62,8 +69,6 @@ def check_predict_input(path: str, fmt: str | None) -> None:
 def table_columns(path: Path, fmt: str) -> list[str]:
     """A table's column names, read from its first bytes (Parquet: its schema); [] when unreadable (the
     reader then says why)."""
-    import json
-
     import pyarrow.parquet as pq
 
     try:
@@ -88,9 +93,25 @@ def default_id_column(path: str, fmt: str, given: str | None) -> str | None:
     return "id" if "id" in table_columns(Path(path), fmt) else None
 
 
+def default_column(path: str, fmt: str, given: str | None, candidates: tuple[str, ...]) -> str:
+    """A table's column for the model's input or labels: as given, else the first of the task's
+    `candidates` the table has (a tagger's words, else its raw text), else the first."""
+    if given:
+        return given
+    if fmt in TABLE_FORMATS and Path(path).is_file():
+        columns = table_columns(Path(path), fmt)
+        return next((name for name in candidates if name in columns), candidates[0])
+    return candidates[0]
+
+
 def output_schema(task: Task, labels: list[str]) -> pa.Schema:
     """id, the record's own label where it has one (else null), then the task's prediction columns."""
-    return pa.schema([("id", pa.string()), ("actual", pa.string()), *task.output_fields(labels)])
+    return pa.schema([("id", pa.string()), ("actual", task.actual_type), *task.output_fields(labels)])
+
+
+def nested(schema: pa.Schema) -> list[str]:
+    """The columns of lists or records, which a CSV cell cannot hold."""
+    return [field.name for field in schema if pa.types.is_nested(field.type)]
 
 
 class _CsvSink:
@@ -107,15 +128,29 @@ class _CsvSink:
         self.rows += table.num_rows
 
 
+class _JsonlSink:
+    def __init__(self, handle):
+        self.handle, self.rows = handle, 0
+
+    def write(self, table: pa.Table) -> None:
+        for row in table.to_pylist():
+            try:
+                self.handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            except ValueError:  # a NaN or infinite score: JSON has no such number
+                raise StageError(f"row {row['id']!r}: a score that is not a number; the model is broken") from None
+        self.rows += table.num_rows
+
+
 @contextlib.contextmanager
 def prediction_sink(dest: Path, schema: pa.Schema) -> Iterator:
-    """A streamed Parquet or CSV output (by `dest`'s extension), renamed into place when the block succeeds."""
+    """A streamed Parquet, JSONL or CSV output (by `dest`'s extension), renamed into place when the block
+    succeeds."""
     if dest.suffix.lower() == ".parquet":
         with storage.parquet_sink(dest, schema) as sink:
             yield sink
-    else:
-        with storage.atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
-            yield _CsvSink(handle, schema)
+        return
+    with storage.atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        yield _JsonlSink(handle) if dest.suffix.lower() == ".jsonl" else _CsvSink(handle, schema)
 
 
 def kind_notice(fmt: str, recipe: Recipe) -> str | None:
@@ -138,21 +173,29 @@ def kind_notice(fmt: str, recipe: Recipe) -> str | None:
 
 
 def input_format(path: str, recipe: Recipe, given: str | None) -> str:
-    """The ingest format to read `path` with: as given, else by its extension; a folder or tar is read as
-    the model's training source was when that was a folder format, else as a folder of text files."""
-    if given:
-        return given
+    """The ingest format to read `path` with: as given, else by its extension; for a classifier a folder
+    or tar is read as its training source was when that was a folder format, else as a folder of text
+    files; for a tagger a folder is one of CoNLL files. A format the model's task cannot read is refused."""
+    formats = catalog.task_named(recipe.task).input_formats
+    fmt = given or _format_of(path, recipe, formats)
+    if fmt not in formats:
+        raise StageError(
+            f"{path}: a {recipe.task} model cannot read --input-format {fmt}; give one of {', '.join(formats)}"
+        )
+    return fmt
+
+
+def _format_of(path: str, recipe: Recipe, formats: tuple[str, ...]) -> str:
     if path == "-":
         return "lines"
     suffix = compressed.table_suffix(path).lstrip(".")  # data.csv.gz: csv
     if suffix in ("csv", "jsonl", "parquet"):
         return suffix
+    if "conll" in formats and (f".{suffix}" in readers.CONLL_SUFFIXES or Path(path).is_dir()):
+        return "conll"
     if Path(path).is_dir() or ".tar" in Path(path).name.lower() or suffix in ("tgz", "tar"):
         return recipe.source["format"] if recipe.source["format"] in FOLDER_FORMATS else "text_dir"
-    raise StageError(
-        f"{path}: cannot tell its format from the name; give --input-format "
-        "(csv, jsonl, parquet, spam_assassin, mail_dir, text_dir, lines)"
-    )
+    raise StageError(f"{path}: cannot tell its format from the name; give --input-format ({', '.join(formats)})")
 
 
 def _records(path: str, fmt: str, p: IngestParams, count: ingest_shared.SourceCount) -> Iterator[dict]:
@@ -170,15 +213,18 @@ def _file_lines(path: Path, p: IngestParams, count: ingest_shared.SourceCount) -
         yield from readers.read_lines(text, p, count, name=path.name)
 
 
-def _batch_table(rows: list[dict], probs: np.ndarray, predictor: Predictor, schema: pa.Schema) -> pa.Table:
-    columns = {"id": [row["id"] for row in rows], "actual": [row["label"] for row in rows]}
-    columns |= predictor.task.output_columns(probs, predictor.labels)
+def _batch_table(rows: list[dict], results: list | np.ndarray, predictor: Predictor, schema: pa.Schema) -> pa.Table:
+    task = predictor.task
+    columns = {"id": [row["id"] for row in rows], "actual": [row[task.label_column] for row in rows]}
+    columns |= task.output_columns(results, predictor.labels, rows)
     return pa.table(columns, schema=schema)
 
 
-def score_rows(predictor: Predictor, batch: list[tuple[bool, dict]]) -> tuple[list[dict], np.ndarray, list[dict]]:
-    """Ingest's (kept, row) pairs through the model: (the rows scored, their probabilities, the rows
-    refused by ingest's rules or clean's, each with its reason and a detail worded for predict)."""
+def score_rows(
+    predictor: Predictor, batch: list[tuple[bool, dict]]
+) -> tuple[list[dict], list | np.ndarray, list[dict]]:
+    """Ingest's (kept, row) pairs through the model: (the rows scored, their results, the rows refused
+    by ingest's rules or clean's, each with its reason and a detail worded for predict)."""
     kept = [row for ok, row in batch if ok]
     refused = [row for ok, row in batch if not ok]
     scored, probs, problems = predictor.score(kept)
@@ -214,34 +260,41 @@ def predict_source(
     dest: Path,
     rejects_dest: Path,
     fmt: str | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
+    text_column: str | None = None,
+    label_column: str | None = None,
     id_column: str | None = None,
     batch_rows: int = BATCH_ROWS,
     progress: bool = True,
     max_reject_fraction: float = 1.0,
 ) -> dict:
     """Predictions for every record of `path` to `dest`, rejects to `rejects_dest`; returns the counts.
-    Neither file is written when no row is predicted or more than `max_reject_fraction` are rejected."""
+    Neither file is written when no row is predicted or more than `max_reject_fraction` are rejected.
+    The text and label columns default to the task's (`Task.input_columns`, `Task.label_column`)."""
+    task = predictor.task
+    schema = output_schema(task, predictor.labels)
     if dest.suffix.lower() not in OUTPUT_FORMATS:
-        raise StageError(f"{dest}: the output's extension chooses its format: .parquet or .csv")
+        raise StageError(f"{dest}: the output's extension chooses its format: .parquet, .jsonl or .csv")
+    if dest.suffix.lower() == ".csv" and nested(schema):
+        raise StageError(
+            f"{dest}: a {task.name} model's predictions hold lists ({', '.join(nested(schema))}), which CSV "
+            "cannot: write .parquet or .jsonl"
+        )
     if rejects_dest.suffix.lower() != ".parquet" or rejects_dest.resolve() == dest.resolve():
         raise StageError(f"{rejects_dest}: the rejects file is a .parquet file beside the output, not the output")
-    if not predictor.task.served:
-        raise StageError(
-            f"{predictor.folder}: a {predictor.task.name} model; `reprolab predict` does not tag words yet "
-            "(its test predictions are evaluate's, in reports/plots/)"
-        )
     check_predict_input(path, fmt)
     fmt = input_format(path, predictor.recipe, fmt)
     if notice := kind_notice(fmt, predictor.recipe):
         print(notice, file=sys.stderr)
     p = predictor.recipe.ingest_params(
-        path, fmt if fmt != "lines" else "csv", text_column, label_column, default_id_column(path, fmt, id_column)
+        path,
+        fmt if fmt != "lines" else "csv",
+        "text" if fmt == "lines" else default_column(path, fmt, text_column, task.input_columns),  # a line: a text
+        default_column(path, fmt, label_column, (task.label_column,)),
+        default_id_column(path, fmt, id_column),
     )
     count = ingest_shared.SourceCount()
-    rows = _predict_rows(ingestion.ingest(_records(path, fmt, p, count), p, labelled=False))
-    schema = output_schema(predictor.task, predictor.labels)
+    rules = row_rules.ROW_RULES[task.name](p, labelled=False)
+    rows = _predict_rows(ingestion.ingest(_records(path, fmt, p, count), p, labelled=False, rules=rules))
     reasons: Counter[str] = Counter()
     with (
         prediction_sink(dest, schema) as sink,

@@ -1,11 +1,14 @@
-"""One path from a raw record to class probabilities, shared by evaluate, `reprolab predict`, the MLflow
-model and the export stage.
+"""One path from a raw record to the model's probabilities, shared by evaluate, `reprolab predict`, the
+MLflow model and the export stage.
 
-A record (a raw mail's bytes, or a text) is cleaned as the clean stage cleans it (`cleaning.clean_text`
-under the clean params the model was trained with), encoded as tokenize encodes it (`VerifiedEncoder`:
-the model's tokenizer, max_length and truncation) and scored by a backend: the fine-tuned torch model,
-or its ONNX export through onnxruntime. What the model was trained under is its `Recipe`, a file in
-the model folder that train writes, so the folder alone is enough to predict.
+A record is cleaned as the clean stage cleans it, encoded as tokenize encodes it, and scored by a
+backend: the fine-tuned torch model, or its ONNX export through onnxruntime. What the model was trained
+under is its `Recipe`, a file in the model folder that train writes, so the folder alone is enough to
+predict. What a record is differs by task (`INPUTS`): a text (a raw mail's bytes, or a text) cleaned by
+`cleaning.clean_text` and truncated to one sequence (`VerifiedEncoder`), with a row of class
+probabilities as its result; or a sentence's words, each normalised (`sentence_cleaning.clean_words`),
+cut into tokenize's windows (`word_alignment.windows_table`) and read back to one row of tag
+probabilities per word (`word_alignment.words_of`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from reprolab import storage
-from reprolab.data import cleaning
-from reprolab.encoding import encoder
+from reprolab.data import cleaning, sentence_cleaning
+from reprolab.encoding import encoder, word_alignment
 from reprolab.encoding.truncated import VerifiedEncoder
 from reprolab.errors import StageError
 from reprolab.model import runtime
-from reprolab.params import MAIL_FORMATS, CleanParams, IngestParams, Params, class_name
+from reprolab.params import MAIL_FORMATS, CleanParams, IngestParams, Params, TokenizeParams, class_name
 from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
@@ -49,6 +52,7 @@ class Recipe:
     max_length: int
     truncation: encoder.Truncation = field(default_factory=encoder.Truncation)
     task: str = catalog.DEFAULT
+    tokenize: dict[str, Any] = field(default_factory=dict)  # the task's `tokenize_keys` (a tagger's stride)
 
     @classmethod
     def of(cls, params: Params) -> Recipe:
@@ -56,12 +60,14 @@ class Recipe:
             "label_map": [[key, value] for key, value in params.ingest.label_map.items()]
         }  # keys keep their type
         clean = params.clean.model_dump(mode="json")
+        task = catalog.task_named(params.task)
         return cls(
-            {k: ingest[k] for k in _SOURCE_KEYS},
+            {k: ingest[k] for k in (*_SOURCE_KEYS, *task.source_keys)},
             {k: clean[k] for k in _TEXT_RULES},
             params.tokenize.max_length,
             encoder.Truncation.of(params.tokenize),
             params.task,
+            {key: getattr(params.tokenize, key) for key in task.tokenize_keys},
         )
 
     @classmethod
@@ -75,6 +81,7 @@ class Recipe:
                 saved["max_length"],
                 encoder.Truncation(saved["truncation"], saved["head_fraction"]),
                 saved.get("task", catalog.DEFAULT),  # recipes from before tasks: sequence classification
+                saved.get("tokenize", {}),
             )
         except FileNotFoundError:
             raise StageError(
@@ -95,6 +102,7 @@ class Recipe:
                 "truncation": self.truncation.kind,
                 "head_fraction": self.truncation.head_fraction,
                 "task": self.task,
+                **({"tokenize": self.tokenize} if self.tokenize else {}),
             },
             Path(model_dir) / RECIPE_FILE,
         )
@@ -119,6 +127,7 @@ class Recipe:
             text_column=text_column,
             label_column=label_column,
             id_column=id_column,
+            **{key: self.source[key] for key in catalog.task_named(self.task).source_keys if key in self.source},
         )
 
     @property
@@ -160,8 +169,75 @@ def onnx_logits(session, sequences: list[np.ndarray], batch_size: int, pad_id: i
     return runtime.batched_logits(sequences, batch_size, pad_id, forward)
 
 
+class TextInputs:
+    """Sequence classification's records: a text cleaned as clean does, truncated to one sequence as
+    tokenize does; a record's result is its row of class probabilities."""
+
+    def __init__(self, recipe: Recipe, tokenizer):
+        self.rules = recipe.text_rules
+        self._encoder = VerifiedEncoder(tokenizer, recipe.max_length, recipe.truncation, "predict")
+        self._encode: Callable | None = None
+
+    def clean(self, record: dict) -> tuple[str | None, tuple[str, str] | None]:
+        return cleaning.clean_text(record, self.rules)
+
+    def encode(self, texts: list[str]) -> tuple[list[np.ndarray], None]:
+        """Token ids as tokenize writes them; the first call with texts checks the fast encoder against
+        the tokenizer on them."""
+        if not texts:
+            return [], None
+        if self._encode is None:
+            self._encode, ids = self._encoder.verified(texts)
+        else:
+            ids = self._encode(texts)
+        if not isinstance(ids, list):
+            ids = ids.to_pylist()
+        return [np.asarray(row, dtype=np.int32) for row in ids], None
+
+    def results(self, probs: np.ndarray, layout: None) -> np.ndarray:
+        return probs
+
+
+class SentenceInputs:
+    """Token classification's records: a sentence's words (`tokens`), each normalised as clean does, in
+    tokenize's windows; a record's result is its words' tag probabilities, a row per word."""
+
+    def __init__(self, recipe: Recipe, tokenizer):
+        if "stride" not in recipe.tokenize:
+            raise StageError(
+                f"the tagger's recipe ({RECIPE_FILE}) does not say how its sentences were cut into windows "
+                "(tokenize.stride): it predates the prediction path for taggers; train the model again"
+            )
+        self.tokenizer = tokenizer
+        self.settings = TokenizeParams.model_construct(
+            max_length=recipe.max_length, stride=recipe.tokenize["stride"], label_subtokens="first"
+        )
+
+    def clean(self, record: dict) -> tuple[list[str] | None, tuple[str, str] | None]:
+        words, changed = sentence_cleaning.clean_words(record["tokens"])
+        return (words, None) if words is not None else (None, changed)
+
+    def encode(self, sentences: list[list[str]]) -> tuple[list[np.ndarray], runtime.TokenData | None]:
+        if not sentences:
+            return [], None
+        ids = [(str(i), str(i)) for i in range(len(sentences))]
+        unscored = [[0] * len(words) for words in sentences]  # the windows' labels are not read
+        table = word_alignment.windows_table(self.tokenizer, ids, sentences, unscored, self.settings, [])
+        windows = runtime.TokenData.of(table)
+        return windows.sequences, windows
+
+    def results(self, probs: np.ndarray, windows: runtime.TokenData | None) -> list[np.ndarray]:
+        if windows is None:
+            return []
+        return word_alignment.words_of(windows.ids, windows.word_index, probs)[1]
+
+
+# What a record is, and its result, for each task's models.
+INPUTS = {"sequence_classification": TextInputs, "token_classification": SentenceInputs}
+
+
 class Predictor:
-    """A model folder's recipe, task, tokenizer and backend: raw records in, class probabilities out."""
+    """A model folder's recipe, task, tokenizer and backend: raw records in, the model's probabilities out."""
 
     def __init__(
         self,
@@ -179,8 +255,7 @@ class Predictor:
         self.batch_size = batch_size
         tokenizer = encoder.load_tokenizer(str(model_dir))
         self.pad_id = tokenizer.pad_token_id or 0
-        self._encoder = VerifiedEncoder(tokenizer, self.recipe.max_length, self.recipe.truncation, "predict")
-        self._encode: Callable | None = None
+        self.inputs = INPUTS[self.task.name](self.recipe, tokenizer)
         if backend == "torch":
             logits = _torch_logits(self.task, model_dir, self.labels, device, bf16)
         elif backend in ONNX_FILES:
@@ -196,40 +271,25 @@ class Predictor:
             raise StageError(f"unknown model format {backend!r}; use one of {list(BACKENDS)}")
         self._logits = logits
 
-    def clean(self, record: dict) -> tuple[str | None, tuple[str, str] | None]:
-        """(text, None), or (None, (reason, detail)) for a record clean would reject."""
-        return cleaning.clean_text(record, self.recipe.text_rules)
-
-    def encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token ids as tokenize writes them; the first call with texts checks the fast encoder against
-        the tokenizer on them."""
-        if not texts:
-            return []
-        if self._encode is None:
-            self._encode, ids = self._encoder.verified(texts)
-        else:
-            ids = self._encode(texts)
-        if not isinstance(ids, list):
-            ids = ids.to_pylist()
-        return [np.asarray(row, dtype=np.int32) for row in ids]
-
     def probabilities(self, sequences: list[np.ndarray]) -> np.ndarray:
-        """Class probabilities (rows: sequences, columns: `labels`)."""
+        """Class probabilities (rows: sequences, or each position of them for a tagger; columns: `labels`)."""
         if not sequences:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return runtime.softmax(self._logits(sequences, self.batch_size, self.pad_id))
 
-    def score(self, records: Iterable[dict]) -> tuple[list[int], np.ndarray, dict[int, tuple[str, str]]]:
-        """(positions of the scored records, their probabilities, position -> (reason, detail) of the others)."""
-        kept, texts, rejected = [], [], {}
+    def score(self, records: Iterable[dict]) -> tuple[list[int], list | np.ndarray, dict[int, tuple[str, str]]]:
+        """(positions of the scored records, their results in that order, position -> (reason, detail) of
+        the others)."""
+        kept, items, rejected = [], [], {}
         for position, record in enumerate(records):
-            text, problem = self.clean(record)
+            item, problem = self.inputs.clean(record)
             if problem:
                 rejected[position] = problem
             else:
                 kept.append(position)
-                texts.append(text)
-        return kept, self.probabilities(self.encode(texts)), rejected
+                items.append(item)
+        sequences, layout = self.inputs.encode(items)
+        return kept, self.inputs.results(self.probabilities(sequences), layout), rejected
 
 
 def model_folder(reference: str) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -63,17 +64,23 @@ class TokenData:
 
     @classmethod
     def read(cls, *files: Path) -> TokenData:
+        tables = []
+        for file in files:
+            per_position = "labels" in pq.read_schema(file).names
+            columns = ("labels", "word_index") if per_position else ("label",)
+            tables.append(pq.read_table(file, columns=["id", "input_ids", *columns]))
+        return cls.of(*tables)
+
+    @classmethod
+    def of(cls, *tables: pa.Table) -> TokenData:
+        """The rows of token tables (tokenize's schemas), one after another."""
         ids: list[str] = []
         sequences: list[np.ndarray] = []
         labels: list = []
         word_index: list[np.ndarray] = []
         per_position = False
-        for file in files:
-            names = pq.read_schema(file).names
-            per_position = "labels" in names
-            table = pq.read_table(
-                file, columns=["id", "input_ids", *(("labels", "word_index") if per_position else ("label",))]
-            )
+        for table in tables:
+            per_position = "labels" in table.column_names
             ids += table["id"].to_pylist()
             sequences += _lists(table["input_ids"])
             if per_position:

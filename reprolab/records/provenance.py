@@ -25,9 +25,33 @@ def pipeline_packages() -> tuple[str, ...]:
     return tuple(sorted({_REQUIREMENT_NAME.match(r).group(0).lower() for r in requirements if "extra ==" not in r}))
 
 
+def _dvc_root(folder: Path) -> Path | None:
+    """The nearest folder at or above `folder` that holds a DVC repository (`.dvc/`)."""
+    return next((up for up in (folder, *folder.parents) if (up / ".dvc").is_dir()), None)
+
+
 def repo_root() -> Path:
-    """The DVC repo root; under `dvc exp run --temp` DVC points DVC_ROOT at the parent repo."""
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    """The DVC repo root, where the project's records are kept: DVC_ROOT while DVC runs a stage (the
+    parent repo under `dvc exp run --temp`), else the repository around the working directory (a
+    project below the root, such as examples/ner, keeps its records at the root too)."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    cwd = Path.cwd().resolve()
+    return _dvc_root(cwd) or cwd
+
+
+def project() -> str:
+    """The DVC project being run, as its folder under the repository's root ("." for the root's own
+    pipeline, `examples/ner`): the nearest folder at or above the working directory that holds a
+    dvc.yaml (a command run in examples/ner/data is examples/ner's; a temp experiment workspace is a
+    copy of the repository, so the folder is the same there)."""
+    cwd = Path.cwd().resolve()
+    root = _dvc_root(cwd)
+    if root is None:
+        return "."
+    folders = [cwd, *cwd.relative_to(root).parents]  # up to the root, relative parents last
+    found = next((folder for folder in folders if (root / folder / "dvc.yaml").is_file()), Path("."))
+    return (root / found).resolve().relative_to(root).as_posix()
 
 
 class GitError(StageError):

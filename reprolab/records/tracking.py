@@ -1,7 +1,9 @@
 """MLflow tracking for the stages and the `reprolab` verbs.
 
 Default store: sqlite in the repo root (`DVC_ROOT` under `dvc exp run`, so temp experiment
-workspaces do not lose their runs), artifacts beside it; `MLFLOW_TRACKING_URI` overrides it.
+workspaces do not lose their runs), artifacts beside it; `MLFLOW_TRACKING_URI` overrides it. Each DVC
+project of the repository (the root's pipeline, examples/ner) has its own experiment and registered
+model there (`experiment_name`).
 One pipeline execution (a `dvc repro`, or one experiment of `dvc exp run`) is one parent run, named
 after the command and spanning it, with every param; each stage it runs is a nested child run from the
 stage process's start to its end. Whatever DVC skipped, the parent holds the test metrics of the model
@@ -36,7 +38,6 @@ from reprolab import storage
 from reprolab.params import Params
 from reprolab.records import provenance
 
-EXPERIMENT = os.environ.get("REPROLAB_EXPERIMENT", "reprolab")
 MODEL_DIGEST_TAG = "reprolab.model_md5"
 PIPELINE_TAG = "reprolab.pipeline"  # on the parent run: which DVC command execution it stands for
 TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of the model it scored
@@ -44,6 +45,16 @@ TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of 
 TEST_METRICS_TAG = "reprolab.test_metrics_run"
 # The UI opens an experiment of this kind on its runs table, not on the GenAI overview (traces, prompts).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_name() -> str:
+    """The MLflow experiment, and registered model, of the project being run: REPROLAB_EXPERIMENT, else
+    `reprolab` for the repository's root pipeline and `reprolab-<folder>` for a project below it
+    (reprolab-examples-ner), so that a classifier's and a tagger's runs and model versions stay apart."""
+    if os.environ.get("REPROLAB_EXPERIMENT"):
+        return os.environ["REPROLAB_EXPERIMENT"]
+    project = provenance.project()
+    return "reprolab" if project == "." else "reprolab-" + project.replace("/", "-")
 
 
 def tracking_uri() -> str:
@@ -65,17 +76,17 @@ def connect():
     # for another repository in this process (a notebook, the tests) resolves that repository's store.
     if chosen is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    experiment = mlflow.get_experiment_by_name(experiment_name())
     if experiment is None:
         location = None
         if uri.startswith("sqlite:"):
             # Absolute, beside the store: MLflow's default (./mlruns) would land in the cwd.
             location = (provenance.repo_root() / "mlartifacts").as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_TAGS)
+        mlflow.create_experiment(experiment_name(), artifact_location=location, tags=EXPERIMENT_TAGS)
     elif any(experiment.tags.get(key) != value for key, value in EXPERIMENT_TAGS.items()):
         for key, value in EXPERIMENT_TAGS.items():  # an experiment made before the tag
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(experiment_name())
     return mlflow
 
 
@@ -128,7 +139,7 @@ def pipeline_parent(
     """The parent run of a pipeline execution: found by its key, else created, starting when the DVC
     command started, with every param (one execution runs under one params.yaml)."""
     client = mlflow.MlflowClient()
-    experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+    experiment_id = mlflow.get_experiment_by_name(experiment_name()).experiment_id
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline['key']}'", max_results=1
     )
@@ -170,7 +181,7 @@ def _begin(mlflow, record: Mapping[str, Any]):
         if record.get("pipeline")
         else None
     )
-    experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+    experiment_id = mlflow.get_experiment_by_name(experiment_name()).experiment_id
     created = mlflow.MlflowClient().create_run(
         experiment_id,
         start_time=record.get("start_ms") or int(time.time() * 1000),

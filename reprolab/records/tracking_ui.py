@@ -66,7 +66,7 @@ def serve(host: str, port: int) -> int:
         )
     refuse_busy(host, port)  # before the store is opened (and created)
     uri = tracking.tracking_uri()
-    experiment = tracking.connect().get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = tracking.connect().get_experiment_by_name(tracking.experiment_name()).experiment_id
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     return run_server(command, host, port, f"the MLflow UI of {uri}", f"/#/experiments/{experiment}/runs")
 

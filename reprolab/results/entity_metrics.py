@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2
 
 MODE = "conlleval"  # seqeval's default; "strict" counts only entities that are well-formed IOB2
@@ -53,3 +54,20 @@ def entity_scores(truth: list[list[str]], predicted: list[list[str]], mode: str 
         "per_type": per_type,
         "mode": mode,
     }
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """One sentence's entities as the scores above count them (conlleval): (type, first word, end word,
+    exclusive)."""
+    return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
+
+
+def entity_agreement(first: list[list[str]], second: list[list[str]]) -> float:
+    """How far two taggers find the same entities (type and words) in the same sentences: the entities
+    both find over those either finds (1.0 where neither finds any)."""
+    both = either = 0
+    for a, b in zip(first, second, strict=True):
+        found_a, found_b = set(spans(a)), set(spans(b))
+        both += len(found_a & found_b)
+        either += len(found_a | found_b)
+    return both / either if either else 1.0

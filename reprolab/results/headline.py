@@ -1,4 +1,4 @@
-"""The headline of a result: the scored models ranked by test macro-F1, the paired verdict, and what
+"""The headline of a result: the scored models ranked by the task's test score, the paired verdict, and what
 the exported backends weigh and lose. evaluate prints it when it runs; `reprolab show` prints it from
 the reports whatever DVC skipped."""
 
@@ -29,9 +29,14 @@ def headline(task: Task, metrics: dict[str, Any], export: dict[str, Any] | None 
             f"{versus[p_key]:.3g}: {versus['verdict']} ({metrics['test_rows']} test rows)"
         )
     for backend, row in sorted((export or {}).get("backends", {}).items()):
+        agreement = ", ".join(
+            f"{key.removesuffix('_with_torch').replace('_', ' ')} with torch {value:.4f}"
+            for key, value in row.items()
+            if key.endswith("agreement_with_torch")
+        )
         lines.append(
-            f"export {backend}: {row['size_mb']} MB ({row['size_vs_torch']}x torch), macro-F1 {row['macro_f1']:.4f}, "
-            f"agreement with torch {row['agreement_with_torch']:.4f}"
+            f"export {backend}: {row['size_mb']} MB ({row['size_vs_torch']}x torch), {task.score_title} "
+            f"{row[task.score]:.4f}, {agreement}"
         )
     return lines
 

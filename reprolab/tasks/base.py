@@ -32,10 +32,16 @@ class Task(ABC):
     accuracy: ClassVar[str]  # the test scores' accuracy key
     paired_test: ClassVar[tuple[str, str]]  # the comparison's p-value key beside `score`'s difference, and its name
     validation_fields: ClassVar[tuple[str, ...]]  # the keys of `validation_scores`, the early-stopping one last
-    # Whether this task's models are put into use by the prediction path (`reprolab predict`, the MLflow
-    # pyfunc model, the ONNX export), which then calls the task's `predicted`, `output_fields` and
-    # `output_columns` (see SequenceClassification). Token classification's comes next (issue 32).
-    served: ClassVar[bool] = True
+    # What a record of new data is read from by `reprolab predict` and the served model: the table
+    # columns tried in turn for its text (or words), and for its true label (shown beside the prediction).
+    input_columns: ClassVar[tuple[str, ...]]
+    label_column: ClassVar[str]  # also the true label's field in ingest's rows
+    input_formats: ClassVar[tuple[str, ...]]  # the `--input-format`s its new records can come in
+    actual_type: ClassVar[Any]  # the Arrow type of a record's true label in prediction outputs
+    # The ingest and tokenize keys (beyond every task's) the model's recipe records for new records.
+    source_keys: ClassVar[tuple[str, ...]] = ()
+    tokenize_keys: ClassVar[tuple[str, ...]] = ()
+    export_tolerance: ClassVar[float]  # how far int8's test `score` may be from torch's (the export target)
 
     @property
     def selection_score(self) -> str:
@@ -64,6 +70,23 @@ class Task(ABC):
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """The training loss of a batch's logits (class weights optional)."""
+
+    @abstractmethod
+    def output_fields(self, names: list[str]) -> list[tuple[str, Any]]:
+        """The prediction columns (name, Arrow type) `reprolab predict` writes after id and actual."""
+
+    @abstractmethod
+    def output_columns(self, results: Any, names: list[str], rows: list[dict] | None = None) -> dict[str, list[Any]]:
+        """`output_fields`' values for scored records: `results` as `Predictor.score` gives them (a row
+        of class probabilities; a matrix of tag probabilities, a row per word), `rows` the records (a
+        tagger's spans need their words and text; a classifier reads none)."""
+
+    @abstractmethod
+    def backend_scores(
+        self, test: TokenData, probs: np.ndarray, reference: np.ndarray, names: list[str]
+    ) -> dict[str, float]:
+        """The test `score` of one backend's probabilities (`runtime.batched_logits`' rows) and how far
+        its predictions agree with the `reference` backend's."""
 
     @abstractmethod
     def validation_scores(self, val: TokenData, probs: np.ndarray, names: list[str]) -> dict[str, float]:

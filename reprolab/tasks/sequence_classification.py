@@ -34,6 +34,11 @@ class SequenceClassification(Task):
     accuracy = "accuracy"
     paired_test = ("mcnemar_p", "McNemar p")
     validation_fields = ("val_loss", "val_accuracy", "val_macro_f1")
+    input_columns = ("text",)
+    input_formats = ("csv", "jsonl", "parquet", "spam_assassin", "mail_dir", "text_dir", "lines")
+    label_column = "label"
+    actual_type = pa.string()
+    export_tolerance = 0.005
 
     def collate_labels(self, labels: list[int], width: int) -> torch.Tensor:
         return torch.tensor(labels, dtype=torch.int64)
@@ -60,8 +65,17 @@ class SequenceClassification(Task):
     def output_fields(self, names: list[str]) -> list[tuple[str, pa.DataType]]:
         return [("predicted", pa.string()), *[(probability_column(name), pa.float64()) for name in names]]
 
-    def output_columns(self, probs: np.ndarray, names: list[str]) -> dict[str, list[Any]]:
+    def output_columns(self, probs: np.ndarray, names: list[str], rows: list[dict] | None = None) -> dict[str, list]:
         return {
             "predicted": self.predicted(probs, names),
             **{probability_column(name): probs[:, i].astype(np.float64).tolist() for i, name in enumerate(names)},
+        }
+
+    def backend_scores(
+        self, test: TokenData, probs: np.ndarray, reference: np.ndarray, names: list[str]
+    ) -> dict[str, float]:
+        predicted, expected = probs.argmax(axis=1), reference.argmax(axis=1)
+        return {
+            self.score: metrics.macro_f1(test.labels, predicted, list(range(len(names)))),
+            "agreement_with_torch": float((predicted == expected).mean()),
         }

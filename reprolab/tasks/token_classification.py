@@ -6,9 +6,10 @@ validation, evaluation and prediction read one tag per word, never per sub-token
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from sklearn.metrics import log_loss
 
@@ -34,7 +35,13 @@ class TokenClassification(Task):
     accuracy = "token_accuracy"
     paired_test = ("randomization_p", "approximate randomization p")
     validation_fields = ("val_loss", "val_accuracy", "val_entity_micro_f1")
-    served = False  # predict, serving and ONNX for taggers: the next step (issue 32)
+    input_columns = ("tokens", "text")  # words, else a raw text the recipe's pre-tokenizer splits
+    input_formats = ("csv", "jsonl", "parquet", "conll", "lines")
+    label_column = "tags"
+    actual_type = pa.list_(pa.string())
+    source_keys = ("tag_scheme", "pre_tokenizer")
+    tokenize_keys = ("stride",)
+    export_tolerance = 0.01
 
     def label_names(self, classes: list[str]) -> list[str]:
         return tag_schemes.tag_names(classes)
@@ -53,12 +60,89 @@ class TokenClassification(Task):
     def validation_scores(self, val: TokenData, probs: np.ndarray, names: list[str]) -> dict[str, float]:
         labels = np.concatenate(val.labels)
         counted = labels != IGNORED
-        # Each sentence's words as (true tag id, predicted tag id) rows, read back from the windows once.
-        _, words = words_of(val.ids, val.word_index, np.column_stack([labels, probs.argmax(axis=1)]))
-        truth, predicted = ([[names[i] for i in sentence[:, k]] for sentence in words] for k in (0, 1))
-        flat = np.concatenate(words) if words else np.zeros((0, 2), dtype=np.int64)
+        truth, predicted = self.words(val, probs, names)
+        word_count = sum(map(len, truth))
+        correct = sum(
+            a == b for true, tags in zip(truth, predicted, strict=True) for a, b in zip(true, tags, strict=True)
+        )
         return {
             "val_loss": float(log_loss(labels[counted], probs[counted], labels=list(range(len(names))))),
-            "val_accuracy": float((flat[:, 0] == flat[:, 1]).mean()) if len(flat) else 0.0,
+            "val_accuracy": correct / word_count if word_count else 0.0,
             "val_entity_micro_f1": entity_metrics.entity_f1(truth, predicted),
         }
+
+    def words(self, test: TokenData, probs: np.ndarray, names: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+        """(true, predicted) tags of each test sentence's words, read back from the windows once."""
+        labels = np.concatenate(test.labels)
+        _, words = words_of(test.ids, test.word_index, np.column_stack([labels, probs.argmax(axis=1)]))
+        truth, predicted = ([[names[i] for i in sentence[:, k]] for sentence in words] for k in (0, 1))
+        return truth, predicted
+
+    def backend_scores(
+        self, test: TokenData, probs: np.ndarray, reference: np.ndarray, names: list[str]
+    ) -> dict[str, float]:
+        truth, predicted = self.words(test, probs, names)
+        _, expected = self.words(test, reference, names)
+        flat, flat_expected = (np.concatenate([np.asarray(s) for s in tags]) for tags in (predicted, expected))
+        return {
+            self.score: entity_metrics.entity_f1(truth, predicted),
+            "word_agreement_with_torch": float((flat == flat_expected).mean()),
+            "entity_agreement_with_torch": entity_metrics.entity_agreement(predicted, expected),
+        }
+
+    def output_fields(self, names: list[str]) -> list[tuple[str, Any]]:
+        return [
+            ("text", pa.string()),  # the raw text, or the words given joined by spaces
+            ("tokens", pa.list_(pa.string())),
+            ("tags", pa.list_(pa.string())),
+            ("tag_scores", pa.list_(pa.float64())),  # each word's tag's probability
+            ("entities", pa.list_(ENTITY)),
+        ]
+
+    def output_columns(self, results: list[np.ndarray], names: list[str], rows: list[dict]) -> dict[str, list]:
+        tags = [[names[i] for i in words.argmax(axis=1)] for words in results]
+        scores = [words.max(axis=1).astype(np.float64) for words in results]
+        return {
+            "text": [row["text"] for row in rows],
+            "tokens": [row["tokens"] for row in rows],
+            "tags": tags,
+            "tag_scores": [score.tolist() for score in scores],
+            "entities": [
+                entity_spans(row, sentence_tags, score)
+                for row, sentence_tags, score in zip(rows, tags, scores, strict=True)
+            ],
+        }
+
+
+# An entity span in prediction outputs: `start`/`end` are character offsets in the row's text (`end`
+# exclusive), the words `first_word` to `end_word` (exclusive); `score` is the mean of its words' tag scores.
+ENTITY = pa.struct(
+    [
+        ("type", pa.string()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("text", pa.string()),
+        ("score", pa.float64()),
+        ("first_word", pa.int64()),
+        ("end_word", pa.int64()),
+    ]
+)
+
+
+def entity_spans(row: dict, tags: list[str], scores: np.ndarray) -> list[dict[str, Any]]:
+    """A sentence's entities (`entity_metrics.spans`, as they are scored) with their place in its text."""
+    spans = []
+    for kind, first, end in entity_metrics.spans(tags):
+        start, stop = row["offsets"][first][0], row["offsets"][end - 1][1]
+        spans.append(
+            {
+                "type": kind,
+                "start": start,
+                "end": stop,
+                "text": row["text"][start:stop],
+                "score": float(scores[first:end].mean()),
+                "first_word": first,
+                "end_word": end,
+            }
+        )
+    return spans

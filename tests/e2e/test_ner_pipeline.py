@@ -2,7 +2,9 @@
 the first 400 WNUT-16 sentences (real tweets, all ten entity types), a tiny BERT built here with
 MiniLM's tokenizer (the real model's numbers are not the point), windows forced by a short
 max_length. Checked: every stage runs, every word of the test split is scored exactly once, rows are
-conserved, a second repro is a no-op, and the scores are seqeval's on the written predictions."""
+conserved, a second repro is a no-op, the scores are seqeval's on the written predictions, and the
+model in use (`reprolab predict` on raw text, the registered model served over HTTP, the ONNX
+export) tags every word as evaluate did."""
 
 from __future__ import annotations
 
@@ -19,7 +21,18 @@ import yaml
 
 from reprolab import paths
 from reprolab.results import entity_metrics
-from tests.conftest import FIXTURE_PARAMS, MODEL, NER_FIXTURE_PARAMS, REPO, commit, copy_pipeline, ran_stages, run
+from tests.conftest import (
+    FIXTURE_PARAMS,
+    MODEL,
+    NER_FIXTURE_PARAMS,
+    REPO,
+    REPROLAB,
+    commit,
+    copy_pipeline,
+    ran_stages,
+    run,
+    served_model,
+)
 from tests.tiny_models import tiny_encoder
 
 WNUT = REPO / "examples/ner/data/external/wnut16.conll"
@@ -62,7 +75,8 @@ def ner_project(tmp_path_factory) -> tuple[Path, str]:
 def test_every_stage_runs_and_every_test_word_is_scored_once(ner_project):
     project, output = ner_project
     ran = ran_stages(output)  # in an order DVC picks among the stages that do not feed each other
-    assert sorted(ran) == sorted(["check_params", "ingest", "clean", "tokenize", "augment", "train", "evaluate"])
+    stages = ["check_params", "ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"]
+    assert sorted(ran) == sorted(stages)
     assert ran.index("ingest") < ran.index("clean") < min(ran.index("tokenize"), ran.index("augment"))
     assert max(ran.index("tokenize"), ran.index("augment")) < ran.index("train") < ran.index("evaluate")
     ingest = json.loads((project / paths.INGEST_REPORT).read_text())
@@ -116,3 +130,86 @@ def test_the_audit_of_the_published_ner_result_passes(ner_project):
     assert report["verdict"] == "pass" and report["project"] == "examples/ner", output
     assert report["metric_tolerance"] == 0.0
     assert any(c["name"] == "transformer.entity_micro_f1" for c in report["checks"] if c["kind"] == "metric")
+
+
+def transformer_predictions(project: Path) -> dict[str, list[dict]]:
+    """evaluate's per-word test predictions of the transformer, by sentence id."""
+    rows = csv.DictReader(StringIO((project / paths.PLOTS / "test_predictions_transformer.csv").read_text()))
+    by_sentence: dict[str, list[dict]] = {}
+    for row in rows:
+        by_sentence.setdefault(row["id"], []).append(row)
+    return by_sentence
+
+
+@pytest.fixture(scope="module")
+def predicted(ner_project, tmp_path_factory) -> tuple[list[str], list[dict]]:
+    """The test split's sentences as ingest read them (words as written, before clean normalised them),
+    one raw text a line, through `reprolab predict`: (their ids, the predicted rows in that order)."""
+    project, _ = ner_project
+    test_ids = pq.read_table(project / paths.clean_split("test"), columns=["id"])["id"].to_pylist()
+    raw = {row["id"]: row["tokens"] for row in pq.read_table(project / paths.RAW).to_pylist()}
+    folder = tmp_path_factory.mktemp("ner_predict")
+    (folder / "test.txt").write_text("".join(" ".join(raw[i]) + "\n" for i in test_ids))
+    out = folder / "test.jsonl"
+    run([REPROLAB, "predict", str(folder / "test.txt"), "--input-format", "lines", "--out", str(out)], project)
+    return test_ids, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_predict_on_the_raw_test_sentences_tags_every_word_as_evaluate_did(ner_project, predicted):
+    project, _ = ner_project
+    test_ids, rows = predicted
+    evaluated = transformer_predictions(project)
+    assert len(rows) == len(test_ids)
+    for sentence, row in zip(test_ids, rows, strict=True):
+        words = evaluated[sentence]
+        assert row["tags"] == [w["predicted"] for w in words], sentence
+        assert row["tag_scores"] == pytest.approx([float(w["score"]) for w in words], abs=1e-6)
+        assert [(e["type"], e["first_word"], e["end_word"]) for e in row["entities"]] == entity_metrics.spans(
+            row["tags"]
+        )
+        assert all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])
+
+
+def test_the_registered_tagger_served_over_http_answers_as_predict(ner_project, predicted, tmp_path):
+    import mlflow
+
+    project, _ = ner_project
+    root = project.parent.parent
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    versions = mlflow.MlflowClient(tracking_uri=store).search_model_versions("name = 'reprolab-examples-ner'")
+    assert versions, "the NER project's model is registered under its own name"
+    latest = max(versions, key=lambda v: int(v.version))
+    _, rows = predicted
+    sample = rows[:4]
+    with served_model(root, f"models:/reprolab-examples-ner/{latest.version}", store, tmp_path / "serve.log") as post:
+        as_text = json.loads(post([{"text": row["text"]} for row in sample]))["predictions"]
+        as_words = json.loads(post([{"tokens": row["tokens"]} for row in sample]))["predictions"]
+        hostile = [
+            {"tokens": ["Anna", 3]},
+            {"tokens": ["Anna", "met"], "text": "Anna meets"},
+            {"text": None},
+            {"text": "x " * 600_000},
+        ]
+        refused = json.loads(post(hostile), parse_constant=lambda constant: pytest.fail(f"{constant} in the body"))
+    for row, text_answer, words_answer in zip(sample, as_text, as_words, strict=True):
+        for answer in (text_answer, words_answer):
+            assert answer["tags"] == row["tags"] and answer["reject"] is None
+            assert answer["tag_scores"] == pytest.approx(row["tag_scores"], abs=1e-6)
+            assert [e["text"] for e in answer["entities"]] == [e["text"] for e in row["entities"]]
+    assert [r["reject"] for r in refused["predictions"]] == [
+        "wrong_type",
+        "words_text_mismatch",
+        "missing_text",
+        "text_too_large",
+    ]
+
+
+def test_the_export_stage_scores_the_tagger_on_every_backend(ner_project):
+    project, _ = ner_project
+    report = json.loads((project / paths.EXPORT_REPORT).read_text())
+    metrics = json.loads((project / paths.METRICS).read_text())
+    torch_row, onnx_row = report["backends"]["torch"], report["backends"]["onnx"]
+    assert torch_row["entity_micro_f1"] == pytest.approx(metrics["transformer"]["entity_micro_f1"], abs=1e-12)
+    assert torch_row["word_agreement_with_torch"] == 1.0 and onnx_row["max_probability_difference"] < 1e-4
+    assert onnx_row["word_agreement_with_torch"] == 1.0
+    assert set(report["targets"]) == {"int8_size_at_most_35_percent", "int8_entity_micro_f1_within_0.01"}

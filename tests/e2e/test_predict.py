@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +16,7 @@ import pytest
 from reprolab import paths
 from reprolab.inference import serving
 from reprolab.inference.prediction import Predictor
-from tests.conftest import REPROLAB, env_for, free_port, run
+from tests.conftest import REPROLAB, run, served_model
 
 PROBABILITIES = ["prob_ham", "prob_spam"]
 
@@ -78,57 +73,14 @@ def test_the_registered_model_served_over_http_answers_as_predict(published, pre
             continue  # JSON carries text: a mail of other bytes is predict's (from its file) alone
         if len(mails) == 6:
             break
-    port = free_port()
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                f"models:/reprolab/{latest.version}",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            cwd=root,
-            env=env_for(root, MLFLOW_TRACKING_URI=store),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, f"the server exited: {log.read_text()[-2000:]}"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, f"no answer on port {port}: {log.read_text()[-2000:]}"
-                time.sleep(1)
-
-        def post(records: list[dict]) -> bytes:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps({"dataframe_records": records}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            return urllib.request.urlopen(request, timeout=120).read()
-
+    with served_model(root, f"models:/reprolab/{latest.version}", store, log) as post:
         answer = json.loads(post([{"text": text} for text in mails.values()]))["predictions"]
         # Refused as predict refuses them, in strict JSON (a bare NaN was in the body before).
         hostile = [{"text": 12345}, {"text": 1.5}, {"text": None}, {"text": True}, {"text": "x" * 1_500_000}]
         refused = json.loads(post(hostile), parse_constant=lambda constant: pytest.fail(f"{constant} in the body"))
         with pytest.raises(urllib.error.HTTPError) as empty:
             post([])  # MLflow's schema check, before the model: as predict fails on an input with no rows
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
     assert len(answer) == len(mails) >= 3
     for row_id, served in zip(mails, answer, strict=True):
         assert served["predicted"] == predicted[row_id]["predicted"] and served["reject"] is None, row_id

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reprolab import storage
-from reprolab.data.ingestion import RAW_SCHEMA
+from reprolab.data.row_rules import RAW_SCHEMA
 from tests.conftest import FIXTURE_PARAMS, REPO
 from tests.unit.test_cleaning import TWINS_PARAMS, clean_params, corpus_with_twins, raw_row, run_clean
 

@@ -280,8 +280,8 @@ def test_score_backends_reports_each_backend_against_torch_and_reruns_identicall
     onnx_export.export_folder(tiny_model, tmp_path / "export", 17)
     texts = [cleaning.normalise(cleaning.mail_to_text(raw)) for _, raw in corpus_mails(6)]
     sequences = [np.asarray(s, dtype=np.int32) for s in encoder.encode(tokenizer, texts, 32)]
-    labels = np.array([0] * 6 + [1] * 6)
-    report = backend_comparison.score_backends(tiny_model, tmp_path / "export", sequences, labels, 4, 1)
+    test = runtime.TokenData([str(i) for i in range(12)], sequences, np.array([0] * 6 + [1] * 6))
+    report = backend_comparison.score_backends(tiny_model, tmp_path / "export", test, 4, 1)
     assert list(report["backends"]) == ["torch", "onnx", "onnx-int8"]  # sorted only when written
     torch_row, fp32 = report["backends"]["torch"], report["backends"]["onnx"]
     assert torch_row["agreement_with_torch"] == 1.0 and torch_row["max_probability_difference"] == 0.0
@@ -289,7 +289,7 @@ def test_score_backends_reports_each_backend_against_torch_and_reruns_identicall
     assert fp32["macro_f1"] == torch_row["macro_f1"]
     assert report["targets"]["int8_size_at_most_35_percent"] and report["test_rows"] == 12
     # The export stage's report is a DVC output: a rerun must write the same bytes.
-    assert backend_comparison.score_backends(tiny_model, tmp_path / "export", sequences, labels, 4, 1) == report
+    assert backend_comparison.score_backends(tiny_model, tmp_path / "export", test, 4, 1) == report
 
 
 def test_time_backends_alternates_and_reports_against_torch(tiny_model, tmp_path, tokenizer):

@@ -20,7 +20,7 @@ from reprolab.data.cleaning import (
     normalise,
     shingles,
 )
-from reprolab.data.ingestion import RAW_SCHEMA
+from reprolab.data.row_rules import RAW_SCHEMA
 from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 from tests.conftest import mail

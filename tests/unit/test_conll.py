@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reprolab.data.ingest_shared import IngestError
-from reprolab.data.ingestion import ingest_source
+from reprolab.data.ingestion import ingest, ingest_source
 from reprolab.data.sentences import SentenceRules
 from reprolab.params import IngestParams
 
@@ -180,3 +180,72 @@ def test_a_type_with_no_entity_kept_stops_ingest_naming_it(tmp_path):
     path.write_text("Anna B-PER\n\nRome B-LOC\n")
     with pytest.raises(IngestError, match=r"no entity of type\(s\) \['ORG'\] of ingest.labels in the kept sentences"):
         ingested(ner_params(path), tmp_path)
+
+
+def predict_rows(p, records):
+    """Records through ingest's rules unlabelled, as `reprolab predict` reads them."""
+    rules = SentenceRules(p, labelled=False)
+    return [(rules.problem(r), rules.row(r) if rules.problem(r) is None else None) for r in records]
+
+
+def record(text, label=None, **extra) -> dict:
+    return {"id": "r", "source": "s", "text": text, "label": label, "split": None, **extra}
+
+
+def test_unlabelled_a_raw_text_is_split_into_words_keeping_offsets_and_words_alone_are_joined(tmp_path):
+    text = "Anna  met\tAcme's boss."
+    [(problem, row)] = predict_rows(ner_params("x.jsonl", "jsonl"), [record(text)])
+    assert problem is None and row["tokens"] == ["Anna", "met", "Acme's", "boss."] and row["tags"] is None
+    assert [text[a:b] for a, b in row["offsets"]] == row["tokens"] and row["text"] == text
+    p = ner_params("x.jsonl", "jsonl", pre_tokenizer="words_and_punctuation")
+    [(_, row)] = predict_rows(p, [record(text)])
+    assert row["tokens"] == ["Anna", "met", "Acme", "'", "s", "boss", "."]
+    assert [text[a:b] for a, b in row["offsets"]] == row["tokens"]
+    [(_, row)] = predict_rows(p, [record(["Anna", "met", "Acme"], ["B-PER", "O", "B-ORG"])])
+    assert row["text"] == "Anna met Acme" and row["offsets"] == [(0, 4), (5, 8), (9, 13)]
+    assert row["tags"] == ["B-PER", "O", "B-ORG"]
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        (record("   "), "missing_text"),
+        (record([]), "missing_text"),
+        (record(12), "wrong_type"),
+        (record(["Anna", 3]), "wrong_type"),
+        (record(["Anna", " "]), "empty_token"),
+        (record("x " * 80), "text_too_large"),
+        (record(["Anna", "met"], ["B-PER"]), "length_mismatch"),
+        (record(["Anna"], ["B-CITY"]), "unknown_label"),
+        (record(["Anna", "met"], words_text="Anna meets"), "words_text_mismatch"),
+        (record(["Anna"], words_text=5), "wrong_type"),
+        (record(["Anna"], words_text="Anna met Acme"), "words_text_mismatch"),  # words the model would not tag
+    ],
+)
+def test_unlabelled_bad_records_are_refused_with_a_reason(given, reason):
+    [(problem, _)] = predict_rows(ner_params("x.jsonl", "jsonl", max_text_bytes=100), [given])
+    assert problem is not None and problem[0] == reason, problem
+
+
+def test_words_given_with_their_text_are_found_in_it():
+    [(problem, row)] = predict_rows(
+        ner_params("x.jsonl", "jsonl"), [record(["Anna", "met", "Acme"], words_text=" Anna\nmet  Acme \n")]
+    )
+    assert problem is None and row["text"] == " Anna\nmet  Acme \n" and row["offsets"] == [(1, 5), (6, 9), (11, 15)]
+
+
+def test_unlabelled_conll_takes_words_alone_but_not_a_sentence_half_tagged(tmp_path):
+    from reprolab.data.ingest_shared import SourceCount
+    from reprolab.data.readers import records_from_source
+
+    path = tmp_path / "new.conll"
+    path.write_text("Anna\nmet\n\nAnna B-PER\nmet O\n\nAnna B-PER\nmet\n")
+    p = ner_params(path)
+    count = SourceCount()
+    records = list(records_from_source(p, count, labelled=False))
+    results = predict_rows(p, records)
+    assert [r["label"] for r in records[:2]] == [None, ["B-PER", "O"]] and count.rows == 3
+    assert [problem for problem, _ in results[:2]] == [None, None]
+    assert results[2][0][0] == "malformed_line" and "tag every word of a sentence, or none" in results[2][0][1]
+    labelled = ingest(records_from_source(p, SourceCount()), p, rules=SentenceRules(p))  # as ingest reads it
+    assert [row.get("reason") for _, row in labelled] == ["malformed_line", None, "malformed_line"]

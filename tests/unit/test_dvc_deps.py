@@ -92,7 +92,7 @@ def missing_and_extra(root: Path, stage: str, project: str = ".") -> tuple[set[s
 # Each DVC project of the repository and its stages: the classification default, the NER default.
 PROJECTS = {
     ".": STAGES + CHECKS,
-    "examples/ner": ("ingest", "clean", "tokenize", "augment", "train", "evaluate", *CHECKS),
+    "examples/ner": STAGES + CHECKS,
 }
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reprolab.results.entity_metrics import entity_f1, entity_scores
+from reprolab.results.entity_metrics import entity_agreement, entity_f1, entity_scores, spans
 
 # Truth: PER "Anna Lee", LOC "Rome" | ORG "Acme", LOC "Oslo".
 TRUTH = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-LOC"]]
@@ -36,3 +36,11 @@ def test_conlleval_mode_counts_a_stray_i_as_an_entity_and_strict_mode_does_not()
 
 def test_nothing_predicted_scores_zero_not_an_error():
     assert entity_f1(TRUTH, [["O"] * 4, ["O"] * 3]) == 0.0
+
+
+def test_spans_are_the_entities_the_scores_count_and_agreement_is_shared_over_found():
+    # Sentence 1: PER words 0-1, LOC word 3; a stray I-ORG starts an entity, as conlleval counts it.
+    assert spans(["B-PER", "I-PER", "O", "B-LOC", "I-ORG"]) == [("PER", 0, 2), ("LOC", 3, 4), ("ORG", 4, 5)]
+    # TRUTH holds 4 entities, PREDICTED 4; both find PER (0, 0-2) and ORG (1, 0-1): 2 of the 6 either finds.
+    assert entity_agreement(TRUTH, PREDICTED) == pytest.approx(2 / 6)
+    assert entity_agreement(TRUTH, TRUTH) == 1.0 and entity_agreement([["O"]], [["O"]]) == 1.0

@@ -15,8 +15,9 @@ import pytest
 
 from reprolab import storage
 from reprolab.data.ingest_shared import IngestError, SourceCount
-from reprolab.data.ingestion import TextRules, ingest, ingest_source, subsample_ids, write_outputs
+from reprolab.data.ingestion import ingest, ingest_source, subsample_ids, write_outputs
 from reprolab.data.readers import decode_text, records_from_source
+from reprolab.data.row_rules import TextRules
 from reprolab.data.vendoring import pack_corpus
 from reprolab.errors import StageError
 from reprolab.params import IngestParams

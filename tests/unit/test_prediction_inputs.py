@@ -5,6 +5,7 @@ import io
 import shutil
 
 import pytest
+import yaml
 
 from reprolab.cli import build_parser
 from reprolab.data.ingest_shared import SourceCount
@@ -15,7 +16,7 @@ from reprolab.errors import StageError
 from reprolab.inference.batch_predict import input_format
 from reprolab.inference.prediction import Recipe, model_folder
 from reprolab.params import IngestParams, parse_params
-from tests.conftest import CORPUS, fixture_params_raw, kept_and_rejected
+from tests.conftest import CORPUS, NER_FIXTURE_PARAMS, fixture_params_raw, kept_and_rejected
 
 
 def table_params(path, fmt="csv", **overrides) -> IngestParams:
@@ -73,6 +74,24 @@ def test_the_input_format_follows_the_name_or_the_models_source(tmp_path, params
     assert input_format("notes.txt", text_model, "lines") == "lines"
     with pytest.raises(StageError, match="give --input-format"):
         input_format("notes.txt", text_model, None)
+    # A classifier reads no CoNLL: a .tsv is not taken for one (every row would be refused).
+    with pytest.raises(StageError, match="give --input-format"):
+        input_format("data.tsv", text_model, None)
+    with pytest.raises(StageError, match="cannot read --input-format conll"):
+        input_format("data.tsv", text_model, "conll")
+
+
+def test_a_taggers_input_is_words_in_conll_or_tables_or_raw_lines(tmp_path):
+    raw = yaml.safe_load(NER_FIXTURE_PARAMS.read_text())
+    tagger = Recipe.of(parse_params(raw))
+    (tmp_path / "tweets").mkdir()
+    assert input_format("new.conll", tagger, None) == "conll" and input_format("new.tsv", tagger, None) == "conll"
+    assert input_format(str(tmp_path / "tweets"), tagger, None) == "conll"
+    assert input_format("words.jsonl", tagger, None) == "jsonl" and input_format("-", tagger, None) == "lines"
+    with pytest.raises(StageError, match="token_classification model cannot read --input-format spam_assassin"):
+        input_format(str(tmp_path / "tweets"), tagger, "spam_assassin")
+    assert tagger.tokenize == {"stride": 32} and tagger.source["pre_tokenizer"] == "whitespace"
+    assert Recipe.of(parse_params(fixture_params_raw(), "test")).tokenize == {}  # a classifier's recipe as before
 
 
 def test_unlabelled_tables_are_read_and_a_present_label_must_still_be_known(tmp_path):

@@ -118,3 +118,35 @@ def test_per_position_logits_come_back_one_row_per_position_in_sequence_order():
     assert out[:, 0].tolist() == np.concatenate(data.sequences).tolist()
     assert data.sample(2, 0).ids in (["a", "a"], ["a", "b"])  # windows are drawn as one class
     assert data.scored_labels().tolist() == [1, 2, 0, 3, 4]
+
+
+def tag_probabilities(tags: list[str], score: float) -> np.ndarray:
+    """A word per row with `score` on its tag and the rest spread over the others."""
+    probs = np.full((len(tags), len(TAGS)), (1 - score) / (len(TAGS) - 1))
+    probs[np.arange(len(tags)), [TAGS.index(tag) for tag in tags]] = score
+    return probs
+
+
+def test_entity_spans_keep_the_texts_offsets_on_accents_and_at_the_last_word():
+    from reprolab.data.sentences import SentenceRules
+    from reprolab.params import IngestParams
+
+    p = IngestParams(format="jsonl", path="x", labels=["PER", "LOC"], pre_tokenizer="words_and_punctuation")
+    text = "Grüße aus Zürich, an Anna Lee"
+    row = SentenceRules(p, labelled=False).row({"id": "1", "source": "s", "text": text, "label": None})
+    assert row["tokens"] == ["Grüße", "aus", "Zürich", ",", "an", "Anna", "Lee"]
+    tags = ["O", "O", "B-LOC", "O", "O", "B-PER", "I-PER"]
+    probs = tag_probabilities(tags, 0.9)
+    probs[6, TAGS.index("I-PER")] = 0.7
+    columns = TAGGER.output_columns([probs], TAGS, [row])
+    assert columns["tags"] == [tags] and columns["tag_scores"][0][6] == pytest.approx(0.7)
+    first, last = columns["entities"][0]
+    assert (first["type"], first["start"], first["end"], first["text"]) == ("LOC", 10, 16, "Zürich")
+    assert (last["type"], last["text"], last["first_word"], last["end_word"]) == ("PER", "Anna Lee", 5, 7)
+    assert text[last["start"] : last["end"]] == "Anna Lee" and last["score"] == pytest.approx(0.8)
+    # Words given with the text they came from: the offsets are that text's.
+    words = SentenceRules(p, labelled=False).row(
+        {"id": "2", "source": "s", "text": ["Anna", "Lee"], "label": None, "words_text": "  Anna\tLee"}
+    )
+    (entity,) = TAGGER.output_columns([tag_probabilities(["B-PER", "I-PER"], 0.9)], TAGS, [words])["entities"][0]
+    assert (entity["start"], entity["end"], entity["text"]) == (2, 10, "Anna\tLee")

@@ -31,10 +31,12 @@ def test_the_experiment_is_one_the_ui_opens_on_its_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow = tracking.connect()
     kind = "mlflow.experimentKind"
-    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment_name())
     assert experiment.tags[kind] == "custom_model_development"
     mlflow.MlflowClient().delete_experiment_tag(experiment.experiment_id, kind)  # a store made before the tag
-    assert tracking.connect().get_experiment_by_name(tracking.EXPERIMENT).tags[kind] == "custom_model_development"
+    assert (
+        tracking.connect().get_experiment_by_name(tracking.experiment_name()).tags[kind] == "custom_model_development"
+    )
 
 
 def test_a_store_the_user_names_is_kept(tmp_path, monkeypatch):
@@ -123,7 +125,7 @@ def _execution_run(stage: str, key: str, monkeypatch) -> tracking.StageRun:
 
 def _pipeline_tree(key: str):
     client = tracking.connect().MlflowClient()
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(tracking.experiment_name()).experiment_id
     (parent,) = client.search_runs([experiment], filter_string=f"tags.`{tracking.PIPELINE_TAG}` = '{key}'")
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     return client, parent, {child.data.tags["reprolab.stage"]: child for child in children}
@@ -205,3 +207,25 @@ def test_metrics_of_other_weights_are_not_the_executions(workspace, monkeypatch)
     _, parent, children = _pipeline_tree("repro:3")
     assert sorted(children) == ["train"] and not parent.data.metrics
     assert tracking.TEST_METRICS_TAG not in parent.data.tags
+
+
+def test_each_dvc_project_of_a_repository_has_its_own_experiment_in_the_roots_store(tmp_path, monkeypatch):
+    """examples/ner's runs went to the root's experiment `reprolab` and its tagger registered as a new
+    version of the classifier's model; a command run in a project's subfolder is that project's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("REPROLAB_EXPERIMENT", raising=False)
+    for folder in (".dvc", "reports", "examples/ner/data"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "examples/ner/dvc.yaml").write_text("stages: {}\n")
+    expected = {".": "reprolab", "reports": "reprolab", "examples/ner": "reprolab-examples-ner"}
+    expected["examples/ner/data"] = "reprolab-examples-ner"
+    for folder, name in expected.items():
+        monkeypatch.chdir(tmp_path / folder)
+        assert tracking.experiment_name() == name, folder
+        assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}", folder
+    monkeypatch.setenv("REPROLAB_EXPERIMENT", "mine")
+    assert tracking.experiment_name() == "mine"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))  # a temp experiment workspace's parent repo
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
