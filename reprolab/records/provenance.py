@@ -160,6 +160,19 @@ def process_start_ms() -> int:
     return int(psutil.Process().create_time() * 1000)
 
 
+def _start_ticks(pid: int) -> str | None:
+    """A process's start in clock ticks since boot (/proc/<pid>/stat's 22nd field; None off Linux).
+    Unlike psutil's create_time (boot time read from the wall clock, plus the ticks), no change of the
+    wall clock moves it: a VM whose clock was stepped mid-repro gave each stage of one `dvc repro`
+    another start time, and so a parent run of its own."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 def pipeline_execution() -> dict[str, str | int] | None:
     """The DVC command this stage runs under (`dvc repro`, `dvc exp run`, or `dvc exp exec-run` for one
     queued experiment): its process id and start time name one pipeline execution, which every stage
@@ -179,7 +192,7 @@ def pipeline_execution() -> dict[str, str | int] | None:
         if "dvc" in names[:2] or names[1:3] == ["-m", "dvc"]:
             at = names.index("dvc")
             return {
-                "key": f"{platform.node()}:{process.pid}:{started}",
+                "key": f"{platform.node()}:{process.pid}:{_start_ticks(process.pid) or started}",
                 "start_ms": started,
                 "command": " ".join(["dvc", *argv[at + 1 : at + 3]]),
             }

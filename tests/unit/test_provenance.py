@@ -1,5 +1,6 @@
 """Which DVC command a stage runs under: the key every stage of one execution shares."""
 
+import os
 import platform
 
 import psutil
@@ -21,8 +22,10 @@ class FakeProcess:
         return self.started
 
 
-def with_parents(monkeypatch, *parents: FakeProcess) -> None:
+def with_parents(monkeypatch, *parents: FakeProcess, ticks: dict[int, str] | None = None) -> None:
+    """Fake ancestors; `ticks`: their start in clock ticks since boot (none: not on Linux)."""
     monkeypatch.setattr(psutil, "Process", lambda: type("Me", (), {"parents": lambda self: list(parents)})())
+    monkeypatch.setattr(provenance, "_start_ticks", lambda pid: (ticks or {}).get(pid))
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,24 @@ def test_the_nearest_dvc_ancestor_names_the_execution(monkeypatch, argv, command
     )
     found = provenance.pipeline_execution()
     assert found == {"key": f"{platform.node()}:11:1700000000500", "start_ms": 1_700_000_000_500, "command": command}
+
+
+def test_a_wall_clock_step_mid_repro_leaves_the_execution_one(monkeypatch):
+    """psutil's create_time moved by seconds between the stages of one `dvc repro` on a VM whose clock
+    was stepped, giving each stage a parent run of its own; the start in ticks since boot does not move."""
+    dvc = FakeProcess(11, ["/usr/bin/dvc", "repro"])
+    with_parents(monkeypatch, dvc, ticks={11: "4242"})
+    first = provenance.pipeline_execution()
+    dvc.started += 3.0  # the clock stepped
+    again = provenance.pipeline_execution()
+    assert first["key"] == again["key"] == f"{platform.node()}:11:4242"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="ticks since boot are read from Linux's /proc")
+def test_a_process_start_in_ticks_is_read_from_proc():
+    ticks = provenance._start_ticks(os.getpid())
+    assert ticks is not None and ticks.isdigit() and provenance._start_ticks(os.getpid()) == ticks
+    assert provenance._start_ticks(2**22 + 7) is None  # no such process
 
 
 def test_a_parent_it_may_not_inspect_is_passed_over(monkeypatch):
