@@ -86,22 +86,21 @@ def table_columns(path: Path, fmt: str) -> list[str]:
         return []
 
 
-def default_id_column(path: str, fmt: str, given: str | None) -> str | None:
-    """The id column: as given, else `id` when the table has one, so predictions keep the user's ids."""
-    if given or fmt not in TABLE_FORMATS or not Path(path).is_file():
-        return given
-    return "id" if "id" in table_columns(Path(path), fmt) else None
-
-
-def default_column(path: str, fmt: str, given: str | None, candidates: tuple[str, ...]) -> str:
-    """A table's column for the model's input or labels: as given, else the first of the task's
-    `candidates` the table has (a tagger's words, else its raw text), else the first."""
-    if given:
-        return given
-    if fmt in TABLE_FORMATS and Path(path).is_file():
-        columns = table_columns(Path(path), fmt)
-        return next((name for name in candidates if name in columns), candidates[0])
-    return candidates[0]
+def default_columns(
+    path: str, fmt: str, task: Task, text: str | None, label: str | None, row_id: str | None
+) -> tuple[str, str, str | None]:
+    """The table's (text, label, id) columns, each as given, else the task's: the first of its
+    `input_columns` the table has (a tagger's words, else its raw text), its `label_column`, and `id`
+    when the table has one, so predictions keep the user's ids. A line is a text. The table's header
+    is read once."""
+    columns = table_columns(Path(path), fmt) if fmt in TABLE_FORMATS and Path(path).is_file() else []
+    if fmt == "lines":
+        text = "text"
+    return (
+        text or next((name for name in task.input_columns if name in columns), task.input_columns[0]),
+        label or task.label_column,
+        row_id or ("id" if "id" in columns else None),
+    )
 
 
 def output_schema(task: Task, labels: list[str]) -> pa.Schema:
@@ -286,11 +285,7 @@ def predict_source(
     if notice := kind_notice(fmt, predictor.recipe):
         print(notice, file=sys.stderr)
     p = predictor.recipe.ingest_params(
-        path,
-        fmt if fmt != "lines" else "csv",
-        "text" if fmt == "lines" else default_column(path, fmt, text_column, task.input_columns),  # a line: a text
-        default_column(path, fmt, label_column, (task.label_column,)),
-        default_id_column(path, fmt, id_column),
+        path, fmt if fmt != "lines" else "csv", *default_columns(path, fmt, task, text_column, label_column, id_column)
     )
     count = ingest_shared.SourceCount()
     rules = row_rules.ROW_RULES[task.name](p, labelled=False)
