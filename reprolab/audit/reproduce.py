@@ -98,10 +98,26 @@ def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
 
 def logged_test_metrics(run: Any) -> dict[str, float]:
     """The test metrics MLflow holds for a run: an evaluate run's own; for a train run, those of the
-    latest evaluate run that scored its model."""
+    latest evaluate run that scored its model: the one naming the run, else one that scored the same
+    weights (a run that trained byte-identical weights again, which DVC therefore did not evaluate)."""
     if run.data.tags.get("reprolab.stage") == "train":
-        run = tracking.latest_evaluation(run.info.run_id) or run
+        run = tracking.latest_evaluation(run.info.run_id) or _evaluation_of_weights(run) or run
     return {k[len("test.") :]: v for k, v in run.data.metrics.items() if k.startswith("test.")}
+
+
+def _evaluation_of_weights(train_run: Any) -> Any:
+    """The latest evaluate run that scored weights with the md5 the train run recorded, or None."""
+    model_md5 = train_run.data.tags.get(MODEL_DIGEST_TAG)
+    if not model_md5:
+        return None
+    runs = tracking.connect().search_runs(
+        [train_run.info.experiment_id],
+        filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}' and tags.`reprolab.stage` = 'evaluate'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
 
 
 def compare_run_record(run: Any, worktree: Path) -> list[Check]:

@@ -1,7 +1,8 @@
 """`reprolab audit` on a copy of the published reduced project (its source mails are in git): the
-published run passes, every bit, which also proves a cold re-run of every stage gives the same bytes;
-audited on other CPU kernels, the metrics decide. (How each kind of difference is
-reported is checked on the comparison functions in unit/test_audit_checks.py.)"""
+published run passes, every bit; audited on other CPU kernels, the metrics decide; the history audit
+proves a cold re-run of every stage gives the same bytes. (The first two take the data stages from the
+copy's own DVC run cache, as `audit_history` does across commits: what they test is the model's stages.)
+(How each kind of difference is reported is checked on the comparison functions in unit/test_audit_checks.py.)"""
 
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ def train_runs(project):
 
 def test_published_run_passes_every_bit_and_its_mlflow_record(published, project, tmp_path, monkeypatch):
     """Audited by the MLflow run id of a train run at the results' commit: every hash of its dvc.lock
-    and every metric of its reports (so a cold re-run of all six stages gives the same bytes), and the
-    run's own record (logged test metrics, input digests, the weights' md5)."""
+    and every metric of its reports, and the run's own record (logged test metrics, input digests, the
+    weights' md5). Train and evaluate run again; the data stages, and export once the weights come out
+    byte-identical, come from the run cache."""
     monkeypatch.chdir(project)
     client, (_, train) = train_runs(project)
     runs_before = len(client.search_runs([train.info.experiment_id]))
-    report = audit(project, train.info.run_id, tmp_path)
+    report = audit(project, train.info.run_id, tmp_path, cache_dir=project / ".dvc/cache")
     assert report["verdict"] == "pass", failed(report)
+    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export"]
     assert report["commit"] == train.data.tags["git.commit"] == published.commit
     assert report["inexact"] == "" and report["metric_tolerance"] == 0.0  # every hash and metric exact
     kinds = {(c["kind"], c["name"]) for c in report["checks"]}
@@ -107,7 +110,8 @@ def test_dirty_recorded_run_is_refused(published, project, monkeypatch):
 def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
     """Audited on other CPU kernels than the recorded ones (torch's generic kernels here, as on a CPU
     without AVX2 or an aarch64 machine), the weights differ in the last bits: the audit says why, and
-    the metrics decide within the tolerance. Data stages must still match exactly.
+    the metrics decide within the tolerance. Data stages must still match exactly (no torch kernel
+    computes them: the run cache gives them here, as it would a history audit).
 
     Measured on the reduced project: the generic kernels' weights differ, and every metric moves by
     less than 0.01 (most not at all: 18 test rows rarely change a prediction), so the verdict is PASS.
@@ -119,7 +123,9 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
     if kernels["torch_capability"] == "DEFAULT":
         pytest.skip("the result was recorded on torch's generic kernels already")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
-    report = audit(project, published, tmp_path)
+    # The data stages (no torch kernel among them) from the run cache; the model's stages run.
+    report = audit(project, published, tmp_path, cache_dir=project / ".dvc/cache")
+    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment"]
     assert report["cpu_kernels"]["recorded"] == kernels
     assert report["cpu_kernels"]["reproduced"] == {**kernels, "torch_capability": "DEFAULT"}
     assert report["inexact"].startswith("across CPU kernels") and report["metric_tolerance"] == 0.01
@@ -137,7 +143,8 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
 
 
 def test_history_audits_each_result_once_and_computes_each_stage_once(project, tmp_path, monkeypatch):
-    """`reprolab audit --all` on three commits with results. The published one is audited in full. A
+    """`reprolab audit --all` on three commits with results. The published one is audited in full,
+    every stage computed again from a cold cache (the same bytes as recorded). A
     commit that changes nothing its result depends on takes that verdict without an audit. A result
     from before kernels were recorded (its train stage here records none) runs on the portable caps
     of its time, even for a user who asked for native kernels; and its data stages, whose code, params

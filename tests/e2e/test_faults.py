@@ -16,7 +16,7 @@ from reprolab import storage
 from reprolab.inference import serving
 from reprolab.model.checkpoints import Checkpointer
 from reprolab.records import tracking
-from tests.conftest import env_for, fixture_params_raw, lock_outs, run
+from tests.conftest import FAULT_CHECKPOINTS, env_for, fixture_params_raw, lock_outs, run, update_params
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -51,6 +51,7 @@ def checkpoint_step(project: Path) -> int:
 
 def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):
     reference, metrics = lock_outs(project), (project / "reports/metrics.json").read_bytes()
+    update_params(project, FAULT_CHECKPOINTS)
     assert not (project / "checkpoints/train").exists() or not any((project / "checkpoints/train").iterdir())
     repro = subprocess.Popen(
         ["dvc", "repro", "--force", "-s", "train"],
@@ -74,6 +75,7 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_identical_weights(project):
 
 def test_sigterm_saves_a_checkpoint_and_exits(project):
     reference = storage.file_md5(project / "models/model/model.safetensors")
+    update_params(project, FAULT_CHECKPOINTS)
     train = subprocess.Popen(
         [sys.executable, "-m", "stages.train"],
         cwd=project,

@@ -26,7 +26,6 @@ from tests.conftest import (
     lock_outs,
     ran_stages,
     run,
-    update_params,
 )
 
 
@@ -198,15 +197,17 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
 
     root = published.root
     client, runs = stage_runs(root)
-    # Two executions (see `published`): the first `dvc repro`, then a forced re-run of the model's stages.
+    # Two executions (see `published`): the first `dvc repro`, then a forced re-run of train, whose
+    # byte-identical weights leave evaluate skipped: that execution's test metrics are the first one's.
     parents = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
     assert [p.info.run_name for p in parents] == ["dvc repro", "dvc repro --force"]
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
     assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
         ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"],
-        ["train", "evaluate", "export"],
+        ["train"],
     ]
+    assert parents[1].data.tags["reprolab.test_metrics_run"] == trees[0][5].info.run_id
     assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
     parent, children = parents[0], trees[0]
     # True durations: each child spans its process, at least what the stage itself timed.
@@ -282,35 +283,15 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     ] == pytest.approx(1.0)
 
 
-def test_learning_rate_change_reruns_only_train_and_evaluate_and_compares(project):
-    """A learning-rate change re-runs what it must, committed on top of the published result, then
-    compared offline and with DVC."""
+def test_a_learning_rate_experiment_reruns_the_models_stages_lands_in_the_store_and_compares(project):
+    """`dvc exp run --temp` of a learning-rate change re-runs what it must, in a scratch workspace;
+    DVC_ROOT points tracking at this repo. Ranked among HEAD's experiments, then applied and committed
+    on top of the published result, it compares offline and with DVC."""
     before = yaml.safe_load((project / "params.yaml").read_text())["train"]["learning_rate"]
-    update_params(project, {"train": {"learning_rate": 2.0e-4}})
-    # check_params too: it runs after any edit of params.yaml
-    assert ran_stages(run(["dvc", "repro"], project)) == ["check_params", "train", "evaluate", "export"]
-    assert "up to date" in run(["dvc", "status"], project)
-    commit(project, "higher learning rate")
-    diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
-    assert "transformer.macro_f1" in diff
-    assert "train.learning_rate" in run(["dvc", "params", "diff", "HEAD~1"], project)
-    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], project, with_stderr=False))
-    assert {"ROC", "Precision-recall", "Confusion (transformer)"} <= set(plots["data"])
-    output = run(["python", "-m", "reprolab.cli", "compare", "HEAD~1", "HEAD", "--out", "cmp"], project)
-    assert "html: cmp/compare.html" in output
-    markdown = (project / "cmp/compare.md").read_text()
-    assert f"| train.learning_rate | {before} | 0.0002 |" in markdown
-    assert "metrics.transformer.macro_f1" in markdown
-    for name in ("roc", "pr", "train_history"):
-        assert (project / f"cmp/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (project / "cmp/compare.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "http" not in page  # nothing to fetch
-
-
-def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
-    """`dvc exp run --temp` runs in a scratch workspace; DVC_ROOT points tracking at this repo."""
     baseline = run(["git", "rev-parse", "HEAD"], project).strip()
-    run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
+    output = run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
+    # check_params too: it runs after any edit of params.yaml
+    assert ran_stages(output) == ["check_params", "train", "evaluate", "export"]
     client, _ = stage_runs(project)
     experiment = client.get_experiment_by_name("reprolab")
     (train,) = client.search_runs(
@@ -342,3 +323,21 @@ def test_temp_experiment_lands_in_the_same_store_with_its_name(project):
     # The validation score to choose by, and each against its own TF-IDF baseline on the same test rows.
     assert all(0 < float(row[3]) <= 1 for row in rows)
     assert all(row[6].endswith(("transformer better", "TF-IDF better", "within noise")) for row in rows)
+
+    run(["dvc", "exp", "apply", "lr-3e-4"], project)
+    assert "up to date" in run(["dvc", "status"], project)
+    commit(project, "higher learning rate")
+    diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
+    assert "transformer.macro_f1" in diff
+    assert "train.learning_rate" in run(["dvc", "params", "diff", "HEAD~1"], project)
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], project, with_stderr=False))
+    assert {"ROC", "Precision-recall", "Confusion (transformer)"} <= set(plots["data"])
+    output = run(["python", "-m", "reprolab.cli", "compare", "HEAD~1", "HEAD", "--out", "cmp"], project)
+    assert "html: cmp/compare.html" in output
+    markdown = (project / "cmp/compare.md").read_text()
+    assert f"| train.learning_rate | {before} | 0.0003 |" in markdown
+    assert "metrics.transformer.macro_f1" in markdown
+    for name in ("roc", "pr", "train_history"):
+        assert (project / f"cmp/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (project / "cmp/compare.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "http" not in page  # nothing to fetch
