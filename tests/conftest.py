@@ -337,7 +337,7 @@ def published(tmp_path_factory) -> Published:
     output = run(["dvc", "repro"], root)
     published = commit(root, "published result")
     # Training again at the results' commit rewrites the weights byte for byte, so DVC leaves evaluate
-    # and export as they are (the execution's MLflow tree gets an evaluate run made from their record).
+    # and export as they are (that execution's test metrics are the first one's evaluate run's).
     run(["dvc", "repro", "--force", "--single-item", "train"], root)
     assert run(["git", "status", "--porcelain"], root) == "", "a re-run changed the committed results"
     return Published(root, output, published)
