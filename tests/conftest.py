@@ -326,9 +326,7 @@ class Published:
     commit: str  # the commit holding the results
 
 
-@pytest.fixture(scope="session")
-def published(tmp_path_factory) -> Published:
-    root = tmp_path_factory.mktemp("published")
+def build_published(root: Path) -> Published:
     for group in SOURCE_GROUPS:
         (root / "data/source" / group).mkdir(parents=True)
         for path in sorted((CORPUS / group).glob("*.txt"))[:MAILS_PER_GROUP]:
@@ -341,6 +339,25 @@ def published(tmp_path_factory) -> Published:
     run(["dvc", "repro", "--force", "--single-item", "train"], root)
     assert run(["git", "status", "--porcelain"], root) == "", "a re-run changed the committed results"
     return Published(root, output, published)
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory) -> Published:
+    """Built once per test session: under pytest-xdist the first worker to ask builds it in the
+    session's shared temporary folder while the others wait on its lock, then all read that one copy."""
+    from filelock import FileLock
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+    root, record = shared / "published", shared / "published.json"
+    with FileLock(shared / "published.lock"):
+        if not record.exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed to build it left
+            root.mkdir()
+            built = build_published(root)
+            record.write_text(json.dumps({"first_run": built.first_run, "commit": built.commit}))
+    built = json.loads(record.read_text())
+    return Published(root, built["first_run"], built["commit"])
 
 
 @pytest.fixture

@@ -47,8 +47,10 @@ def pull_tracked_inputs(repo: Path, worktree: Path, env: dict[str, str]) -> None
         return
     # DVC resolves a relative remote URL against the worktree, which holds no data: it means the
     # same place in the repository.
-    remotes = run_dvc(worktree, env, "remote", "list").stdout
-    for name, url in re.findall(r"^(\S+)\s+(.+?)(?:\s+\(default\))?\s*$", remotes, re.MULTILINE):
+    # `config --list` prints one `key=value` a line, URLs resolved; `remote list` is a table, which
+    # DVC wraps and cuts to the terminal's width.
+    settings = run_dvc(worktree, env, "config", "--list").stdout
+    for name, url in re.findall(r"^remote\.(.+)\.url=(.*)$", settings, re.MULTILINE):
         if Path(url).resolve().is_relative_to(worktree.resolve()):
             moved = repo / Path(url).resolve().relative_to(worktree.resolve())
             run_dvc(worktree, env, "remote", "modify", "--local", name, "url", str(moved))

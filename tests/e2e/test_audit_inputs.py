@@ -52,7 +52,9 @@ def test_inputs_come_from_the_remote_when_the_cache_lacks_them(tracked, tmp_path
     run(["dvc", "push"], repo)
     shutil.rmtree(repo / ".dvc/cache")
     tree = worktree(repo, tmp_path / "audit")  # .dvc/config says ../.dvc-remote: the repository's
-    pull_tracked_inputs(repo, tree, env)
+    # On a narrow terminal: DVC's `remote list` table wraps its long paths (read from it, the remote's
+    # URL came back cut, as under pytest-xdist's longer temporary paths).
+    pull_tracked_inputs(repo, tree, {**env, "COLUMNS": "40"})
     assert (tree / "data/own/mail.csv").read_text() == ROWS
 
 
