@@ -103,6 +103,7 @@ bench: setup
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py
 	$(BIN)/python bench/export_bench.py
+	$(BIN)/python bench/distill_bench.py
 	$(BIN)/python bench/report.py
 
 ui: setup

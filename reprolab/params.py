@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -264,6 +264,36 @@ class TrainParams(Section):
         return self.num_processes * self.num_machines
 
 
+class DistillParams(Section):
+    """The distilled student (stages/distill.py, reprolab.model.distillation): which encoder layers it
+    keeps, where their weights come from, and its objective; it trains with train's settings but its
+    own epochs and learning rate, in full (no LoRA)."""
+
+    # Of the encoder's layers, counted from 0, in increasing order; each keeps its weights.
+    student_layers: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    # teacher: the fine-tuned teacher's layers and head (as DistilBERT came from BERT); pretrained: the
+    # pretrained encoder's layers (model.name_or_path) with a fresh head.
+    init: Literal["teacher", "pretrained"]
+    temperature: float = Field(gt=0, le=100)  # softens both distributions; the soft loss is scaled by T^2
+    alpha: float = Field(ge=0, le=1)  # weight of the soft-target loss; 1 - alpha: the true labels'
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _layers_in_order(self) -> DistillParams:
+        layers = self.student_layers
+        if any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
+            raise ValueError(
+                f"student_layers {layers}: each layer once, in increasing order (the student runs them so)"
+            )
+        return self
+
+    def train_params(self, train: TrainParams) -> TrainParams:
+        """train's settings with the student's epochs and learning rate, full fine-tuning, one process."""
+        student = {"epochs": self.epochs, "learning_rate": self.learning_rate, "method": "full"}
+        return train.model_copy(update={**student, "num_processes": 1, "num_machines": 1, "machine_rank": 0})
+
+
 class BaselineParams(Section):
     max_features: int = Field(gt=0)
     ngram_max: int = Field(ge=1, le=3)
@@ -315,6 +345,8 @@ class Params(Section):
     evaluate: EvaluateParams
     export: ExportParams
     audit: AuditParams
+    # The student of the classification default's distill stage; a project without those stages leaves it out.
+    distill: DistillParams | None = None
 
     @model_validator(mode="after")
     def _keys_fit_the_task(self) -> Params:
@@ -450,9 +482,11 @@ def preview(value: Any) -> str:
 def _allowed_keys(model: type[BaseModel], parent: tuple) -> list[str]:
     for part in parent:
         annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # An optional section (`CrfParams | None`) is its model's keys.
+        sections = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not sections:
             return []
-        model = annotation
+        model = sections[0]
     return sorted(model.model_fields)
 
 

@@ -234,6 +234,7 @@ REDUCED = {
     # One epoch of 16 steps, no checkpoint (each costs seconds): the fault tests ask for one every 4
     # steps (FAULT_CHECKPOINTS) and kill and resume this very run.
     "train": {"batch_size": 8, "log_every_steps": 2, "epochs": 1, "learning_rate": 1.0e-4, "checkpoint_every_steps": 0},
+    "distill": {"student_layers": [0, 3]},  # a student of 2 layers: the path, not its quality, is tested here
 }
 
 

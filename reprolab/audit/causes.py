@@ -128,7 +128,7 @@ def _known_differences(stage: str, group: list[Check], producers: dict[str, str]
     ]
     found += kernel_differences(known["kernels"]["recorded"], known["kernels"]["reproduced"])
     devices = known["devices"]
-    if stage in ("train", "evaluate") and devices["recorded"] != devices["reproduced"]:
+    if stage in ("train", "evaluate", "teacher_logits", "distill") and devices["recorded"] != devices["reproduced"]:
         found.append(f"device {devices['reproduced']} here, {devices['recorded']} recorded")
     return found
 

@@ -47,3 +47,18 @@ def output_producers(*locks: dict) -> dict[str, str]:
         for stage, body in lock.get("stages", {}).items()
         for entry in body.get("outs") or []
     }
+
+
+def downstream_of(stage: str, *locks: dict) -> set[str]:
+    """`stage` and every stage of the locks that reads its outputs, directly or through other stages'
+    (train: evaluate, export, and the student's stages)."""
+    produced = output_producers(*locks)
+    found, grew = {stage}, True
+    while grew:
+        grew = False
+        for lock in locks:
+            for name, body in lock.get("stages", {}).items():
+                if name not in found and any(produced.get(dep["path"]) in found for dep in body.get("deps") or []):
+                    found.add(name)
+                    grew = True
+    return found

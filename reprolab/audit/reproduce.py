@@ -39,7 +39,7 @@ from reprolab import storage
 from reprolab.audit.causes import find_causes
 from reprolab.audit.check import EXPORT_REPORT, METRICS_FILE, TRAIN_REPORT, AuditError, Check
 from reprolab.audit.kernels import inexact_reason, kernel_environment, recorded_kernels
-from reprolab.audit.lockfile import lock_entries, lock_params, output_producers
+from reprolab.audit.lockfile import downstream_of, lock_entries, lock_params, output_producers
 from reprolab.audit.remote import link_external_inputs, pull_tracked_inputs, run_dvc
 from reprolab.audit.report import markdown
 from reprolab.params import load_params, parse_audit_params
@@ -211,12 +211,13 @@ def _pins(requirements: str | None) -> dict[str, str]:
 
 
 def trained_paths(*locks: dict) -> set[str]:
-    """What the trained weights decide: the train, evaluate and export stages' outputs."""
+    """What the trained weights decide: the outputs of train and of every stage downstream of it."""
+    decided = downstream_of("train", *locks)
     return {
         entry["path"]
         for lock in locks
         for stage, body in lock.get("stages", {}).items()
-        if stage in ("train", "evaluate", "export")
+        if stage in decided
         for entry in body.get("outs") or []
     }
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from reprolab.data import row_rules
 from reprolab.inference.prediction import Predictor, Recipe
-from reprolab.records.tracking import MODEL_DIGEST_TAG, experiment_name
+from reprolab.records.tracking import MODEL_DIGEST_TAG, REGISTERED_NAME_TAG, TEACHER_RUN_TAG, experiment_name
 from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
@@ -165,7 +165,8 @@ def signature(task: Task, labels: list[str]):
 
 def log_model(mlflow, model_dir: Path) -> None:
     """Log the model folder as the active run's pyfunc model and register it as a new version of the
-    model named after the experiment (a `tracking.ModelLogger`)."""
+    model the run's tags name (a student's: `<experiment>-student`), else of the one named after the
+    experiment (a `tracking.ModelLogger`)."""
     recipe = Recipe.read(model_dir)
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -177,6 +178,7 @@ def log_model(mlflow, model_dir: Path) -> None:
         pip_requirements=[f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS],
     )
     run = mlflow.get_run(mlflow.active_run().info.run_id)
-    tags = {key: run.data.tags[key] for key in ("git.commit", "git.dirty", MODEL_DIGEST_TAG) if key in run.data.tags}
+    copied = ("git.commit", "git.dirty", MODEL_DIGEST_TAG, TEACHER_RUN_TAG)
+    tags = {key: run.data.tags[key] for key in copied if key in run.data.tags}
     tags |= {f"data.{item.dataset.name}": item.dataset.digest for item in run.inputs.dataset_inputs}
-    mlflow.register_model(info.model_uri, experiment_name(), tags=tags)
+    mlflow.register_model(info.model_uri, run.data.tags.get(REGISTERED_NAME_TAG, experiment_name()), tags=tags)

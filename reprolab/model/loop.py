@@ -2,8 +2,9 @@
 validation, early stopping on validation macro-F1 and checkpoints the processes agree on.
 
 `TrainingLoop` receives what `training.train_model` prepared (the model accelerate wraps, optimizer,
-scheduler, loader, the task's loss) and runs it; its state is a `checkpoints.LoopState`, so a run
-resumed from a checkpoint continues with the batch, sums and history it stopped at.
+scheduler, loader, the objective: the task's loss, or a student's distillation loss) and runs it;
+its state is a `checkpoints.LoopState`, so a run resumed from a checkpoint continues with the batch,
+sums and history it stopped at.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,6 +33,26 @@ class TrainResult:
     seconds: float  # training only, validation excluded
     mixed_precision: str  # accelerate's: no (fp32), bf16 or fp16
     trainable_parameters: int
+
+
+class Objective(Protocol):
+    """A batch's training loss, from the model's logits, the true labels and, for a student, the
+    teacher's logits (None otherwise)."""
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class HardLabels:
+    """Fine-tuning's objective: the task's loss of the true labels, class weights optional."""
+
+    task: Task
+    weight: torch.Tensor | None
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None):
+        return self.task.loss(logits, labels, self.weight)
 
 
 def summed(accelerator, value: torch.Tensor) -> float:
@@ -71,14 +93,14 @@ class TrainingLoop:
         scheduler,
         loader,
         batches: runtime.EpochBatches,
-        class_weight: torch.Tensor | None,
+        objective: Objective,
         p: TrainParams,
         checkpointer: Checkpointer | None = None,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
     ):
         self.accelerator, self.task, self.model, self.forward = accelerator, task, model, forward
         self.optimizer, self.scheduler, self.loader, self.batches = optimizer, scheduler, loader, batches
-        self.class_weight, self.p, self.checkpointer, self.on_step = class_weight, p, checkpointer, on_step
+        self.objective, self.p, self.checkpointer, self.on_step = objective, p, checkpointer, on_step
         self.processes = accelerator.num_processes
         self.state = LoopState()
         self.best: dict[str, torch.Tensor] | None = None  # the best epoch's weights
@@ -136,8 +158,9 @@ class TrainingLoop:
     def _train_batch(self, batch: dict[str, torch.Tensor]) -> None:
         accelerator, p = self.accelerator, self.p
         labels = batch.pop("labels")
+        teacher_logits = batch.pop("teacher_logits", None)
         with accelerator.accumulate(self.forward):
-            loss = self.task.loss(self.forward(**batch).logits, labels, self.class_weight)
+            loss = self.objective(self.forward(**batch).logits, labels, teacher_logits)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(self.forward.parameters(), p.max_grad_norm)

@@ -46,7 +46,8 @@ class TokenData:
 
     A row is a text with one label id (sequence classification: `label`), or a window of a sentence with
     a label id per position, IGNORED where nothing is scored, and the sentence's word each position scores
-    (token classification: `labels`, `word_index`, from `encoding.word_alignment`).
+    (token classification: `labels`, `word_index`, from `encoding.word_alignment`). A student's training
+    rows also hold the teacher's logits of each row (classes) or position (positions x classes).
     """
 
     def __init__(
@@ -55,11 +56,13 @@ class TokenData:
         sequences: list[np.ndarray],
         labels: np.ndarray | list[np.ndarray],
         word_index: list[np.ndarray] | None = None,
+        teacher_logits: list[np.ndarray] | None = None,
     ):
         self.ids = ids
         self.sequences = sequences
         self.labels = labels
         self.word_index = word_index
+        self.teacher_logits = teacher_logits
         self.lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
 
     @classmethod
@@ -82,10 +85,10 @@ class TokenData:
         for table in tables:
             per_position = "labels" in table.column_names
             ids += table["id"].to_pylist()
-            sequences += _lists(table["input_ids"])
+            sequences += list_arrays(table["input_ids"])
             if per_position:
-                labels += _lists(table["labels"], np.int64)
-                word_index += _lists(table["word_index"])
+                labels += list_arrays(table["labels"], np.int64)
+                word_index += list_arrays(table["word_index"])
             else:
                 labels += table["label"].to_pylist()
         if per_position:
@@ -106,11 +109,14 @@ class TokenData:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def with_teacher_logits(self, teacher_logits: list[np.ndarray]) -> TokenData:
+        return TokenData(self.ids, self.sequences, self.labels, self.word_index, teacher_logits)
+
     def take(self, rows: np.ndarray) -> TokenData:
-        if self.per_position:
-            pick = [self.labels[i] for i in rows], [self.word_index[i] for i in rows]
-            return TokenData([self.ids[i] for i in rows], [self.sequences[i] for i in rows], *pick)
-        return TokenData([self.ids[i] for i in rows], [self.sequences[i] for i in rows], self.labels[rows])
+        labels = [self.labels[i] for i in rows] if self.per_position else self.labels[rows]
+        word_index = [self.word_index[i] for i in rows] if self.per_position else None
+        teacher = None if self.teacher_logits is None else [self.teacher_logits[i] for i in rows]
+        return TokenData([self.ids[i] for i in rows], [self.sequences[i] for i in rows], labels, word_index, teacher)
 
     def sample(self, limit: int | None, seed: int) -> TokenData:
         """At most `limit` rows, in file order, drawn per class (seeded) so every class keeps its share
@@ -139,7 +145,7 @@ class TokenData:
         return self.take(np.sort(np.concatenate(rows)))
 
 
-def _lists(column, dtype=None) -> list[np.ndarray]:
+def list_arrays(column, dtype=None) -> list[np.ndarray]:
     """A Parquet list column as one numpy array per row (views into one buffer)."""
     column = column.combine_chunks()
     offsets = column.offsets.to_numpy()
@@ -239,7 +245,7 @@ class EpochBatches:
 
 
 class TokenDataset(torch.utils.data.Dataset):
-    """Rows of TokenData for a DataLoader: (token ids, label)."""
+    """Rows of TokenData for a DataLoader: (token ids, label, the teacher's logits or None)."""
 
     def __init__(self, data: TokenData):
         self.data = data
@@ -247,28 +253,43 @@ class TokenDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, row: int) -> tuple[np.ndarray, int | np.ndarray]:
+    def __getitem__(self, row: int) -> tuple[np.ndarray, int | np.ndarray, np.ndarray | None]:
         label = self.data.labels[row]
-        return self.data.sequences[row], label if self.data.per_position else int(label)
+        teacher = None if self.data.teacher_logits is None else self.data.teacher_logits[row]
+        return self.data.sequences[row], label if self.data.per_position else int(label), teacher
 
 
 @dataclass(frozen=True)
 class Collator:
     """DataLoader collate_fn: a batch's padded `input_ids`, `attention_mask` (absent when nothing is
-    padded) and `labels` (as the task collates them). A dataclass, so worker processes can receive it."""
+    padded), `labels` (as the task collates them) and, for a student, `teacher_logits` (zeros where
+    padded). A dataclass, so worker processes can receive it."""
 
     task: Task
     pad_id: int
     pad_to: int | None = None
     multiple_of: int = 1
 
-    def __call__(self, rows: list[tuple[np.ndarray, int | np.ndarray]]) -> dict[str, torch.Tensor]:
-        input_ids, mask = collate([seq for seq, _ in rows], self.pad_id, self.pad_to, self.multiple_of)
-        labels = self.task.collate_labels([label for _, label in rows], input_ids.shape[1])
-        batch = {"input_ids": input_ids, "labels": labels}
+    def __call__(self, rows: list[tuple[np.ndarray, int | np.ndarray, np.ndarray | None]]) -> dict[str, torch.Tensor]:
+        input_ids, mask = collate([seq for seq, _, _ in rows], self.pad_id, self.pad_to, self.multiple_of)
+        width = input_ids.shape[1]
+        batch = {"input_ids": input_ids, "labels": self.task.collate_labels([label for _, label, _ in rows], width)}
         if mask is not None:
             batch["attention_mask"] = mask
+        if rows[0][2] is not None:
+            batch["teacher_logits"] = collate_teacher_logits([teacher for _, _, teacher in rows], width)
         return batch
+
+
+def collate_teacher_logits(rows: list[np.ndarray], width: int) -> torch.Tensor:
+    """The teacher's logits of a batch's rows, (rows, classes); per position, right-padded with zeros to
+    the batch's width, (rows, width, classes): the loss counts no padded position."""
+    if rows[0].ndim == 1:
+        return torch.from_numpy(np.stack(rows))
+    out = np.zeros((len(rows), width, rows[0].shape[1]), dtype=np.float32)
+    for row, logits in enumerate(rows):
+        out[row, : len(logits)] = logits
+    return torch.from_numpy(out)
 
 
 def to_device(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

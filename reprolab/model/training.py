@@ -26,10 +26,10 @@ from reprolab import paths, storage
 from reprolab.encoding import encoder
 from reprolab.errors import StageError
 from reprolab.inference import prediction
-from reprolab.model import runtime
+from reprolab.model import distillation, runtime
 from reprolab.model.checkpoints import Checkpointer, LoopState
-from reprolab.model.loop import TrainingLoop, TrainResult
-from reprolab.params import LoraParams, Params, TrainParams
+from reprolab.model.loop import HardLabels, TrainingLoop, TrainResult
+from reprolab.params import DistillParams, LoraParams, Params, TrainParams
 from reprolab.tasks import catalog
 from reprolab.tasks.base import Task
 
@@ -173,9 +173,11 @@ def train_model(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     checkpointer: Checkpointer | None = None,
     run_id: str | None = None,
+    distill: DistillParams | None = None,
 ) -> TrainResult:
     """Train in place; on return `model` holds the weights of its best validation epoch (with LoRA,
-    the adapters merged in). Every process of a job runs this with the same data and params."""
+    the adapters merged in). Every process of a job runs this with the same data and params. With
+    `distill`, `model` is a student and `train` holds the teacher's logits: it learns from both."""
     device, processes = accelerator.device, accelerator.num_processes
     cuda = device.type == "cuda"
     precision = {"no": "fp32", "bf16": "bf16 autocast"}.get(accelerator.mixed_precision, "fp16 autocast, loss scaler")
@@ -192,9 +194,11 @@ def train_model(
     scheduler = _scheduler(optimizer.optimizer, p, math.ceil(len(loader) / p.gradient_accumulation_steps))
     accelerator.register_for_checkpointing(scheduler)
     weight = class_weights(train.scored_labels(), model.config.num_labels, p.class_weights)
-    weight = None if weight is None else weight.to(device)
+    objective = HardLabels(task, None if weight is None else weight.to(device))
+    if distill is not None:
+        objective = distillation.Distillation(objective, distill.temperature, distill.alpha)
     run = TrainingLoop(
-        accelerator, task, trained, forward, optimizer, scheduler, loader, batches, weight, p, checkpointer, on_step
+        accelerator, task, trained, forward, optimizer, scheduler, loader, batches, objective, p, checkpointer, on_step
     )
     run.resume(run_id)
     seconds, samples = run.run(val, pad_id)
@@ -217,26 +221,40 @@ def history_csv(history: list[dict[str, float]], fields: tuple[str, ...]) -> str
     return storage.csv_text(list(fields), [[row[f] for f in fields] for row in history])
 
 
-def save_model(model, model_source: str, params: Params) -> None:
+def save_model(model, model_source: str, params: Params, dest: Path = paths.MODEL_DIR) -> None:
     """Weights as safetensors, config and tokenizer: a self-contained Hugging Face directory, with the
     recipe (`prediction.Recipe`: task, cleaning, max_length, truncation) that new records need to be scored as
     the test split was. The tokenizer truncates from the side nearest tokenize.truncation, for whoever
     uses it on its own."""
     recipe = prediction.Recipe.of(params)
     tokenizer = encoder.load_tokenizer(model_source, recipe.truncation.tokenizer_side)
-    with storage.atomic_dir(paths.MODEL_DIR) as tmp:
+    with storage.atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         recipe.write(tmp)
 
 
-def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
-    """One directory per (params, inputs): a checkpoint is never resumed into a different run."""
-    computing = {k: v for k, v in params.train.model_dump().items() if k not in _NOT_COMPUTING}
+def training_inputs() -> dict[str, Path]:
+    """What train learns from, by MLflow input context: the training split, the augmented rows (read
+    after it, in this order) and the validation split."""
+    return {"train": paths.token_split("train"), "train_augmented": paths.AUGMENTED, "val": paths.token_split("val")}
+
+
+def checkpoint_dir(
+    params: Params,
+    inputs: dict[str, Path],
+    p: TrainParams,
+    root: Path = paths.CHECKPOINT_ROOT,
+    distill: DistillParams | None = None,
+) -> Path:
+    """One directory per (params, inputs) under `root`: a checkpoint is never resumed into a different
+    run. `p`: the run's train settings (a student's are train's with its own epochs and learning rate)."""
+    computing = {k: v for k, v in p.model_dump().items() if k not in _NOT_COMPUTING}
     key = json.dumps(
         {
             "task": params.task,
             "train": computing,
+            **({"distill": distill.model_dump()} if distill else {}),  # a student's: its layers and objective
             "max_length": params.tokenize.max_length,
             "model": params.model.name_or_path,
             "labels": params.ingest.class_names,
@@ -250,7 +268,7 @@ def checkpoint_dir(params: Params, inputs: dict[str, Path]) -> Path:
         },
         sort_keys=True,
     )
-    return paths.CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return root / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def train_report(

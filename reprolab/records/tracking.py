@@ -41,6 +41,8 @@ from reprolab.records import provenance
 MODEL_DIGEST_TAG = "reprolab.model_md5"
 PIPELINE_TAG = "reprolab.pipeline"  # on the parent run: which DVC command execution it stands for
 TRAIN_RUN_TAG = "reprolab.train_run_id"  # on an evaluate run: the train run of the model it scored
+TEACHER_RUN_TAG = "reprolab.teacher_run_id"  # on a distill run and its model version: the teacher's train run
+REGISTERED_NAME_TAG = "reprolab.registered_model"  # the registered model a run's model is a version of
 # On the parent run: the evaluate run whose test metrics it copies.
 TEST_METRICS_TAG = "reprolab.test_metrics_run"
 # The UI opens an experiment of this kind on its runs table, not on the GenAI overview (traces, prompts).

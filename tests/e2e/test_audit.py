@@ -37,14 +37,14 @@ def train_runs(project):
 def test_published_run_passes_every_bit_and_its_mlflow_record(published, project, tmp_path, monkeypatch):
     """Audited by the MLflow run id of a train run at the results' commit: every hash of its dvc.lock
     and every metric of its reports, and the run's own record (logged test metrics, input digests, the
-    weights' md5). Train and evaluate run again; the data stages, and export once the weights come out
-    byte-identical, come from the run cache."""
+    weights' md5). Train, evaluate and distill run again; the data stages, and export and the teacher's
+    logits once the weights come out byte-identical, come from the run cache."""
     monkeypatch.chdir(project)
     client, (_, train) = train_runs(project)
     runs_before = len(client.search_runs([train.info.experiment_id]))
     report = audit(project, train.info.run_id, tmp_path, cache_dir=project / ".dvc/cache")
     assert report["verdict"] == "pass", failed(report)
-    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export"]
+    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export", "teacher_logits"]
     assert report["commit"] == train.data.tags["git.commit"] == published.commit
     assert report["inexact"] == "" and report["metric_tolerance"] == 0.0  # every hash and metric exact
     kinds = {(c["kind"], c["name"]) for c in report["checks"]}
@@ -134,7 +134,8 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
         model = checks[seen_as]
         assert model["recorded"] != model["reproduced"] and model["ok"] and "across CPU kernels" in model["detail"]
     for (kind, name), check in checks.items():
-        if kind not in ("metric", "export_metric") and name.split(":")[0] not in ("train", "evaluate", "export"):
+        model_stages = ("train", "evaluate", "export", "teacher_logits", "distill")
+        if kind not in ("metric", "export_metric") and name.split(":")[0] not in model_stages:
             assert check["recorded"] == check["reproduced"] and check["ok"], check  # data stages: exact
     assert report["verdict"] == "pass", failed(report)
     text = (tmp_path / "audit.md").read_text()
@@ -155,9 +156,9 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
     published = run(["git", "rev-parse", "HEAD"], project).strip()
     (project / "NOTES.md").write_text("nothing a stage reads\n")
     commit(project, "notes")
-    train = project / "stages/train.py"
-    train.write_text(train.read_text().replace("provenance.cpu_kernels())", "{})"))
-    assert ran_stages(run(["dvc", "repro"], project)) == ["train"]
+    fitting = project / "reprolab/model/fitting.py"  # where train (and distill) write their report
+    fitting.write_text(fitting.read_text().replace("provenance.cpu_kernels())", "{})"))
+    assert ran_stages(run(["dvc", "repro"], project)) == ["train", "distill"]
     unrecorded = commit(project, "a train stage from before kernels were recorded")
     assert json.loads((project / "reports/train.json").read_text())["cpu_kernels"] == {}
 
@@ -170,8 +171,9 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
     assert rows[0]["commit"] == published and rows[0]["reused_stages"] == []
     assert rows[1]["same_as"] == published and rows[1]["cause"].startswith("same pipeline, params, results")
     # evaluate runs again too: DVC keeps no run cache of a stage with uncached plot data among its outs;
-    # export, whose report holds no timings, comes from the run cache with the byte-identical model
-    assert rows[2]["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export"]
+    # export, whose report holds no timings, and the teacher's logits come from the run cache with the
+    # byte-identical model
+    assert rows[2]["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export", "teacher_logits"]
     assert (summary["commits"], summary["audited"]) == (3, 2)
 
     report = json.loads((tmp_path / unrecorded[:12] / "audit.json").read_text())
@@ -180,9 +182,9 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{report['scratch']}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
-    # The data stages and export came from the run cache; evaluate ran for real, although the outputs it
-    # committed to git were in the revision's tree: the audit removes them first.
-    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["evaluate", "pipeline", "train"]
+    # The data stages, export and the teacher's logits came from the run cache; evaluate ran for real,
+    # although the outputs it committed to git were in the revision's tree: the audit removes them first.
+    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["distill", "evaluate", "pipeline", "train"]
     (train_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "train"]
     (evaluate_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "evaluate"]
     assert evaluate_run.data.tags["reprolab.train_run_id"] == train_run.info.run_id

@@ -46,6 +46,8 @@ def test_all_stages_run_and_beat_the_majority_class(published):
         "train",
         "evaluate",
         "export",
+        "teacher_logits",
+        "distill",
     ]
     metrics = json.loads((root / paths.METRICS).read_text())
     test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
@@ -114,7 +116,9 @@ def test_a_fresh_clone_repro_leaves_git_clean_and_shows_and_records_the_headline
     """A fresh clone retrains a byte-identical model, so DVC skips evaluate: the committed metrics are
     still the headline, on the terminal and in the execution's MLflow run, and nothing in git moves.
     The clone gets the published DVC cache without the model (as after a `dvc pull` of the data), so
-    its data stages and export come from DVC's run cache and only the model is computed again."""
+    its data stages, export and the teacher's logits come from DVC's run cache and only the models are
+    computed again (the student's folder is not checked out, and DVC keeps no run cache of a stage
+    with uncached plot data among its outs, as distill's, and train's, are)."""
     import shutil
 
     clone = tmp_path / "clone"
@@ -128,7 +132,7 @@ def test_a_fresh_clone_repro_leaves_git_clean_and_shows_and_records_the_headline
     # Without the folder's listing DVC cannot restore models/model: train runs, as in a fresh clone.
     (clone / ".dvc/cache/files/md5" / model[:2] / model[2:]).unlink()
     output = run(["dvc", "repro"], clone)
-    assert ran_stages(output) == ["train"] and "Stage 'evaluate' didn't change" in output
+    assert ran_stages(output) == ["train", "distill"] and "Stage 'evaluate' didn't change" in output
     assert run(["git", "status", "--porcelain"], clone) == ""
     metrics = json.loads((clone / paths.METRICS).read_text())
     shown = run(["python", "-m", "reprolab.cli", "show"], clone).splitlines()
@@ -189,6 +193,31 @@ def test_trace_prints_lineage_of_the_train_run(published):
     assert f"torch=={train.data.tags['version.torch']}" in output
 
 
+def test_the_student_learns_from_the_teachers_logits_and_is_registered_as_its_own_model(published):
+    from reprolab.records import tracking
+
+    root = published.root
+    student = json.loads((root / paths.STUDENT_DIR / "config.json").read_text())
+    assert student["num_hidden_layers"] == 2  # REDUCED's student_layers [0, 3] of MiniLM's 6
+    report = json.loads((root / paths.DISTILL_REPORT).read_text())
+    assert report["train_rows"] == json.loads((root / paths.TRAIN_REPORT).read_text())["train_rows"]
+    logits = pq.read_table(root / paths.TEACHER_LOGITS)
+    assert logits.num_rows == report["train_rows"] and len(logits["logits"][0]) == 2  # ham, spam
+    assert storage.file_md5(root / paths.STUDENT_DIR / "model.safetensors") != storage.file_md5(root / paths.WEIGHTS)
+    client, runs = stage_runs(root)
+    first_train = next(r for r in runs if r.data.tags["reprolab.stage"] == "train")
+    (distill,) = [r for r in runs if r.data.tags["reprolab.stage"] == "distill"]
+    assert distill.data.tags[tracking.TEACHER_RUN_TAG] == first_train.info.run_id
+    (version,) = client.search_model_versions("name = 'reprolab-student'")
+    assert version.run_id == distill.info.run_id
+    assert version.tags[tracking.TEACHER_RUN_TAG] == first_train.info.run_id
+    # The teacher's own versions are the two train runs' (see `published`), none of them the student.
+    teachers = client.search_model_versions("name = 'reprolab'")
+    assert sorted(v.run_id for v in teachers) == sorted(
+        r.info.run_id for r in runs if r.data.tags["reprolab.stage"] == "train"
+    )
+
+
 def stage_seconds(output: str) -> dict[str, float]:
     """Each stage's own timing line ("train: done in 12.3 s") in a `dvc repro` log."""
     return {stage: float(seconds) for stage, seconds in re.findall(r"^(\w+): done in ([\d.]+) s$", output, re.M)}
@@ -206,7 +235,7 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
     assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
-        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"],
+        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export", "teacher_logits", "distill"],
         ["train"],
     ]
     assert parents[1].data.tags["reprolab.test_metrics_run"] == trees[0][5].info.run_id
@@ -293,7 +322,7 @@ def test_a_learning_rate_experiment_reruns_the_models_stages_lands_in_the_store_
     baseline = run(["git", "rev-parse", "HEAD"], project).strip()
     output = run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
     # check_params too: it runs after any edit of params.yaml
-    assert ran_stages(output) == ["check_params", "train", "evaluate", "export"]
+    assert ran_stages(output) == ["check_params", "train", "evaluate", "export", "teacher_logits", "distill"]
     client, _ = stage_runs(project)
     experiment = client.get_experiment_by_name("reprolab")
     (train,) = client.search_runs(

@@ -109,11 +109,14 @@ def test_kernels_decide_whether_bits_must_match():
 
 
 def test_only_what_the_weights_decide_is_excused():
+    """Train's outputs and those of every stage that reads them, however far down (the student's)."""
     lock = {
         "stages": {
             "tokenize": {"outs": [{"path": "data/tokens"}]},
-            "train": {"outs": [{"path": "models/model"}]},
-            "evaluate": {"outs": [{"path": "reports/metrics.json"}]},
+            "train": {"deps": [{"path": "data/tokens"}], "outs": [{"path": "models/model"}]},
+            "evaluate": {"deps": [{"path": "models/model"}], "outs": [{"path": "reports/metrics.json"}]},
+            "teacher_logits": {"deps": [{"path": "models/model"}], "outs": [{"path": "data/distill/logits"}]},
+            "distill": {"deps": [{"path": "data/distill/logits"}], "outs": [{"path": "models/student"}]},
         }
     }
     checks = [
@@ -121,12 +124,13 @@ def test_only_what_the_weights_decide_is_excused():
         Check("dependency", "evaluate:models/model", "a", "b", False),
         Check("output", "evaluate:reports/metrics.json", "c", "d", False),
         Check("mlflow_model", "models/model/model.safetensors", "e", "f", False),
+        Check("output", "distill:models/student", "s", "t", False),
         Check("output", "tokenize:data/tokens", "g", "h", False),
         Check("dependency", "train:data/tokens", "g", "h", False),
         Check("metric", "transformer.macro_f1", 0.9, 0.8, False),
     ]
     excuse_weights(checks, "across CPU kernels", trained_paths(lock))
-    assert [c.ok for c in checks] == [True, True, True, True, False, False, False]
+    assert [c.ok for c in checks] == [True, True, True, True, True, False, False, False]
     assert checks[0].detail == "differs across CPU kernels; metrics decide"
 
 

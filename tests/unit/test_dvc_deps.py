@@ -14,6 +14,8 @@ import yaml
 from tests.conftest import REPO
 
 STAGES = ("ingest", "clean", "tokenize", "augment", "train", "evaluate", "export")
+# The classification default's distilled student: the teacher's logits of the training rows, the student.
+STUDENT_STAGES = ("teacher_logits", "distill")
 # Stages that are not one of the seven: a library module run as a script.
 CHECKS = ("check_params",)
 PACKAGES = ("reprolab", "stages")
@@ -91,7 +93,7 @@ def missing_and_extra(root: Path, stage: str, project: str = ".") -> tuple[set[s
 
 # Each DVC project of the repository and its stages: the classification default, the NER default.
 PROJECTS = {
-    ".": STAGES + CHECKS,
+    ".": STAGES + STUDENT_STAGES + CHECKS,
     "examples/ner": STAGES + CHECKS,
 }
 
@@ -129,8 +131,8 @@ def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):
 
 def test_the_stages_folder_holds_the_stages_and_nothing_else():
     modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
-    assert modules == set(STAGES)
-    assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == set(STAGES + CHECKS)
+    assert modules == set(STAGES + STUDENT_STAGES)
+    assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == set(PROJECTS["."])
 
 
 def test_no_library_module_shadows_the_standard_library():

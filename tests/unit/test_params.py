@@ -30,6 +30,13 @@ def test_a_retired_key_says_where_its_job_went(raw):
     assert "export.ronuds: unknown key (allowed here: batch_size, opset, threads)" in str(err.value)
 
 
+def test_an_unknown_key_of_an_optional_section_lists_that_sections_keys(raw):
+    raw["evaluate"]["baseline"] |= {"ngrams": 2}
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "evaluate.baseline.ngrams: unknown key (allowed here: C, max_features, ngram_max)" in str(err.value)
+
+
 def test_unknown_section(raw):
     raw["trian"] = {}
     with pytest.raises(ParamsError, match="trian: unknown key"):

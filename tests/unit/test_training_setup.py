@@ -9,10 +9,15 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
+from reprolab import paths
 from reprolab.errors import StageError
 from reprolab.model import launching, runtime, training
+from reprolab.params import parse_params
 from reprolab.tasks.sequence_classification import SequenceClassification
-from tests.conftest import train_params
+from reprolab.tasks.token_classification import TokenClassification
+from tests.conftest import fixture_params_raw, train_params
+
+TAGGER = TokenClassification()
 
 
 def test_epoch_batches_are_each_epochs_draw_whatever_epoch_a_run_starts_at():
@@ -32,16 +37,26 @@ def test_epoch_batches_are_each_epochs_draw_whatever_epoch_a_run_starts_at():
 
 def test_collator_pads_to_a_multiple_and_leaves_out_a_mask_with_nothing_to_mask():
     collate = runtime.Collator(SequenceClassification(), pad_id=0, multiple_of=8)
-    batch = collate([(np.array([5, 6, 7]), 1), (np.array([8]), 0)])
+    batch = collate([(np.array([5, 6, 7]), 1, None), (np.array([8]), 0, None)])
     assert batch["input_ids"].shape == (2, 8) and batch["labels"].tolist() == [1, 0]
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert "teacher_logits" not in batch
     assert "attention_mask" not in runtime.Collator(SequenceClassification(), pad_id=0)(
-        [(np.array([5, 6]), 1), (np.array([7, 8]), 0)]
+        [(np.array([5, 6]), 1, None), (np.array([7, 8]), 0, None)]
     )
-    assert runtime.Collator(SequenceClassification(), pad_id=0, pad_to=5)([(np.array([5]), 0)])["input_ids"].shape == (
-        1,
-        5,
+    padded = runtime.Collator(SequenceClassification(), pad_id=0, pad_to=5)([(np.array([5]), 0, None)])
+    assert padded["input_ids"].shape == (1, 5)
+
+
+def test_the_collator_carries_a_students_teacher_logits_per_row_and_per_position_zero_padded():
+    per_row = runtime.Collator(SequenceClassification(), pad_id=0)(
+        [(np.array([5, 6]), 1, np.array([0.5, -0.5], np.float32)), (np.array([7]), 0, np.array([2.0, 1.0], np.float32))]
     )
+    assert per_row["teacher_logits"].tolist() == [[0.5, -0.5], [2.0, 1.0]]
+    tagger = runtime.Collator(TAGGER, pad_id=0)
+    short, long = np.array([[1.0, 2.0]], np.float32), np.array([[3.0, 4.0], [5.0, 6.0], [7.0, 8.0]], np.float32)
+    per_position = tagger([(np.array([5]), np.array([1]), short), (np.array([6, 7, 8]), np.array([0, 1, 0]), long)])
+    assert per_position["teacher_logits"].tolist() == [[[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]], long.tolist()]
 
 
 def test_balanced_class_weights_are_scikit_learns():
@@ -96,22 +111,43 @@ def test_launch_command_names_every_setting_of_the_job():
     assert argv[-2:] == ["--module", "stages.train"]
 
 
-def test_every_machine_of_a_job_finds_the_same_checkpoint(tmp_path, monkeypatch):
-    """The fingerprint leaves out where processes meet and how a run is observed, not what it computes."""
-    from reprolab.params import parse_params
-    from tests.conftest import fixture_params_raw
-
+@pytest.fixture
+def fingerprinted(tmp_path, monkeypatch) -> dict[str, Path]:
+    """A training input the checkpoint fingerprint hashes, in a scratch working folder."""
     monkeypatch.chdir(tmp_path)
     inputs = {"train": tmp_path / "t.parquet"}
     inputs["train"].write_bytes(b"rows")
+    return inputs
+
+
+def test_every_machine_of_a_job_finds_the_same_checkpoint(fingerprinted):
+    """The fingerprint leaves out where processes meet and how a run is observed, not what it computes."""
     raw = fixture_params_raw()
 
     def key(**train):
-        return training.checkpoint_dir(parse_params({**raw, "train": {**raw["train"], **train}}), inputs)
+        params = parse_params({**raw, "train": {**raw["train"], **train}})
+        return training.checkpoint_dir(params, fingerprinted, params.train)
 
     assert key(machine_rank=0, num_machines=2) == key(machine_rank=1, num_machines=2, main_process_port=29999)
     assert key(log_every_steps=1, checkpoint_every_minutes=1, dataloader_workers=2) == key()
     assert key(num_processes=2) != key() and key(method="lora") != key() and key(class_weights="balanced") != key()
+
+
+def test_a_students_checkpoints_are_its_own_and_change_with_its_objective(fingerprinted):
+    raw = fixture_params_raw()
+
+    def key(**distill):
+        params = parse_params({**raw, "distill": {**raw["distill"], **distill}})
+        d = params.distill
+        return training.checkpoint_dir(
+            params, fingerprinted, d.train_params(params.train), paths.DISTILL_CHECKPOINTS, d
+        )
+
+    teacher = parse_params(raw)
+    assert key().parent == paths.DISTILL_CHECKPOINTS
+    assert key().name != training.checkpoint_dir(teacher, fingerprinted, teacher.train).name
+    assert key(temperature=4.0) != key() and key(alpha=0.9) != key() and key(student_layers=[0, 1]) != key()
+    assert key(learning_rate=1e-3) != key()
 
 
 def test_best_weights_are_never_left_half_written(tmp_path, monkeypatch):
