@@ -1,18 +1,16 @@
 """The distilled student against its teacher, side by side: rows/s at export.batch_size, p50/p95 latency
 of one row, size and the test score, for the teacher in torch and int8 and the student in torch and int8.
 
-Run after `dvc repro` (it reads models/model, models/export and models/student):
-`python bench/distill_bench.py [--rounds 3] [--latency-rows 100]`. The student is exported to ONNX and
-int8 here, into a temporary folder, by the export stage's own functions (the pipeline does not export
-it yet). Every backend gets the same test rows, batch size and threads; the rounds alternate between
-the backends and the median round counts (backend_comparison.time_backends).
+Run after `dvc repro` (it reads models/model, models/export, models/student and models/student_export):
+`python bench/distill_bench.py [--project examples/ner] [--rounds 3] [--latency-rows 100]`. Every backend
+gets the same test rows, batch size and threads; the rounds alternate between the backends and the median
+round counts (backend_comparison.time_backends).
 """
 
 import argparse
-import tempfile
-from pathlib import Path
+import os
 
-from common import save
+from common import ROOT, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison, onnx_export
@@ -32,18 +30,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
     parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
+    parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
     args = parser.parse_args()
+    os.chdir(ROOT / args.project)
     params = load_params()
     p = params.export
     test = runtime.TokenData.read(paths.token_split("test"))
-    with tempfile.TemporaryDirectory() as tmp, backend_comparison.torch_threads(p.threads):
-        student_export = Path(tmp) / "student-export"
-        onnx_export.export_folder(paths.STUDENT_DIR, student_export, p.opset)
+    student = paths.SCORED_MODELS["student"]
+    with backend_comparison.torch_threads(p.threads):
         folders = {
             "torch": (paths.MODEL_DIR, "torch"),
             "teacher-int8": (paths.EXPORT_DIR, "onnx-int8"),
-            "student-torch": (paths.STUDENT_DIR, "torch"),
-            "student-int8": (student_export, "onnx-int8"),
+            "student-torch": (student.model_dir, "torch"),
+            "student-int8": (student.export_dir, "onnx-int8"),
         }
         scorers = {
             name: Predictor(folder, backend, batch_size=p.batch_size, threads=p.threads)
@@ -57,7 +56,7 @@ def main() -> None:
             row["size_mb"] = round((scorers[name].folder / WEIGHT_FILES[name]).stat().st_size / 1e6, 2)
     layers = params.distill.student_layers
     save(
-        "distill",
+        "distill" if args.project == "." else f"distill_{os.path.basename(args.project)}",
         {
             "rows": {"torch": "teacher, torch fp32", **{k: k.replace("-", ", ") for k in folders if k != "torch"}},
             "backends": table,

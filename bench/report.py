@@ -146,16 +146,18 @@ def main() -> None:
                 "×",
             )
         )
-    if "distill" in results:
-        d = results["distill"]
-        lines.append(
-            row(
-                f"student int8 rows/s vs teacher torch fp32 (layers {d['student_layers']}, batch {d['batch_size']})",
-                d["backends"]["student-int8"]["speedup_vs_torch"],
-                4.0,
-                "×",
+    for name, project in (("distill", ""), ("distill_ner", ", token classification")):
+        if name in results:
+            d = results[name]
+            lines.append(
+                row(
+                    f"student int8 rows/s vs teacher torch fp32 (layers {d['student_layers']}, batch "
+                    f"{d['batch_size']}{project})",
+                    d["backends"]["student-int8"]["speedup_vs_torch"],
+                    4.0,
+                    "×",
+                )
             )
-        )
     if "dvc_noop" in results:
         noop = results["dvc_noop"]["seconds"]["median"]
         lines.append(row("no-op `dvc repro`", noop, 2.0, " s", lower_is_better=True))

@@ -178,6 +178,37 @@ class TokenizeParams(Section):
         return data
 
 
+# Where translation models live: stages/back_translate.py depends on the folder, so DVC re-runs it when a
+# vendored model there changes.
+TRANSLATION_MODELS = "models/translation"
+
+
+class BackTranslationParams(Section):
+    """Paraphrases of training texts by translating them to a pivot language and back (stages/back_translate.py,
+    reprolab.data.back_translation): a vendored pair of sequence-to-sequence models, e.g. MarianMT's
+    opus-mt-en-de and opus-mt-de-en, under models/translation/."""
+
+    forward_model: str  # the training texts' language -> the pivot
+    backward_model: str  # the pivot -> the training texts' language
+    fraction: float = Field(gt=0, le=1)  # share of training rows translated: a seeded coin per id
+    seed: Seed
+    # Sampled generation (top-k; Edunov et al. 2018 found sampling beats beam search for back-translation).
+    top_k: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=1024)
+    max_new_tokens: int = Field(ge=2, le=4096)  # a translation that runs to it is cut: counted as failed
+
+    @model_validator(mode="after")
+    def _models_where_dvc_sees_them(self) -> BackTranslationParams:
+        for key in ("forward_model", "backward_model"):
+            folder = Path(getattr(self, key))
+            if folder.is_absolute() or ".." in folder.parts or not folder.is_relative_to(TRANSLATION_MODELS):
+                raise ValueError(
+                    f"{key} {folder}: must be a folder under {TRANSLATION_MODELS}/ (the back_translate stage depends "
+                    f"on that folder): `reprolab vendor-model <model> {TRANSLATION_MODELS}/<name>`"
+                )
+        return self
+
+
 class AugmentParams(Section):
     enabled: bool
     seed: Seed
@@ -194,6 +225,14 @@ class AugmentParams(Section):
     shuffle_within_segments: float = Field(0, ge=0, le=1)
     # Only the words the tokenizer can keep matter; augmenting the rest is wasted work.
     max_words: int | None = Field(None, ge=1)
+    # Back-translated paraphrases added to the copies (sequence classification); None: off.
+    back_translation: BackTranslationParams | None = None
+
+    @model_validator(mode="after")
+    def _back_translation_needs_augment(self) -> AugmentParams:
+        if self.back_translation is not None and not self.enabled:
+            raise ValueError("back_translation is set but enabled is false: set enabled true, or back_translation null")
+        return self
 
 
 class LoraParams(Section):
@@ -394,6 +433,7 @@ TASK_KEYS = {
         "augment.random_swap",
         "augment.random_deletion",
         "augment.max_words",
+        "augment.back_translation",
         "evaluate.baseline",
     ),
     "token_classification": (
@@ -589,6 +629,14 @@ def _check_paths(params: Params, source: str) -> None:
             f"{source}: tokenize.max_length: {params.tokenize.max_length} is above the model's "
             f"{positions} positions (max_position_embeddings in {model / 'config.json'})"
         )
+    translation = params.augment.back_translation
+    for key in ("forward_model", "backward_model") if translation else ():
+        folder = Path(getattr(translation, key))
+        if not (folder / "config.json").is_file():
+            raise ParamsError(
+                f"{source}: augment.back_translation.{key}: {folder} holds no model (no config.json): "
+                f"`reprolab vendor-model <model> {folder}`"
+            )
     if not Path(params.ingest.path).exists():
         raise ParamsError(
             f"{source}: ingest.path: {params.ingest.path} does not exist (for the default corpus run `make setup`)"

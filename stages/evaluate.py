@@ -1,8 +1,12 @@
-"""evaluate: the fine-tuned model and the task's baseline (results/baselines.py) on the test split.
+"""evaluate: the fine-tuned model and the task's baseline (results/baselines.py) on the test split; with
+`--model student` (stage evaluate_student), the distilled student and its teacher.
 
-Writes reports/metrics.json, per-row predictions and ROC / PR curve points as DVC plot data, and PNG
-figures; its MLflow run names the train run of the model it scored.
+Writes the metrics (reports/metrics.json; the student's reports/student/metrics.json), per-row
+predictions and ROC / PR curve points as DVC plot data, and PNG figures; its MLflow run names the run
+that trained the model it scored.
 """
+
+import sys
 
 from reprolab.process_settings import configure_process
 
@@ -25,37 +29,39 @@ BY_TASK = {
 }
 
 
-def main() -> None:
+def main(files: paths.ScoredModel) -> None:
+    stage = files.stage("evaluate")
     params = load_params()
     task = catalog.task_named(params.task)
     device = runtime.select_device(params.train.device)
-    # The prediction path `reprolab predict` and the MLflow model take, from the token ids on.
-    predictor = prediction.Predictor(
-        paths.MODEL_DIR,
-        device=str(device),
-        batch_size=params.evaluate.batch_size,
-        bf16=runtime.mixed_precision(params.train.mixed_precision, device) == "bf16",
-    )
-    result = BY_TASK[params.task](task, params, predictor, paths.EVALUATE_FIGURES)
-    model_md5 = storage.file_md5(paths.WEIGHTS)
+
+    def predictor_of(folder):  # the prediction path `reprolab predict` and the MLflow model take
+        bf16 = runtime.mixed_precision(params.train.mixed_precision, device) == "bf16"
+        return prediction.Predictor(folder, device=str(device), batch_size=params.evaluate.batch_size, bf16=bf16)
+
+    contenders = evaluation.contenders_for(task, files, predictor_of)
+    result = BY_TASK[params.task](task, params, contenders, files)
+    model_md5 = storage.file_md5(files.weights)
     # Which weights these are the scores of: `reprolab show` and the pipeline's MLflow run check it.
     metrics = result.metrics | {"weights_md5": model_md5}
-    storage.write_json(metrics, paths.METRICS)
+    storage.write_json(metrics, files.metrics)
     for file, text in result.files.items():
         storage.write_text(text, file)
-    for line in headline.headline(task, metrics):
-        print(f"evaluate: {line}")
+    for line in headline.headline(task, metrics, pair=(contenders.name, contenders.reference)):
+        print(f"{stage}: {line}")
 
-    train_run = tracking.find_run_for_model(model_md5)  # None offline: `reprolab replay` looks again
-    with tracking.StageRun.start("evaluate", params, {"test": paths.token_split("test")}) as run:
-        link = {tracking.TRAIN_RUN_TAG: train_run} if train_run else {}
+    trained_by = tracking.find_run_for_model(model_md5, files.trained_by)  # None offline: `replay` looks again
+    with tracking.StageRun.start(stage, params, {"test": paths.token_split("test")}) as run:
+        link = {tracking.TRAIN_RUN_TAG: trained_by} if trained_by else {}
         run.set_tags({tracking.MODEL_DIGEST_TAG: model_md5, **link})
         run.log_metrics(tracking.flat_metrics(metrics, prefix="test."))
-        for file in [paths.METRICS, *result.files, *result.figures]:
+        for file in [files.metrics, *result.files, *result.figures]:
             run.log_artifact(file, str(file.parent))
-        run.log_outputs([paths.METRICS], prefix="evaluate")
-        run.summarise_pipeline(paths.METRICS, model_md5)
+        run.log_outputs([files.metrics], prefix=stage)
+        if files.is_fine_tuned:  # the pipeline's headline
+            run.summarise_pipeline(files.metrics, model_md5)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    chosen = paths.scored_model(sys.argv[1:])
+    run_stage(lambda: main(chosen), name=chosen.stage("evaluate"))

@@ -221,6 +221,7 @@ COPIED = [
     ".dvc/.gitignore",
     ".dvcignore",
     ".gitignore",
+    "models/translation",  # back_translate's dependency (its README in git)
 ]
 # The reduced project: 60 real mails per class in git (ingest reads 120 files, not the whole corpus),
 # short sequences, small batches. Its test split holds 18 rows.
@@ -236,6 +237,27 @@ REDUCED = {
     "train": {"batch_size": 8, "log_every_steps": 2, "epochs": 1, "learning_rate": 1.0e-4, "checkpoint_every_steps": 0},
     "distill": {"student_layers": [0, 3]},  # a student of 2 layers: the path, not its quality, is tested here
 }
+
+
+# The root pipeline's stages in the order `dvc repro` runs them (after check_params, when params.yaml changed).
+STAGES = [
+    "ingest",
+    "clean",
+    "tokenize",
+    "back_translate",
+    "augment",
+    "train",
+    "evaluate",
+    "export",
+    "teacher_logits",
+    "distill",
+    "evaluate_student",
+    "export_student",
+]
+DATA_STAGES, MODEL_STAGES = STAGES[: STAGES.index("train")], STAGES[STAGES.index("train") :]
+# What a re-run that gives byte-identical weights takes from DVC's run cache: the data stages, both exports
+# and the teacher's logits (the evaluates' uncached plot data keep them out of the run cache).
+CACHED_WITH_THE_SAME_WEIGHTS = [*DATA_STAGES, "export", "teacher_logits", "export_student"]
 
 
 # Checkpoints change how a run is observed, not what it computes: the same weights with them as without.

@@ -9,7 +9,7 @@ from typing import Any
 
 from reprolab.audit.check import METRICS_FILE, Check
 from reprolab.audit.kernels import kernel_differences
-from reprolab.audit.lockfile import output_producers, stage_lock
+from reprolab.audit.lockfile import downstream_of, output_producers, stage_lock
 from reprolab.records import provenance
 
 
@@ -19,6 +19,7 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
     dvc.lock files), package versions, CPU kernels, device (`known`: the two sides of each)."""
     stages = list(recorded_lock.get("stages", {})) or list(reproduced_lock.get("stages", {}))
     producers = output_producers(recorded_lock, reproduced_lock)
+    weight_decided = downstream_of("train", recorded_lock, reproduced_lock)  # where the device shows
     failed = [c for c in checks if not c.ok]
     moved = {c.name.split(":", 1)[0] for c in failed if c.kind == "output"}
     deps = {
@@ -38,7 +39,7 @@ def find_causes(recorded_lock: dict, reproduced_lock: dict, checks: list[Check],
         {
             "stage": stage,
             "differences": [f"{c.kind} {c.name}" for c in group],
-            "known": _known_differences(stage, group, producers, known),
+            "known": _known_differences(stage, group, producers, known, weight_decided),
             "metric_change": _metric_change(group),
         }
         for stage, group in sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
@@ -107,7 +108,9 @@ def _metric_change(group: list[Check]) -> float | None:
     return max(moves) if moves else None
 
 
-def _known_differences(stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any]) -> list[str]:
+def _known_differences(
+    stage: str, group: list[Check], producers: dict[str, str], known: dict[str, Any], weight_decided: set[str]
+) -> list[str]:
     found, stale_code = [], []
     for check in group:
         path = check.name.split(":", 1)[-1]
@@ -128,7 +131,7 @@ def _known_differences(stage: str, group: list[Check], producers: dict[str, str]
     ]
     found += kernel_differences(known["kernels"]["recorded"], known["kernels"]["reproduced"])
     devices = known["devices"]
-    if stage in ("train", "evaluate", "teacher_logits", "distill") and devices["recorded"] != devices["reproduced"]:
+    if stage in weight_decided and devices["recorded"] != devices["reproduced"]:
         found.append(f"device {devices['reproduced']} here, {devices['recorded']} recorded")
     return found
 

@@ -16,6 +16,7 @@ from reprolab.errors import StageError
 METRICS_FILE = paths.METRICS.as_posix()
 TRAIN_REPORT = paths.TRAIN_REPORT.as_posix()
 EXPORT_REPORT = paths.EXPORT_REPORT.as_posix()
+STUDENT_METRICS_FILE = paths.SCORED_MODELS["student"].metrics.as_posix()  # absent before the student was scored
 
 
 class AuditError(StageError):

@@ -37,7 +37,7 @@ import yaml
 
 from reprolab import storage
 from reprolab.audit.causes import find_causes
-from reprolab.audit.check import EXPORT_REPORT, METRICS_FILE, TRAIN_REPORT, AuditError, Check
+from reprolab.audit.check import EXPORT_REPORT, METRICS_FILE, STUDENT_METRICS_FILE, TRAIN_REPORT, AuditError, Check
 from reprolab.audit.kernels import inexact_reason, kernel_environment, recorded_kernels
 from reprolab.audit.lockfile import downstream_of, lock_entries, lock_params, output_producers
 from reprolab.audit.remote import link_external_inputs, pull_tracked_inputs, run_dvc
@@ -86,7 +86,7 @@ def recorded_files(repo: Path, commit: str, run: Any = None) -> dict[str, str]:
     root, or a project below it) and the repository's requirements.lock. A run id may point at a commit
     without dvc.lock (results are often committed after the run): MLflow's record is then what the
     audit compares against."""
-    names = ("dvc.yaml", "dvc.lock", "params.yaml", METRICS_FILE, TRAIN_REPORT, EXPORT_REPORT)
+    names = ("dvc.yaml", "dvc.lock", "params.yaml", METRICS_FILE, TRAIN_REPORT, EXPORT_REPORT, STUDENT_METRICS_FILE)
     files = {name: git_show(repo, commit, f"./{name}") for name in names}  # ./: relative to `repo`
     files["requirements.lock"] = git_show(project_of(repo)[0], commit, "requirements.lock")
     if files["dvc.yaml"] is None:
@@ -313,6 +313,13 @@ def audit(
         if files[METRICS_FILE]:
             recorded_metrics = flat_metrics(json.loads(files[METRICS_FILE]))
             checks += compare_metrics(recorded_metrics, flat_metrics(reproduced_metrics), tolerance)
+        # The student's scores, named by their file (its teacher's keys are metrics.json's too).
+        if files[STUDENT_METRICS_FILE] and (here / STUDENT_METRICS_FILE).is_file():
+            student = (
+                flat_metrics(json.loads(text), prefix=f"{STUDENT_METRICS_FILE}:")
+                for text in (files[STUDENT_METRICS_FILE], (here / STUDENT_METRICS_FILE).read_text())
+            )
+            checks += compare_metrics(*student, tolerance)
         checks += compare_export(checks, files[EXPORT_REPORT], here / EXPORT_REPORT, tolerance)
         if run is not None:
             logged = logged_test_metrics(run)

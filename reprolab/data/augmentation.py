@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from reprolab import storage
+from reprolab import paths, storage
 from reprolab.encoding import encoder
-from reprolab.params import AugmentParams, Params
+from reprolab.params import AugmentParams, BackTranslationParams, Params
 
 AUGMENTED_SCHEMA = encoder.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
 BATCH_ROWS = 1024
+BACK_TRANSLATION_ADDED = "added"  # the status of a back-translated row that joins the copies
 
 # EDA's stop words: never replaced, nor used as insertion seeds.
 STOP_WORDS = frozenset(
@@ -110,8 +111,9 @@ def operations(p: AugmentParams) -> list[tuple[str, Callable[[list[str], random.
     return [(name, op) for name, alpha, op in ops if alpha > 0]
 
 
-def selected(origin_id: str, p: AugmentParams) -> bool:
-    """Whether a training row gets copies: a seeded coin per id, independent of the other rows."""
+def selected(origin_id: str, p: AugmentParams | BackTranslationParams) -> bool:
+    """Whether a training row gets copies (or a back-translation): a seeded coin per id, independent of
+    the other rows."""
     digest = hashlib.sha256(f"{p.seed}:select:{origin_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < p.fraction
 
@@ -152,21 +154,38 @@ def augmented_tables(
     for batch in storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
         augmented = augment_rows(batch.to_pylist(), p, truncation)
         if augmented:
-            tokens = encoder.token_table(
-                [r["id"] for r in augmented],
-                encode([r["text"] for r in augmented]),
-                encoder.label_ids([r["label"] for r in augmented], labels),
-            )
-            yield tokens.append_column("origin_id", pa.array([r["origin_id"] for r in augmented]))
+            yield token_rows(augmented, encode, labels)
+
+
+def token_rows(rows: list[dict], encode: Callable[[list[str]], list[list[int]]], labels: list[str]) -> pa.Table:
+    """Copies (id, origin_id, label, text) as a token table of AUGMENTED_SCHEMA."""
+    tokens = encoder.token_table(
+        [r["id"] for r in rows],
+        encode([r["text"] for r in rows]),
+        encoder.label_ids([r["label"] for r in rows], labels),
+    )
+    return tokens.append_column("origin_id", pa.array([r["origin_id"] for r in rows]))
+
+
+def back_translations(path: Path) -> Iterator[list[dict]]:
+    """The paraphrases the back_translate stage added (reprolab.data.back_translation), a batch at a time."""
+    for batch in storage.iter_batches(path, ["id", "origin_id", "label", "text", "status"], BATCH_ROWS):
+        rows = [row for row in batch.to_pylist() if row["status"] == BACK_TRANSLATION_ADDED]
+        if rows:
+            yield rows
 
 
 def augment_file(source: Path, dest: Path, params: Params, labels: list[str]) -> int:
-    """The EDA copies of a clean training split, tokenized as tokenize does (AUGMENTED_SCHEMA); the rows written."""
+    """The EDA copies of a clean training split and, with `augment.back_translation`, the back_translate
+    stage's new paraphrases, tokenized as tokenize does (AUGMENTED_SCHEMA); the rows written."""
     truncation = encoder.Truncation.of(params.tokenize)
     encode = lazy_encoder(params.model.name_or_path, params.tokenize.max_length, truncation)
     with storage.parquet_sink(dest, AUGMENTED_SCHEMA) as sink:
         for table in augmented_tables(source, params.augment, encode, labels, truncation):
             sink.write(table)
+        if params.augment.back_translation is not None:
+            for rows in back_translations(paths.BACK_TRANSLATED):
+                sink.write(token_rows(rows, encode, labels))
     return sink.rows
 
 

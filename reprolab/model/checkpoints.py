@@ -65,8 +65,8 @@ class Checkpointer:
     """Saves and restores the training state in `directory`: every `every_steps` optimizer steps, every
     `every_minutes` of wall clock (0 turns either off), at epoch ends, and when a signal asks."""
 
-    def __init__(self, directory: Path, every_steps: int = 0, every_minutes: float = 0.0):
-        self.directory = directory
+    def __init__(self, directory: Path, every_steps: int = 0, every_minutes: float = 0.0, stage: str = "train"):
+        self.directory, self.stage = directory, stage
         self.every_steps = every_steps
         self.every_seconds = every_minutes * 60
         self.stop_requested = 0  # the signal number once SIGINT/SIGTERM arrived
@@ -140,7 +140,7 @@ class Checkpointer:
 
         def request_stop(signum, _frame):
             self.stop_requested = signum
-            print(f"train: {signal.Signals(signum).name}: saving a checkpoint at the next step", file=sys.stderr)
+            print(f"{self.stage}: {signal.Signals(signum).name}: saving a checkpoint at the next step", file=sys.stderr)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, request_stop)

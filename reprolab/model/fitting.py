@@ -91,6 +91,7 @@ def train_in_stage(
         training.checkpoint_dir(job.params, dict(job.inputs), p, layout.checkpoints, job.distill),
         p.checkpoint_every_steps,
         p.checkpoint_every_minutes,
+        layout.stage,
     )
     previous = checkpointer.peek()
     checkpointer.stop_on_signals()
@@ -172,7 +173,8 @@ def write_outputs(
     run.log_model(layout.model_dir, log_model)
     # The pipeline's headline stays the teacher's test metrics (byte-identical teacher weights leave
     # evaluate skipped: the committed ones are this model's).
-    run.summarise_pipeline(paths.METRICS, storage.file_md5(paths.WEIGHTS))
+    teacher_md5 = weights_md5 if layout.weights == paths.WEIGHTS else storage.file_md5(paths.WEIGHTS)
+    run.summarise_pipeline(paths.METRICS, teacher_md5)
     print(
         f"{layout.stage}: best epoch {result.best_epoch}, validation {task.score_title} "
         f"{report[f'best_{task.selection_score}']:.4f}, "

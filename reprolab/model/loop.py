@@ -97,11 +97,12 @@ class TrainingLoop:
         p: TrainParams,
         checkpointer: Checkpointer | None = None,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
+        stage: str = "train",  # who speaks in its messages: train, or distill
     ):
         self.accelerator, self.task, self.model, self.forward = accelerator, task, model, forward
         self.optimizer, self.scheduler, self.loader, self.batches = optimizer, scheduler, loader, batches
         self.objective, self.p, self.checkpointer, self.on_step = objective, p, checkpointer, on_step
-        self.processes = accelerator.num_processes
+        self.processes, self.stage = accelerator.num_processes, stage
         self.state = LoopState()
         self.best: dict[str, torch.Tensor] | None = None  # the best epoch's weights
 
@@ -112,7 +113,7 @@ class TrainingLoop:
         if resumed:
             self.state, self.best = resumed
             self.accelerator.print(
-                f"train: resuming from the checkpoint at epoch {self.state.epoch}, step {self.state.step}"
+                f"{self.stage}: resuming from the checkpoint at epoch {self.state.epoch}, step {self.state.step}"
             )
 
     def run(self, val: runtime.TokenData, pad_id: int) -> tuple[float, int]:
@@ -217,7 +218,7 @@ class TrainingLoop:
             }
         )
         self.accelerator.print(
-            f"train: epoch {state.epoch} (step {state.step}): "
+            f"{self.stage}: epoch {state.epoch} (step {state.step}): "
             + ", ".join(f"{k}={v:.4f}" for k, v in state.history[-1].items() if k not in ("epoch", "step"))
         )
         if scores[self.task.selection_score] > state.best_f1:
@@ -228,7 +229,9 @@ class TrainingLoop:
         state.epoch, state.batch = state.epoch + 1, 0
         self.epoch_loss.zero_()
         if state.stale >= self.p.early_stopping_patience:
-            self.accelerator.print(f"train: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})")
+            self.accelerator.print(
+                f"{self.stage}: early stop after epoch {state.epoch - 1} (best epoch {state.best_epoch})"
+            )
             return True
         if self.checkpointer and state.epoch <= self.p.epochs:
             self._stop_or_save(True)

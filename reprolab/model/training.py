@@ -181,7 +181,8 @@ def train_model(
     device, processes = accelerator.device, accelerator.num_processes
     cuda = device.type == "cuda"
     precision = {"no": "fp32", "bf16": "bf16 autocast"}.get(accelerator.mixed_precision, "fp16 autocast, loss scaler")
-    accelerator.print(f"train: {processes} process(es) on {device.type}, {precision}")  # one voice under DDP
+    stage = "train" if distill is None else "distill"
+    accelerator.print(f"{stage}: {processes} process(es) on {device.type}, {precision}")  # one voice under DDP
     trained = with_lora(model, p.lora, task) if p.method == "lora" else model
     trainable = sum(w.numel() for w in trained.parameters() if w.requires_grad)
     if processes > 1:
@@ -198,7 +199,19 @@ def train_model(
     if distill is not None:
         objective = distillation.Distillation(objective, distill.temperature, distill.alpha)
     run = TrainingLoop(
-        accelerator, task, trained, forward, optimizer, scheduler, loader, batches, objective, p, checkpointer, on_step
+        accelerator,
+        task,
+        trained,
+        forward,
+        optimizer,
+        scheduler,
+        loader,
+        batches,
+        objective,
+        p,
+        checkpointer,
+        on_step,
+        stage,
     )
     run.resume(run_id)
     seconds, samples = run.run(val, pad_id)

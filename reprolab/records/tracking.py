@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reprolab import storage
+from reprolab import paths, storage
 from reprolab.params import Params
 from reprolab.records import provenance
 
@@ -464,12 +464,13 @@ def _record_skipped_evaluate(mlflow, parent_id: str, record: Mapping[str, Any]) 
     return run_id
 
 
-def find_run_for_model(model_md5: str) -> str | None:
-    """The latest train run whose saved weights have this md5 (None when the store is unreachable)."""
+def find_run_for_model(model_md5: str, stage: str = "train") -> str | None:
+    """The latest run of `stage` (train, or distill for a student) whose saved weights have this md5
+    (None when the store is unreachable)."""
     try:
         mlflow = connect()
         runs = mlflow.search_runs(
-            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}' and tags.`reprolab.stage` = 'train'",
+            filter_string=f"tags.`{MODEL_DIGEST_TAG}` = '{model_md5}' and tags.`reprolab.stage` = '{stage}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
             output_format="list",
@@ -491,6 +492,10 @@ def latest_evaluation(train_run_id: str):
     return runs[0] if runs else None
 
 
+# The stage whose run trained the model each evaluate stage scores (the teacher's, the student's).
+TRAINER_OF_EVALUATED = {files.stage("evaluate"): files.trained_by for files in paths.SCORED_MODELS.values()}
+
+
 def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
     """Send every spooled record to the tracking store, each under its pipeline's parent run with its
     own start and end, a model through `log_model`; each one sent is removed from the spool."""
@@ -499,8 +504,9 @@ def replay(log_model: ModelLogger, spool: Path | None = None) -> list[str]:
     for record_file in sorted(spool.glob("*/record.json")):
         record = json.loads(record_file.read_text(encoding="utf-8"))
         tags = {**record["tags"], f"reprolab.replayed.{record['stage']}": record_file.parent.name}
-        if record["stage"] == "evaluate" and TRAIN_RUN_TAG not in tags and tags.get(MODEL_DIGEST_TAG):
-            train_run = find_run_for_model(tags[MODEL_DIGEST_TAG])
+        trained_by = TRAINER_OF_EVALUATED.get(record["stage"])
+        if trained_by and TRAIN_RUN_TAG not in tags and tags.get(MODEL_DIGEST_TAG):
+            train_run = find_run_for_model(tags[MODEL_DIGEST_TAG], trained_by)
             tags.update({TRAIN_RUN_TAG: train_run} if train_run else {})
         mlflow = connect()
         resume = record["resume_run_id"]

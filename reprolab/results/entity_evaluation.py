@@ -11,7 +11,6 @@ confusion is a figure.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,8 @@ from reprolab.params import Params
 from reprolab.results import entity_metrics, evaluation_figures
 from reprolab.results.crf_baseline import CrfTagger
 from reprolab.results.entity_significance import compare_taggers
-from reprolab.results.evaluation import Evaluation
+from reprolab.results.evaluation import Contenders, Evaluation
 from reprolab.tasks.base import Task
-
-TEST_REPORT = paths.REPORTS / "test_report.txt"
 
 
 def word_probabilities(test: runtime.TokenData, probs: np.ndarray, ids: list[str], words: list[list[str]]) -> list:
@@ -71,46 +68,50 @@ def predictions_csv(ids: list[str], words: list[list[str]], truth, predicted, sc
     return storage.csv_text(["id", "position", "word", "actual", "predicted", "score"], rows)
 
 
-def evaluate_sentences(task: Task, params: Params, predictor, figures: Path) -> Evaluation:
-    """The tagger and the CRF on the test split's sentences, per entity and per word."""
+def evaluate_sentences(task: Task, params: Params, contenders: Contenders, files: paths.ScoredModel) -> Evaluation:
+    """The tagger and its reference on the test split's sentences, per entity and per word: the CRF
+    fitted on the clean training sentences, or another tagger through the prediction path."""
     names = task.label_names(params.ingest.class_names)
     test = runtime.TokenData.read(paths.token_split("test"))
     clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "group", "tokens", "tags"]).to_pydict()
-    clean_train = storage.read_parquet(paths.clean_split("train"), ["tokens", "tags"]).to_pydict()
     ids, words, truth = clean_test["id"], clean_test["tokens"], clean_test["tags"]
-    per_word = word_probabilities(test, predictor.probabilities(test.sequences), ids, words)
-    crf = params.evaluate.crf
-    tagger = CrfTagger(clean_train["tokens"], clean_train["tags"], crf.c1, crf.c2, crf.max_iterations)
-    tags = {
-        task.model_name: [[names[i] for i in p.argmax(axis=1)] for p in per_word],
-        task.baseline_name: [tagger.tag(sentence) for sentence in words],
-    }
-    scores = {
-        task.model_name: [p.max(axis=1) for p in per_word],
-        task.baseline_name: [
+
+    def tags_and_scores(predictor) -> tuple[list[list[str]], list[np.ndarray]]:
+        per_word = word_probabilities(test, predictor.probabilities(test.sequences), ids, words)
+        return [[names[i] for i in p.argmax(axis=1)] for p in per_word], [p.max(axis=1) for p in per_word]
+
+    tags, scores = {}, {}
+    tags[contenders.name], scores[contenders.name] = tags_and_scores(contenders.predictor)
+    if contenders.reference_predictor is not None:
+        tags[contenders.reference], scores[contenders.reference] = tags_and_scores(contenders.reference_predictor)
+    else:
+        clean_train = storage.read_parquet(paths.clean_split("train"), ["tokens", "tags"]).to_pydict()
+        crf = params.evaluate.crf
+        tagger = CrfTagger(clean_train["tokens"], clean_train["tags"], crf.c1, crf.c2, crf.max_iterations)
+        tags[contenders.reference] = [tagger.tag(sentence) for sentence in words]
+        scores[contenders.reference] = [
             tagger.probabilities(sentence, sentence_tags)
-            for sentence, sentence_tags in zip(words, tags[task.baseline_name], strict=True)
-        ],
-    }
+            for sentence, sentence_tags in zip(words, tags[contenders.reference], strict=True)
+        ]
     metrics: dict[str, Any] = {
         model: entity_metrics.entity_scores(truth, predicted) | {"per_tag": tag_scores(truth, predicted, names)}
         for model, predicted in tags.items()
     }
-    paired = compare_taggers(truth, tags[task.baseline_name], tags[task.model_name], clean_test["group"])
-    metrics[task.versus] = {
+    paired = compare_taggers(truth, tags[contenders.reference], tags[contenders.name], clean_test["group"])
+    metrics[contenders.versus] = {
         f"{task.score}_difference": paired.difference,
         "interval_low": paired.interval[0],
         "interval_high": paired.interval[1],
         "randomization_p": paired.randomization_p,
         "resampled": f"{paired.units} {paired.unit}s",
-        "verdict": paired.verdict_for(task.baseline_name, task.model_name),
+        "verdict": paired.verdict_for(contenders.reference, contenders.name),
     }
     metrics |= {"test_rows": len(ids), "test_words": sum(map(len, words))}
-    files = {
-        paths.PLOTS / f"test_predictions_{model}.csv": predictions_csv(ids, words, truth, predicted, scores[model])
+    written = {
+        files.plots / f"test_predictions_{model}.csv": predictions_csv(ids, words, truth, predicted, scores[model])
         for model, predicted in tags.items()
     }
-    files[TEST_REPORT] = "\n".join(
+    written[files.test_report] = "\n".join(
         f"{model} ({entity_metrics.MODE} entities)\n{entity_report(truth, predicted, digits=4, zero_division=0)}\n"
         f"{model} (tags, per word)\n"
         f"{tag_report(_flat(truth), _flat(predicted), labels=names, digits=4, zero_division=0)}"
@@ -123,5 +124,5 @@ def evaluate_sentences(task: Task, params: Params, predictor, figures: Path) -> 
         model: np.eye(len(names))[[tag_id[tag] for sentence in predicted for tag in sentence]]
         for model, predicted in tags.items()
     }
-    drawn = [evaluation_figures.confusion_matrices(word_truth, one_hot, names, figures / "tag_confusion.png")]
-    return Evaluation(metrics, files, drawn)
+    drawn = [evaluation_figures.confusion_matrices(word_truth, one_hot, names, files.figures / "tag_confusion.png")]
+    return Evaluation(metrics, written, drawn)

@@ -7,6 +7,7 @@ predictions and ROC / PR curve points as DVC plot data (the figures are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,33 +35,60 @@ class Evaluation:
     figures: list[Path]
 
 
-def evaluate_texts(task: Task, params: Params, predictor, figures: Path) -> Evaluation:
-    """The text classifier and its TF-IDF baseline on the test split: `predictor` (the prediction path
-    `reprolab predict` and the MLflow model take) from the token ids on."""
+@dataclass(frozen=True)
+class Contenders:
+    """The model an evaluate stage scores and its reference on the same test rows: the task's classical
+    baseline, fitted in the stage (`reference_predictor` None), or another model through the prediction
+    path (the student's teacher). The names are their keys in metrics.json and the plot files."""
+
+    name: str
+    predictor: Any  # `reprolab.inference.prediction.Predictor`, or anything with its `probabilities`
+    reference: str
+    reference_predictor: Any = None
+
+    @property
+    def versus(self) -> str:
+        """metrics.json's key for their paired comparison."""
+        return f"{self.name}_vs_{self.reference}"
+
+
+def contenders_for(task: Task, files: paths.ScoredModel, predictor_of: Callable[[Path], Any]) -> Contenders:
+    """The fine-tuned model against the task's baseline; the distilled student against its teacher."""
+    if files.is_fine_tuned:
+        return Contenders(task.model_name, predictor_of(paths.MODEL_DIR), task.baseline_name)
+    student, teacher = task.student_scored
+    return Contenders(student, predictor_of(files.model_dir), teacher, predictor_of(paths.MODEL_DIR))
+
+
+def evaluate_texts(task: Task, params: Params, contenders: Contenders, files: paths.ScoredModel) -> Evaluation:
+    """The text classifier and its reference on the test split, each through `probabilities` from the
+    token ids on (the prediction path `reprolab predict` and the MLflow model take), or the TF-IDF
+    baseline fitted on the clean training texts."""
     names = params.ingest.class_names
     test = runtime.TokenData.read(paths.token_split("test"))
-    clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
     clean_test = storage.read_parquet(paths.clean_split("test"), ["id", "text"]).to_pydict()
     if clean_test["id"] != test.ids:
         raise StageError(
             f"{paths.token_split('test')} and {paths.clean_split('test')} hold different rows: "
             "run `dvc repro` to bring them in step"
         )
-    results = {
-        task.model_name: predictor.probabilities(test.sequences),
-        task.baseline_name: baselines.tfidf_probs(
+    if contenders.reference_predictor is not None:
+        reference = contenders.reference_predictor.probabilities(test.sequences)
+    else:
+        clean_train = storage.read_parquet(paths.clean_split("train"), ["label", "text"]).to_pydict()
+        reference = baselines.tfidf_probs(
             clean_train["text"],
             [names.index(label) for label in clean_train["label"]],
             clean_test["text"],
             params.evaluate.baseline,
             len(names),
             params.train.class_weights,
-        ),
-    }
+        )
+    results = {contenders.name: contenders.predictor.probabilities(test.sequences), contenders.reference: reference}
     return Evaluation(
-        scores(task, test.labels, results, names),
-        {paths.PLOTS / name: text for name, text in plot_data(task, test.ids, test.labels, results, names).items()},
-        evaluation_figures.test_figures(test.labels, results, names, figures),
+        scores(task, test.labels, results, names, contenders),
+        {files.plots / name: text for name, text in plot_data(task, test.ids, test.labels, results, names).items()},
+        evaluation_figures.test_figures(test.labels, results, names, files.figures),
     )
 
 
@@ -99,22 +127,23 @@ def plot_data(
     return files
 
 
-def scores(task: Task, labels: np.ndarray, results: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
-    """metrics.json: each model's test scores on the same rows, their count, and whether the fine-tuned
-    model's macro-F1 differs from the baseline's beyond noise (paired bootstrap and McNemar)."""
+def scores(
+    task: Task, labels: np.ndarray, results: dict[str, np.ndarray], names: list[str], contenders: Contenders
+) -> dict[str, Any]:
+    """metrics.json: each model's test scores on the same rows, their count, and whether the scored
+    model's macro-F1 differs from its reference's beyond noise (paired bootstrap and McNemar)."""
     metrics = {model: task.test_scores(labels, probs, names) for model, probs in results.items()}
-    model, baseline = task.model_name, task.baseline_name
-    if {model, baseline} <= results.keys():
-        paired = compare_predictions(
-            [names[i] for i in labels], task.predicted(results[baseline], names), task.predicted(results[model], names)
-        )
-        metrics[task.versus] = {
-            "macro_f1_difference": paired.difference,
-            "interval_low": paired.interval[0],
-            "interval_high": paired.interval[1],
-            f"only_{baseline}_right": paired.only_a_right,
-            f"only_{model}_right": paired.only_b_right,
-            "mcnemar_p": paired.mcnemar_p,
-            "verdict": paired.verdict_for(baseline, model),
-        }
+    model, reference = contenders.name, contenders.reference
+    paired = compare_predictions(
+        [names[i] for i in labels], task.predicted(results[reference], names), task.predicted(results[model], names)
+    )
+    metrics[contenders.versus] = {
+        "macro_f1_difference": paired.difference,
+        "interval_low": paired.interval[0],
+        "interval_high": paired.interval[1],
+        f"only_{reference}_right": paired.only_a_right,
+        f"only_{model}_right": paired.only_b_right,
+        "mcnemar_p": paired.mcnemar_p,
+        "verdict": paired.verdict_for(reference, model),
+    }
     return metrics | {"test_rows": len(labels)}

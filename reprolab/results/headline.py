@@ -12,19 +12,25 @@ from reprolab.errors import StageError
 from reprolab.tasks.base import Task
 
 
-def headline(task: Task, metrics: dict[str, Any], export: dict[str, Any] | None = None) -> list[str]:
-    """Lines for a terminal: the leaderboard first, then the difference and its verdict, then the export."""
-    ranked = sorted((name for name in task.scored if name in metrics), key=lambda name: -metrics[name][task.score])
+def headline(
+    task: Task, metrics: dict[str, Any], export: dict[str, Any] | None = None, pair: tuple[str, str] | None = None
+) -> list[str]:
+    """Lines for a terminal: the leaderboard first, then the difference and its verdict, then the export.
+    `pair`: the scored model and its reference (default the task's fine-tuned model and baseline)."""
+    model, reference = pair or task.scored
+    ranked = sorted(
+        (name for name in (model, reference) if name in metrics), key=lambda name: -metrics[name][task.score]
+    )
     lines = [
         f"{rank}. {name}: test {task.score_title} {metrics[name][task.score]:.4f}, accuracy "
         f"{metrics[name][task.accuracy]:.4f}"
         for rank, name in enumerate(ranked, 1)
     ]
-    versus = metrics.get(task.versus)
+    versus = metrics.get(f"{model}_vs_{reference}")
     if versus:
         p_key, p_name = task.paired_test
         lines.append(
-            f"{task.model_name} - {task.baseline_name} {task.score_title} {versus[f'{task.score}_difference']:+.4f}, "
+            f"{model} - {reference} {task.score_title} {versus[f'{task.score}_difference']:+.4f}, "
             f"95% interval [{versus['interval_low']:+.4f}, {versus['interval_high']:+.4f}], {p_name} "
             f"{versus[p_key]:.3g}: {versus['verdict']} ({metrics['test_rows']} test rows)"
         )
@@ -42,20 +48,30 @@ def headline(task: Task, metrics: dict[str, Any], export: dict[str, Any] | None 
 
 
 def show(root: Path) -> list[str]:
-    """`reprolab show`: the headline of `root`'s reports, and a warning when they scored other weights
-    than the workspace's model (evaluate has not run on it yet)."""
+    """`reprolab show`: the headline of `root`'s reports (the distilled student's after the teacher's,
+    where it has been scored), and a warning wherever they scored other weights than the workspace's
+    model (evaluate has not run on it yet)."""
     from reprolab import paths, storage
     from reprolab.params import load_params
     from reprolab.tasks import catalog
 
-    metrics_file, export_file, weights = root / paths.METRICS, root / paths.EXPORT_REPORT, root / paths.WEIGHTS
-    if not metrics_file.is_file():
-        raise StageError(f"{metrics_file}: no test metrics yet: run `dvc repro`")
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    export = json.loads(export_file.read_text(encoding="utf-8")) if export_file.is_file() else None
+    if not (root / paths.METRICS).is_file():
+        raise StageError(f"{root / paths.METRICS}: no test metrics yet: run `dvc repro`")
     task = catalog.task_named(load_params(root / "params.yaml", check_paths=False).task)
-    lines = headline(task, metrics, export)
-    scored = metrics.get("weights_md5")
-    if scored and weights.is_file() and storage.file_md5(weights) != scored:
-        lines.append(f"WARNING: these scored other weights than {paths.WEIGHTS} holds: run `dvc repro` to score it")
+    lines = []
+    for files, pair in (
+        (paths.SCORED_MODELS["model"], task.scored),
+        (paths.SCORED_MODELS["student"], task.student_scored),
+    ):
+        metrics_file, export_file, weights = root / files.metrics, root / files.export_report, root / files.weights
+        if not metrics_file.is_file():
+            continue
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        export = json.loads(export_file.read_text(encoding="utf-8")) if export_file.is_file() else None
+        if not files.is_fine_tuned:
+            lines.append(f"{pair[0]} ({files.model_dir}):")
+        lines += headline(task, metrics, export, pair)
+        scored = metrics.get("weights_md5")
+        if scored and weights.is_file() and storage.file_md5(weights) != scored:
+            lines.append(f"WARNING: these scored other weights than {files.weights} holds: run `dvc repro` to score it")
     return lines

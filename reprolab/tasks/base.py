@@ -26,6 +26,7 @@ class Task(ABC):
     logits_axes: ClassVar[dict[int, str]]  # the dynamic axes of the exported graph's logits
     model_name: ClassVar[str] = "transformer"  # the fine-tuned model's key in metrics.json and reports
     baseline_name: ClassVar[str] = "baseline"  # the classical peer's key
+    student_name: ClassVar[str] = "student"  # the distilled student's, scored against the fine-tuned model
     baseline_title: ClassVar[str]  # what the baseline is (stages/evaluate.py `BY_TASK`), as reports name it
     score: ClassVar[str]  # the test score models are ranked by (a key of each model's section of metrics.json)
     score_title: ClassVar[str]  # how reports name it
@@ -56,6 +57,11 @@ class Task(ABC):
     def scored(self) -> tuple[str, str]:
         """The models evaluate scores, as metrics.json, the plot files and `reprolab compare` name them."""
         return self.model_name, self.baseline_name
+
+    @property
+    def student_scored(self) -> tuple[str, str]:
+        """The student and its reference (its teacher), as the student's metrics.json names them."""
+        return self.student_name, self.model_name
 
     @property
     def versus(self) -> str:

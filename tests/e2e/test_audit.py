@@ -15,7 +15,15 @@ from reprolab.audit.history import audit_history
 from reprolab.audit.reproduce import audit, recorded_files
 from reprolab.errors import StageError
 from reprolab.process_settings import PORTABLE_CPU_KERNELS
-from tests.conftest import commit, ran_stages, run, update_params
+from tests.conftest import (
+    CACHED_WITH_THE_SAME_WEIGHTS,
+    DATA_STAGES,
+    MODEL_STAGES,
+    commit,
+    ran_stages,
+    run,
+    update_params,
+)
 
 
 def failed(report: dict) -> dict[tuple[str, str], dict]:
@@ -37,14 +45,14 @@ def train_runs(project):
 def test_published_run_passes_every_bit_and_its_mlflow_record(published, project, tmp_path, monkeypatch):
     """Audited by the MLflow run id of a train run at the results' commit: every hash of its dvc.lock
     and every metric of its reports, and the run's own record (logged test metrics, input digests, the
-    weights' md5). Train, evaluate and distill run again; the data stages, and export and the teacher's
-    logits once the weights come out byte-identical, come from the run cache."""
+    weights' md5). Train, evaluate, distill and evaluate_student run again; the data stages, and both
+    exports and the teacher's logits once the weights come out byte-identical, come from the run cache."""
     monkeypatch.chdir(project)
     client, (_, train) = train_runs(project)
     runs_before = len(client.search_runs([train.info.experiment_id]))
     report = audit(project, train.info.run_id, tmp_path, cache_dir=project / ".dvc/cache")
     assert report["verdict"] == "pass", failed(report)
-    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export", "teacher_logits"]
+    assert report["reused_stages"] == CACHED_WITH_THE_SAME_WEIGHTS
     assert report["commit"] == train.data.tags["git.commit"] == published.commit
     assert report["inexact"] == "" and report["metric_tolerance"] == 0.0  # every hash and metric exact
     kinds = {(c["kind"], c["name"]) for c in report["checks"]}
@@ -54,6 +62,7 @@ def test_published_run_passes_every_bit_and_its_mlflow_record(published, project
         ("output", "ingest:data/raw/raw.parquet"),
         ("dependency", "evaluate:models/model"),
         ("metric", "transformer.macro_f1"),
+        ("metric", "reports/student/metrics.json:student.macro_f1"),
         ("mlflow_metric", "transformer.macro_f1"),
         ("mlflow_model", "models/model/model.safetensors"),
         ("mlflow_input", "data/tokens/train.parquet"),
@@ -125,7 +134,7 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     # The data stages (no torch kernel among them) from the run cache; the model's stages run.
     report = audit(project, published, tmp_path, cache_dir=project / ".dvc/cache")
-    assert report["reused_stages"] == ["ingest", "clean", "tokenize", "augment"]
+    assert report["reused_stages"] == DATA_STAGES
     assert report["cpu_kernels"]["recorded"] == kernels
     assert report["cpu_kernels"]["reproduced"] == {**kernels, "torch_capability": "DEFAULT"}
     assert report["inexact"].startswith("across CPU kernels") and report["metric_tolerance"] == 0.01
@@ -134,8 +143,7 @@ def test_other_cpu_kernels_let_metrics_decide(project, tmp_path, monkeypatch):
         model = checks[seen_as]
         assert model["recorded"] != model["reproduced"] and model["ok"] and "across CPU kernels" in model["detail"]
     for (kind, name), check in checks.items():
-        model_stages = ("train", "evaluate", "export", "teacher_logits", "distill")
-        if kind not in ("metric", "export_metric") and name.split(":")[0] not in model_stages:
+        if kind not in ("metric", "export_metric") and name.split(":")[0] not in MODEL_STAGES:
             assert check["recorded"] == check["reproduced"] and check["ok"], check  # data stages: exact
     assert report["verdict"] == "pass", failed(report)
     text = (tmp_path / "audit.md").read_text()
@@ -170,10 +178,10 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
     assert [row["verdict"] for row in rows] == ["pass", "pass", "pass"] and summary["verdict"] == "pass"
     assert rows[0]["commit"] == published and rows[0]["reused_stages"] == []
     assert rows[1]["same_as"] == published and rows[1]["cause"].startswith("same pipeline, params, results")
-    # evaluate runs again too: DVC keeps no run cache of a stage with uncached plot data among its outs;
-    # export, whose report holds no timings, and the teacher's logits come from the run cache with the
-    # byte-identical model
-    assert rows[2]["reused_stages"] == ["ingest", "clean", "tokenize", "augment", "export", "teacher_logits"]
+    # evaluate (and evaluate_student) run again too: DVC keeps no run cache of a stage with uncached plot
+    # data among its outs; the exports, whose reports hold no timings, and the teacher's logits come from
+    # the run cache with the byte-identical models
+    assert rows[2]["reused_stages"] == CACHED_WITH_THE_SAME_WEIGHTS
     assert (summary["commits"], summary["audited"]) == (3, 2)
 
     report = json.loads((tmp_path / unrecorded[:12] / "audit.json").read_text())
@@ -182,9 +190,15 @@ def test_history_audits_each_result_once_and_computes_each_stage_once(project, t
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{report['scratch']}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("reprolab").experiment_id])
-    # The data stages, export and the teacher's logits came from the run cache; evaluate ran for real,
-    # although the outputs it committed to git were in the revision's tree: the audit removes them first.
-    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == ["distill", "evaluate", "pipeline", "train"]
+    # The data stages, both exports and the teacher's logits came from the run cache; both evaluates ran,
+    # although the outputs they committed to git were in the revision's tree: the audit removes them first.
+    assert sorted(r.data.tags["reprolab.stage"] for r in runs) == [
+        "distill",
+        "evaluate",
+        "evaluate_student",
+        "pipeline",
+        "train",
+    ]
     (train_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "train"]
     (evaluate_run,) = [r for r in runs if r.data.tags["reprolab.stage"] == "evaluate"]
     assert evaluate_run.data.tags["reprolab.train_run_id"] == train_run.info.run_id

@@ -43,6 +43,7 @@ REDUCED = {
     "augment": {"fraction": 0.5},
     "train": {"epochs": 1, "batch_size": 16, "log_every_steps": 5, "checkpoint_every_minutes": 0},
     "evaluate": {"crf": {"c1": 0.1, "c2": 0.1, "max_iterations": 20}},
+    "distill": {"student_layers": [1], "epochs": 1},  # one of the tiny encoder's two layers
 }
 
 
@@ -76,7 +77,8 @@ def test_every_stage_runs_and_every_test_word_is_scored_once(ner_project):
     project, output = ner_project
     ran = ran_stages(output)  # in an order DVC picks among the stages that do not feed each other
     stages = ["check_params", "ingest", "clean", "tokenize", "augment", "train", "evaluate", "export"]
-    assert sorted(ran) == sorted(stages)
+    student = ["teacher_logits", "distill", "evaluate_student", "export_student"]
+    assert sorted(ran) == sorted(stages + student)
     assert ran.index("ingest") < ran.index("clean") < min(ran.index("tokenize"), ran.index("augment"))
     assert max(ran.index("tokenize"), ran.index("augment")) < ran.index("train") < ran.index("evaluate")
     ingest = json.loads((project / paths.INGEST_REPORT).read_text())
@@ -113,11 +115,33 @@ def test_every_stage_runs_and_every_test_word_is_scored_once(ner_project):
     assert history == "epoch,step,train_loss,val_loss,val_accuracy,val_entity_micro_f1,learning_rate"
 
 
+def test_the_student_is_scored_against_its_teacher_on_every_test_word(ner_project):
+    project, _ = ner_project
+    files = paths.SCORED_MODELS["student"]
+    test = pq.read_table(project / paths.clean_split("test")).to_pydict()
+    metrics = json.loads((project / files.metrics).read_text())
+    teacher = json.loads((project / paths.METRICS).read_text())["transformer"]
+    assert metrics["transformer"] == teacher  # the same teacher, the same words, the same scores
+    versus = metrics["student_vs_transformer"]
+    assert versus["entity_micro_f1_difference"] == pytest.approx(
+        metrics["student"]["entity_micro_f1"] - teacher["entity_micro_f1"]
+    )
+    assert versus["verdict"] in ("student better", "transformer better", "within noise")
+    rows = list(csv.DictReader(StringIO((project / files.plots / "test_predictions_student.csv").read_text())))
+    assert [(r["id"], int(r["position"])) for r in rows] == [
+        (i, w) for i, words in zip(test["id"], test["tokens"], strict=True) for w in range(len(words))
+    ]
+    export = json.loads((project / files.export_report).read_text())
+    assert set(export["backends"]) == {"torch", "onnx", "onnx-int8"}
+    assert export["backends"]["torch"]["entity_micro_f1"] == pytest.approx(metrics["student"]["entity_micro_f1"])
+
+
 def test_a_second_repro_is_a_no_op_and_show_reads_the_entity_headline(ner_project):
     project, _ = ner_project
     assert ran_stages(run(["dvc", "repro"], project)) == []
     shown = run(["reprolab", "show"], project)
     assert "transformer: test entity micro-F1" in shown and "approximate randomization p" in shown
+    assert "student (models/student):" in shown and "student - transformer entity micro-F1" in shown
 
 
 def test_the_audit_of_the_published_ner_result_passes(ner_project):

@@ -20,8 +20,10 @@ from reprolab import paths, storage
 from reprolab.encoding import encoder
 from tests.conftest import (
     MAILS_PER_GROUP,
+    MODEL_STAGES,
     QUALITY_MARGIN,
     SOURCE_GROUPS,
+    STAGES,
     commit,
     lock_outs,
     ran_stages,
@@ -37,18 +39,11 @@ def majority_macro_f1(labels: list[str]) -> float:
 
 def test_all_stages_run_and_beat_the_majority_class(published):
     root = published.root
-    assert ran_stages(published.first_run) == [
-        "check_params",
-        "ingest",
-        "clean",
-        "tokenize",
-        "augment",
-        "train",
-        "evaluate",
-        "export",
-        "teacher_logits",
-        "distill",
-    ]
+    assert ran_stages(published.first_run) == ["check_params", *STAGES]
+    # Each stage speaks under its own name, the student's too (they run train's loop, evaluate's module).
+    for said in ("distill: epoch 1 (step", "evaluate_student: done in", "export_student: done in"):
+        assert said in published.first_run, said
+    assert "train: epoch 1 (step" in published.first_run.split("Running stage 'distill'")[0]
     metrics = json.loads((root / paths.METRICS).read_text())
     test_labels = pq.read_table(root / paths.clean_split("test"))["label"].to_pylist()
     floor = majority_macro_f1(test_labels) + QUALITY_MARGIN
@@ -138,7 +133,11 @@ def test_a_fresh_clone_repro_leaves_git_clean_and_shows_and_records_the_headline
     shown = run(["python", "-m", "reprolab.cli", "show"], clone).splitlines()
     assert shown[0].startswith("1. ") and f"macro-F1 {metrics['transformer']['macro_f1']:.4f}" in "\n".join(shown)
     assert metrics["transformer_vs_baseline"]["verdict"] in shown[2]
-    assert [line.split(":")[0] for line in shown[3:]] == ["export onnx", "export onnx-int8", "export torch"]
+    exports = ["export onnx", "export onnx-int8", "export torch"]
+    assert [line.split(":")[0] for line in shown[3:6]] == exports
+    # Then the student's: against its teacher, and its own exports.
+    assert shown[6] == "student (models/student):" and shown[9].startswith("student - transformer macro-F1")
+    assert [line.split(":")[0] for line in shown[10:]] == exports
     _, runs = stage_runs(clone)
     (parent,) = [r for r in runs if r.data.tags["reprolab.stage"] == "pipeline"]
     assert parent.data.metrics["test.transformer.macro_f1"] == metrics["transformer"]["macro_f1"]
@@ -234,11 +233,9 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
     assert [p.info.run_name for p in parents] == ["dvc repro", "dvc repro --force"]
     assert runs[0] is parents[0]  # it starts when `dvc repro` started, before any stage
     trees = [[r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents]
-    assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [
-        ["ingest", "clean", "tokenize", "augment", "train", "evaluate", "export", "teacher_logits", "distill"],
-        ["train"],
-    ]
-    assert parents[1].data.tags["reprolab.test_metrics_run"] == trees[0][5].info.run_id
+    assert [[r.data.tags["reprolab.stage"] for r in tree] for tree in trees] == [STAGES, ["train"]]
+    by_stage = {r.data.tags["reprolab.stage"]: r for r in trees[0]}
+    assert parents[1].data.tags["reprolab.test_metrics_run"] == by_stage["evaluate"].info.run_id
     assert len(runs) == len(parents) + sum(map(len, trees))  # nothing outside the trees
     parent, children = parents[0], trees[0]
     # True durations: each child spans its process, at least what the stage itself timed.
@@ -249,7 +246,11 @@ def test_one_repro_is_one_parent_run_with_a_child_per_stage(published):
         assert parent.info.start_time <= child.info.start_time
     assert parent.info.end_time == max(c.info.end_time for c in children) and parent.info.status == "FINISHED"
     assert parent.data.tags["git.commit"] == children[0].data.tags["git.commit"]
-    train, evaluate = children[4], children[5]
+    train, evaluate = by_stage["train"], by_stage["evaluate"]
+    # The student's scores name the distill run that trained it; the pipeline's headline stays the teacher's.
+    student_scored = by_stage["evaluate_student"]
+    assert student_scored.data.tags["reprolab.train_run_id"] == by_stage["distill"].info.run_id
+    assert "test.student_vs_transformer.macro_f1_difference" in student_scored.data.metrics
     # The parent holds every param and the test metrics of the model it left, from the run that scored it.
     assert parent.data.params == train.data.params
     assert parent.data.tags["reprolab.test_metrics_run"] == evaluate.info.run_id
@@ -322,7 +323,7 @@ def test_a_learning_rate_experiment_reruns_the_models_stages_lands_in_the_store_
     baseline = run(["git", "rev-parse", "HEAD"], project).strip()
     output = run(["dvc", "exp", "run", "--temp", "-n", "lr-3e-4", "-S", "train.learning_rate=3e-4"], project)
     # check_params too: it runs after any edit of params.yaml
-    assert ran_stages(output) == ["check_params", "train", "evaluate", "export", "teacher_logits", "distill"]
+    assert ran_stages(output) == ["check_params", *MODEL_STAGES]
     client, _ = stage_runs(project)
     experiment = client.get_experiment_by_name("reprolab")
     (train,) = client.search_runs(

@@ -45,6 +45,19 @@ def test_predict_on_the_raw_rows_gives_evaluates_test_predictions(published, pre
             assert abs(mine[column] - float(row[column])) <= 1e-6, (row["id"], column)
 
 
+def test_predict_with_the_student_gives_its_evaluate_stages_test_predictions(published, tmp_path):
+    student = paths.SCORED_MODELS["student"]
+    with open(published.root / student.plots / "test_predictions_student.csv", newline="") as handle:
+        evaluated = list(csv.DictReader(handle))
+    predicted = predict(published.root, "data/source", tmp_path / "student.parquet", "--model", str(student.model_dir))
+    assert len(evaluated) >= 15
+    for row in evaluated:
+        mine = predicted[row["id"]]
+        assert (mine["actual"], mine["predicted"]) == (row["actual"], row["predicted"]), row["id"]
+        for column in PROBABILITIES:
+            assert abs(mine[column] - float(row[column])) <= 1e-6, (row["id"], column)
+
+
 def test_predict_takes_the_model_from_mlflow_as_from_its_folder(published, predicted, tmp_path):
     import mlflow
 

@@ -336,3 +336,21 @@ def test_an_export_report_without_timings_is_held_to_its_hash(tmp_path):
     checks = [Check("output", "export:reports/export.json", "a", "b", False)]
     assert compare_export(checks, json.dumps(report), tmp_path / "export.json", 0.0) == []
     assert not checks[0].ok and checks[0].detail == ""
+
+
+def test_a_device_difference_is_named_for_every_stage_the_weights_decide_and_for_no_other():
+    """The stages downstream of train, from the lock (a student's evaluate among them), not a list by hand."""
+    pipeline = copy.deepcopy(PIPELINE)
+    pipeline["stages"]["evaluate_student"] = {
+        "deps": [{"path": "models/model", "md5": "m1.dir"}],
+        "outs": [{"path": "reports/student/metrics.json", "md5": "s1"}],
+    }
+    reproduced = copy.deepcopy(pipeline)
+    reproduced["stages"]["evaluate_student"]["outs"][0]["md5"] = "s1-moved"
+    reproduced["stages"]["ingest"]["outs"][0]["md5"] = "r1-moved"
+    sides = {**SAME_SIDES, "devices": {"recorded": "cuda:0", "reproduced": "cpu"}}
+    causes = {
+        c["stage"]: c["known"] for c in find_causes(pipeline, reproduced, compare_hashes(pipeline, reproduced), sides)
+    }
+    assert causes["evaluate_student"] == ["device cpu here, cuda:0 recorded"]
+    assert "device cpu here, cuda:0 recorded" not in causes["ingest"]

@@ -14,8 +14,12 @@ import yaml
 from tests.conftest import REPO
 
 STAGES = ("ingest", "clean", "tokenize", "augment", "train", "evaluate", "export")
-# The classification default's distilled student: the teacher's logits of the training rows, the student.
+# The distilled student: the teacher's logits of the training rows, the student.
 STUDENT_STAGES = ("teacher_logits", "distill")
+# The student's evaluate and export: the teacher's stage modules, run with `--model student`.
+STUDENT_SCORING = ("evaluate_student", "export_student")
+# The classification default's back-translation (off by default).
+BACK_TRANSLATION = ("back_translate",)
 # Stages that are not one of the seven: a library module run as a script.
 CHECKS = ("check_params",)
 PACKAGES = ("reprolab", "stages")
@@ -93,8 +97,8 @@ def missing_and_extra(root: Path, stage: str, project: str = ".") -> tuple[set[s
 
 # Each DVC project of the repository and its stages: the classification default, the NER default.
 PROJECTS = {
-    ".": STAGES + STUDENT_STAGES + CHECKS,
-    "examples/ner": STAGES + CHECKS,
+    ".": STAGES + BACK_TRANSLATION + STUDENT_STAGES + STUDENT_SCORING + CHECKS,
+    "examples/ner": STAGES + STUDENT_STAGES + STUDENT_SCORING + CHECKS,
 }
 
 
@@ -131,7 +135,7 @@ def test_a_removed_dependency_and_a_new_import_are_both_caught(tmp_path):
 
 def test_the_stages_folder_holds_the_stages_and_nothing_else():
     modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
-    assert modules == set(STAGES + STUDENT_STAGES)
+    assert modules == set(STAGES + BACK_TRANSLATION + STUDENT_STAGES)
     assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == set(PROJECTS["."])
 
 

@@ -7,7 +7,7 @@ import pytest
 from reprolab.model import runtime
 from reprolab.params import BaselineParams
 from reprolab.results.baselines import tfidf_probs, top_terms
-from reprolab.results.evaluation import plot_data, scores
+from reprolab.results.evaluation import Contenders, plot_data, scores
 from reprolab.results.metrics import classification_metrics
 from reprolab.tasks.sequence_classification import SequenceClassification
 
@@ -112,23 +112,42 @@ def test_plot_data_per_model_with_empty_curves_where_undefined():
     assert one_class["test_predictions_baseline.csv"].count("\n") == 3
 
 
+FINE_TUNED = Contenders("transformer", None, "baseline")
+STUDENT = Contenders("student", None, "transformer")
+
+
 def test_scores_say_whether_the_transformer_beats_the_baseline_beyond_noise():
     labels = np.arange(400) % 2
     right = np.eye(2)[labels] * 0.8 + 0.1  # probability 0.9 on the true class
     wrong_rows = np.zeros(400, bool)
     wrong_rows[::10] = True  # the baseline misses 40 rows, the transformer none of them
     baseline = np.where(wrong_rows[:, None], right[:, ::-1], right)
-    metrics = scores(SequenceClassification(), labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"])
+    metrics = scores(
+        SequenceClassification(), labels, {"transformer": right, "baseline": baseline}, ["ham", "spam"], FINE_TUNED
+    )
     versus = metrics["transformer_vs_baseline"]
     assert (versus["only_transformer_right"], versus["only_baseline_right"]) == (40, 0)
     assert versus["macro_f1_difference"] == pytest.approx(
         metrics["transformer"]["macro_f1"] - metrics["baseline"]["macro_f1"]
     )
     assert versus["interval_low"] > 0 and versus["mcnemar_p"] < 0.05 and versus["verdict"] == "transformer better"
-    same = scores(SequenceClassification(), labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"])[
-        "transformer_vs_baseline"
-    ]
+    same = scores(
+        SequenceClassification(), labels, {"transformer": baseline, "baseline": baseline}, ["ham", "spam"], FINE_TUNED
+    )["transformer_vs_baseline"]
     assert same["verdict"] == "within noise" and same["macro_f1_difference"] == 0
+
+
+def test_a_student_is_scored_against_its_teacher_under_its_own_keys():
+    labels = np.arange(400) % 2
+    teacher = np.eye(2)[labels] * 0.8 + 0.1
+    student = np.where((np.arange(400) % 8 == 0)[:, None], teacher[:, ::-1], teacher)  # 50 rows wrong
+    metrics = scores(
+        SequenceClassification(), labels, {"student": student, "transformer": teacher}, ["ham", "spam"], STUDENT
+    )
+    assert set(metrics) == {"student", "transformer", "student_vs_transformer", "test_rows"}
+    versus = metrics["student_vs_transformer"]
+    assert (versus["only_transformer_right"], versus["only_student_right"]) == (50, 0)
+    assert versus["macro_f1_difference"] < 0 and versus["verdict"] == "transformer better"
 
 
 def test_validation_macro_f1_counts_a_class_nobody_predicted_or_had():

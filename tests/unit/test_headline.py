@@ -65,3 +65,33 @@ def test_show_reads_the_reports_and_warns_only_when_they_scored_other_weights(tm
 def test_show_before_any_repro_says_what_to_run(tmp_path):
     with pytest.raises(StageError, match="no test metrics yet: run `dvc repro`"):
         show(tmp_path)
+
+
+def test_show_gives_the_students_verdict_against_its_teacher_after_the_teachers_headline(tmp_path):
+    root = project(tmp_path, b"weights", b"weights")
+    student = paths.SCORED_MODELS["student"]
+    (root / student.model_dir).mkdir(parents=True)
+    (root / student.weights).write_bytes(b"student")
+    student_metrics = {
+        "student": {"macro_f1": 0.89, "accuracy": 0.92},
+        "transformer": METRICS["transformer"],
+        "student_vs_transformer": {
+            "macro_f1_difference": -0.02,
+            "interval_low": -0.05,
+            "interval_high": 0.01,
+            "mcnemar_p": 0.3,
+            "verdict": "within noise",
+        },
+        "test_rows": 120,
+        "weights_md5": hashlib.md5(b"an older student").hexdigest(),
+    }
+    (root / student.metrics).parent.mkdir(parents=True)
+    (root / student.metrics).write_text(json.dumps(student_metrics))
+    assert show(root)[len(headline(TASK, METRICS)) :] == [
+        "student (models/student):",
+        "1. transformer: test macro-F1 0.9100, accuracy 0.9300",
+        "2. student: test macro-F1 0.8900, accuracy 0.9200",
+        "student - transformer macro-F1 -0.0200, 95% interval [-0.0500, +0.0100], McNemar p 0.3: "
+        "within noise (120 test rows)",
+        "WARNING: these scored other weights than models/student/model.safetensors holds: run `dvc repro` to score it",
+    ]
