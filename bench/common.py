@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -75,6 +76,23 @@ def save(name: str, results: dict[str, object]) -> None:
     }
     storage.write_json(results, RESULTS / f"{name}.json")
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
+
+
+def backend_timing_args(doc: str):
+    """The backend benchmarks' options (rounds, latency rows, DVC project), parsed; the project becomes the
+    working directory."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
+    parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
+    parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
+    args = parser.parse_args()
+    os.chdir(ROOT / args.project)
+    return args
+
+
+def result_name(base: str, project: str) -> str:
+    """A benchmark's result name: `base` for the root project, `base_<folder>` for one below it."""
+    return base if project == "." else f"{base}_{os.path.basename(project)}"
 
 
 def median(values: list[float]) -> float:

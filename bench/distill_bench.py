@@ -7,10 +7,7 @@ gets the same test rows, batch size and threads; the rounds alternate between th
 round counts (backend_comparison.time_backends).
 """
 
-import argparse
-import os
-
-from common import ROOT, save
+from common import backend_timing_args, result_name, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison, onnx_export
@@ -27,12 +24,7 @@ WEIGHT_FILES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
-    parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
-    parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
-    args = parser.parse_args()
-    os.chdir(ROOT / args.project)
+    args = backend_timing_args(__doc__)
     params = load_params()
     p = params.export
     test = runtime.TokenData.read(paths.token_split("test"))
@@ -56,7 +48,7 @@ def main() -> None:
             row["size_mb"] = round((scorers[name].folder / WEIGHT_FILES[name]).stat().st_size / 1e6, 2)
     layers = params.distill.student_layers
     save(
-        "distill" if args.project == "." else f"distill_{os.path.basename(args.project)}",
+        result_name("distill", args.project),
         {
             "rows": {"torch": "teacher, torch fp32", **{k: k.replace("-", ", ") for k in folders if k != "torch"}},
             "backends": table,

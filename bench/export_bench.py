@@ -7,10 +7,7 @@ rounds alternate between the backends and the median round counts. The export st
 (reports/export.json) holds only the figures a rerun reproduces.
 """
 
-import argparse
-import os
-
-from common import ROOT, save
+from common import backend_timing_args, result_name, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison
@@ -19,19 +16,14 @@ from reprolab.params import load_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
-    parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
-    parser.add_argument("--project", default=".", help="the DVC project whose export is timed (default: the root's)")
-    args = parser.parse_args()
-    os.chdir(ROOT / args.project)
+    args = backend_timing_args(__doc__)
     test = runtime.TokenData.read(paths.token_split("test"))
     p = load_params().export
     with backend_comparison.torch_threads(p.threads):
         scorers = backend_comparison.predictors(paths.MODEL_DIR, paths.EXPORT_DIR, p.batch_size, p.threads)
         table = backend_comparison.time_backends(scorers, test.sequences, args.latency_rows, args.rounds)
     save(
-        "export" if args.project == "." else f"export_{os.path.basename(args.project)}",
+        result_name("export", args.project),
         {
             "project": args.project,
             "backends": table,
