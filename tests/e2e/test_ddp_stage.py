@@ -6,15 +6,22 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from reprolab import storage
 from reprolab.model import runtime
-from reprolab.model.training import seed_everything
 from reprolab.tasks.sequence_classification import SequenceClassification
-from tests.conftest import MODEL, copy_project, env_for, fixture_params_raw, free_port, ran_stages, run, update_params
+from tests.conftest import (
+    REDUCED_MODEL,
+    copy_project,
+    env_for,
+    free_port,
+    ran_stages,
+    run,
+    update_params,
+)
 
 SEQUENCE_CLASSIFICATION = SequenceClassification()
 
@@ -23,10 +30,9 @@ def l2_distance(a: dict, b: dict) -> float:
     return sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a).sqrt().item()
 
 
-def initial_weights(seed: int) -> dict:
-    """The weights the train stage starts from: the pretrained encoder and a head drawn from its seed."""
-    seed_everything(seed, torch.device("cpu"), None)
-    return runtime.load_model(SEQUENCE_CLASSIFICATION, str(MODEL), ["ham", "spam"]).state_dict()
+def initial_weights(project: Path) -> dict:
+    """The weights the train stage starts from: the reduced project's tiny spam filter, its head included."""
+    return runtime.load_model(SEQUENCE_CLASSIFICATION, str(project / REDUCED_MODEL), ["ham", "spam"]).state_dict()
 
 
 def test_two_processes_then_two_machines_on_loopback_train_the_same_model(project, tmp_path):
@@ -75,8 +81,9 @@ def test_two_processes_then_two_machines_on_loopback_train_the_same_model(projec
     assert storage.file_md5(other / "models/model/model.safetensors") == copied  # only machine 0 writes
     on_two_machines = load_file(project / "models/model/model.safetensors")
 
-    moved = l2_distance(on_one_machine, initial_weights(fixture_params_raw()["train"]["seed"]))
+    moved = l2_distance(on_one_machine, initial_weights(project))
     differ = l2_distance(on_one_machine, on_two_machines)
-    assert moved > 0.1, "training did not move the weights: the comparison would prove nothing"
+    # The tiny model moves by hundredths in these 8 steps, far above the float order's last bits.
+    assert moved > 0.01, "training did not move the weights: the comparison would prove nothing"
     # The tolerance of the data-parallel tests: float summation order may differ, nothing else.
     assert differ < 1e-3 * moved, f"two machines differ from two processes by {differ:.2e} (moved {moved:.2e})"

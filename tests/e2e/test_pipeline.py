@@ -197,7 +197,7 @@ def test_the_student_learns_from_the_teachers_logits_and_is_registered_as_its_ow
 
     root = published.root
     student = json.loads((root / paths.STUDENT_DIR / "config.json").read_text())
-    assert student["num_hidden_layers"] == 2  # REDUCED's student_layers [0, 3] of MiniLM's 6
+    assert student["num_hidden_layers"] == 1  # REDUCED's student_layers [1] of the tiny encoder's 2
     report = json.loads((root / paths.DISTILL_REPORT).read_text())
     assert report["train_rows"] == json.loads((root / paths.TRAIN_REPORT).read_text())["train_rows"]
     logits = pq.read_table(root / paths.TEACHER_LOGITS)
@@ -359,8 +359,9 @@ def test_a_learning_rate_experiment_reruns_the_models_stages_lands_in_the_store_
     run(["dvc", "exp", "apply", "lr-3e-4"], project)
     assert "up to date" in run(["dvc", "status"], project)
     commit(project, "higher learning rate")
-    diff = run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project)
-    assert "transformer.macro_f1" in diff
+    # The validation loss moves with the learning rate (the 17 test rows' predictions may all stay).
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project, with_stderr=False))
+    assert "best_val_loss" in diff["reports/train.json"]
     assert "train.learning_rate" in run(["dvc", "params", "diff", "HEAD~1"], project)
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], project, with_stderr=False))
     assert {"ROC", "Precision-recall", "Confusion (transformer)"} <= set(plots["data"])
