@@ -1,26 +1,27 @@
 """The student's frontier: how many (and which) of the teacher's layers it keeps, against its int8 speed
 and its test score, to justify `distill.student_layers`.
 
-Run after `dvc repro` in the project root, with git clean: `python bench/distill_frontier.py [--layers 0
-0,3 0,2,4 0,1,2,3,4] [--rounds 3]`. Each layer set other than params.yaml's is trained, scored and
-exported by the pipeline itself, as an experiment in the workspace (`dvc exp run -S
-distill.student_layers=[...]`: distill, evaluate_student and export_student run; the data stages and
-the teacher's are up to date), its test score (torch, int8) read from the student's reports; the
-workspace is then put back as git and DVC's cache hold it (`git checkout`, `dvc checkout`). In a temporary
-workspace (`--temp`) train would run again too, since its uncached plots are not there. Speed depends
-on the number of layers, not on their weights: a student of each size is cut from the teacher
-(keep_layers), exported to int8 in a temporary folder and timed beside the teacher's torch fp32 on the
-same test rows, batch size and threads, in alternating rounds (backend_comparison.time_backends, the
-median round).
+Run after `dvc repro` in the project (the root, or `--project examples/ner`), with git clean: `python
+bench/distill_frontier.py [--layers 0 0,3 0,2,4 0,1,2,3,4] [--rounds 3] [--project DIR]`. Each layer
+set other than params.yaml's is trained, scored and exported by the pipeline itself, as an experiment
+in the workspace (`dvc exp run -S distill.student_layers=[...]`: distill, evaluate_student and
+export_student run; the data stages and the teacher's are up to date), its test score (torch, int8)
+read from the student's reports; the workspace is then put back as git and DVC's cache hold it (`git
+checkout`, `dvc checkout`). In a temporary workspace (`--temp`) train would run again too, since its
+uncached plots are not there. Speed depends on the number of layers, not on their weights: a student
+of each size is cut from the teacher (keep_layers), exported to int8 in a temporary folder and timed
+beside the teacher's torch fp32 on the same test rows, batch size and threads, in alternating rounds
+(backend_comparison.time_backends, the median round).
 """
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
-from common import save
+from common import ROOT, result_name, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison, onnx_export
@@ -71,7 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="+", default=["0", "0,3", "0,2,4", "0,1,2,3,4"], help="layer sets")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
+    parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
     args = parser.parse_args()
+    os.chdir(ROOT / args.project)
     params = load_params()
     p, default = params.export, params.distill.student_layers
     task = catalog.task_named(params.task)
@@ -112,7 +115,7 @@ def main() -> None:
         for layers in layer_sets
     ]
     save(
-        "distill_frontier",
+        result_name("distill_frontier", args.project),
         {
             "rows": rows,
             "default_layers": default,
