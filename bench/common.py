@@ -78,16 +78,26 @@ def save(name: str, results: dict[str, object]) -> None:
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
 
 
-def backend_timing_args(doc: str):
-    """The backend benchmarks' options (rounds, latency rows, DVC project), parsed; the project becomes the
-    working directory."""
+def project_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that times backends in rounds on a DVC project's test split."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
-    parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
     parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
+    return parser
+
+
+def parse_in_project(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """`parser`'s arguments; the project they name becomes the working directory."""
     args = parser.parse_args()
     os.chdir(ROOT / args.project)
     return args
+
+
+def backend_timing_args(doc: str) -> argparse.Namespace:
+    """The backend benchmarks' options (`project_parser`'s and latency rows), parsed, in the project."""
+    parser = project_parser(doc)
+    parser.add_argument("--latency-rows", type=int, default=100, help="test rows scored one at a time (p50/p95)")
+    return parse_in_project(parser)
 
 
 def result_name(base: str, project: str) -> str:

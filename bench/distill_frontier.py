@@ -14,14 +14,12 @@ beside the teacher's torch fp32 on the same test rows, batch size and threads, i
 (backend_comparison.time_backends, the median round).
 """
 
-import argparse
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 
-from common import ROOT, result_name, save
+from common import parse_in_project, project_parser, result_name, save
 
 from reprolab import paths
 from reprolab.inference import backend_comparison, onnx_export
@@ -31,11 +29,6 @@ from reprolab.params import load_params
 from reprolab.tasks import catalog
 
 STUDENT = paths.SCORED_MODELS["student"]
-
-
-def student_reports() -> dict:
-    """The workspace's student metrics and export reports."""
-    return {str(path): json.loads(Path(path).read_text()) for path in (STUDENT.metrics, STUDENT.export_report)}
 
 
 def git(*args: str) -> str:
@@ -48,8 +41,7 @@ def scores(layers: list[int], default: list[int], score: str) -> dict:
         name = "frontier-" + "-".join(map(str, layers))
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)  # an earlier run's, if any
         subprocess.run(["dvc", "exp", "run", "-n", name, "-S", f"distill.student_layers={layers}"], check=True)
-    reports = student_reports()
-    metrics, export = reports[str(STUDENT.metrics)], reports[str(STUDENT.export_report)]
+    metrics, export = (json.loads(Path(path).read_text()) for path in (STUDENT.metrics, STUDENT.export_report))
     return {
         f"student_torch_{score}": round(metrics["student"][score], 4),
         f"student_int8_{score}": round(export["backends"]["onnx-int8"][score], 4),
@@ -69,12 +61,9 @@ def restore_workspace() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = project_parser(__doc__)
     parser.add_argument("--layers", nargs="+", default=["0", "0,3", "0,2,4", "0,1,2,3,4"], help="layer sets")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median one is reported")
-    parser.add_argument("--project", default=".", help="the DVC project, from the repository root (examples/ner)")
-    args = parser.parse_args()
-    os.chdir(ROOT / args.project)
+    args = parse_in_project(parser)
     params = load_params()
     p, default = params.export, params.distill.student_layers
     task = catalog.task_named(params.task)
