@@ -63,11 +63,6 @@ class Task(ABC):
         """The student and its reference (its teacher), as the student's metrics.json names them."""
         return self.student_name, self.model_name
 
-    @property
-    def versus(self) -> str:
-        """metrics.json's key for the paired comparison of the fine-tuned model with the baseline."""
-        return f"{self.model_name}_vs_{self.baseline_name}"
-
     @abstractmethod
     def collate_labels(self, labels: list[Any], width: int) -> torch.Tensor:
         """A batch's labels (one per row of the token data) as the tensor `loss` takes; `width`: the
