@@ -101,6 +101,7 @@ bench: setup
 	$(BIN)/python bench/train_bench.py --part padding trainer kernels lora
 	$(BIN)/python bench/allocator_bench.py
 	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/dvc_noop_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/distill_bench.py

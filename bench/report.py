@@ -124,6 +124,16 @@ def main() -> None:
                     "×",
                 )
             )
+    if "engines" in results:
+        for e in results["engines"]["stages"]:
+            same = "yes" if e["same_bytes"] else "**no**"
+            lines += [
+                f"| {e['stage']} on a Ray cluster of this machine writes the local engine's bytes | {same} | yes "
+                f"| {same} |",
+                f"| {e['stage']} on a Ray cluster of this machine vs the local engine, seconds / peak memory "
+                f"({e['rows']:,} rows) | {e['ray_vs_local_seconds']}× / {e['ray_vs_local_peak_memory']}× | none: "
+                "Ray's overhead on one machine, the price of room past it | — |",
+            ]
     if "zero_member" in results:
         z = results["zero_member"]
         lines.append(

@@ -44,11 +44,12 @@ from reprolab import paths, storage
 TARGET_MB = 1536
 
 
-def scratch_project(root: Path, stage: str, rows: int, clean_workers: int = 0) -> Path:
+def scratch_project(root: Path, stage: str, rows: int, engine: dict | None = None) -> Path:
+    """A project of `rows` synthetic rows for `stage`, on params.yaml's engine updated by `engine`."""
     config = yaml.safe_load((ROOT / "params.yaml").read_text())
     config["ingest"]["path"] = str(ROOT / params.ingest.path)
     config["model"]["name_or_path"] = str(ROOT / params.model.name_or_path)
-    config["clean"]["workers"] = clean_workers
+    config["engine"] |= engine or {}
     if stage == "predict":
         build(rows, root / "source.jsonl", seed=0, form="jsonl")
     if stage == "ingest":
@@ -214,7 +215,7 @@ def measure(stage: str, rows: int, baseline: bool, model: tuple[str, str] = ("",
             )
     if baseline and stage == "clean":
         with tempfile.TemporaryDirectory(prefix="reprolab-scale-") as tmp:
-            project = scratch_project(Path(tmp), stage, rows, clean_workers=1)
+            project = scratch_project(Path(tmp), stage, rows, engine={"workers": 1})
             row["one_worker"] = run_measured([sys.executable, "-m", "stages.clean"], project)
         row["speedup_all_cores"] = round(row["one_worker"]["seconds"] / row["stage"]["seconds"], 2)
     row["rows_per_second"] = round(rows / row["stage"]["seconds"])

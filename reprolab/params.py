@@ -28,6 +28,7 @@ RETIRED = {
     "export.rounds": "the export's timings moved to `python bench/export_bench.py --rounds N`: delete the key",
     "export.latency_rows": "the export's timings moved to `python bench/export_bench.py --latency-rows N`: "
     "delete the key",
+    "clean.workers": "the data stages' parallelism moved to `engine.workers`: move the value there",
 }
 MAX_PROBLEM_LINES = 20
 
@@ -136,8 +137,6 @@ class CleanParams(Section):
     near_duplicate_threshold: float | None = Field(None, gt=0, le=1)
     shingle_words: int | None = Field(None, ge=1)
     minhash_permutations: int | None = Field(None, ge=16, le=1024)
-    # Processes that clean and fingerprint rows; 0: one per core. Outputs do not depend on it.
-    workers: int = Field(0, ge=0)
     split: SplitParams
 
     @model_validator(mode="after")
@@ -371,6 +370,24 @@ class AuditParams(Section):
     )
 
 
+class EngineParams(Section):
+    # Where the data stages' batches run (reprolab.engines): local (this machine) or ray (a Ray cluster).
+    # Outputs do not depend on any of these three, so no stage lists them (docs/scaling.md).
+    name: Literal["local", "ray"] = "local"
+    # Batches at once: local worker processes (clean's fingerprinting; tokenize and augment run in the
+    # stage's process, on the tokenizer's threads), or Ray tasks. 0: one per core of the machine or cluster.
+    workers: int = Field(0, ge=0)
+    # ray: the cluster to join (ray://host:10001 or host:6379); null: RAY_ADDRESS, else a cluster of this
+    # machine's cores that the stage starts and stops.
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _address_is_for_ray(self) -> EngineParams:
+        if self.address is not None and self.name != "ray":
+            raise ValueError(f"address is set ({preview(self.address)}) but name is {self.name!r}: set name: ray")
+        return self
+
+
 class Params(Section):
     # What the model learns (reprolab.tasks.catalog holds each task's hooks); absent in files from
     # before tasks, which were all sequence classification.
@@ -384,6 +401,7 @@ class Params(Section):
     evaluate: EvaluateParams
     export: ExportParams
     audit: AuditParams
+    engine: EngineParams = EngineParams()
     # The student of the classification default's distill stage; a project without those stages leaves it out.
     distill: DistillParams | None = None
 
@@ -421,7 +439,6 @@ TASK_KEYS = {
         "clean.reject_checksum_mismatch",
         "clean.shingle_words",
         "clean.minhash_permutations",
-        "clean.workers",
         "ingest.label_strip",
         "ingest.label_casefold",
         "ingest.folder_labels",

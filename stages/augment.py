@@ -6,6 +6,7 @@ configure_process()
 
 from reprolab import paths, storage
 from reprolab.data import augmentation, sentence_augmentation
+from reprolab.engines import open_engine
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
@@ -21,7 +22,10 @@ BY_TASK = {
 def main() -> None:
     params = load_params()
     source = paths.clean_split("train")
-    rows_augmented = BY_TASK[params.task](source, paths.AUGMENTED, params, params.ingest.class_names)
+    # local_workers=1: on this machine the copies are made in the stage's process, as before there were
+    # engines (WordNet and the tokenizer loaded once; the tokenizer's threads use every core).
+    with open_engine(params.engine, local_workers=1) as engine:
+        rows_augmented = BY_TASK[params.task](source, paths.AUGMENTED, params, params.ingest.class_names, engine)
     rows_in = storage.parquet_rows(source)
     print(f"augment: {rows_augmented} augmented rows from {rows_in} training rows")
     tracking.log_stage(

@@ -6,6 +6,7 @@ configure_process()
 
 from reprolab import paths, storage
 from reprolab.data import cleaning, sentence_cleaning
+from reprolab.engines import open_engine
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
@@ -17,9 +18,14 @@ BY_TASK = {"sequence_classification": cleaning.clean_file, "token_classification
 
 def main() -> None:
     params = load_params()
-    summary = BY_TASK[params.task](
-        paths.RAW, {name: paths.clean_split(name) for name in paths.SPLITS}, paths.rejects("clean"), params.clean
-    )
+    with open_engine(params.engine) as engine:
+        summary = BY_TASK[params.task](
+            paths.RAW,
+            {name: paths.clean_split(name) for name in paths.SPLITS},
+            paths.rejects("clean"),
+            params.clean,
+            engine,
+        )
     storage.write_json(summary, paths.DATA_REPORT)
     print(
         f"clean: {summary['rows_in']} rows in, {summary['rows_kept']} kept, {summary['rows_rejected']} "

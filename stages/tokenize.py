@@ -10,6 +10,7 @@ configure_process()
 
 from reprolab import paths, storage
 from reprolab.encoding import encoder, truncated, word_alignment
+from reprolab.engines import open_engine
 from reprolab.errors import run_stage
 from reprolab.params import load_params
 from reprolab.records import tracking
@@ -27,13 +28,16 @@ def main() -> None:
     p = params.tokenize
     tokenize_splits, identity_settings = BY_TASK[params.task]
     tokenizer = encoder.load_tokenizer(params.model.name_or_path)
-    counts = tokenize_splits(
-        tokenizer,
-        p,
-        params.ingest.class_names,
-        {split: paths.clean_split(split) for split in paths.SPLITS},
-        {split: paths.token_split(split) for split in paths.SPLITS},
-    )
+    # local_workers=1: on this machine the tokenizer's own threads already use every core.
+    with open_engine(params.engine, local_workers=1) as engine:
+        counts = tokenize_splits(
+            tokenizer,
+            p,
+            params.ingest.class_names,
+            {split: paths.clean_split(split) for split in paths.SPLITS},
+            {split: paths.token_split(split) for split in paths.SPLITS},
+            engine,
+        )
     identity = encoder.identity(tokenizer, params.model.name_or_path, p.max_length, identity_settings(p))
     storage.write_json(identity, paths.TOKENIZER_IDENTITY)
     print(f"tokenize: {counts} rows with {identity['class']} (sha256 {identity['sha256'][:12]})")

@@ -5,7 +5,8 @@ Synonym replacement, random insertion (of a synonym), random swap and random del
 copy number), so a row's copies do not depend on the other rows. Val and test are never augmented.
 
 `augmented_tables` streams the training split in batches of BATCH_ROWS rows, one table of copies
-per batch: memory holds one batch, whatever the size of the split.
+per batch, on the local engine or as Ray tasks (reprolab.engines): memory holds a few batches,
+whatever the size of the split.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import functools
 import hashlib
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from reprolab import paths, storage
 from reprolab.encoding import encoder
+from reprolab.engines import IN_PROCESS, Engine
 from reprolab.params import AugmentParams, BackTranslationParams, Params
 
 AUGMENTED_SCHEMA = encoder.TOKEN_SCHEMA.append(pa.field("origin_id", pa.string()))
@@ -143,18 +146,35 @@ def augment_rows(rows: list[dict], p: AugmentParams, truncation: encoder.Truncat
     return out
 
 
+@dataclass(frozen=True)
+class CopyBatch:
+    """A batch of training rows -> the token table of their copies (None: no copies): pure, so batches
+    can run on any worker."""
+
+    p: AugmentParams
+    encode: Callable[[list[str]], list[list[int]]]
+    labels: list[str]
+    truncation: encoder.Truncation
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table | None:
+        augmented = augment_rows(batch.to_pylist(), self.p, self.truncation)
+        return token_rows(augmented, self.encode, self.labels) if augmented else None
+
+
 def augmented_tables(
     source: Path,
     p: AugmentParams,
     encode: Callable[[list[str]], list[list[int]]],
     labels: list[str],
     truncation: encoder.Truncation,
+    engine: Engine = IN_PROCESS,
 ) -> Iterator[pa.Table]:
-    """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read."""
-    for batch in storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS):
-        augmented = augment_rows(batch.to_pylist(), p, truncation)
-        if augmented:
-            yield token_rows(augmented, encode, labels)
+    """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read
+    that has copies, the batches run on the `engine`."""
+    batches = map(storage.detached, storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS))
+    for table in engine.map(CopyBatch(p, encode, labels, truncation), batches):
+        if table is not None:
+            yield table
 
 
 def token_rows(rows: list[dict], encode: Callable[[list[str]], list[list[int]]], labels: list[str]) -> pa.Table:
@@ -175,27 +195,22 @@ def back_translations(path: Path) -> Iterator[list[dict]]:
             yield rows
 
 
-def augment_file(source: Path, dest: Path, params: Params, labels: list[str]) -> int:
-    """The EDA copies of a clean training split and, with `augment.back_translation`, the back_translate
-    stage's new paraphrases, tokenized as tokenize does (AUGMENTED_SCHEMA); the rows written."""
+def augment_file(source: Path, dest: Path, params: Params, labels: list[str], engine: Engine) -> int:
+    """The EDA copies of a clean training split (their batches on the `engine`) and, with
+    `augment.back_translation`, the back_translate stage's new paraphrases, tokenized as tokenize does
+    (AUGMENTED_SCHEMA); the rows written. The tokenizer is loaded only where there is anything to encode."""
+    p = params.augment
     truncation = encoder.Truncation.of(params.tokenize)
-    encode = lazy_encoder(params.model.name_or_path, params.tokenize.max_length, truncation)
     with storage.parquet_sink(dest, AUGMENTED_SCHEMA) as sink:
-        for table in augmented_tables(source, params.augment, encode, labels, truncation):
+        if not (p.enabled and operations(p)) and p.back_translation is None:
+            return sink.rows
+        tokenizer = encoder.load_tokenizer(params.model.name_or_path)
+        encode = functools.partial(
+            encoder.encode, tokenizer, max_length=params.tokenize.max_length, truncation=truncation
+        )
+        for table in augmented_tables(source, p, encode, labels, truncation, engine):
             sink.write(table)
-        if params.augment.back_translation is not None:
+        if p.back_translation is not None:
             for rows in back_translations(paths.BACK_TRANSLATED):
                 sink.write(token_rows(rows, encode, labels))
     return sink.rows
-
-
-def lazy_encoder(
-    name_or_path: str, max_length: int, truncation: encoder.Truncation
-) -> Callable[[list[str]], list[list[int]]]:
-    """`encoder.encode` with the model's tokenizer, loaded at the first call: a run without copies needs none."""
-
-    @functools.cache
-    def tokenizer():
-        return encoder.load_tokenizer(name_or_path)
-
-    return lambda texts: encoder.encode(tokenizer(), texts, max_length, truncation)

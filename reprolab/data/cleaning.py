@@ -10,8 +10,9 @@ by label and seeded by a hash of each id, so adding a row never moves the others
 
 It streams, so memory holds a batch, one row group per output and a few numbers per row,
 never the corpus's text:
-1. pass 1 cleans and fingerprints batches of raw rows on every core (SHA-1 of the casefolded text,
-   MinHash signature, LSH band hashes); texts and row-level rejects spill to a scratch Parquet file,
+1. pass 1 cleans and fingerprints batches of raw rows on the engine's workers (reprolab.engines: this
+   machine's cores or a Ray cluster): SHA-1 of the casefolded text, MinHash signature, LSH band
+   hashes; texts and row-level rejects spill to a scratch Parquet file,
    signatures to a scratch file read back only for rows that share an LSH band;
 2. duplicates are decided from the fingerprints in id order, whatever the input's order;
 3. splits are assigned from the kept rows' ids and labels, and pass 2 writes every row to its split
@@ -20,7 +21,6 @@ never the corpus's text:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import email
 import email.errors
@@ -29,16 +29,12 @@ import email.policy
 import functools
 import hashlib
 import itertools
-import multiprocessing
 import os
 import re
 import tempfile
-import threading
-import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -53,6 +49,7 @@ from selectolax.lexbor import LexborHTMLParser
 from tqdm import tqdm
 
 from reprolab import paths, storage
+from reprolab.engines import Engine
 from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 
@@ -306,19 +303,18 @@ def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray
 
 
 def fingerprint_all(
-    raw: Path, rows: int, fingerprint: Fingerprinter, workers: int, spill: Path, signatures: Path
+    raw: Path, rows: int, fingerprint: Fingerprinter, engine: Engine, spill: Path, signatures: Path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
-    i * size); returns (eligible, exact, bands) for every row. Batches run on `workers` processes."""
+    i * size); returns (eligible, exact, bands) for every row. Batches run on the `engine`."""
     batches = map(storage.detached, storage.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
     eligible, exact, bands = [], [], []
     progress = tqdm(total=rows, unit="rows", desc="clean: fingerprint", disable=None)
     with (
         storage.parquet_sink(spill, SPILL_SCHEMA) as sink,
         open(signatures, "wb") as signature_file,
-        _executor(workers) as pool,
     ):
-        for result in _bounded_map(pool, fingerprint, batches, in_flight=2 * workers):
+        for result in engine.map(fingerprint, batches):
             sink.write(
                 pa.table(
                     {
@@ -339,64 +335,15 @@ def fingerprint_all(
     return np.concatenate(eligible), np.concatenate(exact), np.concatenate(bands)
 
 
-def _executor(workers: int):
-    if workers == 1:
-        return contextlib.nullcontext(None)
-    # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
-    return ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("forkserver"),
-        initializer=_exit_with_stage,
-        initargs=(os.getpid(),),
-    )
-
-
-def _exit_with_stage(stage: int) -> None:
-    """A worker of a stage that was killed (SIGKILL, OOM) exits instead of lingering with its memory.
-
-    Its parent is the forkserver, which outlives the stage while any worker does, so the worker
-    watches the stage process itself.
-    """
-
-    def stage_running() -> bool:
-        try:  # a zombie has exited; only its parent has not collected it yet
-            return Path(f"/proc/{stage}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
-    def watch() -> None:
-        while stage_running():
-            time.sleep(1)
-        os._exit(1)
-
-    if Path("/proc/self/stat").exists():  # Linux; elsewhere workers end with the pool as usual
-        threading.Thread(target=watch, daemon=True).start()
-
-
-def _bounded_map(pool: ProcessPoolExecutor | None, fn: Callable, items: Iterator, in_flight: int) -> Iterator:
-    """fn over items in order, at most `in_flight` at a time (Executor.map would submit them all)."""
-    if pool is None:
-        yield from map(fn, items)
-        return
-    pending: collections.deque = collections.deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= in_flight:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 def clean_file(
-    raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, workers: int | None = None
+    raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, engine: Engine
 ) -> dict[str, Any]:
     """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report.
-    `workers` processes (None: clean.workers, whose 0 is one per core); the outputs do not depend on it.
+    Pass 1 runs on the `engine`; the outputs do not depend on which or on its workers.
 
     Where ingest kept the source's own split (its `split` column), rows keep it: duplicates are judged
     in split order (train, val, test), then id, so of twins in two splits the later split's copy is
     rejected (`cross_split_duplicate`), and nothing is re-split."""
-    workers = workers or p.workers or len(os.sched_getaffinity(0))
     ids_and_labels = storage.read_parquet(raw, ["id", "label", "split"])
     if not ids_and_labels.num_rows:
         raise CleanError(f"{raw}: no rows to clean; run ingest (dvc repro) and read its report")
@@ -412,7 +359,7 @@ def clean_file(
     fingerprint = Fingerprinter(p)
     with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
         spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
-        eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, workers, spill, signature_path)
+        eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, engine, spill, signature_path)
         size = p.minhash_permutations * 4
         with open(signature_path, "rb") as signatures:
 

@@ -11,15 +11,17 @@ Augmentation for Named Entity Recognition"):
 Each copy applies one operation, each unit (word, mention, segment) with probability `rate`, drawn
 from its own RNG seeded by (seed, sentence id, copy), as the text augmentation seeds its copies. The
 tags of every copy are valid IOB2; a copy equal to its sentence is not kept. `augment_file` copies
-the selected training sentences (a seeded coin per sentence, as for texts) and writes them as
-windows, as tokenize writes the splits.
+the selected training sentences (a seeded coin per sentence, as for texts), a batch at a time on
+the engine (reprolab.engines), and writes them as windows, as tokenize writes the splits.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -27,7 +29,8 @@ from reprolab import storage
 from reprolab.data.augmentation import BATCH_ROWS, copy_rng, selected, synonyms
 from reprolab.data.tag_schemes import OUTSIDE, tag_names
 from reprolab.encoding import encoder, word_alignment
-from reprolab.params import Params
+from reprolab.engines import Engine
+from reprolab.params import AugmentParams, Params, TokenizeParams
 
 Sentence = tuple[list[str], list[str]]  # words, IOB2 tags
 
@@ -126,40 +129,69 @@ def augment_sentence(
 RATES = ("synonym_replacement", "mention_replacement", "shuffle_within_segments")
 
 
-def augment_file(source: Path, dest: Path, params: Params, types: list[str]) -> int:
+@dataclass(frozen=True)
+class SentenceCopyBatch:
+    """A batch of training sentences -> the windows of their copies (None: no copies): pure, so batches
+    can run on any worker."""
+
+    p: AugmentParams
+    tokenize: TokenizeParams
+    rates: dict[str, float]
+    mentions: dict[str, list[tuple[str, ...]]]
+    names: list[str]
+    schema: pa.Schema
+    tokenizer: Any
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table | None:
+        tag_id = {name: i for i, name in enumerate(self.names)}
+        ids, words, tags = [], [], []
+        for row in batch.to_pylist():
+            if not selected(row["id"], self.p):
+                continue
+            copies = augment_sentence(
+                row["id"], row["tokens"], row["tags"], self.p.seed, self.p.copies_per_example, self.rates, self.mentions
+            )
+            for number, (copy_words, copy_tags) in enumerate(copies):
+                ids.append((f"{row['id']}#aug{number}", row["id"]))
+                words.append(copy_words)
+                tags.append([tag_id[tag] for tag in copy_tags])
+        if not ids:
+            return None
+        return word_alignment.windows_table(self.tokenizer, ids, words, tags, self.tokenize, self.names, self.schema)
+
+
+def augment_file(source: Path, dest: Path, params: Params, types: list[str], engine: Engine) -> int:
     """The copies of a clean training split's selected sentences -> windows with their `origin_id`
     (WINDOW_SCHEMA and `origin_id`), ids `<origin>#aug<k>`, tag ids over the entity `types`
     (`tag_schemes.tag_names`); the rows written. Two passes: the split's mentions by type, then the
-    copies, batch by batch."""
-    p, t = params.augment, params.tokenize
+    copies, their batches on the `engine`."""
+    p = params.augment
     schema = word_alignment.WINDOW_SCHEMA.append(pa.field("origin_id", pa.string()))
     columns = ["id", "tokens", "tags"]
-    mentions = {}
-    if p.enabled and p.mention_replacement > 0:
-        mentions = mentions_by_type(
-            (words, tags)
-            for batch in storage.iter_batches(source, columns, BATCH_ROWS)
-            for words, tags in zip(batch.column("tokens").to_pylist(), batch.column("tags").to_pylist(), strict=True)
-        )
     rates = {name: getattr(p, name) for name in RATES}
-    names = tag_names(types)
-    tag_id = {name: i for i, name in enumerate(names)}
-    tokenizer = None
     with storage.parquet_sink(dest, schema) as sink:
-        for batch in storage.iter_batches(source, columns, BATCH_ROWS) if p.enabled else ():
-            ids, words, tags = [], [], []
-            for row in batch.to_pylist():
-                if not selected(row["id"], p):
-                    continue
-                copies = augment_sentence(
-                    row["id"], row["tokens"], row["tags"], p.seed, p.copies_per_example, rates, mentions
+        if not p.enabled or not any(rate > 0 for rate in rates.values()):
+            return sink.rows
+        mentions = {}
+        if p.mention_replacement > 0:
+            mentions = mentions_by_type(
+                (words, tags)
+                for batch in storage.iter_batches(source, columns, BATCH_ROWS)
+                for words, tags in zip(
+                    batch.column("tokens").to_pylist(), batch.column("tags").to_pylist(), strict=True
                 )
-                for number, (copy_words, copy_tags) in enumerate(copies):
-                    ids.append((f"{row['id']}#aug{number}", row["id"]))
-                    words.append(copy_words)
-                    tags.append([tag_id[tag] for tag in copy_tags])
-            if not ids:
-                continue
-            tokenizer = tokenizer or encoder.load_tokenizer(params.model.name_or_path)
-            sink.write(word_alignment.windows_table(tokenizer, ids, words, tags, t, names, schema))
+            )
+        copies = SentenceCopyBatch(
+            p,
+            params.tokenize,
+            rates,
+            mentions,
+            tag_names(types),
+            schema,
+            encoder.load_tokenizer(params.model.name_or_path),
+        )
+        batches = map(storage.detached, storage.iter_batches(source, columns, BATCH_ROWS))
+        for table in engine.map(copies, batches):
+            if table is not None:
+                sink.write(table)
     return sink.rows

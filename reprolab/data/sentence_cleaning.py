@@ -28,6 +28,7 @@ from reprolab import paths, storage
 from reprolab.data.cleaning import BATCH_ROWS, CleanError, normalise
 from reprolab.data.sentences import sentence_json
 from reprolab.data.tag_schemes import mention_types
+from reprolab.engines import Engine
 from reprolab.params import CleanParams, SplitParams
 
 CLEAN_SENTENCE_SCHEMA = pa.schema(
@@ -101,9 +102,32 @@ def _reject(row: dict, reason: str, detail: str) -> dict:
     return {"id": row["id"], "source": row["id"], "reason": reason, "detail": detail, "label": None, "raw": raw}
 
 
-def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: CleanParams) -> dict[str, Any]:
+def fingerprint_sentences(batch: pa.RecordBatch) -> list[tuple]:
+    """Pass 1 of a batch of raw sentences, pure, so batches can run on any worker: per sentence, the
+    digest of its normalised words (None where they are rejected) or its problem, the digest of its
+    tags, its group, its entity types and the split its source gave."""
+    out = []
+    for row in batch.to_pylist():
+        words, result = clean_words(row["tokens"])
+        out.append(
+            (
+                None if words is None else _digest(words),
+                result if words is None else None,
+                _digest(row["tags"]),
+                row["group"],
+                tuple(mention_types(row["tags"])),
+                row["split"],
+            )
+        )
+    return out
+
+
+def clean_sentences(
+    raw: Path, dests: dict[str, Path], rejects_dest: Path, p: CleanParams, engine: Engine
+) -> dict[str, Any]:
     """raw sentences -> train/val/test (CLEAN_SENTENCE_SCHEMA) and the rejects, in two streamed passes
-    (memory: a batch, and a few digests and counts per sentence), split by `p.split`; returns the report."""
+    (memory: a few batches, and a few digests and counts per sentence), pass 1 on the `engine`, split
+    by `p.split`; returns the report."""
     # Pass 1: each sentence's verdict inputs: digests of its normalised words and of its tags, its
     # group, its entity types, the split its source gave.
     words_of: dict[bytes, int] = {}  # words digest -> the first sentence holding them
@@ -113,18 +137,18 @@ def clean_sentences(raw: Path, dests: dict[str, Path], rejects_dest: Path, p: Cl
     groups: list[str] = []
     kinds: list[tuple[str, ...]] = []
     given: list[str | None] = []
-    for batch in storage.iter_batches(raw, None, BATCH_ROWS):
-        for row in batch.to_pylist():
+    batches = map(storage.detached, storage.iter_batches(raw, None, BATCH_ROWS))
+    for fingerprints in engine.map(fingerprint_sentences, batches):
+        for words_digest, result, tags_digest, group, types, split in fingerprints:
             index = len(tags_of)
-            words, result = clean_words(row["tokens"])
-            tags_of.append(_digest(row["tags"]))
-            groups.append(row["group"])
-            kinds.append(tuple(mention_types(row["tags"])))
-            given.append(row["split"])
-            if words is None:
+            tags_of.append(tags_digest)
+            groups.append(group)
+            kinds.append(types)
+            given.append(split)
+            if words_digest is None:
                 problem[index] = result
                 continue
-            first = words_of.setdefault(_digest(words), index)
+            first = words_of.setdefault(words_digest, index)
             if first != index:
                 twins.setdefault(first, []).append(index)
     for first, later in twins.items():

@@ -1,8 +1,9 @@
 """Token ids of clean splits (int32 lists), encoding only the part of each text that truncation keeps.
 
 `tokenize_split` streams a split: it reads record batches and encodes each with the Rust
-tokenizer's batched call (which spreads the batch over all cores), so memory is bounded by the batch
-and one row group, not by the size of the split.
+tokenizer's batched call (which spreads the batch over all cores), in the stage's process on the local
+engine or as Ray tasks (reprolab.engines), so memory is bounded by a few batches and one row group,
+not by the size of the split.
 
 A mail runs to thousands of characters, but only `max_length` tokens survive truncation, so each
 text is encoded chunk by chunk from its kept side (the start for head truncation, the end for tail;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -30,6 +32,7 @@ import pyarrow as pa
 
 from reprolab import storage
 from reprolab.encoding import encoder
+from reprolab.engines import IN_PROCESS, Engine
 from reprolab.params import TokenizeParams
 
 # WordPiece on English mail: 3.45 characters per token at the median. A first chunk this long
@@ -226,27 +229,49 @@ class VerifiedEncoder:
         return self.whole, expected
 
 
-def tokenize_split(source, verified: VerifiedEncoder, labels: list[str], batch_size: int) -> Iterator[pa.Table]:
-    """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded."""
-    encode = None
-    for batch in storage.iter_batches(source, ["id", "label", "text"], batch_size):
+@dataclass(frozen=True)
+class TokenBatch:
+    """A clean split's record batch -> its token table: pure, so batches can run on any worker."""
+
+    encode: Callable[[list[str]], list]
+    labels: list[str]
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Table:
         columns = batch.to_pydict()
-        if encode is None:
-            encode, ids = verified.verified(columns["text"])
-        else:
-            ids = encode(columns["text"])
-        yield encoder.token_table(columns["id"], ids, encoder.label_ids(columns["label"], labels))
+        return encoder.token_table(
+            columns["id"], self.encode(columns["text"]), encoder.label_ids(columns["label"], self.labels)
+        )
+
+
+def tokenize_split(
+    source, verified: VerifiedEncoder, labels: list[str], batch_size: int, engine: Engine = IN_PROCESS
+) -> Iterator[pa.Table]:
+    """Token tables for a clean split (a Parquet file), one per record batch: memory stays bounded. The
+    first batch chooses the encoder here; the others run on the `engine`."""
+    batches = storage.iter_batches(source, ["id", "label", "text"], batch_size)
+    first = next(batches, None)
+    if first is None:
+        return
+    columns = first.to_pydict()
+    encode, ids = verified.verified(columns["text"])
+    yield encoder.token_table(columns["id"], ids, encoder.label_ids(columns["label"], labels))
+    yield from engine.map(TokenBatch(encode, labels), map(storage.detached, batches))
 
 
 def tokenize_splits(
-    tokenizer, p: TokenizeParams, labels: list[str], sources: dict[str, Path], dests: dict[str, Path]
+    tokenizer,
+    p: TokenizeParams,
+    labels: list[str],
+    sources: dict[str, Path],
+    dests: dict[str, Path],
+    engine: Engine,
 ) -> dict[str, int]:
     """Each clean split's texts -> token ids and label ids (encoder.TOKEN_SCHEMA); rows per split."""
     verified = VerifiedEncoder(tokenizer, p.max_length, encoder.Truncation.of(p))
     rows = {}
     for split, source in sources.items():
         with storage.parquet_sink(dests[split], encoder.TOKEN_SCHEMA) as sink:
-            for table in tokenize_split(source, verified, labels, p.batch_size):
+            for table in tokenize_split(source, verified, labels, p.batch_size, engine):
                 sink.write(table)
         rows[split] = sink.rows
     return rows

@@ -15,6 +15,7 @@ evaluation and prediction read per-word tags from it, never per sub-token.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import pyarrow as pa
 from reprolab import storage
 from reprolab.data import tag_schemes
 from reprolab.encoding.labels import IGNORED
+from reprolab.engines import IN_PROCESS, Engine
 from reprolab.params import TokenizeParams
 
 WINDOW_SCHEMA = pa.schema(
@@ -205,12 +207,20 @@ def _with_unknown_words(tokenizer, words: list[str], word_ids: list[int | None])
 
 
 def tokenize_splits(
-    tokenizer, p: TokenizeParams, types: list[str], sources: dict[str, Path], dests: dict[str, Path]
+    tokenizer,
+    p: TokenizeParams,
+    types: list[str],
+    sources: dict[str, Path],
+    dests: dict[str, Path],
+    engine: Engine,
 ) -> dict[str, dict[str, int]]:
     """Each clean split's sentences -> windows (`tokenize_sentences`) with tag ids over the entity
     `types` (`tag_schemes.tag_names`, as the model's classes); its counts per split."""
     names = tag_schemes.tag_names(types)
-    return {split: tokenize_sentences(source, dests[split], tokenizer, names, p) for split, source in sources.items()}
+    return {
+        split: tokenize_sentences(source, dests[split], tokenizer, names, p, engine)
+        for split, source in sources.items()
+    }
 
 
 def identity_settings(p: TokenizeParams) -> dict[str, Any]:
@@ -272,21 +282,34 @@ def _int32_lists(pieces: list[np.ndarray]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def tokenize_sentences(source: Path, dest: Path, tokenizer, names: list[str], p: TokenizeParams) -> dict[str, int]:
+@dataclass(frozen=True)
+class WindowBatch:
+    """A batch of clean sentences -> (their windows, counts): pure, so batches can run on any worker."""
+
+    tokenizer: Any
+    names: list[str]
+    p: TokenizeParams
+
+    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.Table, dict[str, int]]:
+        rows = batch.to_pydict()
+        tag_id = {name: i for i, name in enumerate(self.names)}
+        tags = [[tag_id[tag] for tag in sentence] for sentence in rows["tags"]]
+        table = windows_table(self.tokenizer, [(i, i) for i in rows["id"]], rows["tokens"], tags, self.p, self.names)
+        return table, {"sentences": len(rows["id"]), "words": sum(map(len, rows["tokens"])), "windows": table.num_rows}
+
+
+def tokenize_sentences(
+    source: Path, dest: Path, tokenizer, names: list[str], p: TokenizeParams, engine: Engine = IN_PROCESS
+) -> dict[str, int]:
     """A clean split's sentences (`id`, `tokens`, `tags`) -> windows (WINDOW_SCHEMA), `p.batch_size`
-    sentences a batch. Returns the counts: sentences, words, windows."""
-    tag_id = {name: i for i, name in enumerate(names)}
-    counts = {"sentences": 0, "words": 0, "windows": 0}
+    sentences a batch, the batches on the `engine`. Returns the counts: sentences, words, windows."""
+    counts: Counter[str] = Counter({"sentences": 0, "words": 0, "windows": 0})
+    batches = map(storage.detached, storage.iter_batches(source, ["id", "tokens", "tags"], p.batch_size))
     with storage.parquet_sink(dest, WINDOW_SCHEMA) as sink:
-        for batch in storage.iter_batches(source, ["id", "tokens", "tags"], p.batch_size):
-            rows = batch.to_pydict()
-            tags = [[tag_id[tag] for tag in sentence] for sentence in rows["tags"]]
-            table = windows_table(tokenizer, [(i, i) for i in rows["id"]], rows["tokens"], tags, p, names)
+        for table, batch_counts in engine.map(WindowBatch(tokenizer, names, p), batches):
             sink.write(table)
-            counts["sentences"] += len(rows["id"])
-            counts["words"] += sum(map(len, rows["tokens"]))
-            counts["windows"] += table.num_rows
-    return counts
+            counts.update(batch_counts)
+    return dict(counts)
 
 
 def words_of(ids: list[str], word_index: list[np.ndarray], values: np.ndarray) -> tuple[list[str], list[np.ndarray]]:

@@ -50,11 +50,13 @@ def test_worker_processes_exit_when_the_stage_is_killed(tmp_path):
     storage.write_parquet(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), tmp_path / "raw.parquet")
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from reprolab.data.cleaning import clean_file\nfrom reprolab.params import load_params\n"
+        "from reprolab.data.cleaning import clean_file\nfrom reprolab.engines import LocalEngine\n"
+        "from reprolab.params import load_params\n"
         "if __name__ == '__main__':\n"
         "    d = Path(sys.argv[1])\n"
-        "    clean_file(d / 'raw.parquet', {n: d / f'{n}.parquet' for n in ('train', 'val', 'test')},\n"
-        "               d / 'rejects.parquet', load_params(sys.argv[2]).clean, workers=2)\n"
+        "    with LocalEngine.open(2) as engine:\n"
+        "        clean_file(d / 'raw.parquet', {n: d / f'{n}.parquet' for n in ('train', 'val', 'test')},\n"
+        "                   d / 'rejects.parquet', load_params(sys.argv[2]).clean, engine)\n"
     )
     (tmp_path / "run.py").write_text(script)
     stage = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path), str(FIXTURE_PARAMS)], cwd=REPO)

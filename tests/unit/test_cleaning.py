@@ -21,6 +21,7 @@ from reprolab.data.cleaning import (
     shingles,
 )
 from reprolab.data.row_rules import RAW_SCHEMA
+from reprolab.engines import LocalEngine
 from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
 from tests.conftest import mail
@@ -100,7 +101,8 @@ def run_clean(directory: Path, rows: list[dict], p: CleanParams, workers: int = 
     directory.mkdir(parents=True, exist_ok=True)
     storage.write_parquet(pa.Table.from_pylist(rows, schema=RAW_SCHEMA), directory / "raw.parquet")
     outputs = {name: directory / f"{name}.parquet" for name in ("train", "val", "test")}
-    summary = clean_file(directory / "raw.parquet", outputs, directory / "rejects.parquet", p, workers)
+    with LocalEngine.open(workers) as engine:
+        summary = clean_file(directory / "raw.parquet", outputs, directory / "rejects.parquet", p, engine)
     splits = {name: pq.read_table(path).to_pylist() for name, path in outputs.items()}
     return splits, pq.read_table(directory / "rejects.parquet").to_pylist(), summary
 

@@ -30,6 +30,17 @@ def test_a_retired_key_says_where_its_job_went(raw):
     assert "export.ronuds: unknown key (allowed here: batch_size, opset, threads)" in str(err.value)
 
 
+def test_clean_workers_of_an_older_params_file_is_sent_to_engine_workers(raw):
+    raw["clean"]["workers"] = 4
+    with pytest.raises(ParamsError, match=r"clean.workers: the data stages' parallelism moved to `engine.workers`"):
+        parse_params(raw)
+
+
+def test_a_params_file_without_an_engine_section_runs_on_the_local_engine(raw):
+    del raw["engine"]
+    assert parse_params(raw).engine.name == "local"
+
+
 def test_an_unknown_key_of_an_optional_section_lists_that_sections_keys(raw):
     raw["evaluate"]["baseline"] |= {"ngrams": 2}
     with pytest.raises(ParamsError) as err:
@@ -149,6 +160,9 @@ def test_a_repeated_key_names_the_key_and_both_lines(tmp_path, text, message):
         ("train", "checkpoint_every_minutes", float("nan"), "train.checkpoint_every_minutes: Input should be a finite"),
         ("train", "method", "qlora", "train.method: Input should be 'full' or 'lora'"),
         ("train", "dataloader_workers", -1, "train.dataloader_workers"),
+        ("engine", "name", "dask", "engine.name: Input should be 'local' or 'ray'"),
+        ("engine", "workers", -2, "engine.workers: Input should be greater than or equal to 0"),
+        ("engine", "address", "10.0.0.5:6379", r"engine: address is set \('10.0.0.5:6379'\) but name is 'local'"),
     ],
 )
 def test_values_that_cannot_run_are_refused_naming_the_key(raw, section, key, value, message):

@@ -12,6 +12,7 @@ from reprolab.data.cleaning import CleanError
 from reprolab.data.sentence_cleaning import assign_group_splits, clean_sentences, clean_words
 from reprolab.data.sentences import SENTENCE_SCHEMA
 from reprolab.data.tag_schemes import mention_types
+from reprolab.engines import IN_PROCESS
 from reprolab.params import CleanParams, SplitParams
 
 SPLIT = SplitParams(val_fraction=0.2, test_fraction=0.2, seed=7)
@@ -28,7 +29,9 @@ def write_raw(path, sentences):
 def cleaned(tmp_path, sentences, p=SPLIT):
     write_raw(tmp_path / "raw.parquet", sentences)
     dests = {split: tmp_path / f"{split}.parquet" for split in paths.SPLITS}
-    report = clean_sentences(tmp_path / "raw.parquet", dests, tmp_path / "rejects.parquet", CleanParams(split=p))
+    report = clean_sentences(
+        tmp_path / "raw.parquet", dests, tmp_path / "rejects.parquet", CleanParams(split=p), IN_PROCESS
+    )
     splits = {split: pq.read_table(dest).to_pylist() for split, dest in dests.items()}
     rejects = pq.read_table(tmp_path / "rejects.parquet").to_pylist()
     assert report["rows_in"] == report["rows_kept"] + report["rows_rejected"] == len(sentences)

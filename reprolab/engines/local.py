@@ -1,0 +1,76 @@
+"""The local engine: batches in the stage's own process, or on a pool of worker processes on this machine."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, workers: int, pool: ProcessPoolExecutor | None) -> None:
+        self.workers, self._pool = workers, pool
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, workers: int) -> Iterator[LocalEngine]:
+        """`workers` processes (0: one per core); one runs the batches in this process, with no pool."""
+        workers = workers or len(os.sched_getaffinity(0))
+        if workers == 1:
+            yield cls(1, None)
+            return
+        # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_exit_with_stage,
+            initargs=(os.getpid(),),
+        ) as pool:
+            yield cls(workers, pool)
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        # Two batches per worker in flight (Executor.map would submit them all at once).
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(self._pool.submit(fn, item))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _exit_with_stage(stage: int) -> None:
+    """A worker of a stage that was killed (SIGKILL, OOM) exits instead of lingering with its memory.
+
+    Its parent is the forkserver, which outlives the stage while any worker does, so the worker
+    watches the stage process itself.
+    """
+
+    def stage_running() -> bool:
+        try:  # a zombie has exited; only its parent has not collected it yet
+            return Path(f"/proc/{stage}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def watch() -> None:
+        while stage_running():
+            time.sleep(1)
+        os._exit(1)
+
+    if Path("/proc/self/stat").exists():  # Linux; elsewhere workers end with the pool as usual
+        threading.Thread(target=watch, daemon=True).start()
+
+
+# The batches in the caller's own process: for library calls and tests that need no pool.
+IN_PROCESS = LocalEngine(1, None)

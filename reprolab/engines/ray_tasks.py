@@ -1,0 +1,112 @@
+"""The Ray engine: each batch a Ray task, on the cluster at `engine.address` or RAY_ADDRESS, or on a
+cluster of this machine's cores that the stage starts and stops.
+
+Ray retries a task whose worker process died (killed, out of memory, its machine lost) on another
+worker; a task is a pure function of its batch, so a retry gives the same bytes. The workers import
+this project from their own environment: a cluster's machines need the same checkout and pins
+(requirements.lock), as the bytes depend on them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Iterator
+
+import ray
+import ray.exceptions
+
+from reprolab.errors import StageError
+
+# Tries after the first when a worker dies mid-task; an exception the function raises is not retried.
+MAX_RETRIES = 3
+CONNECT_TIMEOUT_S = 10
+
+
+@ray.remote(max_retries=MAX_RETRIES)
+def _apply(fn: Callable, item):
+    return fn(item)
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, workers: int, address: str | None) -> Iterator[RayEngine]:
+        """Join the cluster at `address` (else RAY_ADDRESS), or start one on this machine with `workers`
+        CPUs (0: all); a cluster this process joined already (ray.init before) is used as it is.
+        `workers` batches run at once (0: one per CPU of the cluster)."""
+        started = not ray.is_initialized()
+        if started:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+            address = address or os.environ.get("RAY_ADDRESS")
+            if address:
+                _check_reachable(address)
+            # "local": a new cluster here, never the one a file of Ray's names (a `ray start` killed
+            # without its stop leaves it naming a dead address, where ray.init would wait for minutes).
+            local = {} if address else {"num_cpus": workers or None}
+            try:
+                ray.init(
+                    address=address or "local",
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=False,
+                    **local,
+                )
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise StageError(
+                    f"engine.name=ray: no Ray cluster at {address or 'this machine'} ({exc}); start one "
+                    "(`ray start --head`) and set engine.address or RAY_ADDRESS, or set engine.name: local"
+                ) from None
+        try:
+            yield cls(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        finally:
+            if started:
+                ray.shutdown()
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        function = ray.put(fn)  # shipped once, not with every batch
+        pending: collections.deque = collections.deque()
+        try:
+            for item in items:
+                pending.append(_apply.remote(function, item))
+                if len(pending) >= self.workers:
+                    yield _result(pending.popleft())
+            while pending:
+                yield _result(pending.popleft())
+        finally:
+            for task in pending:  # a failed or abandoned stage leaves no task running
+                ray.cancel(task, force=True)
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address that nothing answers at fails now: ray.init would retry it for minutes."""
+    if address in ("auto", "local"):  # Ray's names for a cluster found on this machine
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise StageError(
+            f"engine.name=ray: nothing answers at {address} ({exc}); start the cluster (`ray start --head`) "
+            "and set engine.address or RAY_ADDRESS to its host:port, or set engine.name: local"
+        ) from None
+
+
+def _result(task: ray.ObjectRef):
+    try:
+        return ray.get(task)
+    except ray.exceptions.RayTaskError as exc:  # the function's own error, as the local engine raises it
+        raise exc.cause from None
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+        raise StageError(
+            f"engine.name=ray: a worker died {MAX_RETRIES + 1} times running one batch ({type(exc).__name__}); "
+            "nothing was written: see the cluster's logs (/tmp/ray/session_latest/logs) and run the stage again"
+        ) from None

@@ -1,0 +1,156 @@
+"""The data stages on Ray give the local engine's bytes: through `dvc repro` on the reduced project with
+one and two workers, and when a Ray worker is killed mid-stage. One Ray cluster (2 CPUs) serves the whole
+file: each stage joins it through RAY_ADDRESS, as it would join a team's cluster."""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from reprolab import paths, storage
+from reprolab.data.cleaning import clean_file
+from reprolab.data.row_rules import RAW_SCHEMA
+from reprolab.engines import IN_PROCESS, open_engine
+from reprolab.params import EngineParams
+from tests.conftest import env_for, free_port, lock_outs, run, update_params
+from tests.unit.test_cleaning import TWINS_PARAMS, clean_params, raw_row
+
+RAY = Path(sys.executable).parent / "ray"
+ON_THE_ENGINE = ["clean", "tokenize", "augment"]  # the data stages whose batches an engine runs
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A Ray head of 2 CPUs on this machine for the module, with token authentication as Ray sets up a
+    cluster by default; the environment a stage joins it with. `--block` ties the cluster's processes
+    to the one started here, so stopping it stops them all (`ray stop` would stop every Ray cluster of
+    the machine's user)."""
+    port = free_port()
+    # Its own temporary folder (short: Ray's socket paths live under it), so that nothing of it is left
+    # in /tmp/ray, where a plain ray.init() of anyone on the machine would look for a cluster.
+    temp = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")
+    join = {
+        "RAY_TMPDIR": temp,
+        "RAY_ADDRESS": f"127.0.0.1:{port}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env = {**os.environ, **join}
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([RAY, "status"], capture_output=True, env=env).returncode:
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield join
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the whole cluster at once: a graceful stop takes half a minute
+        head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_data_stages_on_ray_give_the_lock_of_the_local_run_on_one_and_two_workers(project, cluster):
+    """The published project was reproduced on the local engine; its stages that run on an engine,
+    forced again on Ray, write the outputs its dvc.lock records, byte for byte, whatever the number of
+    workers."""
+    recorded = lock_outs(project)
+    for workers in (1, 2):
+        update_params(project, {"engine": {"name": "ray", "workers": workers}})
+        done = subprocess.run(
+            ["dvc", "repro", "--force", "--single-item", *ON_THE_ENGINE],
+            cwd=project,
+            env=env_for(project, **cluster),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert lock_outs(project) == recorded, f"ray with {workers} worker(s) wrote other bytes"
+        changed = run(["git", "status", "--porcelain"], project).split()
+        assert changed == ["M", "params.yaml"], changed  # outputs, dvc.lock and reports as committed
+
+
+def _long_rows() -> list[dict]:
+    """8 batches of rows whose fingerprints take a while, with exact and near twins to decide."""
+    words = [f"w{i}" for i in range(5000)]
+    rows = []
+    for i in range(8 * 1024):
+        text = " ".join(words[(i * 7 + k * 13) % 5000] for k in range(400))
+        if i % 50 == 49:  # a near twin of the row before: one word dropped
+            text = rows[-1]["raw"].decode().split(" ", 1)[1]
+        rows.append(raw_row(f"r{i:06d}", text, label=("ham", "spam")[i % 2]))
+    return rows
+
+
+def _clean(directory: Path, engine) -> dict[str, bytes]:
+    outputs = {name: directory / f"{name}.parquet" for name in paths.SPLITS}
+    clean_file(directory / "raw.parquet", outputs, directory / "rejects.parquet", clean_params(**TWINS_PARAMS), engine)
+    return {path.name: path.read_bytes() for path in [*outputs.values(), directory / "rejects.parquet"]}
+
+
+def _kill_one_busy_worker(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen running a batch (its process title is `ray::_apply` then)."""
+    while not stop.is_set() and not killed:
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if (process.info["cmdline"] or [""])[0].startswith("ray::_apply"):
+                os.kill(process.info["pid"], signal.SIGKILL)
+                killed.append(process.info["pid"])
+                return
+        time.sleep(0.01)
+
+
+def test_a_ray_worker_killed_mid_stage_is_retried_and_the_outputs_keep_their_bytes(tmp_path, cluster, monkeypatch):
+    for name, value in cluster.items():
+        monkeypatch.setenv(name, value)
+    for name in ("local", "ray"):
+        (tmp_path / name).mkdir()
+        storage.write_parquet(pa.Table.from_pylist(_long_rows(), schema=RAW_SCHEMA), tmp_path / name / "raw.parquet")
+    local = _clean(tmp_path / "local", IN_PROCESS)
+    assert b"near_duplicate" in local["rejects.parquet"]
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop))
+    try:
+        with open_engine(EngineParams(name="ray", workers=2)) as engine:
+            killer.start()
+            on_ray = _clean(tmp_path / "ray", engine)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray worker was seen running a batch"
+    assert on_ray == local
+
+
+def test_a_local_cluster_starts_where_a_killed_cluster_left_its_address_behind(monkeypatch):
+    """`ray start` killed without `ray stop` leaves its address in Ray's temporary folder, where a plain
+    ray.init() would look and wait for minutes; the engine starts its own cluster instead."""
+    temp = Path(tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        (temp / "ray").mkdir()
+        (temp / "ray/ray_current_cluster").write_text("127.0.0.1:1")  # where Ray looks: $RAY_TMPDIR/ray/
+        monkeypatch.setenv("RAY_TMPDIR", str(temp))
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        with open_engine(EngineParams(name="ray", workers=1)) as engine:
+            assert list(engine.map(abs, [-3, 2, -1])) == [3, 2, 1]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
