@@ -141,16 +141,23 @@ def test_a_ray_worker_killed_mid_stage_is_retried_and_the_outputs_keep_their_byt
     assert on_ray == local
 
 
-def test_a_local_cluster_starts_where_a_killed_cluster_left_its_address_behind(monkeypatch):
+def test_a_local_cluster_starts_where_a_killed_cluster_left_its_address_behind(tmp_path):
     """`ray start` killed without `ray stop` leaves its address in Ray's temporary folder, where a plain
-    ray.init() would look and wait for minutes; the engine starts its own cluster instead."""
+    ray.init() would look and wait for minutes; a stage (its own process, as here) starts its own
+    cluster instead."""
     temp = Path(tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp"))  # short: Ray's socket paths live under it
     try:
         (temp / "ray").mkdir()
         (temp / "ray/ray_current_cluster").write_text("127.0.0.1:1")  # where Ray looks: $RAY_TMPDIR/ray/
-        monkeypatch.setenv("RAY_TMPDIR", str(temp))
-        monkeypatch.delenv("RAY_ADDRESS", raising=False)
-        with open_engine(EngineParams(name="ray", workers=1)) as engine:
-            assert list(engine.map(abs, [-3, 2, -1])) == [3, 2, 1]
+        script = (
+            "from reprolab.engines import open_engine\nfrom reprolab.params import EngineParams\n"
+            "with open_engine(EngineParams(name='ray', workers=1)) as engine:\n"
+            "    print(list(engine.map(abs, [-3, 2, -1])))\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_TMPDIR": str(temp)}
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "[3, 2, 1]", done.stderr[-3000:]
     finally:
         shutil.rmtree(temp, ignore_errors=True)
