@@ -79,13 +79,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians are reported")
     args = parser.parse_args()
-    results = [compare(stage, args.rows, args.rounds) for stage in args.stage]
-    for result in results:
+    results = []
+    for stage in args.stage:
+        results.append(result := compare(stage, args.rows, args.rounds))
         print(
             f"{result['stage']} at {result['rows']} rows: ray/local seconds {result['ray_vs_local_seconds']}, "
             f"peak memory {result['ray_vs_local_peak_memory']}, same bytes: {result['same_bytes']}"
         )
-    save("engines", {"rounds": args.rounds, "stages": results})
+        save("engines", {"rounds": args.rounds, "stages": results})  # after each stage: a long run keeps its part
 
 
 if __name__ == "__main__":
