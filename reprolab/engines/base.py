@@ -10,7 +10,6 @@ Result = TypeVar("Result")
 
 
 class Engine(Protocol):
-    name: str
     workers: int  # batches processed at once
 
     def map(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 
 class LocalEngine:
-    name = "local"
-
     def __init__(self, workers: int, pool: ProcessPoolExecutor | None) -> None:
         self.workers, self._pool = workers, pool
 

@@ -32,8 +32,6 @@ def _apply(fn: Callable, item):
 
 
 class RayEngine:
-    name = "ray"
-
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
