@@ -134,6 +134,20 @@ def main() -> None:
                 f"({e['rows']:,} rows) | {e['ray_vs_local_seconds']}× / {e['ray_vs_local_peak_memory']}× | none: "
                 "Ray's overhead on one machine, the price of room past it | — |",
             ]
+    if "partition_costs" in results:
+        c = results["partition_costs"]
+        for stage, m in c["stages"].items():
+            mapped = f"{m['map_rows_per_second_per_core']:,}" if m["map_seconds"] else "nothing mapped"
+            lines.append(
+                f"| {stage} on one core ({c['rows']:,} rows), rows/s: in the engine's map (per core); the driver's "
+                f"part | {mapped}; {m['driver_rows_per_second']:,} | none: docs/scaling.md's projection | — |"
+            )
+        for size, need in c["projection"].items():
+            cores = ", ".join(f"{k.split('_')[2]} cores {v} h" for k, v in need.items() if k.startswith("hours_on"))
+            lines.append(
+                f"| the four data stages at {size} rows, on paper: core-hours; hours on a cluster (the driver "
+                f"{need['driver_hours']} h of it) | {need['core_hours']}; {cores} | none | — |"
+            )
     if "zero_member" in results:
         z = results["zero_member"]
         lines.append(

@@ -21,12 +21,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def positive_int(text: str) -> int:
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0, "0 or more")
+
+
+def _integer(text: str, minimum: int, wanted: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not {wanted}")
     return value
 
 
@@ -165,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=64, help="rows per forward pass (default 64)"
     )
     predict_parser.add_argument(
+        "--batch-rows",
+        type=positive_int,
+        help="rows read, scored and written at a time: what memory holds, and the unit a worker scores (default 1024)",
+    )
+    predict_parser.add_argument(
         "--max-reject-fraction",
         type=fraction,
         default=1.0,
@@ -172,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
         "when every row is)",
     )
     predict_parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    predict_parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where the batches are scored: this process, or Ray actors that each load the model, one per GPU "
+        "of the cluster with --device cuda/auto where it has GPUs, else one per CPU (docs/scaling.md)",
+    )
+    predict_parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        help="processes that score at once (local: default 1, this process; ray: default 0, one per GPU or CPU)",
+    )
+    predict_parser.add_argument(
+        "--ray-address", help="the Ray cluster to join (default RAY_ADDRESS, else one started on this machine)"
+    )
     predict_parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -258,25 +286,33 @@ def _dispatch(args: argparse.Namespace) -> None:
         for kind, path in compare(Path.cwd(), revs, args.out, rank=args.experiments).items():
             print(f"{kind}: {path}")
     elif args.verb == "predict":
-        from reprolab.inference.batch_predict import check_predict_input, predict_source
+        from reprolab.engines import open_engine
+        from reprolab.inference.batch_predict import BATCH_ROWS, check_predict_input, predict_source
         from reprolab.inference.prediction import Predictor, model_folder
+        from reprolab.params import EngineParams
 
+        if args.ray_address and args.engine != "ray":
+            raise StageError("--ray-address names the cluster of --engine ray; add --engine ray")
         default = "models/export" if args.format != "torch" else "models/model"
         check_predict_input(args.input, args.input_format)
         predictor = Predictor(model_folder(args.model or default), args.format, args.device, args.batch_size)
         rejects = args.rejects or args.out.with_name(f"{args.out.stem}.rejects.parquet")
-        summary = predict_source(
-            predictor,
-            args.input,
-            args.out,
-            rejects,
-            args.input_format,
-            args.text_column,
-            args.label_column,
-            args.id_column,
-            progress=not args.no_progress,
-            max_reject_fraction=args.max_reject_fraction,
-        )
+        engine = EngineParams(name=args.engine, workers=args.workers or 0, address=args.ray_address)
+        with open_engine(engine, local_workers=args.workers or 1) as workers:
+            summary = predict_source(
+                predictor,
+                args.input,
+                args.out,
+                rejects,
+                args.input_format,
+                args.text_column,
+                args.label_column,
+                args.id_column,
+                batch_rows=args.batch_rows or BATCH_ROWS,
+                progress=not args.no_progress,
+                max_reject_fraction=args.max_reject_fraction,
+                engine=workers,
+            )
         print(
             f"predict: {summary['rows_in']} rows in, {summary['rows_predicted']} predicted -> {args.out}, "
             f"{summary['rows_rejected']} rejected {summary['rejected_by_reason']} -> {rejects}"

@@ -1,4 +1,5 @@
-"""What every engine offers a stage: an ordered, bounded map of a pure function over batches."""
+"""What every engine offers a stage: an ordered, bounded map of a pure function over batches, and one
+over workers that each hold a state (a model) loaded once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Protocol, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+State = TypeVar("State")
 
 
 class Engine(Protocol):
@@ -16,4 +18,12 @@ class Engine(Protocol):
         """fn(item) for each item, yielded in the items' order whatever order they finish in; only a
         few items are in flight at a time, so memory holds a few batches, not the input. `fn` must be
         pure and picklable: it may run in another process, on another machine, or twice (a retry)."""
+        ...
+
+    def map_with(
+        self, state: State, fn: Callable[[State, Item], Result], items: Iterable[Item], per_gpu: bool = False
+    ) -> Iterator[Result]:
+        """fn(state, item) for each item, in the items' order, as `map`. `state` is sent to each worker
+        once, when it starts (a model unpickles as its folder, which the worker loads), not with every
+        item. `per_gpu`: one worker per GPU where the engine has GPUs (a forward pass), else as `map`."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import multiprocessing
 import os
 import threading
@@ -11,6 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+# In a pool worker of map_with: the state it received when it started.
+_held_state = None
 
 
 class LocalEngine:
@@ -25,27 +29,53 @@ class LocalEngine:
         if workers == 1:
             yield cls(1, None)
             return
-        # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_exit_with_stage,
-            initargs=(os.getpid(),),
-        ) as pool:
+        with _pool(workers, _exit_with_stage, os.getpid()) as pool:
             yield cls(workers, pool)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         if self._pool is None:
             yield from map(fn, items)
             return
-        # Two batches per worker in flight (Executor.map would submit them all at once).
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(self._pool.submit(fn, item))
-            if len(pending) >= 2 * self.workers:
-                yield pending.popleft().result()
-        while pending:
+        yield from _in_order(self._pool, fn, items, 2 * self.workers)
+
+    def map_with(self, state, fn: Callable, items: Iterable, per_gpu: bool = False) -> Iterator:
+        if self._pool is None:
+            yield from map(functools.partial(fn, state), items)
+            return
+        # A pool of its own, whose workers each receive `state` once as they start.
+        with _pool(self.workers, _hold, os.getpid(), state) as pool:
+            yield from _in_order(pool, functools.partial(_with_held, fn), items, 2 * self.workers)
+
+
+def _pool(workers: int, initializer: Callable, *initargs) -> ProcessPoolExecutor:
+    # forkserver: workers start from a clean process, not a fork of one with pyarrow's threads running.
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=initializer,
+        initargs=initargs,
+    )
+
+
+def _in_order(pool: ProcessPoolExecutor, fn: Callable, items: Iterable, in_flight: int) -> Iterator:
+    """fn over items on the pool, in order, `in_flight` at a time (Executor.map would submit them all)."""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _hold(stage: int, state) -> None:
+    global _held_state
+    _exit_with_stage(stage)
+    _held_state = state
+
+
+def _with_held(fn: Callable, item):
+    return fn(_held_state, item)
 
 
 def _exit_with_stage(stage: int) -> None:

@@ -1,8 +1,10 @@
 """The Ray engine: each batch a Ray task, on the cluster at `engine.address` or RAY_ADDRESS, or on a
-cluster of this machine's cores that the stage starts and stops.
+cluster of this machine's cores that the stage starts and stops; a batch that needs a model (`map_with`)
+goes to one of a pool of Ray actors, each holding its own copy.
 
 Ray retries a task whose worker process died (killed, out of memory, its machine lost) on another
-worker; a task is a pure function of its batch, so a retry gives the same bytes. The workers import
+worker, and restarts a dead actor (which loads its model again) to retry its task; a task is a pure
+function of its batch, so a retry gives the same bytes. The workers import
 this project from their own environment: a cluster's machines need the same checkout and pins
 (requirements.lock), as the bytes depend on them.
 """
@@ -15,9 +17,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 import ray
 import ray.exceptions
+from ray.util.actor_pool import ActorPool
 
 from reprolab.errors import StageError
 
@@ -29,6 +33,17 @@ CONNECT_TIMEOUT_S = 10
 @ray.remote(max_retries=MAX_RETRIES)
 def _apply(fn: Callable, item):
     return fn(item)
+
+
+@ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
+class _Holder:
+    """A worker that keeps its state (a model, loaded as it unpickles) for every batch it is given."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+
+    def apply(self, fn: Callable, item):
+        return fn(self.state, item)
 
 
 class RayEngine:
@@ -76,12 +91,35 @@ class RayEngine:
             for item in items:
                 pending.append(_apply.remote(function, item))
                 if len(pending) >= self.workers:
-                    yield _result(pending.popleft())
+                    yield _result(partial(ray.get, pending.popleft()))
             while pending:
-                yield _result(pending.popleft())
+                yield _result(partial(ray.get, pending.popleft()))
         finally:
             for task in pending:  # a failed or abandoned stage leaves no task running
                 ray.cancel(task, force=True)
+
+    def map_with(self, state, fn: Callable, items: Iterable, per_gpu: bool = False) -> Iterator:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if per_gpu else 0
+        # No more holders than the cluster can place: the pool would wait on one never started.
+        count = gpus or min(self.workers, max(1, int(resources.get("CPU", 1))))
+        state_ref = ray.put(state)  # kept for the block: a restarted holder unpickles it again
+        each = {"num_gpus": 1} if gpus else {"num_cpus": 1}  # Ray gives a holder that many threads
+        holders = [_Holder.options(**each).remote(state_ref) for _ in range(count)]
+        pool, function = ActorPool(holders), ray.put(fn)
+        in_flight = 0
+        try:
+            for item in items:
+                pool.submit(lambda holder, value: holder.apply.remote(function, value), item)
+                in_flight += 1
+                if in_flight >= 2 * count:  # a few batches each: the input is read as they finish
+                    yield _result(pool.get_next)
+                    in_flight -= 1
+            for _ in range(in_flight):
+                yield _result(pool.get_next)
+        finally:
+            for holder in holders:  # its queued batches go with it, on a cluster this stage joined too
+                ray.kill(holder)
 
 
 def _check_reachable(address: str) -> None:
@@ -98,13 +136,15 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _result(task: ray.ObjectRef):
+def _result(get: Callable):
+    """What `get` (ray.get of a task, an actor pool's next result) returns, a worker's failure worded."""
     try:
-        return ray.get(task)
+        return get()
     except ray.exceptions.RayTaskError as exc:  # the function's own error, as the local engine raises it
         raise exc.cause from None
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RayActorError) as exc:
         raise StageError(
-            f"engine.name=ray: a worker died {MAX_RETRIES + 1} times running one batch ({type(exc).__name__}); "
-            "nothing was written: see the cluster's logs (/tmp/ray/session_latest/logs) and run the stage again"
+            f"engine.name=ray: a worker died {MAX_RETRIES + 1} times running one batch, or could not start "
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); nothing was written: see the "
+            "cluster's logs (/tmp/ray/session_latest/logs) and run it again"
         ) from None

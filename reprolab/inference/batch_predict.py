@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from reprolab import storage
 from reprolab.data import compressed, ingest_shared, ingestion, readers, row_rules
+from reprolab.engines import IN_PROCESS, Engine
 from reprolab.errors import StageError
 from reprolab.inference.prediction import Predictor, Recipe
 from reprolab.params import FOLDER_FORMATS, MAIL_FORMATS, IngestParams
@@ -231,6 +232,11 @@ def score_rows(
     return [kept[i] for i in scored], probs, [row | {"detail": for_predict(row["detail"])} for row in refused]
 
 
+def _batches(rows: Iterator, batch_rows: int) -> Iterator[list]:
+    while batch := list(islice(rows, batch_rows)):
+        yield batch
+
+
 def _predict_rows(rows: Iterator) -> Iterator:
     """Ingest's rows, its file-level errors worded for predict."""
     try:
@@ -265,10 +271,13 @@ def predict_source(
     batch_rows: int = BATCH_ROWS,
     progress: bool = True,
     max_reject_fraction: float = 1.0,
+    engine: Engine = IN_PROCESS,
 ) -> dict:
     """Predictions for every record of `path` to `dest`, rejects to `rejects_dest`; returns the counts.
     Neither file is written when no row is predicted or more than `max_reject_fraction` are rejected.
-    The text and label columns default to the task's (`Task.input_columns`, `Task.label_column`)."""
+    The text and label columns default to the task's (`Task.input_columns`, `Task.label_column`).
+    The source is read and the outputs written here; each batch is scored on `engine`, whose workers
+    each load their own copy of the predictor's model (one per GPU of a Ray cluster that has GPUs)."""
     task = predictor.task
     schema = output_schema(task, predictor.labels)
     if dest.suffix.lower() not in OUTPUT_FORMATS:
@@ -296,14 +305,15 @@ def predict_source(
         storage.parquet_sink(rejects_dest, storage.REJECT_SCHEMA) as rejects,
         tqdm(desc="predict", unit=" rows", disable=not progress, file=sys.stderr) as bar,
     ):
-        while batch := list(islice(rows, batch_rows)):
-            scored, probs, refused = score_rows(predictor, batch)
+        for scored, probs, refused in engine.map_with(
+            predictor, score_rows, _batches(rows, batch_rows), per_gpu=predictor.wants_gpu
+        ):
             if scored:
                 sink.write(_batch_table(scored, probs, predictor, schema))
             if refused:
                 rejects.write(storage.rejects_table(refused, "predict"))
             reasons.update(row["reason"] for row in refused)
-            bar.update(len(batch))
+            bar.update(len(scored) + len(refused))  # every row of the batch
         if count.rows != sink.rows + rejects.rows:  # inside the block: neither file replaces a previous one
             raise StageError(
                 f"{path}: {count.rows} rows read but {sink.rows} predicted and {rejects.rows} "

@@ -249,6 +249,9 @@ class Predictor:
         bf16: bool = False,
     ):
         self.folder = model_dir = Path(model_dir)
+        # The folder's full path: a worker elsewhere (a Ray actor) resolves a relative one from its own cwd.
+        self._built_from = (model_dir.resolve(), backend, device, batch_size, threads, bf16)
+        self.wants_gpu = backend == "torch" and device != "cpu"  # cuda, or auto: a worker's GPU where it has one
         self.recipe = Recipe.read(model_dir)
         self.task = catalog.task_named(self.recipe.task)
         self.labels = self.task.label_names(self.recipe.labels)
@@ -270,6 +273,11 @@ class Predictor:
         else:
             raise StageError(f"unknown model format {backend!r}; use one of {list(BACKENDS)}")
         self._logits = logits
+
+    def __reduce__(self):
+        # Sent to another process (an engine's worker) as what it was built from, not as its weights: the
+        # worker loads the folder itself, on its own device (auto: its GPU where it has one).
+        return (Predictor, self._built_from)
 
     def probabilities(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Class probabilities (rows: sequences, or each position of them for a tagger; columns: `labels`)."""

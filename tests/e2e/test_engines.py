@@ -1,6 +1,7 @@
-"""The data stages on Ray give the local engine's bytes: through `dvc repro` on the reduced project with
-one and two workers, and when a Ray worker is killed mid-stage. One Ray cluster (2 CPUs) serves the whole
-file: each stage joins it through RAY_ADDRESS, as it would join a team's cluster."""
+"""The data stages and `reprolab predict` on Ray give the local engine's bytes: through `dvc repro` on the
+reduced project with one and two workers, predict's output with one and two actors, and when a Ray worker
+or actor is killed mid-run. One Ray cluster (2 CPUs) serves the whole file: each stage and command joins
+it through RAY_ADDRESS, as it would join a team's cluster."""
 
 import os
 import secrets
@@ -21,9 +22,9 @@ import pytest
 from reprolab import paths, storage
 from reprolab.data.cleaning import clean_file
 from reprolab.data.row_rules import RAW_SCHEMA
-from reprolab.engines import IN_PROCESS, open_engine
+from reprolab.engines import IN_PROCESS, LocalEngine, open_engine
 from reprolab.params import EngineParams
-from tests.conftest import env_for, free_port, lock_outs, run, update_params
+from tests.conftest import REPROLAB, env_for, free_port, lock_outs, run, update_params
 from tests.unit.test_cleaning import TWINS_PARAMS, clean_params, raw_row
 
 RAY = Path(sys.executable).parent / "ray"
@@ -108,11 +109,12 @@ def _clean(directory: Path, engine) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in [*outputs.values(), directory / "rejects.parquet"]}
 
 
-def _kill_one_busy_worker(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Ray worker seen running a batch (its process title is `ray::_apply` then)."""
+def _kill_one_busy_worker(killed: list[int], stop: threading.Event, title: str = "ray::_apply") -> None:
+    """SIGKILL the first Ray worker seen running a batch (its process title is `title` then: a task's
+    `ray::_apply`, an actor's `ray::_Holder.apply`)."""
     while not stop.is_set() and not killed:
         for process in psutil.process_iter(["pid", "cmdline"]):
-            if (process.info["cmdline"] or [""])[0].startswith("ray::_apply"):
+            if (process.info["cmdline"] or [""])[0].startswith(title):
                 os.kill(process.info["pid"], signal.SIGKILL)
                 killed.append(process.info["pid"])
                 return
@@ -161,3 +163,70 @@ def test_a_local_cluster_starts_where_a_killed_cluster_left_its_address_behind(t
         assert done.returncode == 0 and done.stdout.strip() == "[3, 2, 1]", done.stderr[-3000:]
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+class _CountsItsUnpickling:
+    """A state whose every unpickling (its arrival in a worker) adds a line to `log`."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __reduce__(self):
+        return (_arrived, (self.log,))
+
+
+def _arrived(log: Path) -> _CountsItsUnpickling:
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return _CountsItsUnpickling(log)
+
+
+def _scaled(state: _CountsItsUnpickling, item: int) -> tuple[int, int]:
+    return item * 10, os.getpid()
+
+
+def test_local_pool_workers_each_receive_the_state_once_and_map_in_order(tmp_path):
+    log = tmp_path / "arrivals"
+    with LocalEngine.open(2) as engine:
+        results = list(engine.map_with(_CountsItsUnpickling(log), _scaled, range(40)))
+    assert [value for value, _ in results] == [i * 10 for i in range(40)]
+    arrivals = log.read_text().split()
+    assert len(arrivals) == len(set(arrivals)) <= 2  # once per worker, not once per item
+    assert {str(pid) for _, pid in results} <= set(arrivals)  # every worker that mapped had received it
+
+
+def _predict(root: Path, out: Path, cluster: dict[str, str] | None = None, workers: int = 0) -> dict[str, bytes]:
+    """`reprolab predict` of the project's raw mails, 16 rows a batch, locally or on `workers` actors of
+    the cluster; its output and rejects files."""
+    on_ray = ["--engine", "ray", "--workers", str(workers)] if cluster else []
+    done = subprocess.run(
+        [REPROLAB, "predict", "data/source", "--out", str(out), "--no-progress", "--batch-rows", "16", *on_ray],
+        cwd=root,
+        env=env_for(root, **(cluster or {})),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rejects = out.with_name(f"{out.stem}.rejects.parquet")
+    return {"predictions": out.read_bytes(), "rejects": rejects.read_bytes()}
+
+
+def test_predict_on_one_and_two_ray_actors_one_killed_mid_run_writes_the_local_predictions(
+    published, cluster, tmp_path
+):
+    """The prediction path with its scoring on Ray actors: one actor, then two with a busy one killed
+    (Ray starts it again, it loads its model again, the batch is retried)."""
+    local = _predict(published.root, tmp_path / "local.parquet")
+    assert _predict(published.root, tmp_path / "one.parquet", cluster, workers=1) == local, "one actor differs"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop, "ray::_Holder.apply"))
+    killer.start()
+    try:
+        on_two = _predict(published.root, tmp_path / "two.parquet", cluster, workers=2)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray actor was seen scoring a batch"
+    assert on_two == local, "two actors, one killed, wrote other bytes"

@@ -5,7 +5,9 @@ frame, and the ONNX export and its int8 copy against torch."""
 import csv
 import io
 import json
+import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,6 +57,23 @@ def test_scores_are_the_stages_steps_one_by_one(tiny_model, params, tokenizer):
     model = runtime.load_model(SEQUENCE_CLASSIFICATION, str(tiny_model), ["ham", "spam"])
     one_by_one = runtime.softmax(runtime.predict_logits(model, [np.asarray(i) for i in ids], 1, 0, torch.device("cpu")))
     np.testing.assert_allclose(probs, one_by_one, atol=1e-6, rtol=0)
+
+
+def test_a_predictor_travels_as_its_folder_and_scores_the_same_where_it_lands(tiny_model, tmp_path, monkeypatch):
+    """What an engine's worker receives: the arguments it was built from, not its weights; it loads them,
+    from wherever it runs (a relative folder travels as its full path)."""
+    records = [{"raw": raw, "kind": "mail", "checksum_status": "ok", "source": name} for name, raw in corpus_mails(3)]
+    monkeypatch.chdir(tiny_model.parent)
+    predictor = Predictor(Path(tiny_model.name), batch_size=2, device="auto")
+    shipped = pickle.dumps(predictor)
+    assert len(shipped) < 2000 < sum(path.stat().st_size for path in tiny_model.iterdir())
+    monkeypatch.chdir(tmp_path)  # a worker's own working directory
+    landed = pickle.loads(shipped)
+    assert landed is not predictor and landed.wants_gpu and not Predictor(tiny_model).wants_gpu
+    kept, probs, rejected = predictor.score(records)
+    landed_kept, landed_probs, _ = landed.score(records)
+    assert landed_kept == kept == list(range(6)) and not rejected
+    np.testing.assert_array_equal(landed_probs, probs)
 
 
 def write_csv(path, header, rows):

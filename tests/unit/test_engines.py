@@ -17,6 +17,16 @@ def test_one_local_worker_maps_in_the_callers_process_in_order():
     assert list(IN_PROCESS.map(len, [])) == []
 
 
+def test_in_process_map_with_hands_every_item_the_same_state_in_order():
+    state = {"calls": 0}
+
+    def count(held: dict, item: str) -> tuple[str, int]:
+        held["calls"] += 1
+        return item, held["calls"]
+
+    assert list(IN_PROCESS.map_with(state, count, ["b", "a", "c"], per_gpu=True)) == [("b", 1), ("a", 2), ("c", 3)]
+
+
 def test_local_workers_override_applies_on_the_local_engine_only():
     with open_engine(EngineParams(name="local", workers=3), local_workers=1) as engine:
         assert engine.workers == 1

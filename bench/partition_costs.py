@@ -1,0 +1,162 @@
+"""What each data stage costs per partition, measured on one core, and what a 100M- and a 1B-row corpus
+would need on a cluster (docs/scaling.md#on-paper-100m-and-1b-rows).
+
+Each stage's library call (the one its stage makes) runs in this process on bench/scale_bench.py's
+synthetic project of `--rows` rows, on one core (one tokenizer thread, one torch thread). It runs on an
+engine that times every batch it maps. Time inside the map is the part an engine spreads across a
+cluster's cores: the per-partition cost, printed as rows per second per core. The rest is the stage's
+own process, the driver (reading, the duplicate decisions, writing), which runs on one core
+whatever the cluster. Ingest runs wholly on the driver today.
+
+Clean also prints what its duplicate decisions hold per row (the keys a band-key shuffle would move
+instead): each row's LSH band hashes, its exact-text digest and its rank, from the arrays' widths.
+
+The projection multiplies the measured per-row costs by the rows, assuming time linear in rows
+(bench/scale_bench.py measured time per row flat or falling from 100k to 1M rows in every stage).
+Hours on C cores = driver seconds + map seconds / C. A model, not a measurement: it leaves out the
+network, skew between partitions and Ray's own costs (bench/engine_bench.py measured those on one
+machine).
+Run: `python bench/partition_costs.py [--rows 200000] [--cores 64 512]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import common  # first: it calls configure_process() before numpy or torch loads
+import torch
+from common import params, save
+from scale_bench import scratch_project
+
+from reprolab import paths
+from reprolab.data import augmentation, cleaning, ingestion, row_rules
+from reprolab.encoding import encoder, truncated
+
+SIZES = {"100M": 100_000_000, "1B": 1_000_000_000}
+ROW_REF_BYTES = 8  # an int64 rank: which row a key belongs to
+
+
+class TimedEngine:
+    """The in-process engine, timing the mapped function apart from the driver's work around it."""
+
+    workers = 1
+
+    def __init__(self) -> None:
+        self.map_seconds = 0.0
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        for item in items:  # reading the next item is the driver's time, outside the clock
+            start = time.perf_counter()
+            result = fn(item)
+            self.map_seconds += time.perf_counter() - start
+            yield result
+
+    def map_with(self, state, fn: Callable, items: Iterable, per_gpu: bool = False) -> Iterator:
+        return self.map(lambda item: fn(state, item), items)
+
+
+def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
+    engine = TimedEngine()
+    start = time.perf_counter()
+    work(engine)
+    total = time.perf_counter() - start
+    return {"seconds": round(total, 2), "map_seconds": round(engine.map_seconds, 2)}
+
+
+def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
+    project = scratch_project(root, stage, rows)
+    os.chdir(project)  # the stages' relative paths (paths.*) resolve in the scratch project
+    if stage == "ingest":
+        p = params.ingest.model_copy(
+            update={"format": "jsonl", "path": "source.jsonl", "id_column": "id", "max_rows_per_label": None}
+        )
+        rules = row_rules.ROW_RULES[params.task](p)
+        return timed(lambda engine: ingestion.ingest_source(p, paths.RAW, paths.rejects("ingest"), rules))
+    if stage == "clean":
+        splits = {name: paths.clean_split(name) for name in paths.SPLITS}
+        return timed(
+            lambda engine: cleaning.clean_file(paths.RAW, splits, paths.rejects("clean"), params.clean, engine)
+        )
+    if stage == "tokenize":
+        tokenizer = encoder.load_tokenizer(str(common.ROOT / params.model.name_or_path))
+        inputs = {split: paths.clean_split(split) for split in paths.SPLITS}
+        outputs = {split: paths.token_split(split) for split in paths.SPLITS}
+        return timed(
+            lambda engine: truncated.tokenize_splits(
+                tokenizer, params.tokenize, params.ingest.class_names, inputs, outputs, engine
+            )
+        )
+    return timed(
+        lambda engine: augmentation.augment_file(
+            paths.clean_split("train"), paths.AUGMENTED, params, params.ingest.class_names, engine
+        )
+    )
+
+
+def dedup_key_bytes() -> dict[str, int]:
+    """Bytes per row of clean's duplicate decisions: what a shuffle by key would move."""
+    bands = len(cleaning.Fingerprinter(params.clean).band_ranges)
+    return {
+        "lsh_bands": bands,
+        "band_keys_per_row": bands * (8 + ROW_REF_BYTES),  # a uint64 band hash and the row, per band
+        "exact_key_per_row": 20 + ROW_REF_BYTES + 4,  # SHA-1, the row, its label code
+        "signature_per_candidate_row": params.clean.minhash_permutations * 4,  # read only for rows sharing a band
+    }
+
+
+def projection(stages: dict[str, dict], rows: int, cores: list[int]) -> dict[str, dict]:
+    out = {}
+    for name, size in SIZES.items():
+        scale = size / rows
+        driver = sum(s["seconds"] - s["map_seconds"] for s in stages.values()) * scale
+        mapped = sum(s["map_seconds"] for s in stages.values()) * scale
+        out[name] = {
+            "core_hours": round((driver + mapped) / 3600, 1),
+            "driver_hours": round(driver / 3600, 1),
+            **{f"hours_on_{c}_cores": round((driver + mapped / c) / 3600, 2) for c in cores},
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--cores", type=int, nargs="+", default=[64, 512])
+    args = parser.parse_args()
+    # One thread, so the rates are per core: torch's, and the tokenizers' pool (read at its first use).
+    torch.set_num_threads(1)
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    stages = {}
+    for stage in ("ingest", "clean", "tokenize", "augment"):
+        with tempfile.TemporaryDirectory(prefix="reprolab-partitions-") as tmp:
+            stages[stage] = measured = measure_stage(stage, Path(tmp), args.rows)
+        os.chdir(common.ROOT)
+        driver = measured["seconds"] - measured["map_seconds"]
+        measured["map_rows_per_second_per_core"] = (
+            round(args.rows / measured["map_seconds"]) if measured["map_seconds"] else None
+        )
+        measured["driver_rows_per_second"] = round(args.rows / driver)
+        print(stage, measured, flush=True)
+    keys = dedup_key_bytes()
+    shuffle = {
+        name: round(size * (keys["band_keys_per_row"] + keys["exact_key_per_row"]) / 1e9, 1)
+        for name, size in SIZES.items()
+    }
+    result = {
+        "rows": args.rows,
+        "stages": stages,
+        "dedup_keys": keys,
+        "dedup_shuffle_gb": shuffle,
+        "projection": projection(stages, args.rows, args.cores),
+    }
+    print(result)
+    save("partition_costs", result)
+
+
+if __name__ == "__main__":
+    main()
