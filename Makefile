@@ -102,6 +102,7 @@ bench: setup
 	$(BIN)/python bench/allocator_bench.py
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/partition_costs.py
 	$(BIN)/python bench/dvc_noop_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/distill_bench.py

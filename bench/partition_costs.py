@@ -16,7 +16,7 @@ The projection multiplies the measured per-row costs by the rows, assuming time 
 Hours on C cores = driver seconds + map seconds / C. A model, not a measurement: it leaves out the
 network, skew between partitions and Ray's own costs (bench/engine_bench.py measured those on one
 machine).
-Run: `python bench/partition_costs.py [--rows 200000] [--cores 64 512]`.
+Run: `python bench/partition_costs.py [--rows 100000] [--cores 64 512]`.
 """
 
 from __future__ import annotations
@@ -91,9 +91,11 @@ def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
                 tokenizer, params.tokenize, params.ingest.class_names, inputs, outputs, engine
             )
         )
+    model = params.model.model_copy(update={"name_or_path": str(common.ROOT / params.model.name_or_path)})
+    in_project = params.model_copy(update={"model": model})
     return timed(
         lambda engine: augmentation.augment_file(
-            paths.clean_split("train"), paths.AUGMENTED, params, params.ingest.class_names, engine
+            paths.clean_split("train"), paths.AUGMENTED, in_project, params.ingest.class_names, engine
         )
     )
 
@@ -125,7 +127,7 @@ def projection(stages: dict[str, dict], rows: int, cores: list[int]) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--cores", type=int, nargs="+", default=[64, 512])
     args = parser.parse_args()
     # One thread, so the rates are per core: torch's, and the tokenizers' pool (read at its first use).

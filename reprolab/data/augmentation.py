@@ -171,7 +171,7 @@ def augmented_tables(
 ) -> Iterator[pa.Table]:
     """Token tables (AUGMENTED_SCHEMA) of the copies of a clean training split, one per batch read
     that has copies, the batches run on the `engine`."""
-    batches = map(storage.detached, storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS))
+    batches = storage.iter_batches(source, ["id", "label", "text"], BATCH_ROWS)
     for table in engine.map(CopyBatch(p, encode, labels, truncation), batches):
         if table is not None:
             yield table

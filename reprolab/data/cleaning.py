@@ -307,7 +307,7 @@ def fingerprint_all(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: texts and row-level rejects to `spill`, signatures to `signatures` (row i at offset
     i * size); returns (eligible, exact, bands) for every row. Batches run on the `engine`."""
-    batches = map(storage.detached, storage.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS))
+    batches = storage.iter_batches(raw, ["source", "kind", "raw", "checksum_status"], BATCH_ROWS)
     eligible, exact, bands = [], [], []
     progress = tqdm(total=rows, unit="rows", desc="clean: fingerprint", disable=None)
     with (

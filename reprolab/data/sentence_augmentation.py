@@ -190,7 +190,7 @@ def augment_file(source: Path, dest: Path, params: Params, types: list[str], eng
             schema,
             encoder.load_tokenizer(params.model.name_or_path),
         )
-        batches = map(storage.detached, storage.iter_batches(source, columns, BATCH_ROWS))
+        batches = storage.iter_batches(source, columns, BATCH_ROWS)
         for table in engine.map(copies, batches):
             if table is not None:
                 sink.write(table)

@@ -137,7 +137,7 @@ def clean_sentences(
     groups: list[str] = []
     kinds: list[tuple[str, ...]] = []
     given: list[str | None] = []
-    batches = map(storage.detached, storage.iter_batches(raw, None, BATCH_ROWS))
+    batches = storage.iter_batches(raw, None, BATCH_ROWS)
     for fingerprints in engine.map(fingerprint_sentences, batches):
         for words_digest, result, tags_digest, group, types, split in fingerprints:
             index = len(tags_of)

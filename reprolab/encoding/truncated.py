@@ -255,7 +255,7 @@ def tokenize_split(
     columns = first.to_pydict()
     encode, ids = verified.verified(columns["text"])
     yield encoder.token_table(columns["id"], ids, encoder.label_ids(columns["label"], labels))
-    yield from engine.map(TokenBatch(encode, labels), map(storage.detached, batches))
+    yield from engine.map(TokenBatch(encode, labels), batches)
 
 
 def tokenize_splits(

@@ -304,7 +304,7 @@ def tokenize_sentences(
     """A clean split's sentences (`id`, `tokens`, `tags`) -> windows (WINDOW_SCHEMA), `p.batch_size`
     sentences a batch, the batches on the `engine`. Returns the counts: sentences, words, windows."""
     counts: Counter[str] = Counter({"sentences": 0, "words": 0, "windows": 0})
-    batches = map(storage.detached, storage.iter_batches(source, ["id", "tokens", "tags"], p.batch_size))
+    batches = storage.iter_batches(source, ["id", "tokens", "tags"], p.batch_size)
     with storage.parquet_sink(dest, WINDOW_SCHEMA) as sink:
         for table, batch_counts in engine.map(WindowBatch(tokenizer, names, p), batches):
             sink.write(table)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
+import pyarrow as pa
+
+from reprolab import storage
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 State = TypeVar("State")
@@ -27,3 +31,10 @@ class Engine(Protocol):
         once, when it starts (a model unpickles as its folder, which the worker loads), not with every
         item. `per_gpu`: one worker per GPU where the engine has GPUs (a forward pass), else as `map`."""
         ...
+
+
+def shippable(item):
+    """What a worker in another process is sent for `item`: an Arrow batch or table as a copy that owns
+    just its rows (a slice of a row group would pickle its parent's whole buffers: storage.detached),
+    anything else as it is. The stage's own process maps the item itself, uncopied."""
+    return storage.detached(item) if isinstance(item, pa.RecordBatch | pa.Table) else item

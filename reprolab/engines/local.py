@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from reprolab.engines.base import shippable
+
 # In a pool worker of map_with: the state it received when it started.
 _held_state = None
 
@@ -61,7 +63,7 @@ def _in_order(pool: ProcessPoolExecutor, fn: Callable, items: Iterable, in_fligh
     """fn over items on the pool, in order, `in_flight` at a time (Executor.map would submit them all)."""
     pending: collections.deque = collections.deque()
     for item in items:
-        pending.append(pool.submit(fn, item))
+        pending.append(pool.submit(fn, shippable(item)))
         if len(pending) >= in_flight:
             yield pending.popleft().result()
     while pending:

@@ -23,6 +23,7 @@ import ray
 import ray.exceptions
 from ray.util.actor_pool import ActorPool
 
+from reprolab.engines.base import shippable
 from reprolab.errors import StageError
 
 # Tries after the first when a worker dies mid-task; an exception the function raises is not retried.
@@ -89,7 +90,7 @@ class RayEngine:
         pending: collections.deque = collections.deque()
         try:
             for item in items:
-                pending.append(_apply.remote(function, item))
+                pending.append(_apply.remote(function, shippable(item)))
                 if len(pending) >= self.workers:
                     yield _result(partial(ray.get, pending.popleft()))
             while pending:
@@ -110,7 +111,7 @@ class RayEngine:
         in_flight = 0
         try:
             for item in items:
-                pool.submit(lambda holder, value: holder.apply.remote(function, value), item)
+                pool.submit(lambda holder, value: holder.apply.remote(function, value), shippable(item))
                 in_flight += 1
                 if in_flight >= 2 * count:  # a few batches each: the input is read as they finish
                     yield _result(pool.get_next)

@@ -195,6 +195,21 @@ def test_local_pool_workers_each_receive_the_state_once_and_map_in_order(tmp_pat
     assert {str(pid) for _, pid in results} <= set(arrivals)  # every worker that mapped had received it
 
 
+def _buffer_bytes(batch: pa.RecordBatch) -> int:
+    return batch.get_total_buffer_size()
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_a_slice_reaches_a_worker_owning_just_its_rows(name, cluster, monkeypatch):
+    """A batch sliced from a big row group is shipped as its own rows, not its parent's buffers."""
+    for variable, value in cluster.items():
+        monkeypatch.setenv(variable, value)
+    parent = pa.record_batch({"text": ["x" * 1000] * 10_000})  # 10 MB
+    with open_engine(EngineParams(name=name, workers=2)) as engine:
+        received = list(engine.map(_buffer_bytes, [parent.slice(start, 10) for start in range(0, 40, 10)]))
+    assert max(received) < 20_000 < parent.get_total_buffer_size() == _buffer_bytes(parent.slice(0, 10))
+
+
 def _predict(root: Path, out: Path, cluster: dict[str, str] | None = None, workers: int = 0) -> dict[str, bytes]:
     """`reprolab predict` of the project's raw mails, 16 rows a batch, locally or on `workers` actors of
     the cluster; its output and rejects files."""
@@ -212,21 +227,18 @@ def _predict(root: Path, out: Path, cluster: dict[str, str] | None = None, worke
     return {"predictions": out.read_bytes(), "rejects": rejects.read_bytes()}
 
 
-def test_predict_on_one_and_two_ray_actors_one_killed_mid_run_writes_the_local_predictions(
-    published, cluster, tmp_path
-):
-    """The prediction path with its scoring on Ray actors: one actor, then two with a busy one killed
-    (Ray starts it again, it loads its model again, the batch is retried)."""
+def test_predict_on_two_ray_actors_one_killed_mid_run_writes_the_local_predictions(published, cluster, tmp_path):
+    """The prediction path with its scoring on two Ray actors, a busy one killed: Ray starts it again,
+    it loads its model again, and the batch is retried."""
     local = _predict(published.root, tmp_path / "local.parquet")
-    assert _predict(published.root, tmp_path / "one.parquet", cluster, workers=1) == local, "one actor differs"
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop, "ray::_Holder.apply"))
     killer.start()
     try:
-        on_two = _predict(published.root, tmp_path / "two.parquet", cluster, workers=2)
+        on_ray = _predict(published.root, tmp_path / "ray.parquet", cluster, workers=2)
     finally:
         stop.set()
         killer.join()
     assert killed, "no Ray actor was seen scoring a batch"
-    assert on_two == local, "two actors, one killed, wrote other bytes"
+    assert on_ray == local, "two actors, one killed, wrote other bytes"
