@@ -56,9 +56,6 @@ class TimedEngine:
             self.map_seconds += time.perf_counter() - start
             yield result
 
-    def map_with(self, state, fn: Callable, items: Iterable, per_gpu: bool = False) -> Iterator:
-        return self.map(lambda item: fn(state, item), items)
-
 
 def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
     engine = TimedEngine()
@@ -69,6 +66,9 @@ def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
 
 
 def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
+    # The checkout's model, wherever the stage runs from.
+    model = params.model.model_copy(update={"name_or_path": str(common.ROOT / params.model.name_or_path)})
+    in_project = params.model_copy(update={"model": model})
     project = scratch_project(root, stage, rows)
     os.chdir(project)  # the stages' relative paths (paths.*) resolve in the scratch project
     if stage == "ingest":
@@ -83,7 +83,7 @@ def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
             lambda engine: cleaning.clean_file(paths.RAW, splits, paths.rejects("clean"), params.clean, engine)
         )
     if stage == "tokenize":
-        tokenizer = encoder.load_tokenizer(str(common.ROOT / params.model.name_or_path))
+        tokenizer = encoder.load_tokenizer(model.name_or_path)
         inputs = {split: paths.clean_split(split) for split in paths.SPLITS}
         outputs = {split: paths.token_split(split) for split in paths.SPLITS}
         return timed(
@@ -91,8 +91,6 @@ def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
                 tokenizer, params.tokenize, params.ingest.class_names, inputs, outputs, engine
             )
         )
-    model = params.model.model_copy(update={"name_or_path": str(common.ROOT / params.model.name_or_path)})
-    in_project = params.model_copy(update={"model": model})
     return timed(
         lambda engine: augmentation.augment_file(
             paths.clean_split("train"), paths.AUGMENTED, in_project, params.ingest.class_names, engine

@@ -1,8 +1,9 @@
 """The data stages and `reprolab predict` on Ray give the local engine's bytes: through `dvc repro` on the
-reduced project with one and two workers, predict's output with one and two actors, and when a Ray worker
-or actor is killed mid-run. One Ray cluster (2 CPUs) serves the whole file: each stage and command joins
+reduced project with one and two workers, predict's output on two actors, and when a Ray worker or
+actor is killed mid-run. One Ray cluster (2 CPUs) serves the whole file: each stage and command joins
 it through RAY_ADDRESS, as it would join a team's cluster."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -109,9 +110,14 @@ def _clean(directory: Path, engine) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in [*outputs.values(), directory / "rejects.parquet"]}
 
 
-def _kill_one_busy_worker(killed: list[int], stop: threading.Event, title: str = "ray::_apply") -> None:
-    """SIGKILL the first Ray worker seen running a batch (its process title is `title` then: a task's
-    `ray::_apply`, an actor's `ray::_Holder.apply`)."""
+@pytest.fixture
+def joined(cluster, monkeypatch) -> None:
+    """This process joins the module's cluster, as a stage would (RAY_ADDRESS and its token)."""
+    for name, value in cluster.items():
+        monkeypatch.setenv(name, value)
+
+
+def _kill_one_busy_worker(killed: list[int], stop: threading.Event, title: str) -> None:
     while not stop.is_set() and not killed:
         for process in psutil.process_iter(["pid", "cmdline"]):
             if (process.info["cmdline"] or [""])[0].startswith(title):
@@ -121,24 +127,29 @@ def _kill_one_busy_worker(killed: list[int], stop: threading.Event, title: str =
         time.sleep(0.01)
 
 
-def test_a_ray_worker_killed_mid_stage_is_retried_and_the_outputs_keep_their_bytes(tmp_path, cluster, monkeypatch):
-    for name, value in cluster.items():
-        monkeypatch.setenv(name, value)
+@contextlib.contextmanager
+def one_busy_worker_killed(title: str) -> Iterator[list[int]]:
+    """For the block, SIGKILL the first Ray worker seen running a batch (its process title is `title`
+    then: a task's `ray::_apply`, an actor's `ray::_Holder.apply`); yields the pids killed."""
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop, title))
+    killer.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        killer.join()
+
+
+def test_a_ray_worker_killed_mid_stage_is_retried_and_the_outputs_keep_their_bytes(tmp_path, joined):
     for name in ("local", "ray"):
         (tmp_path / name).mkdir()
         storage.write_parquet(pa.Table.from_pylist(_long_rows(), schema=RAW_SCHEMA), tmp_path / name / "raw.parquet")
     local = _clean(tmp_path / "local", IN_PROCESS)
     assert b"near_duplicate" in local["rejects.parquet"]
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop))
-    try:
-        with open_engine(EngineParams(name="ray", workers=2)) as engine:
-            killer.start()
-            on_ray = _clean(tmp_path / "ray", engine)
-    finally:
-        stop.set()
-        killer.join()
+    with open_engine(EngineParams(name="ray", workers=2)) as engine, one_busy_worker_killed("ray::_apply") as killed:
+        on_ray = _clean(tmp_path / "ray", engine)
     assert killed, "no Ray worker was seen running a batch"
     assert on_ray == local
 
@@ -200,10 +211,8 @@ def _buffer_bytes(batch: pa.RecordBatch) -> int:
 
 
 @pytest.mark.parametrize("name", ["local", "ray"])
-def test_a_slice_reaches_a_worker_owning_just_its_rows(name, cluster, monkeypatch):
+def test_a_slice_reaches_a_worker_owning_just_its_rows(name, joined):
     """A batch sliced from a big row group is shipped as its own rows, not its parent's buffers."""
-    for variable, value in cluster.items():
-        monkeypatch.setenv(variable, value)
     parent = pa.record_batch({"text": ["x" * 1000] * 10_000})  # 10 MB
     with open_engine(EngineParams(name=name, workers=2)) as engine:
         received = list(engine.map(_buffer_bytes, [parent.slice(start, 10) for start in range(0, 40, 10)]))
@@ -231,14 +240,7 @@ def test_predict_on_two_ray_actors_one_killed_mid_run_writes_the_local_predictio
     """The prediction path with its scoring on two Ray actors, a busy one killed: Ray starts it again,
     it loads its model again, and the batch is retried."""
     local = _predict(published.root, tmp_path / "local.parquet")
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_one_busy_worker, args=(killed, stop, "ray::_Holder.apply"))
-    killer.start()
-    try:
+    with one_busy_worker_killed("ray::_Holder.apply") as killed:
         on_ray = _predict(published.root, tmp_path / "ray.parquet", cluster, workers=2)
-    finally:
-        stop.set()
-        killer.join()
     assert killed, "no Ray actor was seen scoring a batch"
     assert on_ray == local, "two actors, one killed, wrote other bytes"
