@@ -5,11 +5,13 @@ Each stage's library call (the one its stage makes) runs in this process on benc
 synthetic project of `--rows` rows, on one core (one tokenizer thread, one torch thread). It runs on an
 engine that times every batch it maps. Time inside the map is the part an engine spreads across a
 cluster's cores: the per-partition cost, printed as rows per second per core. The rest is the stage's
-own process, the driver (reading, the duplicate decisions, writing), which runs on one core
-whatever the cluster. Ingest runs wholly on the driver today.
+own process, the driver (reading, the components of the duplicate decisions, writing), which runs on
+one core whatever the cluster. Ingest runs wholly on the driver today. Clean's duplicate decisions
+are timed as mapped: on a cluster they run on its partitions (`Engine.map_grouped`).
 
-Clean also prints what its duplicate decisions hold per row (the keys a band-key shuffle would move
-instead): each row's LSH band hashes, its exact-text digest and its rank, from the arrays' widths.
+Clean also prints the bytes its duplicate decisions' two shuffles move, from the columns' widths:
+every row's keys (its LSH band hashes and its exact key, each with the row), then each candidate row
+(sharing a key with another) with its fingerprints.
 
 The projection multiplies the measured per-row costs by the rows, assuming time linear in rows
 (bench/scale_bench.py measured time per row flat or falling from 100k to 1M rows in every stage).
@@ -48,6 +50,7 @@ class TimedEngine:
 
     def __init__(self) -> None:
         self.map_seconds = 0.0
+        self.grouped_rows: dict[str, int] = {}  # rows of each grouped map, by its key
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         for item in items:  # reading the next item is the driver's time, outside the clock
@@ -56,13 +59,24 @@ class TimedEngine:
             self.map_seconds += time.perf_counter() - start
             yield result
 
+    def map_grouped(self, fn: Callable, table, key: str):
+        self.grouped_rows[key] = table.num_rows
+        start = time.perf_counter()  # the duplicate decisions: a cluster's partitions split this work
+        result = fn(table)
+        self.map_seconds += time.perf_counter() - start
+        return result
+
 
 def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
     engine = TimedEngine()
     start = time.perf_counter()
     work(engine)
     total = time.perf_counter() - start
-    return {"seconds": round(total, 2), "map_seconds": round(engine.map_seconds, 2)}
+    return {
+        "seconds": round(total, 2),
+        "map_seconds": round(engine.map_seconds, 2),
+        "grouped_rows": engine.grouped_rows,
+    }
 
 
 def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
@@ -99,13 +113,15 @@ def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
 
 
 def dedup_key_bytes() -> dict[str, int]:
-    """Bytes per row of clean's duplicate decisions: what a shuffle by key would move."""
+    """Bytes per row that clean's duplicate decisions shuffle (reprolab.data.duplicates)."""
     bands = len(cleaning.Fingerprinter(params.clean).band_ranges)
     return {
         "lsh_bands": bands,
-        "band_keys_per_row": bands * (8 + ROW_REF_BYTES),  # a uint64 band hash and the row, per band
-        "exact_key_per_row": 20 + ROW_REF_BYTES + 4,  # SHA-1, the row, its label code
-        "signature_per_candidate_row": params.clean.minhash_permutations * 4,  # read only for rows sharing a band
+        # Grouped by key: each band's uint64 hash and the exact key's first 8 bytes, each with the row.
+        "keys_per_row": (bands + 1) * (8 + ROW_REF_BYTES),
+        # Grouped by component, for candidate rows only: component, row, rank, label code, SHA-1, bands
+        # and signature.
+        "per_candidate_row": 4 + ROW_REF_BYTES + 8 + 4 + 20 + bands * 8 + params.clean.minhash_permutations * 4,
     }
 
 
@@ -143,10 +159,10 @@ def main() -> None:
         measured["driver_rows_per_second"] = round(args.rows / driver)
         print(stage, measured, flush=True)
     keys = dedup_key_bytes()
-    shuffle = {
-        name: round(size * (keys["band_keys_per_row"] + keys["exact_key_per_row"]) / 1e9, 1)
-        for name, size in SIZES.items()
-    }
+    # The share of rows that share a key with another (the rows grouped by component), in this corpus.
+    keys["candidate_fraction"] = round(stages["clean"]["grouped_rows"].get("component", 0) / args.rows, 4)
+    per_row = keys["keys_per_row"] + keys["candidate_fraction"] * keys["per_candidate_row"]
+    shuffle = {name: round(size * per_row / 1e9, 1) for name, size in SIZES.items()}
     result = {
         "rows": args.rows,
         "stages": stages,

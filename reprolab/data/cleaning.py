@@ -13,8 +13,9 @@ never the corpus's text:
 1. pass 1 cleans and fingerprints batches of raw rows on the engine's workers (reprolab.engines: this
    machine's cores or a Ray cluster): SHA-1 of the casefolded text, MinHash signature, LSH band
    hashes; texts and row-level rejects spill to a scratch Parquet file,
-   signatures to a scratch file read back only for rows that share an LSH band;
-2. duplicates are decided from the fingerprints in id order, whatever the input's order;
+   signatures to a scratch file read back only for rows that share a key with another;
+2. duplicates are decided from the fingerprints in id order, whatever the input's order, by
+   components of rows sharing a key, on the engine (reprolab.data.duplicates);
 3. splits are assigned from the kept rows' ids and labels, and pass 2 writes every row to its split
    or to the rejects, in the raw file's order (ingest writes the source's order).
 """
@@ -26,15 +27,11 @@ import email
 import email.errors
 import email.header
 import email.policy
-import functools
 import hashlib
-import itertools
-import os
 import re
 import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -49,6 +46,8 @@ from selectolax.lexbor import LexborHTMLParser
 from tqdm import tqdm
 
 from reprolab import paths, storage
+from reprolab.data import duplicates
+from reprolab.data.duplicates import CONFLICTING_LABELS, EXACT_DUPLICATE, NEAR_DUPLICATE
 from reprolab.engines import Engine
 from reprolab.errors import StageError
 from reprolab.params import CleanParams, SplitParams
@@ -201,78 +200,8 @@ class Fingerprinter:
         return out
 
 
-EXACT_DUPLICATE, NEAR_DUPLICATE, CONFLICTING_LABELS = 1, 2, 3
-
-
 class CleanError(StageError):
     """The cleaned data cannot train and evaluate a classifier: the stage stops, naming why."""
-
-
-def find_duplicates(
-    rank: np.ndarray,
-    eligible: np.ndarray,
-    exact: np.ndarray,
-    bands: np.ndarray,
-    signature_of: Callable[[int], np.ndarray],
-    threshold: float,
-    labels: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: verdict (0 kept, EXACT_DUPLICATE, NEAR_DUPLICATE, CONFLICTING_LABELS), twin row (-1)
-    and similarity.
-
-    Rows are taken in `rank` order (id order), so the first of twins is kept. Rows whose casefolded
-    texts are identical but whose `labels` (codes) differ are all rejected, each naming a twin with
-    another label. An exact duplicate repeats the casefolded text of an earlier row. A near
-    duplicate has an estimated Jaccard at or above `threshold` with an earlier kept row sharing an
-    LSH band; its twin is the most similar (then the first). Only rows sharing a band with another
-    row reach the sequential part, and `signature_of` reads just their signatures, so memory holds
-    a few numbers per row.
-    """
-    n = len(rank)
-    verdict, twin, similarity = np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n)
-    rows = np.flatnonzero(eligible)
-    by_text = rows[np.lexsort((rank[rows], exact[rows]))]
-    first = np.r_[True, exact[by_text][1:] != exact[by_text][:-1]] if len(rows) else np.zeros(0, bool)
-    start_of = np.maximum.accumulate(np.where(first, np.arange(len(by_text)), 0))
-    original = by_text[start_of]
-    verdict[by_text[~first]], twin[by_text[~first]] = EXACT_DUPLICATE, original[~first]
-    conflicted = labels[by_text] != labels[original]  # a row whose label differs from its group's first
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(by_text)]
-    for start in np.unique(start_of[conflicted]):
-        group = by_text[start : ends[np.searchsorted(starts, start)]]
-        other = group[labels[group] != labels[group[0]]][0]  # the first row with another label
-        verdict[group] = CONFLICTING_LABELS
-        twin[group] = np.where(labels[group] == labels[group[0]], other, group[0])
-    first &= verdict[by_text] != CONFLICTING_LABELS
-
-    # Each LSH bucket holding several distinct texts: its members in rank order.
-    distinct = by_text[first]
-    buckets: list[np.ndarray] = []
-    for band in range(bands.shape[1]):
-        ordered = distinct[np.lexsort((rank[distinct], bands[distinct, band]))]
-        values = bands[ordered, band]
-        edges = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True])
-        buckets += [ordered[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True) if b - a > 1]
-    members = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
-    bucket_of = np.repeat(np.arange(len(buckets)), [len(b) for b in buckets])
-    by_rank = np.lexsort((bucket_of, rank[members]))
-    kept_in: list[list[int]] = [[] for _ in buckets]
-    for row, grouped in itertools.groupby(
-        zip(members[by_rank].tolist(), bucket_of[by_rank].tolist(), strict=True), key=lambda pair: pair[0]
-    ):
-        own = [bucket for _, bucket in grouped]
-        candidates = {other for bucket in own for other in kept_in[bucket]}
-        if candidates:
-            signature = signature_of(row)
-            scores = {c: np.count_nonzero(signature == signature_of(c)) / len(signature) for c in candidates}
-            best = min(candidates, key=lambda c: (-scores[c], rank[c]))
-            if scores[best] >= threshold:
-                verdict[row], twin[row], similarity[row] = NEAR_DUPLICATE, best, scores[best]
-                continue
-        for bucket in own:
-            kept_in[bucket].append(row)
-    return verdict, twin, similarity
 
 
 def assign_splits(ids: pa.Array, labels: pa.Array, p: SplitParams) -> np.ndarray:
@@ -360,18 +289,12 @@ def clean_file(
     with tempfile.TemporaryDirectory(prefix="reprolab-clean-") as scratch:
         spill, signature_path = Path(scratch) / "texts.parquet", Path(scratch) / "signatures.u32"
         eligible, exact, bands = fingerprint_all(raw, len(ids), fingerprint, engine, spill, signature_path)
-        size = p.minhash_permutations * 4
-        with open(signature_path, "rb") as signatures:
-
-            @functools.lru_cache(maxsize=65_536)
-            def signature_of(row: int) -> np.ndarray:
-                return np.frombuffer(os.pread(signatures.fileno(), size, row * size), np.uint32)
-
-            label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
-            verdict, twin, similarity = find_duplicates(
-                rank, eligible, exact, bands, signature_of, p.near_duplicate_threshold, label_codes
-            )
-        del exact, bands
+        signatures = np.memmap(signature_path, np.uint32, mode="r", shape=(len(ids), p.minhash_permutations))
+        label_codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)
+        verdict, twin, similarity = duplicates.decide_duplicates(
+            engine, rank, eligible, exact, bands, signatures, p.near_duplicate_threshold, label_codes
+        )
+        del exact, bands, signatures
         kept = np.flatnonzero(eligible & (verdict == 0))
         _check_classes(labels, kept, verdict, spill)
         split_of = np.full(len(ids), -1, np.int8)

@@ -1,5 +1,6 @@
-"""What every engine offers a stage: an ordered, bounded map of a pure function over batches, and one
-over workers that each hold a state (a model) loaded once."""
+"""What every engine offers a stage: an ordered, bounded map of a pure function over batches, one over
+workers that each hold a state (a model) loaded once, and a map over groups of rows sharing a key (a
+shuffle, on a cluster)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ class Engine(Protocol):
         """fn(state, item) for each item, in the items' order, as `map`. `state` is sent to each worker
         once, when it starts (a model unpickles as its folder, which the worker loads), not with every
         item. `per_gpu`: one worker per GPU where the engine has GPUs (a forward pass), else as `map`."""
+        ...
+
+    def map_grouped(self, fn: Callable[[pa.Table], pa.Table], table: pa.Table, key: str) -> pa.Table:
+        """fn over partitions of `table` in which every row of a `key` value is in the same partition as
+        all the others of that value: the whole table on this machine, a shuffle by key on a cluster. The
+        results are concatenated in no set order, so `fn` must be pure and give each group's rows the same
+        result whatever other groups share its partition and in whatever order the rows come."""
         ...
 
 

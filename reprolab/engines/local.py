@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
+
 from reprolab.engines.base import shippable
 
 # In a pool worker of map_with: the state it received when it started.
@@ -47,6 +49,10 @@ class LocalEngine:
         # A pool of its own, whose workers each receive `state` once as they start.
         with _pool(self.workers, _hold, os.getpid(), state) as pool:
             yield from _in_order(pool, functools.partial(_with_held, fn), items, 2 * self.workers)
+
+    def map_grouped(self, fn: Callable, table: pa.Table, key: str) -> pa.Table:
+        # The whole table is one partition, run here: a pool worker would be sent a copy for the same one call.
+        return fn(table)
 
 
 def _pool(workers: int, initializer: Callable, *initargs) -> ProcessPoolExecutor:

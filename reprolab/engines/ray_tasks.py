@@ -1,6 +1,7 @@
 """The Ray engine: each batch a Ray task, on the cluster at `engine.address` or RAY_ADDRESS, or on a
 cluster of this machine's cores that the stage starts and stops; a batch that needs a model (`map_with`)
-goes to one of a pool of Ray actors, each holding its own copy.
+goes to one of a pool of Ray actors, each holding its own copy; a map over groups of rows
+(`map_grouped`) is a Ray Data sort by the key, each sorted block one partition.
 
 Ray retries a task whose worker process died (killed, out of memory, its machine lost) on another
 worker, and restarts a dead actor (which loads its model again) to retry its task; a task is a pure
@@ -19,8 +20,12 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
+import ray.data
 import ray.exceptions
+from ray.data.context import DataContext, ShuffleStrategy
 from ray.util.actor_pool import ActorPool
 
 from reprolab.engines.base import shippable
@@ -29,6 +34,9 @@ from reprolab.errors import StageError
 # Tries after the first when a worker dies mid-task; an exception the function raises is not retried.
 MAX_RETRIES = 3
 CONNECT_TIMEOUT_S = 10
+# Rows per block of a grouped map's input, and so per partition of its sort: at least one block per
+# worker, none too large for one task's memory.
+GROUP_BLOCK_ROWS = 1_000_000
 
 
 @ray.remote(max_retries=MAX_RETRIES)
@@ -121,6 +129,71 @@ class RayEngine:
         finally:
             for holder in holders:  # its queued batches go with it, on a cluster this stage joined too
                 ray.kill(holder)
+
+    def map_grouped(self, fn: Callable, table: pa.Table, key: str) -> pa.Table:
+        if not table.num_rows:
+            return fn(table)
+        _configure_ray_data()
+        size = -(-table.num_rows // max(self.workers, -(-table.num_rows // GROUP_BLOCK_ROWS)))
+        blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]
+        # A sort puts equal keys in one partition, each partition one block, so map_batches with
+        # batch_size=None sees every group whole: what Ray's own GroupedData.map_groups relies on, here
+        # with one vectorised call per partition instead of a Python call per group.
+        partitions = (
+            ray.data.from_arrow(blocks)
+            .sort(key)
+            .map_batches(partial(_partition_result, fn, key), batch_size=None, batch_format="pyarrow")
+        )
+        try:
+            parts = pa.concat_tables(ray.get(partitions.to_arrow_refs())).sort_by("first")
+        except ray.exceptions.RayError as exc:
+            raise StageError(
+                f"engine.name=ray: a grouped map by {key!r} failed ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:300]}); nothing was written: see the cluster's logs "
+                "(/tmp/ray/session_latest/logs) and run it again"
+            ) from None
+        first, last = parts["first"].to_pylist(), parts["last"].to_pylist()
+        if any(previous >= following for previous, following in zip(last[:-1], first[1:], strict=True)):
+            raise StageError(  # a group across two partitions would be decided as two: stop, not guess
+                f"engine.name=ray: Ray Data split a group of {key!r} across partitions ({len(first)} "
+                "partitions); nothing was written: report this with the Ray version, or set engine.name: local"
+            )
+        return pa.concat_tables(pa.ipc.open_stream(result).read_all() for result in parts["result"].to_pylist())
+
+
+def _configure_ray_data() -> None:
+    context = DataContext.get_current()
+    # Sort by sampled ranges, in tasks: Ray's default hash shuffle starts aggregator actors, seconds a job.
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    context.target_max_block_size = None  # a partition is never cut into several blocks
+    context.enable_progress_bars = False
+    # Its warnings as each job starts (progress bars off; a new cluster's CPUs not yet reported) would
+    # reach the stage's terminal every time; its failures still raise.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def _partition_result(fn: Callable, key: str, partition: pa.Table) -> pa.Table:
+    """One row for a sorted partition: its first and last key, for the driver's check that no group was
+    split, and fn's result as an Arrow IPC stream; no row for an empty partition."""
+    keys = partition[key]
+    if not partition.num_rows:
+        return _partition_row(keys.type, [], [], [])
+    sink = pa.BufferOutputStream()
+    result = fn(partition)
+    with pa.ipc.new_stream(sink, result.schema) as writer:
+        writer.write_table(result)
+    bounds = pc.min_max(keys)
+    return _partition_row(keys.type, [bounds["min"].as_py()], [bounds["max"].as_py()], [sink.getvalue().to_pybytes()])
+
+
+def _partition_row(key_type: pa.DataType, first: list, last: list, result: list[bytes]) -> pa.Table:
+    return pa.table(
+        {
+            "first": pa.array(first, key_type),
+            "last": pa.array(last, key_type),
+            "result": pa.array(result, pa.large_binary()),
+        }
+    )
 
 
 def _check_reachable(address: str) -> None:

@@ -16,17 +16,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
+import ray.data
 
 from reprolab import paths, storage
 from reprolab.data.cleaning import clean_file
 from reprolab.data.row_rules import RAW_SCHEMA
-from reprolab.engines import IN_PROCESS, LocalEngine, open_engine
+from reprolab.engines import IN_PROCESS, LocalEngine, open_engine, ray_tasks
+from reprolab.errors import StageError
 from reprolab.params import EngineParams
 from tests.conftest import REPROLAB, env_for, free_port, lock_outs, run, update_params
 from tests.unit.test_cleaning import TWINS_PARAMS, clean_params, raw_row
+from tests.unit.test_duplicates import colliding_rows, rule_over_all_rows, spread
 
 RAY = Path(sys.executable).parent / "ray"
 ON_THE_ENGINE = ["clean", "tokenize", "augment"]  # the data stages whose batches an engine runs
@@ -111,10 +115,18 @@ def _clean(directory: Path, engine) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def joined(cluster, monkeypatch) -> None:
-    """This process joins the module's cluster, as a stage would (RAY_ADDRESS and its token)."""
+def joined(cluster, monkeypatch) -> Iterator[None]:
+    """This process joins the module's cluster, as a stage would (RAY_ADDRESS and its token). Ray reads
+    the token once, when this process first imported it (another test may have, before the cluster's
+    environment was set): its cache is reset, as Ray's own tests do, on the way in and out."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     for name, value in cluster.items():
         monkeypatch.setenv(name, value)
+    reset_auth_token_state()
+    yield
+    monkeypatch.undo()
+    reset_auth_token_state()
 
 
 def _kill_one_busy_worker(killed: list[int], stop: threading.Event, title: str) -> None:
@@ -217,6 +229,26 @@ def test_a_slice_reaches_a_worker_owning_just_its_rows(name, joined):
     with open_engine(EngineParams(name=name, workers=2)) as engine:
         received = list(engine.map(_buffer_bytes, [parent.slice(start, 10) for start in range(0, 40, 10)]))
     assert max(received) < 20_000 < parent.get_total_buffer_size() == _buffer_bytes(parent.slice(0, 10))
+
+
+def test_the_duplicate_decisions_on_ray_cut_into_many_partitions_are_the_rules_over_all_rows(joined, monkeypatch):
+    """Ray Data's sort deals the keys, then the components, into some 30 partitions of whole groups:
+    every row gets the verdict, twin and similarity the rule gives it over all rows at once."""
+    monkeypatch.setattr(ray_tasks, "GROUP_BLOCK_ROWS", 64)
+    for seed in range(3):
+        rows = colliding_rows(400, seed)
+        with open_engine(EngineParams(name="ray", workers=2)) as engine:
+            decided = spread(engine, rows)
+        for got, want in zip(decided, rule_over_all_rows(rows), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_group_cut_across_ray_partitions_stops_the_stage(joined, monkeypatch):
+    """Were Ray Data's partitions to share a key (here: no sort at all), the decisions stop, not guess."""
+    monkeypatch.setattr(ray_tasks, "GROUP_BLOCK_ROWS", 64)
+    monkeypatch.setattr(ray.data.Dataset, "sort", lambda dataset, key: dataset)
+    with open_engine(EngineParams(name="ray", workers=2)) as engine, pytest.raises(StageError, match="split a group"):
+        spread(engine, colliding_rows(400, 0))
 
 
 def _predict(root: Path, out: Path, cluster: dict[str, str] | None = None, workers: int = 0) -> dict[str, bytes]:

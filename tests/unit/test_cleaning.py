@@ -14,12 +14,12 @@ from reprolab.data.cleaning import (
     assign_splits,
     clean_file,
     clean_text,
-    find_duplicates,
     html_to_text,
     mail_to_text,
     normalise,
     shingles,
 )
+from reprolab.data.duplicates import find_duplicates
 from reprolab.data.row_rules import RAW_SCHEMA
 from reprolab.engines import LocalEngine
 from reprolab.errors import StageError
