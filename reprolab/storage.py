@@ -234,6 +234,18 @@ def parquet_rows(path: str | Path) -> int:
     return pq.ParquetFile(_input(path)).metadata.num_rows
 
 
+def check_every_row_came_back(source: str | Path, returned: int, dest: str | Path) -> None:
+    """A stage that writes a row (or a row's windows) for every row of `source` stops before `dest`
+    replaces its previous version unless `returned` rows came back from the engine's batches: a batch
+    lost on the way is a bug, never a smaller output."""
+    read = parquet_rows(source)
+    if returned != read:
+        raise StageError(
+            f"{dest}: {returned} rows came back from the engine for the {read} rows of {source} (a bug: "
+            "please report it); the previous output is kept"
+        )
+
+
 def iter_batches(path: str | Path, columns: list[str] | None, rows: int) -> Iterator[pa.RecordBatch]:
     """Record batches of at most `rows` rows, read one row group at a time: memory holds one row group.
 

@@ -273,6 +273,8 @@ def tokenize_splits(
         with storage.parquet_sink(dests[split], encoder.TOKEN_SCHEMA) as sink:
             for table in tokenize_split(source, verified, labels, p.batch_size, engine):
                 sink.write(table)
+            # Before the output replaces the previous one: a row for every row in, whatever ran the batches.
+            storage.check_every_row_came_back(source, sink.rows, dests[split])
         rows[split] = sink.rows
     return rows
 

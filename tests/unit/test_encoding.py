@@ -190,3 +190,47 @@ def test_stage_encodes_whole_texts_when_max_length_leaves_no_room_for_chunks(tmp
     table = pa.concat_tables(tokenize_split(tmp_path / "split.parquet", verified, ["ham", "spam"], 1))
     assert table["input_ids"].to_pylist() == [[tokenizer.cls_token_id, tokenizer.sep_token_id]] * 2
     assert "leaves no room besides the special tokens; encoding whole texts" in capsys.readouterr().out
+
+
+class LosesABatch:
+    """An engine with a bug: the second batch's result never comes back."""
+
+    workers = 1
+
+    def map(self, fn, items):
+        return (fn(item) for n, item in enumerate(items) if n != 1)
+
+
+def test_a_batch_lost_on_the_engine_stops_tokenize_and_keeps_the_previous_output(tmp_path, tokenizer):
+    from reprolab.data.sentence_cleaning import CLEAN_SENTENCE_SCHEMA
+    from reprolab.data.tag_schemes import tag_names
+    from reprolab.encoding import truncated, word_alignment
+    from reprolab.errors import StageError
+    from reprolab.params import TokenizeParams
+
+    p = TokenizeParams(max_length=16, batch_size=1)
+    write_clean(tmp_path / "train.parquet", ["free money now", "hello", "notes", "more"], ["spam", "ham", "ham", "ham"])
+    sentences = [
+        {
+            "id": f"s{i}",
+            "group": f"s{i}",
+            "tokens": ["Anna", "visits", "Rome"],
+            "tags": ["B-PER", "O", "B-LOC"],
+            "replacements": 0,
+        }
+        for i in range(4)
+    ]
+    pq.write_table(pa.Table.from_pylist(sentences, schema=CLEAN_SENTENCE_SCHEMA), tmp_path / "sentences.parquet")
+    texts, windows = tmp_path / "tokens.parquet", tmp_path / "windows.parquet"
+    texts.write_bytes(b"previous"), windows.write_bytes(b"previous")
+    with pytest.raises(
+        StageError, match=r"tokens.parquet: 3 rows came back from the engine for the 4 rows of .*train.parquet"
+    ):
+        truncated.tokenize_splits(
+            tokenizer, p, ["ham", "spam"], {"train": tmp_path / "train.parquet"}, {"train": texts}, LosesABatch()
+        )
+    with pytest.raises(StageError, match=r"windows.parquet: 3 rows came back from the engine for the 4 rows"):
+        word_alignment.tokenize_sentences(
+            tmp_path / "sentences.parquet", windows, tokenizer, tag_names(["PER", "LOC"]), p, LosesABatch()
+        )
+    assert texts.read_bytes() == windows.read_bytes() == b"previous"
