@@ -268,7 +268,8 @@ def clean_file(
     raw: Path, split_paths: dict[str, Path], rejects_path: Path, p: CleanParams, engine: Engine
 ) -> dict[str, Any]:
     """raw.parquet -> split files and a rejects file, in the raw file's row order; returns the report.
-    Pass 1 runs on the `engine`; the outputs do not depend on which or on its workers.
+    Pass 1 and the duplicate decisions run on the `engine`; the outputs do not depend on which or on
+    its workers.
 
     Where ingest kept the source's own split (its `split` column), rows keep it: duplicates are judged
     in split order (train, val, test), then id, so of twins in two splits the later split's copy is
