@@ -67,7 +67,7 @@ class TimedEngine:
         return result
 
 
-def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
+def timed(work: Callable[[TimedEngine], object]) -> dict:
     engine = TimedEngine()
     start = time.perf_counter()
     work(engine)
@@ -79,7 +79,7 @@ def timed(work: Callable[[TimedEngine], object]) -> dict[str, float]:
     }
 
 
-def measure_stage(stage: str, root: Path, rows: int) -> dict[str, float]:
+def measure_stage(stage: str, root: Path, rows: int) -> dict:
     # The checkout's model, wherever the stage runs from.
     model = params.model.model_copy(update={"name_or_path": str(common.ROOT / params.model.name_or_path)})
     in_project = params.model_copy(update={"model": model})

@@ -8,9 +8,9 @@ rule run on each component alone decides every row as it does on all of them. `d
 
 1. groups every row's keys on the engine (a shuffle by key on a cluster: `Engine.map_grouped`); each
    key that several rows hold links them;
-2. finds the components of those links on the driver (scipy), which holds only the rows that share a
-   key with another and their links: the shape of datatrove's MinHash dedup, whose clustering step
-   reads every duplicate pair in one task;
+2. finds the components of those links on the driver (scipy): a graph of only the rows that share a
+   key with another, the shape of datatrove's MinHash dedup, whose clustering step reads every
+   duplicate pair in one task;
 3. groups those rows with their fingerprints by component on the engine, and decides each partition
    of whole components with `find_duplicates`.
 

@@ -309,7 +309,7 @@ def tokenize_sentences(
         for table, batch_counts in engine.map(WindowBatch(tokenizer, names, p), batches):
             sink.write(table)
             counts.update(batch_counts)
-        storage.check_every_row_came_back(source, counts["sentences"], dest)  # every sentence in gave its windows
+        storage.check_every_row_came_back(source, counts["sentences"], dest)  # every batch's sentences came back
     return dict(counts)
 
 

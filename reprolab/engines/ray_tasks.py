@@ -34,8 +34,8 @@ from reprolab.errors import StageError
 # Tries after the first when a worker dies mid-task; an exception the function raises is not retried.
 MAX_RETRIES = 3
 CONNECT_TIMEOUT_S = 10
-# Rows per block of a grouped map's input, and so per partition of its sort: at least one block per
-# worker, none too large for one task's memory.
+# Rows per block of a grouped map's input, so its sort has at least one partition per worker and one
+# per million rows (a partition still holds all of a key's rows, however many share it).
 GROUP_BLOCK_ROWS = 1_000_000
 
 
@@ -133,64 +133,96 @@ class RayEngine:
     def map_grouped(self, fn: Callable, table: pa.Table, key: str) -> pa.Table:
         if not table.num_rows:
             return fn(table)
-        _configure_ray_data()
         size = -(-table.num_rows // max(self.workers, -(-table.num_rows // GROUP_BLOCK_ROWS)))
         blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]
-        # A sort puts equal keys in one partition, each partition one block, so map_batches with
-        # batch_size=None sees every group whole: what Ray's own GroupedData.map_groups relies on, here
-        # with one vectorised call per partition instead of a Python call per group.
-        partitions = (
-            ray.data.from_arrow(blocks)
-            .sort(key)
-            .map_batches(partial(_partition_result, fn, key), batch_size=None, batch_format="pyarrow")
-        )
-        try:
-            parts = pa.concat_tables(ray.get(partitions.to_arrow_refs())).sort_by("first")
-        except ray.exceptions.RayError as exc:
-            raise StageError(
-                f"engine.name=ray: a grouped map by {key!r} failed ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0][:300]}); nothing was written: see the cluster's logs "
-                "(/tmp/ray/session_latest/logs) and run it again"
-            ) from None
+        with _ray_data_settings():
+            # A sort puts equal keys in one partition, each partition one block, so map_batches with
+            # batch_size=None sees every group whole: what Ray's own GroupedData.map_groups relies on,
+            # here with one vectorised call per partition instead of a Python call per group.
+            partitions = (
+                ray.data.from_arrow(blocks)
+                .sort(key)
+                .map_batches(
+                    partial(_partition_result, fn, key, table.schema.field(key).type),
+                    batch_size=None,
+                    batch_format="pyarrow",
+                )
+            )
+            try:
+                parts = pa.concat_tables(ray.get(partitions.to_arrow_refs())).sort_by("first")
+            except ray.exceptions.RayError as exc:
+                raise StageError(
+                    f"engine.name=ray: a grouped map by {key!r} failed ({_own_error(exc)}); nothing was "
+                    "written: see the cluster's logs (/tmp/ray/session_latest/logs) and run it again"
+                ) from None
         first, last = parts["first"].to_pylist(), parts["last"].to_pylist()
-        if any(previous >= following for previous, following in zip(last[:-1], first[1:], strict=True)):
-            raise StageError(  # a group across two partitions would be decided as two: stop, not guess
-                f"engine.name=ray: Ray Data split a group of {key!r} across partitions ({len(first)} "
-                "partitions); nothing was written: report this with the Ray version, or set engine.name: local"
+        mapped = sum(parts["rows"].to_pylist())
+        split = any(previous >= following for previous, following in zip(last[:-1], first[1:], strict=True))
+        if split or mapped != table.num_rows:  # a group cut in two, or rows lost, would be decided wrongly
+            what = (
+                f"split a group of {key!r} across its partitions"
+                if split
+                else f"lost rows ({mapped} of {table.num_rows} reached a partition)"
+            )
+            raise StageError(
+                f"engine.name=ray: Ray Data {what}, of {len(first)} partitions; nothing was written: report "
+                "this with the Ray version, or set engine.name: local"
             )
         return pa.concat_tables(pa.ipc.open_stream(result).read_all() for result in parts["result"].to_pylist())
 
 
-def _configure_ray_data() -> None:
-    context = DataContext.get_current()
-    # Sort by sampled ranges, in tasks: Ray's default hash shuffle starts aggregator actors, seconds a job.
+@contextlib.contextmanager
+def _ray_data_settings() -> Iterator[None]:
+    """For the block: Ray Data sorts by sampled ranges in tasks (its default hash shuffle starts
+    aggregator actors, seconds a job), never cuts a partition into several blocks, shows no progress
+    bars, and keeps its per-job warnings (progress bars off; a new cluster's CPUs not yet reported) off
+    the stage's terminal; its failures still raise. The process's settings are restored after."""
+    context, logger = DataContext.get_current(), logging.getLogger("ray.data")
+    saved = (context.shuffle_strategy, context.target_max_block_size, context.enable_progress_bars, logger.level)
     context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    context.target_max_block_size = None  # a partition is never cut into several blocks
+    context.target_max_block_size = None
     context.enable_progress_bars = False
-    # Its warnings as each job starts (progress bars off; a new cluster's CPUs not yet reported) would
-    # reach the stage's terminal every time; its failures still raise.
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.shuffle_strategy, context.target_max_block_size, context.enable_progress_bars, level = saved
+        logger.setLevel(level)
 
 
-def _partition_result(fn: Callable, key: str, partition: pa.Table) -> pa.Table:
-    """One row for a sorted partition: its first and last key, for the driver's check that no group was
-    split, and fn's result as an Arrow IPC stream; no row for an empty partition."""
-    keys = partition[key]
+def _own_error(exc: Exception) -> str:
+    """The error a Ray task's function raised, from the traceback Ray wraps it in (Ray Data keeps only
+    its text): the line before the first "direct cause", else the first line."""
+    lines = str(exc).split("The above exception was the direct cause")[0].strip().splitlines()
+    return (lines[-1].strip() if lines else type(exc).__name__)[:300]
+
+
+def _partition_result(fn: Callable, key: str, key_type: pa.DataType, partition: pa.Table) -> pa.Table:
+    """One row for a sorted partition: its first and last key and its rows, for the driver's checks
+    that no group was split and no row lost, and fn's result as an Arrow IPC stream; no row for an
+    empty partition."""
     if not partition.num_rows:
-        return _partition_row(keys.type, [], [], [])
+        return _partition_row(key_type, [], [], [], [])
     sink = pa.BufferOutputStream()
     result = fn(partition)
     with pa.ipc.new_stream(sink, result.schema) as writer:
         writer.write_table(result)
-    bounds = pc.min_max(keys)
-    return _partition_row(keys.type, [bounds["min"].as_py()], [bounds["max"].as_py()], [sink.getvalue().to_pybytes()])
+    bounds = pc.min_max(partition[key])
+    return _partition_row(
+        key_type,
+        [bounds["min"].as_py()],
+        [bounds["max"].as_py()],
+        [partition.num_rows],
+        [sink.getvalue().to_pybytes()],
+    )
 
 
-def _partition_row(key_type: pa.DataType, first: list, last: list, result: list[bytes]) -> pa.Table:
+def _partition_row(key_type: pa.DataType, first: list, last: list, rows: list[int], result: list[bytes]) -> pa.Table:
     return pa.table(
         {
             "first": pa.array(first, key_type),
             "last": pa.array(last, key_type),
+            "rows": pa.array(rows, pa.int64()),
             "result": pa.array(result, pa.large_binary()),
         }
     )

@@ -243,6 +243,30 @@ def test_the_duplicate_decisions_on_ray_cut_into_many_partitions_are_the_rules_o
             np.testing.assert_array_equal(got, want)
 
 
+def _partition_sizes(partition: pa.Table) -> pa.Table:
+    return pa.table({"rows": [partition.num_rows], "keys": [len(set(partition["key"].to_pylist()))]})
+
+
+def test_ray_map_grouped_hands_each_key_to_exactly_one_of_many_partitions(joined, monkeypatch):
+    monkeypatch.setattr(ray_tasks, "GROUP_BLOCK_ROWS", 64)
+    keys = np.random.default_rng(0).integers(0, 300, 2000).astype(np.uint64)
+    with open_engine(EngineParams(name="ray", workers=2)) as engine:
+        sizes = engine.map_grouped(_partition_sizes, pa.table({"key": keys}), "key")
+    assert sizes.num_rows > 10  # one partition per input block of 64 rows
+    assert sum(sizes["rows"].to_pylist()) == len(keys)
+    assert sum(sizes["keys"].to_pylist()) == len(np.unique(keys))  # no key in two partitions
+
+
+def _fails(partition: pa.Table) -> pa.Table:
+    raise ValueError(f"no partition of {partition.num_rows} rows is welcome")
+
+
+def test_a_grouped_map_that_raises_on_ray_stops_with_the_functions_own_error(joined):
+    with open_engine(EngineParams(name="ray", workers=2)) as engine, pytest.raises(StageError) as failed:
+        engine.map_grouped(_fails, pa.table({"key": np.arange(10, dtype=np.uint64)}), "key")
+    assert "failed (ValueError: no partition of" in str(failed.value)
+
+
 def test_a_group_cut_across_ray_partitions_stops_the_stage(joined, monkeypatch):
     """Were Ray Data's partitions to share a key (here: no sort at all), the decisions stop, not guess."""
     monkeypatch.setattr(ray_tasks, "GROUP_BLOCK_ROWS", 64)
