@@ -54,15 +54,15 @@ class TimedEngine:
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         for item in items:  # reading the next item is the driver's time, outside the clock
-            start = time.perf_counter()
-            result = fn(item)
-            self.map_seconds += time.perf_counter() - start
-            yield result
+            yield self._timed(fn, item)
 
     def map_grouped(self, fn: Callable, table, key: str):
         self.grouped_rows[key] = table.num_rows
-        start = time.perf_counter()  # the duplicate decisions: a cluster's partitions split this work
-        result = fn(table)
+        return self._timed(fn, table)  # the duplicate decisions: a cluster's partitions split this work
+
+    def _timed(self, fn: Callable, item):
+        start = time.perf_counter()
+        result = fn(item)
         self.map_seconds += time.perf_counter() - start
         return result
 

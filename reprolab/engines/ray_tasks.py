@@ -37,6 +37,8 @@ CONNECT_TIMEOUT_S = 10
 # Rows per block of a grouped map's input, so its sort has at least one partition per worker and one
 # per million rows (a partition still holds all of a key's rows, however many share it).
 GROUP_BLOCK_ROWS = 1_000_000
+# How a failed map's message ends: what the user can do about it.
+_SEE_THE_LOGS = "nothing was written: see the cluster's logs (/tmp/ray/session_latest/logs) and run it again"
 
 
 @ray.remote(max_retries=MAX_RETRIES)
@@ -152,8 +154,7 @@ class RayEngine:
                 parts = pa.concat_tables(ray.get(partitions.to_arrow_refs())).sort_by("first")
             except ray.exceptions.RayError as exc:
                 raise StageError(
-                    f"engine.name=ray: a grouped map by {key!r} failed ({_own_error(exc)}); nothing was "
-                    "written: see the cluster's logs (/tmp/ray/session_latest/logs) and run it again"
+                    f"engine.name=ray: a grouped map by {key!r} failed ({_own_error(exc)}); {_SEE_THE_LOGS}"
                 ) from None
         first, last = parts["first"].to_pylist(), parts["last"].to_pylist()
         mapped = sum(parts["rows"].to_pylist())
@@ -251,6 +252,5 @@ def _result(get: Callable):
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RayActorError) as exc:
         raise StageError(
             f"engine.name=ray: a worker died {MAX_RETRIES + 1} times running one batch, or could not start "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); nothing was written: see the "
-            "cluster's logs (/tmp/ray/session_latest/logs) and run it again"
+            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); {_SEE_THE_LOGS}"
         ) from None
